@@ -1,0 +1,852 @@
+//! The configuration: one TOML file (SPEC §3), parsed with serde into [`Config`].
+//!
+//! Loading has two steps, in this order:
+//! 1. [`Config::parse`] turns text into a `Config`; syntax errors and unknown keys
+//!    fail here, with the line and column of the offending key.
+//! 2. [`Config::validate`] checks the values as a whole and returns *every*
+//!    problem, each named by its key (`server[2].port: …`), so that an
+//!    administrator fixes a file in one pass.
+//!
+//! [`Config::load`] does both. The master is the only process that reads the
+//! file: it sends the validated configuration to its workers as TOML text
+//! ([`Config::to_toml`]), so a worker never sees a half-edited file.
+//!
+//! Durations are written `"10s"`, `"2m"`, `"48h"`, `"32d"` ([`Duration`]); sizes
+//! `"50MB"`, where K, M and G are powers of 1024 as in nginx and Postfix's
+//! documentation ([`Size`]).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::net::{IpNet, IpPattern};
+
+/// Default location of the configuration file.
+pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The SMTP front side: listeners, identity, limits, admin credentials.
+    #[serde(default)]
+    pub proxy: Proxy,
+    /// STARTTLS on the client side; absent means no STARTTLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+    /// Processes, users and directories.
+    #[serde(default)]
+    pub process: Process,
+    /// Where and how much to log.
+    #[serde(default)]
+    pub log: Log,
+    /// The backend servers, in the order routing considers them.
+    #[serde(default, rename = "server", skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<Server>,
+    /// Anti-spam policy (SPEC §8). No policy key exists yet: the table must be empty.
+    #[serde(default, skip_serializing_if = "Policy::is_empty")]
+    pub policy: Policy,
+}
+
+/// `[proxy]`: the SMTP front side.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    /// Addresses to listen on. Changing them needs a restart.
+    pub listen: Vec<String>,
+    /// Name in the greeting and in EHLO to backends; default: the system's host name.
+    pub hostname: String,
+    /// Text after the host name in the 220 greeting.
+    pub banner: String,
+    /// User name for the RELOAD and SHUTDOWN SMTP commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_user: Option<String>,
+    /// Password for the RELOAD and SHUTDOWN SMTP commands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_password: Option<String>,
+    /// Networks from which RELOAD and update mails are accepted.
+    pub admin_networks: Vec<String>,
+    /// Address whose mail postern broadcasts to every backend (SPEC §7).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_address: Option<String>,
+    /// Largest message accepted, advertised in EHLO `SIZE`.
+    pub max_message_size: Size,
+    /// Recipients per transaction.
+    pub max_recipients: u32,
+    /// Client connections in total, over all smtpd processes.
+    pub max_connections: u32,
+    /// Client connections from one IP address.
+    pub max_connections_per_ip: u32,
+    /// How long to wait for a client command.
+    pub command_timeout: Duration,
+    /// How long to wait for the next piece of a message body.
+    pub data_timeout: Duration,
+    /// Offer AUTH only inside TLS; default: true when `[tls]` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_requires_tls: Option<bool>,
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Proxy {
+            listen: vec!["0.0.0.0:25".into(), "[::]:25".into()],
+            hostname: String::new(),
+            banner: "ESMTP postern".into(),
+            admin_user: None,
+            admin_password: None,
+            admin_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            update_address: None,
+            max_message_size: Size(50 * 1024 * 1024),
+            max_recipients: 1000,
+            max_connections: 2000,
+            max_connections_per_ip: 50,
+            command_timeout: Duration::from_secs(300),
+            data_timeout: Duration::from_secs(600),
+            auth_requires_tls: None,
+        }
+    }
+}
+
+/// `[tls]`: certificate and key for STARTTLS.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[process]`: the master's workers and their directories.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Process {
+    /// Unprivileged user of the workers; absent: workers keep the master's user.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Number of smtpd processes sharing the listeners.
+    pub smtpd_processes: u32,
+    /// Directory smtpd chroots into; empty: no chroot. Must contain `run_dir`.
+    pub chroot: String,
+    /// Sockets and the pid file.
+    pub run_dir: PathBuf,
+    /// Greylist store, statistics, scheduled restarts.
+    pub state_dir: PathBuf,
+    /// The update queue.
+    pub spool_dir: PathBuf,
+    /// Where the worker binaries are; absent: next to the `postern` executable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon_dir: Option<PathBuf>,
+    /// How long a graceful stop waits for running sessions before ending them.
+    pub stop_timeout: Duration,
+}
+
+impl Default for Process {
+    fn default() -> Self {
+        Process {
+            user: None,
+            smtpd_processes: 2,
+            chroot: String::new(),
+            run_dir: "/run/postern".into(),
+            state_dir: "/var/lib/postern".into(),
+            spool_dir: "/var/spool/postern".into(),
+            daemon_dir: None,
+            stop_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub level: String,
+    /// `auto` (journald when running under systemd), `yes` or `no`.
+    pub journald: String,
+    /// Optional log file, rotated daily.
+    pub file: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            journald: "auto".into(),
+            file: String::new(),
+        }
+    }
+}
+
+/// How a backend learns the client's identity (SPEC §5).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIdentity {
+    /// `IPADDR FROM <ip>`, the seed's command.
+    #[default]
+    Ipaddr,
+    /// Postfix's XCLIENT.
+    Xclient,
+    /// HAProxy PROXY protocol, text form.
+    ProxyV1,
+    /// HAProxy PROXY protocol, binary form.
+    ProxyV2,
+    /// Nothing.
+    None,
+}
+
+impl ClientIdentity {
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientIdentity::Ipaddr => "ipaddr",
+            ClientIdentity::Xclient => "xclient",
+            ClientIdentity::ProxyV1 => "proxy-v1",
+            ClientIdentity::ProxyV2 => "proxy-v2",
+            ClientIdentity::None => "none",
+        }
+    }
+
+    /// Parses the configuration spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            ClientIdentity::Ipaddr,
+            ClientIdentity::Xclient,
+            ClientIdentity::ProxyV1,
+            ClientIdentity::ProxyV2,
+            ClientIdentity::None,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
+    }
+}
+
+/// `[[server]]`: one backend mail server.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Name used in logs; default: `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Host name or address of the backend.
+    pub host: String,
+    /// SMTP port of the backend.
+    pub port: u16,
+    /// Connect and reply timeout.
+    #[serde(default = "default_server_timeout")]
+    pub timeout: Duration,
+    /// Relay clients: addresses, `*` octets, CIDR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relay: Vec<String>,
+    /// SMTP AUTH user of this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// SMTP AUTH password of this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Domains this backend receives mail for; `.example.com` also matches subdomains.
+    pub domains: Vec<String>,
+    /// How the client's identity reaches the backend.
+    #[serde(default)]
+    pub client_identity: ClientIdentity,
+    /// Command that restarts the backend (argv, no shell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_command: Option<Vec<String>>,
+}
+
+fn default_server_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+impl Server {
+    /// The name for logs: `name`, or `host:port` when unnamed.
+    pub fn display_name(&self) -> String {
+        match &self.name {
+            Some(n) if !n.is_empty() => n.clone(),
+            _ => format!("{}:{}", self.host, self.port),
+        }
+    }
+}
+
+/// `[policy]`: reserved for SPEC §8; no key is accepted yet.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {}
+
+impl Policy {
+    fn is_empty(&self) -> bool {
+        true
+    }
+}
+
+/// A duration written `"90s"`, `"5m"`, `"48h"`, `"32d"` or `"250ms"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Duration(pub std::time::Duration);
+
+impl Duration {
+    /// A duration of `s` seconds.
+    pub const fn from_secs(s: u64) -> Self {
+        Duration(std::time::Duration::from_secs(s))
+    }
+
+    /// Parses `"10s"`-style text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like \"10s\""))?;
+        let ms = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            _ => {
+                return Err(format!(
+                    "invalid duration {text:?}: the unit must be ms, s, m, h, d or w"
+                ))
+            }
+        };
+        n.checked_mul(ms)
+            .map(|v| Duration(std::time::Duration::from_millis(v)))
+            .ok_or_else(|| format!("duration {text:?} is too large"))
+    }
+}
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
+            if ms != 0 && ms % size == 0 {
+                return write!(f, "{}{unit}", ms / size);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Duration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Duration::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size in bytes, written `"50MB"`, `"512KB"`, `"1GB"` (powers of 1024) or a bare number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Size(pub u64);
+
+impl Size {
+    /// Parses `"50MB"`-style text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("invalid size {text:?}: expected a number and a unit, like \"50MB\""))?;
+        let mult = match unit.to_ascii_uppercase().as_str() {
+            "" | "B" => 1,
+            "K" | "KB" => 1024,
+            "M" | "MB" => 1024 * 1024,
+            "G" | "GB" => 1024 * 1024 * 1024,
+            _ => return Err(format!("invalid size {text:?}: the unit must be B, KB, MB or GB")),
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("size {text:?} is too large"))
+    }
+}
+
+impl fmt::Display for Size {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (unit, size) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
+            if self.0 != 0 && self.0 % size == 0 {
+                return write!(f, "{}{unit}", self.0 / size);
+            }
+        }
+        write!(f, "{}", self.0)
+    }
+}
+
+impl Serialize for Size {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(n) => Ok(Size(n)),
+            Raw::Text(t) => Size::parse(&t).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// One problem found while loading or validating, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key path, e.g. `server[2].port`; empty for the file as a whole.
+    pub key: String,
+    /// What is wrong, in one line.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Why a configuration could not be loaded: every problem, ready to print one per line.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, for messages.
+    pub path: String,
+    /// Every problem found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}: {p}", self.path)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn one(path: &str, key: &str, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            problems: vec![Problem {
+                key: key.into(),
+                message: message.into(),
+            }],
+        }
+    }
+
+    /// All problems on one line, for SMTP replies and single log lines.
+    pub fn one_line(&self) -> String {
+        self.problems
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let name = path.display().to_string();
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
+            return Err(ConfigError::one(
+                &name,
+                "",
+                "the legacy XML format is not supported yet; write the configuration in TOML",
+            ));
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
+        let mut config = Config::parse(&text).map_err(|p| ConfigError {
+            path: name.clone(),
+            problems: vec![p],
+        })?;
+        config.fill_defaults();
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError {
+                path: name,
+                problems,
+            })
+        }
+    }
+
+    /// Parses TOML text; a syntax error or unknown key is reported with its line and column.
+    pub fn parse(text: &str) -> Result<Config, Problem> {
+        toml::from_str::<Config>(text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {col}")
+                })
+                .unwrap_or_default();
+            Problem {
+                key: place,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })
+    }
+
+    /// Fills values whose default depends on the machine (the host name).
+    pub fn fill_defaults(&mut self) {
+        if self.proxy.hostname.is_empty() {
+            self.proxy.hostname = nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+        }
+    }
+
+    /// The configuration as TOML text, as the master sends it to its workers.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serializes: every field is a plain value")
+    }
+
+    /// The listen addresses, parsed (validate() has checked them).
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.proxy
+            .listen
+            .iter()
+            .filter_map(|l| l.parse().ok())
+            .collect()
+    }
+
+    /// Checks every value; returns every problem found (empty: valid).
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |key: String, message: String| out.push(Problem { key, message });
+        let p = &self.proxy;
+
+        if p.listen.is_empty() {
+            bad("proxy.listen".into(), "at least one address is needed".into());
+        }
+        for (i, l) in p.listen.iter().enumerate() {
+            if l.parse::<SocketAddr>().is_err() {
+                bad(
+                    format!("proxy.listen[{i}]"),
+                    format!("{l:?} is not an address:port such as \"0.0.0.0:25\" or \"[::]:25\""),
+                );
+            }
+        }
+        if !is_hostname(&p.hostname) {
+            bad("proxy.hostname".into(), format!("{:?} is not a valid host name", p.hostname));
+        }
+        if p.banner.contains(['\r', '\n']) {
+            bad("proxy.banner".into(), "must be one line".into());
+        }
+        if p.admin_user.is_some() != p.admin_password.is_some() {
+            bad(
+                "proxy.admin_user".into(),
+                "admin_user and admin_password go together".into(),
+            );
+        }
+        for (i, n) in p.admin_networks.iter().enumerate() {
+            if n.parse::<IpNet>().is_err() {
+                bad(
+                    format!("proxy.admin_networks[{i}]"),
+                    format!("{n:?} is not an address or network such as \"127.0.0.0/8\""),
+                );
+            }
+        }
+        if p.update_address.is_some() {
+            bad(
+                "proxy.update_address".into(),
+                "the update broadcast is not supported yet".into(),
+            );
+        }
+        if p.max_message_size.0 < 1024 {
+            bad("proxy.max_message_size".into(), "must be at least 1KB".into());
+        }
+        for (key, v) in [
+            ("proxy.max_recipients", p.max_recipients),
+            ("proxy.max_connections", p.max_connections),
+            ("proxy.max_connections_per_ip", p.max_connections_per_ip),
+        ] {
+            if v == 0 {
+                bad(key.into(), "must be at least 1".into());
+            }
+        }
+        for (key, d) in [
+            ("proxy.command_timeout", p.command_timeout),
+            ("proxy.data_timeout", p.data_timeout),
+        ] {
+            if d.0 < std::time::Duration::from_secs(1) {
+                bad(key.into(), "must be at least 1s".into());
+            }
+        }
+        if self.tls.is_some() {
+            bad("tls".into(), "STARTTLS is not supported yet".into());
+        }
+        if p.auth_requires_tls.is_some() {
+            bad("proxy.auth_requires_tls".into(), "SMTP AUTH is not supported yet".into());
+        }
+
+        let pr = &self.process;
+        if pr.smtpd_processes == 0 || pr.smtpd_processes > 64 {
+            bad("process.smtpd_processes".into(), "must be between 1 and 64".into());
+        }
+        if let Some(u) = &pr.user {
+            if u.is_empty() {
+                bad("process.user".into(), "must not be empty (leave it out instead)".into());
+            }
+        }
+        for (key, dir) in [
+            ("process.run_dir", &pr.run_dir),
+            ("process.state_dir", &pr.state_dir),
+            ("process.spool_dir", &pr.spool_dir),
+        ] {
+            if !dir.is_absolute() {
+                bad(key.into(), format!("{} is not an absolute path", dir.display()));
+            }
+        }
+        if let Some(d) = &pr.daemon_dir {
+            if !d.is_absolute() {
+                bad("process.daemon_dir".into(), format!("{} is not an absolute path", d.display()));
+            }
+        }
+        if !pr.chroot.is_empty() {
+            let root = Path::new(&pr.chroot);
+            if !root.is_absolute() {
+                bad("process.chroot".into(), format!("{} is not an absolute path", pr.chroot));
+            } else if !pr.run_dir.starts_with(root) {
+                bad(
+                    "process.chroot".into(),
+                    format!(
+                        "run_dir {} must lie inside the chroot {} so that smtpd can reach the router",
+                        pr.run_dir.display(),
+                        pr.chroot
+                    ),
+                );
+            }
+        }
+
+        let l = &self.log;
+        if !["error", "warn", "info", "debug", "trace"].contains(&l.level.as_str()) {
+            bad(
+                "log.level".into(),
+                format!("{:?} is not one of error, warn, info, debug, trace", l.level),
+            );
+        }
+        match l.journald.as_str() {
+            "auto" | "no" => {}
+            "yes" => bad("log.journald".into(), "logging to journald is not supported yet".into()),
+            other => bad(
+                "log.journald".into(),
+                format!("{other:?} is not one of auto, yes, no"),
+            ),
+        }
+        if !l.file.is_empty() {
+            bad("log.file".into(), "logging to a file is not supported yet".into());
+        }
+
+        let mut owner: std::collections::HashMap<String, usize> = Default::default();
+        for (i, s) in self.servers.iter().enumerate() {
+            let k = |f: &str| format!("server[{}].{f}", i + 1);
+            if s.host.trim().is_empty() {
+                bad(k("host"), "is required".into());
+            }
+            if s.port == 0 {
+                bad(k("port"), "must be between 1 and 65535".into());
+            }
+            if s.timeout.0 < std::time::Duration::from_millis(100) {
+                bad(k("timeout"), "must be at least 100ms".into());
+            }
+            for (j, r) in s.relay.iter().enumerate() {
+                if r.parse::<IpPattern>().is_err() {
+                    bad(
+                        format!("{}[{j}]", k("relay")),
+                        format!("{r:?} is not an address, a pattern such as \"172.16.*.*\" or a network"),
+                    );
+                }
+            }
+            if !s.relay.is_empty() {
+                bad(k("relay"), "routing by client address is not supported yet".into());
+            }
+            if s.user.is_some() != s.password.is_some() {
+                bad(k("user"), "user and password go together".into());
+            }
+            if s.user.is_some() {
+                bad(k("user"), "routing by SMTP AUTH is not supported yet".into());
+            }
+            if s.domains.is_empty() {
+                bad(k("domains"), "at least one domain is required".into());
+            }
+            for (j, d) in s.domains.iter().enumerate() {
+                let norm = normalize_domain(d);
+                let bare = norm.strip_prefix('.').unwrap_or(&norm);
+                if !is_hostname(bare) {
+                    bad(format!("{}[{j}]", k("domains")), format!("{d:?} is not a domain name"));
+                    continue;
+                }
+                if let Some(prev) = owner.insert(norm.clone(), i) {
+                    if prev != i {
+                        bad(
+                            format!("{}[{j}]", k("domains")),
+                            format!("{d:?} is also a domain of server[{}]", prev + 1),
+                        );
+                    }
+                }
+            }
+            match s.client_identity {
+                ClientIdentity::Ipaddr | ClientIdentity::None => {}
+                other => bad(
+                    k("client_identity"),
+                    format!("{:?} is not supported yet (use ipaddr or none)", other.as_str()),
+                ),
+            }
+            if let Some(cmd) = &s.restart_command {
+                if cmd.is_empty() || cmd[0].is_empty() {
+                    bad(k("restart_command"), "needs at least the program".into());
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Lower-cases a domain and removes one trailing dot.
+pub fn normalize_domain(d: &str) -> String {
+    let d = d.trim();
+    d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase()
+}
+
+/// True for a syntactically valid DNS host name (letters, digits, hyphens, dots).
+pub fn is_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// True when `ip` is inside one of the `networks` (entries that fail to parse never match).
+pub fn in_networks(ip: IpAddr, networks: &[String]) -> bool {
+    networks
+        .iter()
+        .filter_map(|n| n.parse::<IpNet>().ok())
+        .any(|n| n.contains(ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+[proxy]
+listen = ["127.0.0.1:2525"]
+hostname = "mx.example.net"
+max_message_size = "10MB"
+command_timeout = "2m"
+
+[process]
+run_dir = "/tmp/postern-run"
+
+[[server]]
+name = "Customer One"
+host = "localhost"
+port = 1025
+timeout = "10s"
+domains = ["mydomain.com", "mydomain.org"]
+
+[[server]]
+host = "localhost"
+port = 2025
+domains = [".yourdomain.net"]
+"#;
+
+    #[test]
+    fn parses_and_validates_a_full_file() {
+        let c = Config::parse(FULL).expect("parses");
+        assert_eq!(c.proxy.max_message_size, Size(10 << 20));
+        assert_eq!(c.proxy.command_timeout, Duration::from_secs(120));
+        assert_eq!(c.servers.len(), 2);
+        assert_eq!(c.servers[1].timeout, Duration::from_secs(20));
+        assert_eq!(c.servers[1].display_name(), "localhost:2025");
+        assert_eq!(c.validate(), vec![]);
+    }
+
+    #[test]
+    fn round_trips_through_toml() {
+        let mut c = Config::parse(FULL).expect("parses");
+        c.fill_defaults();
+        let again = Config::parse(&c.to_toml()).expect("re-parses");
+        assert_eq!(c, again);
+    }
+
+    #[test]
+    fn unknown_key_names_its_line() {
+        let err = Config::parse("[proxy]\nlisten = []\nlisen = 3\n").expect_err("unknown key");
+        assert_eq!(err.key, "line 3, column 1");
+        assert!(err.message.contains("unknown field `lisen`"), "{}", err.message);
+    }
+
+    #[test]
+    fn validate_reports_every_problem_by_key() {
+        let c = Config::parse(
+            r#"
+[proxy]
+listen = ["nowhere"]
+[process]
+smtpd_processes = 0
+[[server]]
+host = ""
+port = 0
+domains = ["a.test", "bad domain"]
+[[server]]
+host = "h"
+port = 1
+domains = ["A.test."]
+"#,
+        )
+        .expect("parses");
+        let keys: Vec<String> = c.validate().into_iter().map(|p| p.key).collect();
+        for k in [
+            "proxy.listen[0]",
+            "process.smtpd_processes",
+            "server[1].host",
+            "server[1].port",
+            "server[1].domains[1]",
+            "server[2].domains[0]",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(Duration::parse("250ms").map(|d| d.0.as_millis()), Ok(250));
+        assert_eq!(Duration::parse("32d").map(|d| d.to_string()), Ok("32d".into()));
+        assert!(Duration::parse("10").is_err());
+        assert!(Duration::parse("10 parsecs").is_err());
+        assert_eq!(Size::parse("50MB"), Ok(Size(52_428_800)));
+        assert_eq!(Size(52_428_800).to_string(), "50MB");
+        assert!(Size::parse("5 furlongs").is_err());
+    }
+}

@@ -1,0 +1,20 @@
+//! postern-shared: what postern's processes have in common.
+//!
+//! - [`config`]: the TOML configuration, its validation and defaults;
+//! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
+//! - [`proto`]: the attribute-list codec of every IPC socket;
+//! - [`route`]: the router's lookup protocol, typed, and its client;
+//! - [`smtp`]: sans-IO SMTP parsers (commands, paths) and replies;
+//! - [`worker`]: the skeleton every worker runs on (inherited sockets,
+//!   configuration from the master, privilege drop, events);
+//! - [`logging`]: one log format for every process, and short ids.
+//!
+//! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
+
+pub mod config;
+pub mod logging;
+pub mod net;
+pub mod proto;
+pub mod route;
+pub mod smtp;
+pub mod worker;

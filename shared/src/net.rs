@@ -1,0 +1,151 @@
+//! Address matching: networks in CIDR form ([`IpNet`]) and the seed's relay
+//! patterns ([`IpPattern`]: an exact address, `*` octets such as `172.16.*.*`,
+//! or a network).
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+/// An IPv4 or IPv6 network, `10.1.0.0/16` or `::1/128`; a bare address is a host network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// A relay pattern failed to parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not an address, pattern or network")]
+pub struct BadPattern;
+
+impl IpNet {
+    /// True when `ip` is inside this network. IPv4-mapped IPv6 clients match IPv4 networks.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = unmap(ip);
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = BadPattern;
+    fn from_str(s: &str) -> Result<Self, BadPattern> {
+        let s = s.trim();
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| BadPattern)?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or(BadPattern)?,
+            None => max,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// A relay-list entry: a network, or an IPv4 address with `*` octets (the seed's form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpPattern {
+    /// Address or CIDR network.
+    Net(IpNet),
+    /// Four octets, each a number or `*`.
+    Wildcard([Option<u8>; 4]),
+}
+
+impl IpPattern {
+    /// True when `ip` matches.
+    pub fn matches(&self, ip: IpAddr) -> bool {
+        match self {
+            IpPattern::Net(n) => n.contains(ip),
+            IpPattern::Wildcard(octets) => match unmap(ip) {
+                IpAddr::V4(v4) => octets
+                    .iter()
+                    .zip(v4.octets())
+                    .all(|(want, got)| want.is_none_or(|w| w == got)),
+                IpAddr::V6(_) => false,
+            },
+        }
+    }
+}
+
+impl FromStr for IpPattern {
+    type Err = BadPattern;
+    fn from_str(s: &str) -> Result<Self, BadPattern> {
+        let s = s.trim();
+        if s.contains('*') {
+            let parts: Vec<&str> = s.split('.').collect();
+            if parts.len() != 4 {
+                return Err(BadPattern);
+            }
+            let mut octets = [None; 4];
+            for (o, p) in octets.iter_mut().zip(parts) {
+                *o = match p {
+                    "*" => None,
+                    n => Some(n.parse::<u8>().map_err(|_| BadPattern)?),
+                };
+            }
+            return Ok(IpPattern::Wildcard(octets));
+        }
+        s.parse().map(IpPattern::Net)
+    }
+}
+
+/// `::ffff:1.2.3.4` → `1.2.3.4`, so that IPv4 rules apply to clients of a dual-stack socket.
+pub fn unmap(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn networks() {
+        let n: IpNet = "10.1.0.0/16".parse().expect("net");
+        assert!(n.contains(ip("10.1.200.3")));
+        assert!(!n.contains(ip("10.2.0.1")));
+        assert!(n.contains(ip("::ffff:10.1.0.9")));
+        let all: IpNet = "0.0.0.0/0".parse().expect("net");
+        assert!(all.contains(ip("8.8.8.8")));
+        let v6: IpNet = "::1/128".parse().expect("net");
+        assert!(v6.contains(ip("::1")) && !v6.contains(ip("::2")));
+        assert!("10.0.0.0/33".parse::<IpNet>().is_err());
+        assert!("host.example".parse::<IpNet>().is_err());
+    }
+
+    #[test]
+    fn wildcard_patterns() {
+        let p: IpPattern = "172.16.*.*".parse().expect("pattern");
+        assert!(p.matches(ip("172.16.4.5")));
+        assert!(!p.matches(ip("172.17.4.5")));
+        assert!(!p.matches(ip("::1")));
+        assert!("172.16.*".parse::<IpPattern>().is_err());
+        assert!("172.300.*.*".parse::<IpPattern>().is_err());
+        let exact: IpPattern = "193.56.147.87".parse().expect("pattern");
+        assert!(exact.matches(ip("193.56.147.87")) && !exact.matches(ip("193.56.147.88")));
+    }
+}

@@ -1,0 +1,275 @@
+//! The IPC codec between postern's processes: Postfix-style attribute lists.
+//!
+//! A message is `name=value` lines ending with an empty line:
+//!
+//! ```text
+//! request=route
+//! id=7
+//! sid=4F2A9C01
+//! domain=one.test
+//!
+//! ```
+//!
+//! Values never hold CR, LF or NUL; a message is capped at [`MAX_MESSAGE`]
+//! bytes. A binary body (a configuration, an update mail) follows a `size=N`
+//! attribute as exactly N bytes after the empty line. A server announces
+//! `protocol=` and `version=` in its first message. Requests carry `request=`,
+//! an `id` echoed in the reply, and the session id `sid`; replies carry
+//! `status=ok|notfound|reject|tempfail`. Unknown attributes are ignored.
+//! Garbage from a peer is a [`ProtoError`]: the caller drops that connection,
+//! never the process.
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest attribute message accepted, body excluded.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Largest body accepted after `size=`.
+pub const MAX_BODY: usize = 64 * 1024 * 1024;
+
+/// Errors of the attribute protocol.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtoError {
+    /// The socket failed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection in the middle of a message.
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+    /// The peer sent something that is not an attribute list.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A value to send holds CR, LF or NUL.
+    #[error("attribute {0} holds a line break or NUL")]
+    BadValue(String),
+}
+
+/// One attribute list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    items: Vec<(String, String)>,
+    /// The body that followed a `size=` attribute, if any.
+    pub body: Option<Vec<u8>>,
+}
+
+impl Attrs {
+    /// An empty list.
+    pub fn new() -> Self {
+        Attrs::default()
+    }
+
+    /// Adds `name=value` (builder style).
+    pub fn with(mut self, name: &str, value: impl ToString) -> Self {
+        self.items.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds `name=value`.
+    pub fn push(&mut self, name: &str, value: impl ToString) {
+        self.items.push((name.to_string(), value.to_string()));
+    }
+
+    /// Attaches a body; `size=` is written on encoding.
+    pub fn with_body(mut self, body: Vec<u8>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.items
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.items
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every attribute, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.items.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+    }
+
+    /// The wire form, or an error when a value cannot be carried.
+    pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
+        let mut out = Vec::with_capacity(128);
+        for (n, v) in &self.items {
+            if n.is_empty() || n == "size" || n.contains(['=', '\r', '\n', '\0']) {
+                return Err(ProtoError::BadValue(n.clone()));
+            }
+            if v.contains(['\r', '\n', '\0']) {
+                return Err(ProtoError::BadValue(n.clone()));
+            }
+            out.extend_from_slice(n.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(body) = &self.body {
+            out.extend_from_slice(format!("size={}\n\n", body.len()).as_bytes());
+            out.extend_from_slice(body);
+        } else {
+            out.push(b'\n');
+        }
+        Ok(out)
+    }
+}
+
+/// Reads one message. `Ok(None)` is a clean end of stream before any byte of a message.
+pub async fn read<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Attrs>, ProtoError> {
+    let mut attrs = Attrs::new();
+    let mut total = 0usize;
+    let mut size: Option<usize> = None;
+    let mut line = Vec::with_capacity(128);
+    loop {
+        line.clear();
+        let n = (&mut *r)
+            .take((MAX_MESSAGE - total + 1) as u64)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            return if total == 0 {
+                Ok(None)
+            } else {
+                Err(ProtoError::Truncated)
+            };
+        }
+        total += n;
+        if line.last() != Some(&b'\n') {
+            return Err(if total > MAX_MESSAGE {
+                ProtoError::Malformed("message too large")
+            } else {
+                ProtoError::Truncated
+            });
+        }
+        line.pop();
+        if line.is_empty() {
+            break;
+        }
+        let text = std::str::from_utf8(&line).map_err(|_| ProtoError::Malformed("not UTF-8"))?;
+        let (name, value) = text
+            .split_once('=')
+            .ok_or(ProtoError::Malformed("line without ="))?;
+        if name.is_empty() || value.contains(['\r', '\0']) {
+            return Err(ProtoError::Malformed("bad attribute"));
+        }
+        if name == "size" {
+            let n: usize = value
+                .parse()
+                .map_err(|_| ProtoError::Malformed("bad size"))?;
+            if n > MAX_BODY {
+                return Err(ProtoError::Malformed("body too large"));
+            }
+            size = Some(n);
+        } else {
+            attrs.push(name, value);
+        }
+    }
+    if let Some(n) = size {
+        let mut body = vec![0u8; n];
+        r.read_exact(&mut body).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ProtoError::Truncated
+            } else {
+                ProtoError::Io(e)
+            }
+        })?;
+        attrs.body = Some(body);
+    }
+    Ok(Some(attrs))
+}
+
+/// Writes one message and flushes it.
+pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, attrs: &Attrs) -> Result<(), ProtoError> {
+    let bytes = attrs.encode()?;
+    w.write_all(&bytes).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// The `status=` of a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Found / done.
+    Ok,
+    /// Looked up, and there is nothing.
+    NotFound,
+    /// Policy says no.
+    Reject,
+    /// Could not look it up; try again later.
+    TempFail,
+}
+
+impl Status {
+    /// The wire spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NotFound => "notfound",
+            Status::Reject => "reject",
+            Status::TempFail => "tempfail",
+        }
+    }
+
+    /// Parses the wire spelling.
+    pub fn parse(s: &str) -> Option<Status> {
+        Some(match s {
+            "ok" => Status::Ok,
+            "notfound" => Status::NotFound,
+            "reject" => Status::Reject,
+            "tempfail" => Status::TempFail,
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn round_trip_with_body() {
+        let msg = Attrs::new()
+            .with("request", "config")
+            .with("id", 3)
+            .with_body(b"a\r\nb\n\n".to_vec());
+        let bytes = msg.encode().expect("encodes");
+        assert_eq!(bytes, b"request=config\nid=3\nsize=6\n\na\r\nb\n\n");
+        let mut r = &bytes[..];
+        let back = read(&mut r).await.expect("reads").expect("one message");
+        assert_eq!(back, msg);
+        assert!(read(&mut r).await.expect("clean eof").is_none());
+    }
+
+    #[tokio::test]
+    async fn golden_garbage() {
+        for (input, why) in [
+            (&b"no equals sign\n\n"[..], "line without ="),
+            (b"=x\n\n", "bad attribute"),
+            (b"size=zz\n\n", "bad size"),
+        ] {
+            let mut r = input;
+            match read(&mut r).await {
+                Err(ProtoError::Malformed(m)) => assert_eq!(m, why),
+                other => panic!("{input:?}: {other:?}"),
+            }
+        }
+        let mut r = &b"a=b\n"[..];
+        assert!(matches!(read(&mut r).await, Err(ProtoError::Truncated)));
+        let big = vec![b'a'; MAX_MESSAGE + 10];
+        let mut r = &big[..];
+        assert!(matches!(read(&mut r).await, Err(ProtoError::Malformed(_))));
+    }
+
+    #[test]
+    fn refuses_values_with_line_breaks() {
+        let msg = Attrs::new().with("domain", "a\nrequest=evil");
+        assert!(matches!(msg.encode(), Err(ProtoError::BadValue(_))));
+    }
+}

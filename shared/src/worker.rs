@@ -1,0 +1,316 @@
+//! The worker skeleton: what every worker (smtpd, router, updater) does the same way.
+//!
+//! In order, [`Worker::start`]:
+//! 1. installs logging;
+//! 2. takes the inherited descriptors (`LISTEN_FDS`, `LISTEN_FDNAMES`,
+//!    `LISTEN_PID`, fds 3…), marks them close-on-exec and clears the variables;
+//! 3. gets its configuration: from the master over the descriptor named
+//!    `master` (a `request=config` message whose body is validated TOML), or,
+//!    for a worker started by hand, from `-c FILE`;
+//! 4. drops privileges: when root and `process.user` is set, optionally
+//!    chroots (smtpd), then sets groups, gid and uid, and checks that root
+//!    cannot be regained.
+//!
+//! The worker then serves, calls [`Worker::ready`] once it accepts work, and
+//! loops on [`Worker::next_event`]: a new configuration (to apply and
+//! acknowledge with [`Worker::ack`]) or a stop (SIGTERM, SIGINT, `request=stop`,
+//! or the master gone: a worker never outlives its master).
+//!
+//! Channel protocol (attribute lists, see [`crate::proto`]):
+//! ```text
+//! master → worker: request=config id=N size=LEN <toml>     worker → master: id=N status=ok|tempfail [reason=…]
+//! master → worker: request=stop                            worker → master: event=ready
+//! ```
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::io::BufReader;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::proto::{self, Attrs};
+
+/// Name of the inherited descriptor that talks to the master.
+pub const MASTER_FD_NAME: &str = "master";
+
+/// What the worker is asked to do next.
+#[derive(Debug)]
+pub enum Event {
+    /// Apply this configuration, then [`Worker::ack`] with `id`.
+    Reload {
+        /// Echo in the acknowledgement.
+        id: String,
+        /// The new, validated configuration.
+        config: Arc<Config>,
+    },
+    /// Stop gracefully: stop accepting, drain, exit.
+    Stop,
+}
+
+/// A running worker's link to its master and its inherited sockets.
+pub struct Worker {
+    /// The process name, `postern-smtpd` and so on.
+    pub name: &'static str,
+    /// The configuration currently applied.
+    pub config: Arc<Config>,
+    listeners: Vec<(String, OwnedFd)>,
+    to_master: Option<OwnedWriteHalf>,
+    events: mpsc::Receiver<Event>,
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    chrooted: bool,
+}
+
+/// Start-up options of a worker.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// Chroot into `process.chroot` (smtpd) when privileges are dropped.
+    pub chroot: bool,
+}
+
+impl Worker {
+    /// Runs steps 1-4 of the module description. Must be called inside a tokio runtime.
+    pub async fn start(name: &'static str, opts: Options) -> anyhow::Result<Worker> {
+        crate::logging::init(name, None);
+        let mut listeners = take_inherited_fds()?;
+        let master = listeners
+            .iter()
+            .position(|(n, _)| n == MASTER_FD_NAME)
+            .map(|i| listeners.remove(i).1);
+        let (tx, events) = mpsc::channel(4);
+        let (config, to_master) = match master {
+            Some(fd) => {
+                let std = std::os::unix::net::UnixStream::from(fd);
+                std.set_nonblocking(true)?;
+                let (read, write) = UnixStream::from_std(std)?.into_split();
+                let mut read = BufReader::new(read);
+                let first = proto::read(&mut read)
+                    .await
+                    .context("reading the configuration from the master")?
+                    .context("the master closed the channel before sending the configuration")?;
+                let config = config_of(&first).context("the master's first message")?;
+                tokio::spawn(read_master(read, tx));
+                (config, Some(write))
+            }
+            None => {
+                let path = config_arg().context(
+                    "no master channel inherited: start workers through `postern start`, or pass -c FILE",
+                )?;
+                let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                // Without a master, nobody sends events: keep the sender alive so that
+                // `next_event` waits for signals only.
+                std::mem::forget(tx);
+                (config, None)
+            }
+        };
+        let chrooted = drop_privileges(&config, opts)?;
+        Ok(Worker {
+            chrooted,
+            name,
+            config: Arc::new(config),
+            listeners,
+            to_master,
+            events,
+            sigterm: signal(SignalKind::terminate())?,
+            sigint: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Takes every inherited descriptor named `name`.
+    pub fn take_listeners(&mut self, name: &str) -> Vec<OwnedFd> {
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.listeners).into_iter().partition(|(n, _)| n == name);
+        self.listeners = rest;
+        mine.into_iter().map(|(_, fd)| fd).collect()
+    }
+
+    /// The path of a `run_dir` socket as this worker sees it (inside its chroot, if any).
+    pub fn socket_path(&self, file: &str) -> PathBuf {
+        let full = self.config.process.run_dir.join(file);
+        if self.chrooted {
+            if let Ok(rel) = full.strip_prefix(&self.config.process.chroot) {
+                return Path::new("/").join(rel);
+            }
+        }
+        full
+    }
+
+    /// Tells the master that this worker serves.
+    pub async fn ready(&mut self) {
+        self.send(Attrs::new().with("event", "ready")).await;
+    }
+
+    /// Acknowledges a [`Event::Reload`].
+    pub async fn ack(&mut self, id: &str, result: Result<(), String>) {
+        let mut a = Attrs::new().with("id", id);
+        match result {
+            Ok(()) => a.push("status", "ok"),
+            Err(why) => {
+                a.push("status", "tempfail");
+                a.push("reason", why.replace(['\r', '\n', '\0'], " "));
+            }
+        }
+        self.send(a).await;
+    }
+
+    async fn send(&mut self, a: Attrs) {
+        if let Some(w) = &mut self.to_master {
+            if let Err(e) = proto::write(w, &a).await {
+                tracing::warn!("cannot write to the master: {e}");
+            }
+        }
+    }
+
+    /// Waits for the next event. Cancel-safe.
+    pub async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            e = self.events.recv() => e.unwrap_or(Event::Stop),
+            _ = self.sigterm.recv() => Event::Stop,
+            _ = self.sigint.recv() => Event::Stop,
+        }
+    }
+}
+
+/// Reads the master channel until it closes; a closed channel means stop.
+async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc::Sender<Event>) {
+    loop {
+        let ev = match proto::read(&mut r).await {
+            Ok(Some(msg)) => match msg.get("request") {
+                Some("config") => match config_of(&msg) {
+                    Ok(c) => Event::Reload {
+                        id: msg.get("id").unwrap_or("0").to_string(),
+                        config: Arc::new(c),
+                    },
+                    Err(e) => {
+                        tracing::error!("the master sent an unusable configuration: {e:#}");
+                        continue;
+                    }
+                },
+                Some("stop") => Event::Stop,
+                other => {
+                    tracing::warn!("ignoring master request {other:?}");
+                    continue;
+                }
+            },
+            Ok(None) => {
+                tracing::info!("master gone: stopping");
+                Event::Stop
+            }
+            Err(e) => {
+                tracing::error!("master channel broken: {e}; stopping");
+                Event::Stop
+            }
+        };
+        let stop = matches!(ev, Event::Stop);
+        if tx.send(ev).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+fn config_of(msg: &Attrs) -> anyhow::Result<Config> {
+    if msg.get("request") != Some("config") {
+        bail!("expected request=config");
+    }
+    let body = msg.body.as_deref().context("request=config without a body")?;
+    let text = std::str::from_utf8(body).context("configuration is not UTF-8")?;
+    let mut c = Config::parse(text).map_err(|p| anyhow::anyhow!("{p}"))?;
+    c.fill_defaults();
+    Ok(c)
+}
+
+/// `-c FILE` or `--config FILE` from the command line, else `POSTERN_CONFIG`.
+fn config_arg() -> Option<PathBuf> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "-c" || a == "--config" {
+            return args.next().map(PathBuf::from);
+        }
+    }
+    std::env::var_os("POSTERN_CONFIG").map(PathBuf::from)
+}
+
+/// Takes the descriptors passed with the socket-activation convention.
+fn take_inherited_fds() -> anyhow::Result<Vec<(String, OwnedFd)>> {
+    let Ok(count) = std::env::var("LISTEN_FDS") else {
+        return Ok(Vec::new());
+    };
+    if let Ok(pid) = std::env::var("LISTEN_PID") {
+        if pid.parse::<u32>().ok() != Some(std::process::id()) {
+            // Meant for another process (our parent): not ours to take.
+            return Ok(Vec::new());
+        }
+    }
+    let count: RawFd = count.parse().context("LISTEN_FDS is not a number")?;
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .unwrap_or_default()
+        .split(':')
+        .map(str::to_string)
+        .collect();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let raw = 3 + i;
+        nix::fcntl::fcntl(
+            unsafe_borrow(raw),
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .with_context(|| format!("inherited descriptor {raw} is not open"))?;
+        let name = names.get(i as usize).cloned().unwrap_or_else(|| "unknown".into());
+        out.push((name, own(raw)));
+    }
+    for v in ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"] {
+        std::env::remove_var(v);
+    }
+    Ok(out)
+}
+
+#[allow(unsafe_code)]
+fn unsafe_borrow(raw: RawFd) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: `raw` is one of the descriptors the parent passed (3..3+LISTEN_FDS);
+    // nothing else in this process has opened or closed it yet, and the borrow is
+    // used only for an fcntl before ownership is taken.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) }
+}
+
+#[allow(unsafe_code)]
+fn own(raw: RawFd) -> OwnedFd {
+    // SAFETY: as above; the descriptor is open (fcntl succeeded) and is owned by
+    // exactly one OwnedFd from here on.
+    unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// When root and `process.user` is set: chroot (if asked), setgroups, setgid, setuid.
+/// Returns whether the process is now chrooted.
+fn drop_privileges(config: &Config, opts: Options) -> anyhow::Result<bool> {
+    use nix::unistd::{chdir, chroot, geteuid, setgid, setgroups, setuid, User};
+    let Some(user) = &config.process.user else {
+        return Ok(false);
+    };
+    if !geteuid().is_root() {
+        return Ok(false);
+    }
+    let u = User::from_name(user)
+        .with_context(|| format!("looking up user {user}"))?
+        .with_context(|| format!("process.user {user:?} does not exist"))?;
+    let chrooted = opts.chroot && !config.process.chroot.is_empty();
+    if chrooted {
+        let root = Path::new(&config.process.chroot);
+        chroot(root).with_context(|| format!("chroot to {}", root.display()))?;
+        chdir("/").context("chdir / after chroot")?;
+    }
+    setgroups(&[u.gid]).context("setgroups")?;
+    setgid(u.gid).context("setgid")?;
+    setuid(u.uid).context("setuid")?;
+    if setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
+        bail!("privileges could be regained after dropping them");
+    }
+    tracing::debug!("running as {user} (uid {}, gid {})", u.uid, u.gid);
+    Ok(chrooted)
+}
+
