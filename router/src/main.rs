@@ -1,1 +1,149 @@
-fn main() {}
+//! postern-router: owns the routing table and answers lookups on the `router` socket.
+//!
+//! Layout: [`table`] builds the immutable domain table from a configuration;
+//! this file serves it. Every smtpd connection gets a `protocol=postern-router`
+//! greeting, then any number of `request=route` lookups (see
+//! [`postern_shared::route`] for the wire format), each answered `ok`,
+//! `notfound` or `tempfail`. A reload from the master builds a new table and
+//! swaps it in atomically; lookups in flight finish on the old one.
+//! A peer that sends garbage loses its connection, never the process.
+
+mod table;
+
+use std::process::ExitCode;
+use std::sync::{Arc, RwLock};
+
+use postern_shared::config::normalize_domain;
+use postern_shared::proto::{self, Attrs, Status};
+use postern_shared::route::PROTOCOL;
+use postern_shared::worker::{Event, Options, Worker};
+use tokio::io::BufStream;
+use tokio::net::{UnixListener, UnixStream};
+
+use table::Table;
+
+/// The current table, swapped whole on reload.
+type Shared = Arc<RwLock<Arc<Table>>>;
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("postern-router: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut worker = Worker::start("postern-router", Options::default()).await?;
+    let table: Shared = Arc::new(RwLock::new(Arc::new(load(&worker.config))));
+    let listeners = worker.take_listeners("router");
+    if listeners.is_empty() {
+        anyhow::bail!("no inherited socket named \"router\"");
+    }
+    for fd in listeners {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        tokio::spawn(accept_loop(UnixListener::from_std(std)?, table.clone()));
+    }
+    worker.ready().await;
+    loop {
+        match worker.next_event().await {
+            Event::Reload { id, config } => {
+                let new = Arc::new(load(&config));
+                *table.write().unwrap_or_else(|p| p.into_inner()) = new;
+                worker.config = config;
+                worker.ack(&id, Ok(())).await;
+            }
+            Event::Stop => {
+                tracing::info!("stopping");
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn load(config: &postern_shared::config::Config) -> Table {
+    let t = Table::new(config);
+    let total = t.len();
+    for (i, name) in t.names().enumerate() {
+        tracing::info!("ready to serve server {}/{total} '{name}'", i + 1);
+    }
+    t
+}
+
+async fn accept_loop(listener: UnixListener, table: Shared) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve(stream, table.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("accept on router socket: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve(stream: UnixStream, table: Shared) {
+    let mut conn = BufStream::new(stream);
+    let hello = Attrs::new().with("protocol", PROTOCOL).with("version", 1);
+    if proto::write(&mut conn, &hello).await.is_err() {
+        return;
+    }
+    loop {
+        let req = match proto::read(&mut conn).await {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!("dropping router client: {e}");
+                return;
+            }
+        };
+        let current = table.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let reply = answer(&current, &req);
+        if proto::write(&mut conn, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Answers one request against one table.
+fn answer(table: &Table, req: &Attrs) -> Attrs {
+    let id = req.get("id").unwrap_or("");
+    let sid = req.get("sid").unwrap_or("-");
+    match req.get("request") {
+        Some("route") => {
+            let Some(domain) = req.get("domain") else {
+                return Attrs::new()
+                    .with("id", id)
+                    .with("status", Status::TempFail.as_str())
+                    .with("reason", "route request without domain");
+            };
+            let domain = normalize_domain(domain);
+            match table.by_domain(&domain) {
+                Some(route) => {
+                    tracing::debug!(sid, "route {domain} -> {}", route.name);
+                    route.to_attrs(id)
+                }
+                None => {
+                    tracing::debug!(sid, "no server for domain {domain}");
+                    Attrs::new().with("id", id).with("status", Status::NotFound.as_str())
+                }
+            }
+        }
+        other => Attrs::new()
+            .with("id", id)
+            .with("status", Status::TempFail.as_str())
+            .with("reason", format!("unknown request {}", other.unwrap_or("(none)"))),
+    }
+}

@@ -1,0 +1,172 @@
+//! The DATA body scanner, without I/O.
+//!
+//! The body is streamed to the backend as it arrives, byte for byte (dot
+//! stuffing included: the backend unstuffs exactly as the client stuffed).
+//! The scanner decides two things as the bytes pass:
+//!
+//! - where the body ends: only at a line `.` that follows a CRLF and is
+//!   itself ended by CRLF (`CRLF.CRLF`); `LF.LF`, `CR.CR`, `LF.CRLF`,
+//!   `CRLF.LF`, `.CR CRLF` and the like never end it;
+//! - whether it is acceptable: a bare CR or a bare LF anywhere makes it
+//!   [`Fault::BareLineEnd`], so that no byte sequence can end a message for
+//!   the backend that did not end it for postern (SMTP smuggling). Once a
+//!   fault is found, the session stops forwarding, drains the rest of the body
+//!   up to the real end, aborts the backend transaction and refuses the message.
+
+/// Why a body is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A CR not followed by LF, or an LF not preceded by CR.
+    BareLineEnd,
+    /// More bytes than the size limit.
+    TooBig,
+}
+
+/// Incremental end-of-data detector and validator.
+#[derive(Debug)]
+pub struct Scanner {
+    line_start: bool,
+    cr: bool,
+    /// 0: nothing; 1: a `.` opened the line; 2: `.` then CR.
+    dot: u8,
+    /// Body bytes seen so far, end marker excluded.
+    pub size: u64,
+    limit: u64,
+    /// The first fault found, if any.
+    pub fault: Option<Fault>,
+}
+
+impl Scanner {
+    /// A scanner for a body of at most `limit` bytes.
+    pub fn new(limit: u64) -> Scanner {
+        Scanner {
+            line_start: true,
+            cr: false,
+            dot: 0,
+            size: 0,
+            limit,
+            fault: None,
+        }
+    }
+
+    fn fault(&mut self, f: Fault) {
+        self.fault.get_or_insert(f);
+    }
+
+    /// Scans the next chunk. Returns `Some(n)` when the end-of-data line ends
+    /// at `chunk[..n]` (the bytes after it belong to the next command).
+    pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
+        for (i, &b) in chunk.iter().enumerate() {
+            if self.cr {
+                self.cr = false;
+                if b == b'\n' {
+                    if self.dot == 2 {
+                        // ".\r\n": the three marker bytes are not body.
+                        self.size = self.size.saturating_sub(2);
+                        return Some(i + 1);
+                    }
+                    self.size += 1;
+                    self.line_start = true;
+                    self.dot = 0;
+                    continue;
+                }
+                self.fault(Fault::BareLineEnd);
+                self.dot = 0;
+            }
+            self.size += 1;
+            match b {
+                b'\r' => {
+                    self.cr = true;
+                    self.dot = if self.dot == 1 { 2 } else { 0 };
+                }
+                b'\n' => {
+                    self.fault(Fault::BareLineEnd);
+                    self.dot = 0;
+                }
+                b'.' if self.line_start => self.dot = 1,
+                _ => self.dot = 0,
+            }
+            self.line_start = false;
+            if self.size > self.limit {
+                self.fault(Fault::TooBig);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scans `input` in one piece and byte by byte; both must agree.
+    fn scan(input: &[u8]) -> (Option<usize>, Option<Fault>) {
+        let mut whole = Scanner::new(1 << 20);
+        let a = whole.scan(input);
+        let mut bytes = Scanner::new(1 << 20);
+        let mut b = None;
+        for (i, byte) in input.iter().enumerate() {
+            if let Some(n) = bytes.scan(std::slice::from_ref(byte)) {
+                b = Some(i + n);
+                break;
+            }
+        }
+        assert_eq!(a, b, "chunking changed the end for {input:?}");
+        assert_eq!(whole.fault, bytes.fault);
+        (a, whole.fault)
+    }
+
+    #[test]
+    fn proper_end() {
+        let body = b"Subject: x\r\n\r\nhello\r\n.\r\nMAIL FROM:<a@b>\r\n";
+        assert_eq!(scan(body), (Some(24), None));
+        assert_eq!(scan(b".\r\n"), (Some(3), None), "empty body");
+        let mut s = Scanner::new(100);
+        s.scan(b"ab\r\n.\r\n");
+        assert_eq!(s.size, 4, "the marker is not counted");
+    }
+
+    #[test]
+    fn dot_stuffing_is_not_the_end() {
+        let body = b"a\r\n..\r\nmore\r\n.\r\n";
+        assert_eq!(scan(body), (Some(body.len()), None));
+    }
+
+    /// The smuggling inputs of research §1.5 (S1-S8, S12): none ends the body
+    /// before the real CRLF.CRLF, and each one is refused.
+    #[test]
+    fn smuggling_sequences_never_end_the_body() {
+        let tail = b"MAIL FROM:<s@x>\r\nRCPT TO:<v@y>\r\nDATA\r\nsmuggled\r\n";
+        for (name, middle) in [
+            ("S1 LF.LF", &b"body\n.\n"[..]),
+            ("S2 LF.CRLF", b"body\n.\r\n"),
+            ("S3 CRLF.LF", b"body\r\n.\n"),
+            ("S4 CR.CRLF", b"body\r.\r\n"),
+            ("S5 CR.CR", b"body\r.\r"),
+            ("S6 CRLF.CR CRLF", b"body\r\n.\r\r\n"),
+            ("S12 bare LF in a header", b"Subject: a\nb\r\n"),
+        ] {
+            let mut input = middle.to_vec();
+            input.extend_from_slice(tail);
+            let end_at = input.len() + 5;
+            input.extend_from_slice(b"\r\n.\r\n");
+            let (end, fault) = scan(&input);
+            assert_eq!(end, Some(end_at), "{name}: ended early");
+            assert_eq!(fault, Some(Fault::BareLineEnd), "{name}: not refused");
+        }
+    }
+
+    #[test]
+    fn nul_is_not_dropped() {
+        let body = b"body\r\n\x00.\r\nnext\r\n.\r\n";
+        assert_eq!(scan(body), (Some(body.len()), None));
+    }
+
+    #[test]
+    fn size_limit() {
+        let mut s = Scanner::new(10);
+        assert_eq!(s.scan(b"0123456789\r\n"), None);
+        assert_eq!(s.fault, Some(Fault::TooBig));
+        assert_eq!(s.scan(b".\r\n"), Some(3));
+    }
+}

@@ -1,0 +1,638 @@
+//! One client SMTP session, from the greeting to QUIT (SPEC §4).
+//!
+//! The session stays SMTP-aware from start to end: every command is parsed
+//! here, every recipient is routed through the router and checked against the
+//! transaction's server, and only then forwarded. The backend connection is
+//! opened at the first routed recipient (the route depends on it); its
+//! replies to MAIL, RCPT and DATA are relayed verbatim. The body is streamed
+//! through [`crate::data::Scanner`].
+//!
+//! Replies are queued in `out` and written when the client has nothing more
+//! in flight (its input buffer is empty), so a pipelined group gets its
+//! replies in one segment, in order.
+//!
+//! Error mapping lives in one place, [`Session::temp_failure`]: router or
+//! backend trouble is always 4xx.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use postern_shared::config::Config;
+use postern_shared::net::unmap;
+use postern_shared::route::{Lookup, Route, RouterClient};
+use postern_shared::smtp::{parse_command, Command, Param, Path, Reply};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::backend::{Backend, BackendError, BackendReply};
+use crate::data::{Fault, Scanner};
+
+/// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
+const MAX_COMMAND_LINE: usize = 2048;
+/// Errors in one session before it is closed (Postfix's `smtpd_hard_error_limit`).
+const MAX_ERRORS: u32 = 20;
+/// How long to wait for the backend's reply to the end of a message
+/// (Postfix's `smtp_data_done_timeout`): content filters may take long.
+const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// What a session needs from its process.
+#[derive(Clone)]
+pub struct Ctx {
+    /// The configuration in force when the session started.
+    pub config: Arc<Config>,
+    /// The router client shared by the process.
+    pub router: Arc<RouterClient>,
+    /// Becomes true when the process stops: idle sessions get 421.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Why a session ends early.
+enum End {
+    /// The client went away or the socket failed.
+    Gone,
+    /// We close it (after a 421, a QUIT, a protocol violation).
+    Closed,
+}
+
+/// The current mail transaction.
+struct Tx {
+    from: Path,
+    params: Vec<Param>,
+    /// The transaction's server, set by its first routed recipient.
+    route: Option<Route>,
+    /// The backend accepted our MAIL for this transaction.
+    backend_mail: bool,
+    /// Recipients the backend accepted.
+    accepted: u32,
+    /// RCPT commands seen.
+    rcpts: u32,
+}
+
+struct Session<R, W> {
+    ctx: Ctx,
+    sid: String,
+    peer: SocketAddr,
+    client: BufReader<R>,
+    writer: W,
+    out: Vec<u8>,
+    helo: Option<String>,
+    tx: Option<Tx>,
+    backend: Option<Backend>,
+    /// A backend was reached at least once (for the seed's "forwarded" line).
+    forwarded_to: Option<u32>,
+    errors: u32,
+}
+
+/// Runs a session on an accepted connection until it ends.
+pub async fn run<R, W>(reader: R, writer: W, peer: SocketAddr, sid: String, ctx: Ctx)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut s = Session {
+        ctx,
+        sid,
+        peer,
+        client: BufReader::with_capacity(16 * 1024, reader),
+        writer,
+        out: Vec::with_capacity(512),
+        helo: None,
+        tx: None,
+        backend: None,
+        forwarded_to: None,
+        errors: 0,
+    };
+    info!("accepted connection from {}", s.ip());
+    let _ = s.serve().await;
+    let _ = s.flush().await;
+    if let Some(b) = s.backend.take() {
+        b.quit().await;
+    }
+    info!("disconnect from {}", s.ip());
+}
+
+impl<R, W> Session<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    fn ip(&self) -> IpAddr {
+        unmap(self.peer.ip())
+    }
+
+    fn reply(&mut self, r: Reply) {
+        if r.code >= 400 {
+            debug!("reply {}", r.summary());
+        }
+        r.write_to(&mut self.out);
+    }
+
+    fn relay(&mut self, r: &BackendReply) {
+        self.out.extend_from_slice(&r.raw);
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        if !self.out.is_empty() {
+            self.writer.write_all(&self.out).await.map_err(|_| End::Gone)?;
+            self.writer.flush().await.map_err(|_| End::Gone)?;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes queued replies unless more pipelined commands are already buffered.
+    async fn flush_if_idle(&mut self) -> Result<(), End> {
+        if self.client.buffer().is_empty() {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    fn hostname(&self) -> &str {
+        &self.ctx.config.proxy.hostname
+    }
+
+    async fn serve(&mut self) -> Result<(), End> {
+        let greeting = format!("{} {}", self.hostname(), self.ctx.config.proxy.banner);
+        self.reply(Reply::plain(220, &greeting));
+        self.flush().await?;
+        loop {
+            let line = self.read_command().await?;
+            let Some(line) = line else { continue };
+            self.command(&line).await?;
+            if self.errors >= MAX_ERRORS {
+                warn!("too many errors from {}", self.ip());
+                let text = format!("{} Error: too many errors", self.hostname());
+                self.reply(Reply::new(421, "4.7.0", &text));
+                return Err(End::Closed);
+            }
+            self.flush_if_idle().await?;
+        }
+    }
+
+    /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
+    async fn read_command(&mut self) -> Result<Option<String>, End> {
+        if *self.ctx.shutdown.borrow() && self.client.buffer().is_empty() {
+            return Err(self.shutting_down());
+        }
+        let timeout = self.ctx.config.proxy.command_timeout.0;
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut buf = Vec::with_capacity(128);
+        let read = async {
+            (&mut self.client)
+                .take(MAX_COMMAND_LINE as u64)
+                .read_until(b'\n', &mut buf)
+                .await
+        };
+        let n = tokio::select! {
+            r = tokio::time::timeout(timeout, read) => match r {
+                Ok(Ok(n)) => n,
+                Ok(Err(_)) => return Err(End::Gone),
+                Err(_) => {
+                    info!("timeout after {timeout:?} waiting for a command from {}", self.ip());
+                    let text = format!("{} Error: timeout exceeded", self.hostname());
+                    self.reply(Reply::new(421, "4.4.2", &text));
+                    return Err(End::Closed);
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => return Err(self.shutting_down()),
+        };
+        if n == 0 {
+            return Err(End::Gone);
+        }
+        if buf.last() != Some(&b'\n') {
+            // Longer than the limit: discard up to the end of the line.
+            self.errors += 1;
+            self.discard_line().await?;
+            self.reply(Reply::new(500, "5.5.2", "Error: line too long"));
+            return Ok(None);
+        }
+        buf.pop();
+        if buf.pop() != Some(b'\r') || buf.contains(&b'\r') {
+            self.errors += 1;
+            self.reply(Reply::new(500, "5.5.2", "Error: bare <CR> or <LF> received; commands end with <CR><LF>"));
+            return Ok(None);
+        }
+        match String::from_utf8(buf) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => {
+                self.errors += 1;
+                self.reply(Reply::new(500, "5.5.2", "Error: command is not valid UTF-8"));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn discard_line(&mut self) -> Result<(), End> {
+        loop {
+            let buf = self.client.fill_buf().await.map_err(|_| End::Gone)?;
+            if buf.is_empty() {
+                return Err(End::Gone);
+            }
+            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                self.client.consume(i + 1);
+                return Ok(());
+            }
+            let n = buf.len();
+            self.client.consume(n);
+        }
+    }
+
+    fn shutting_down(&mut self) -> End {
+        let text = format!("{} Service shutting down, closing transmission channel", self.hostname());
+        self.reply(Reply::new(421, "4.3.2", &text));
+        End::Closed
+    }
+
+    fn syntax_error(&mut self, r: Reply) {
+        self.errors += 1;
+        self.reply(r);
+    }
+
+    async fn command(&mut self, line: &str) -> Result<(), End> {
+        match parse_command(line) {
+            Command::Helo(name) => {
+                self.reset_tx().await;
+                self.helo = Some(name);
+                let host = self.hostname().to_string();
+                self.reply(Reply::plain(250, &host));
+            }
+            Command::Ehlo(name) => {
+                self.reset_tx().await;
+                self.helo = Some(name);
+                let max = self.ctx.config.proxy.max_message_size.0;
+                let lines = vec![
+                    self.hostname().to_string(),
+                    "PIPELINING".into(),
+                    format!("SIZE {max}"),
+                    "8BITMIME".into(),
+                    "ENHANCEDSTATUSCODES".into(),
+                ];
+                self.reply(Reply { code: 250, enhanced: None, lines });
+            }
+            Command::Mail(from, params) => self.mail(from, params),
+            Command::Rcpt(to, params) => self.rcpt(to, params).await,
+            Command::Data => return self.data().await,
+            Command::Rset => {
+                self.reset_tx().await;
+                self.reply(Reply::new(250, "2.0.0", "Ok"));
+            }
+            Command::Noop => self.reply(Reply::new(250, "2.0.0", "Ok")),
+            Command::Vrfy => self.reply(Reply::new(
+                252,
+                "2.0.0",
+                "Cannot VRFY user, but will accept message and attempt delivery",
+            )),
+            Command::Expn => self.syntax_error(Reply::new(502, "5.5.1", "Error: EXPN not supported")),
+            Command::Help => self.reply(Reply::new(
+                214,
+                "2.0.0",
+                "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
+            )),
+            Command::Quit => {
+                self.reply(Reply::new(221, "2.0.0", "Bye"));
+                return Err(End::Closed);
+            }
+            Command::Invalid(r) => self.syntax_error(r),
+            Command::Unknown(verb) => {
+                debug!("unknown command {verb:?}");
+                self.syntax_error(Reply::new(502, "5.5.2", "Error: command not recognized"));
+            }
+        }
+        Ok(())
+    }
+
+    fn mail(&mut self, from: Path, params: Vec<Param>) {
+        if self.helo.is_none() {
+            return self.syntax_error(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        if self.tx.is_some() {
+            return self.syntax_error(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
+        }
+        let max = self.ctx.config.proxy.max_message_size.0;
+        for p in &params {
+            match (p.name.as_str(), p.value.as_deref()) {
+                ("SIZE", Some(v)) => match v.parse::<u64>() {
+                    Ok(n) if n > max => {
+                        return self.reply(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => return self.syntax_error(Reply::new(501, "5.5.4", "Bad SIZE parameter")),
+                },
+                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                _ => {
+                    return self.syntax_error(Reply::new(
+                        555,
+                        "5.5.4",
+                        &format!("Unsupported option: {}", p.name),
+                    ))
+                }
+            }
+        }
+        self.tx = Some(Tx {
+            from,
+            params,
+            route: None,
+            backend_mail: false,
+            accepted: 0,
+            rcpts: 0,
+        });
+        self.reply(Reply::new(250, "2.1.0", "Ok"));
+    }
+
+    async fn rcpt(&mut self, to: Path, params: Vec<Param>) {
+        let max_rcpts = self.ctx.config.proxy.max_recipients;
+        let Some(tx) = self.tx.as_mut() else {
+            return self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if tx.rcpts >= max_rcpts {
+            return self.reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
+        }
+        tx.rcpts += 1;
+        if let Some(p) = params.first() {
+            let text = format!("Unsupported option: {}", p.name);
+            return self.syntax_error(Reply::new(555, "5.5.4", &text));
+        }
+        let tx_route = tx.route.clone();
+        let route = match &to {
+            Path::Mailbox(m) => {
+                let Some(domain) = m.routing_domain() else {
+                    return self.relay_denied(&to);
+                };
+                match self.ctx.router.route_domain(&self.sid, self.ip(), &domain).await {
+                    Ok(Lookup::Found(r)) => r,
+                    Ok(Lookup::NotFound) => return self.relay_denied(&to),
+                    Err(e) => {
+                        warn!("cannot route <{to}>: {e}");
+                        let text = format!("<{to}>: Temporary lookup failure");
+                        return self.reply(Reply::new(451, "4.3.0", &text));
+                    }
+                }
+            }
+            Path::Postmaster => match tx_route.clone() {
+                Some(r) => r,
+                None => {
+                    let text = "<Postmaster>: Recipient address rejected: give a domain (postmaster@domain)";
+                    return self.reply(Reply::new(550, "5.1.1", text));
+                }
+            },
+            Path::Null => return self.relay_denied(&to),
+        };
+        if let Some(current) = &tx_route {
+            if !same_server(current, &route) {
+                // RFC 5321 §4.5.3.1.10: the sender retries this one in a later transaction.
+                debug!("<{to}> belongs to {}, transaction goes to {}", route.name, current.name);
+                return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+            }
+        }
+        if let Err(e) = self.ensure_backend(&route).await {
+            return self.temp_failure(&route, e);
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.route = Some(route.clone());
+        }
+        // MAIL is replayed to the backend once, at the first recipient it will see.
+        if !self.tx.as_ref().is_some_and(|t| t.backend_mail) {
+            let line = self.mail_line();
+            match self.backend_command(&line).await {
+                Ok(r) if r.is_ok() => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.backend_mail = true;
+                    }
+                }
+                Ok(r) => {
+                    info!("backend {} refused MAIL: {}", route.name, r.summary());
+                    return self.relay(&r);
+                }
+                Err(e) => return self.temp_failure(&route, e),
+            }
+        }
+        match self.backend_command(&format!("RCPT TO:<{to}>")).await {
+            Ok(r) => {
+                if r.is_ok() {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.accepted += 1;
+                    }
+                }
+                self.relay(&r);
+            }
+            Err(e) => self.temp_failure(&route, e),
+        }
+    }
+
+    fn relay_denied(&mut self, to: &Path) {
+        warn!("no server found for rcpt {to}");
+        let text = format!("<{to}>: Relaying denied");
+        self.reply(Reply::new(554, "5.7.1", &text));
+    }
+
+    /// The one place where backend trouble becomes a reply: always 4xx, and the
+    /// backend connection (whose state is now unknown) is dropped.
+    fn temp_failure(&mut self, route: &Route, e: BackendError) {
+        warn!("backend {} ({}:{}): {e}", route.name, route.host, route.port);
+        self.backend = None;
+        if let Some(tx) = self.tx.as_mut() {
+            // Whatever the lost connection accepted is gone with it.
+            tx.backend_mail = false;
+            tx.accepted = 0;
+        }
+        self.reply(Reply::new(451, "4.4.1", "Service unavailable: the mail server is not reachable, try again later"));
+    }
+
+    /// The MAIL command replayed to the backend, with the parameters it supports.
+    fn mail_line(&self) -> String {
+        let Some(tx) = &self.tx else {
+            return "MAIL FROM:<>".into();
+        };
+        let caps = self.backend.as_ref().map(|b| b.caps).unwrap_or_default();
+        let mut line = format!("MAIL FROM:<{}>", tx.from);
+        for p in &tx.params {
+            let keep = match p.name.as_str() {
+                "SIZE" => caps.size,
+                "BODY" => caps.eightbit,
+                _ => false,
+            };
+            if keep {
+                line.push(' ');
+                line.push_str(&p.name);
+                if let Some(v) = &p.value {
+                    line.push('=');
+                    line.push_str(v);
+                }
+            }
+        }
+        line
+    }
+
+    async fn backend_command(&mut self, line: &str) -> Result<BackendReply, BackendError> {
+        match self.backend.as_mut() {
+            Some(b) => b.command(line).await,
+            None => Err(BackendError::Protocol("no backend connection")),
+        }
+    }
+
+    /// Makes sure the backend of `route` is connected, replacing another one.
+    async fn ensure_backend(&mut self, route: &Route) -> Result<(), BackendError> {
+        if let Some(b) = &self.backend {
+            if same_server(&b.route, route) {
+                return Ok(());
+            }
+        }
+        if let Some(old) = self.backend.take() {
+            old.quit().await;
+        }
+        let hostname = self.hostname().to_string();
+        let b = Backend::connect(route, &hostname, self.peer).await?;
+        if self.forwarded_to != Some(route.server) {
+            info!(
+                "smtp connection forwarded from {} to {} using {}",
+                self.ip(),
+                route.name,
+                route.cause.as_str()
+            );
+            self.forwarded_to = Some(route.server);
+        }
+        self.backend = Some(b);
+        Ok(())
+    }
+
+    /// Ends the transaction; the backend (if any) is reset for the next one.
+    async fn reset_tx(&mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        if tx.backend_mail {
+            let reset = match self.backend.as_mut() {
+                Some(b) => b.command("RSET").await.map(|r| r.is_ok()),
+                None => return,
+            };
+            if !matches!(reset, Ok(true)) {
+                self.backend = None;
+            }
+        }
+    }
+
+    async fn data(&mut self) -> Result<(), End> {
+        let Some(tx) = &self.tx else {
+            self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+            return Ok(());
+        };
+        if tx.accepted == 0 || !tx.backend_mail {
+            let r = if tx.rcpts == 0 {
+                Reply::new(503, "5.5.1", "Error: need RCPT command")
+            } else {
+                Reply::new(554, "5.5.1", "Error: no valid recipients")
+            };
+            self.syntax_error(r);
+            return Ok(());
+        }
+        if !self.client.buffer().is_empty() {
+            // RFC 2920: DATA ends a pipelined group; bytes already behind it mean a
+            // client that does not wait for 354 (or a smuggling attempt).
+            warn!("pipelining after DATA from {}", self.ip());
+            self.reply(Reply::new(554, "5.5.0", "Error: SMTP protocol synchronization"));
+            return Err(End::Closed);
+        }
+        let route = tx.route.clone().expect("a transaction with accepted recipients has a route");
+        match self.backend_command("DATA").await {
+            Ok(r) if r.code == 354 => self.relay(&r),
+            Ok(r) => {
+                self.relay(&r);
+                self.reset_tx().await;
+                return Ok(());
+            }
+            Err(e) => {
+                self.temp_failure(&route, e);
+                self.tx = None;
+                return Ok(());
+            }
+        }
+        self.flush().await?;
+
+        let limit = self.ctx.config.proxy.max_message_size.0;
+        let timeout = self.ctx.config.proxy.data_timeout.0;
+        let mut scanner = Scanner::new(limit);
+        let mut backend_err: Option<BackendError> = None;
+        loop {
+            let chunk = match tokio::time::timeout(timeout, self.client.fill_buf()).await {
+                Ok(Ok(c)) if !c.is_empty() => c,
+                Ok(_) => {
+                    info!("client {} went away during DATA; message not accepted", self.ip());
+                    self.backend = None;
+                    self.tx = None;
+                    return Err(End::Gone);
+                }
+                Err(_) => {
+                    info!("timeout after {timeout:?} during DATA from {}", self.ip());
+                    self.backend = None;
+                    self.tx = None;
+                    let text = format!("{} Error: timeout exceeded", self.hostname());
+                    self.reply(Reply::new(421, "4.4.2", &text));
+                    return Err(End::Closed);
+                }
+            };
+            let end = scanner.scan(chunk);
+            let n = end.unwrap_or(chunk.len());
+            if scanner.fault.is_none() && backend_err.is_none() {
+                if let Some(b) = self.backend.as_mut() {
+                    if let Err(e) = b.w.write_all(&chunk[..n]).await {
+                        backend_err = Some(e.into());
+                    }
+                }
+            }
+            self.client.consume(n);
+            if end.is_some() {
+                break;
+            }
+        }
+        let from = self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default();
+        self.tx = None;
+        if let Some(fault) = scanner.fault {
+            // Never send the end marker: dropping the connection makes the backend
+            // discard the partial message.
+            self.backend = None;
+            self.errors += 1;
+            let r = match fault {
+                Fault::BareLineEnd => {
+                    warn!("refused message from <{from}>: bare CR or LF in the body");
+                    Reply::new(550, "5.5.2", "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>")
+                }
+                Fault::TooBig => {
+                    warn!("refused message from <{from}>: larger than {limit} bytes");
+                    Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
+                }
+            };
+            self.reply(r);
+            return Ok(());
+        }
+        if let Some(e) = backend_err {
+            self.temp_failure(&route, e);
+            return Ok(());
+        }
+        let done = match self.backend.as_mut() {
+            Some(b) => match b.w.flush().await {
+                Ok(()) => b.read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout)).await,
+                Err(e) => Err(e.into()),
+            },
+            None => Err(BackendError::Protocol("no backend connection")),
+        };
+        match done {
+            Ok(r) => {
+                info!(
+                    "message from <{from}> ({} bytes) forwarded to {}: {}",
+                    scanner.size,
+                    route.name,
+                    r.summary()
+                );
+                self.relay(&r);
+            }
+            Err(e) => self.temp_failure(&route, e),
+        }
+        Ok(())
+    }
+}
+
+fn same_server(a: &Route, b: &Route) -> bool {
+    a.server == b.server && a.host == b.host && a.port == b.port
+}
