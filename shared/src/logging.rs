@@ -31,6 +31,7 @@ pub fn init(name: &'static str, level: Option<&str>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(false)
         .event_format(Line {
             name,
             pid: std::process::id(),

@@ -199,7 +199,7 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                 }
             },
             Ok(None) => {
-                tracing::info!("master gone: stopping");
+                tracing::info!("master channel closed: stopping");
                 Event::Stop
             }
             Err(e) => {

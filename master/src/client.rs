@@ -1,0 +1,72 @@
+//! The admin CLI's side of `run_dir/master.sock`: one request, one reply.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use postern_shared::config::Config;
+use postern_shared::proto::{self, Attrs};
+
+use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE};
+
+/// Sends `request=<cmd>` to the running master and prints its answer.
+pub fn run(cmd: &str, config: &Config) -> ExitCode {
+    let run_dir = &config.process.run_dir;
+    let sock = run_dir.join(CONTROL_SOCKET);
+    let pid_file = run_dir.join(PID_FILE);
+    let master_pid = running_pid(&pid_file);
+    if master_pid.is_none() {
+        eprintln!("postern: not running (no live pid in {})", pid_file.display());
+        return ExitCode::FAILURE;
+    }
+    let reply = match call(&sock, cmd) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("postern: cannot talk to the master at {}: {e}", sock.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    if reply.get("status") != Some("ok") {
+        eprintln!("postern: {cmd} failed: {}", reply.get("reason").unwrap_or("no reason given"));
+        return ExitCode::FAILURE;
+    }
+    match cmd {
+        "status" => {
+            if let Some(body) = &reply.body {
+                print!("{}", String::from_utf8_lossy(body));
+            }
+        }
+        "reload" => println!("postern: configuration reloaded"),
+        "stop" => {
+            // Wait for the master to finish draining and exit.
+            let limit = config.process.stop_timeout.0 + Duration::from_secs(15);
+            let start = Instant::now();
+            while running_pid(&pid_file).is_some() {
+                if start.elapsed() > limit {
+                    eprintln!("postern: the master is still running after {limit:?}");
+                    return ExitCode::FAILURE;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            println!("postern: stopped");
+        }
+        _ => {}
+    }
+    ExitCode::SUCCESS
+}
+
+fn call(sock: &std::path::Path, cmd: &str) -> std::io::Result<Attrs> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(sock).await?;
+        let mut conn = tokio::io::BufStream::new(stream);
+        let req = Attrs::new().with("request", cmd);
+        proto::write(&mut conn, &req).await.map_err(std::io::Error::other)?;
+        // A reload waits for every worker's acknowledgement; allow for that.
+        match tokio::time::timeout(Duration::from_secs(30), proto::read(&mut conn)).await {
+            Err(_) => Err(std::io::Error::other("no answer within 30s")),
+            Ok(r) => r
+                .map_err(std::io::Error::other)?
+                .ok_or_else(|| std::io::Error::other("the master closed the connection without answering")),
+        }
+    })
+}

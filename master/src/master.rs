@@ -1,0 +1,672 @@
+//! The master process: binds, spawns, reaps, throttles, reloads, stops.
+//!
+//! Start-up, in order: refuse to start over a running master (pid file),
+//! create `run_dir`, bind the TCP listeners and the Unix sockets
+//! (`router.sock` for the router, `master.sock` for the admin CLI), write the
+//! pid file, start the router then `smtpd_processes` smtpd workers, each with
+//! its sockets inherited and its configuration sent over its channel. When
+//! every worker has said `event=ready`, tell systemd `READY=1`.
+//!
+//! Then one loop handles, one at a time:
+//! - SIGCHLD: reap; a worker that exits is started again, at once if it had
+//!   run a while, after a growing delay (1 s doubling to 60 s) if it died
+//!   within [`STARTUP_GRACE`] of its start; the log says so;
+//! - SIGHUP or `request=reload`: load and validate the file; if invalid,
+//!   nothing changes and the error is logged and returned; if valid, send it
+//!   to every worker and wait (up to [`RELOAD_ACK_TIMEOUT`]) until each has
+//!   acknowledged, between `RELOADING=1` and `READY=1`;
+//! - SIGTERM, SIGINT or `request=stop`: stop (`STOPPING=1`): SIGTERM to the
+//!   smtpd workers, which stop accepting and drain their sessions for
+//!   `process.stop_timeout`; once they are gone, SIGTERM to the router (which
+//!   draining sessions still need); whatever remains after the grace period
+//!   plus [`KILL_MARGIN`] gets SIGKILL. Every child is reaped before the
+//!   master removes its sockets and pid file and exits.
+//! - `request=status`: the workers with pids, uptimes, restarts and last exit.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use postern_shared::config::Config;
+use postern_shared::proto::{self, Attrs};
+use sd_notify::NotifyState;
+use tokio::io::BufReader;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use crate::{sockets, spawn};
+
+/// A worker that exits sooner than this after its start is throttled.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
+/// First throttle delay; doubles at each quick death.
+const THROTTLE_MIN: Duration = Duration::from_secs(1);
+/// Longest throttle delay (Postfix's `service_throttle_time`).
+const THROTTLE_MAX: Duration = Duration::from_secs(60);
+/// How long a reload waits for the workers' acknowledgements.
+const RELOAD_ACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Extra time after `stop_timeout` before SIGKILL.
+const KILL_MARGIN: Duration = Duration::from_secs(5);
+
+/// Name of the admin CLI socket in `run_dir`.
+pub const CONTROL_SOCKET: &str = "master.sock";
+/// Name of the router socket in `run_dir`.
+pub const ROUTER_SOCKET: &str = "router.sock";
+/// Name of the pid file in `run_dir`.
+pub const PID_FILE: &str = "postern.pid";
+
+/// The kinds of worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Router,
+    Smtpd,
+}
+
+impl Kind {
+    fn program(self) -> &'static str {
+        match self {
+            Kind::Router => "postern-router",
+            Kind::Smtpd => "postern-smtpd",
+        }
+    }
+}
+
+/// One worker position: the process in it comes and goes, the slot stays.
+struct Slot {
+    kind: Kind,
+    pid: Option<Pid>,
+    /// Incremented at each spawn, so that messages from a dead process are ignored.
+    generation: u64,
+    started: Instant,
+    restarts: u32,
+    throttle: Duration,
+    restart_at: Option<Instant>,
+    to_worker: Option<OwnedWriteHalf>,
+    ready: bool,
+    last_exit: Option<String>,
+}
+
+/// What the worker readers and the control socket tell the main loop.
+enum Msg {
+    Worker { slot: usize, generation: u64, attrs: Attrs },
+    Control { req: Attrs, reply: oneshot::Sender<Attrs> },
+}
+
+/// A reload waiting for acknowledgements.
+struct PendingReload {
+    id: String,
+    waiting: HashSet<usize>,
+    deadline: Instant,
+    failures: Vec<String>,
+    reply: Option<oneshot::Sender<Attrs>>,
+}
+
+struct Master {
+    config_path: PathBuf,
+    config: Arc<Config>,
+    daemon_dir: PathBuf,
+    slots: Vec<Slot>,
+    tcp: Vec<OwnedFd>,
+    router_sock: OwnedFd,
+    tx: mpsc::Sender<Msg>,
+    ready_sent: bool,
+    reload: Option<PendingReload>,
+    reload_seq: u64,
+    stopping: Option<Instant>,
+    started: Instant,
+}
+
+/// Runs the master in the foreground until it is stopped.
+pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let run_dir = config.process.run_dir.clone();
+    let pid_path = run_dir.join(PID_FILE);
+    if let Some(pid) = running_pid(&pid_path) {
+        anyhow::bail!("postern is already running (pid {pid}, {})", pid_path.display());
+    }
+    std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+
+    let owner = worker_user(&config)?;
+    let mut tcp = Vec::new();
+    for addr in config.listen_addrs() {
+        tcp.push(sockets::bind_tcp(addr)?);
+        info!("listening on {addr}");
+    }
+    let router_sock = sockets::bind_unix(&run_dir.join(ROUTER_SOCKET), owner.as_ref())?;
+    let control = sockets::bind_unix(&run_dir.join(CONTROL_SOCKET), None)?;
+    std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", pid_path.display()))?;
+
+    let daemon_dir = match &config.process.daemon_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()
+            .context("locating the postern executable")?
+            .parent()
+            .context("the postern executable has no directory")?
+            .to_path_buf(),
+    };
+    let (tx, mut rx) = mpsc::channel(64);
+    let control = std::os::unix::net::UnixListener::from(control);
+    control.set_nonblocking(true)?;
+    tokio::spawn(control_loop(UnixListener::from_std(control)?, tx.clone()));
+
+    let mut m = Master {
+        config_path,
+        config: Arc::new(config),
+        daemon_dir,
+        slots: Vec::new(),
+        tcp,
+        router_sock,
+        tx,
+        ready_sent: false,
+        reload: None,
+        reload_seq: 0,
+        stopping: None,
+        started: Instant::now(),
+    };
+    m.slots.push(Slot::new(Kind::Router));
+    for _ in 0..m.config.process.smtpd_processes {
+        m.slots.push(Slot::new(Kind::Smtpd));
+    }
+    for i in 0..m.slots.len() {
+        m.start(i).await;
+    }
+    notify(&[NotifyState::Status("starting workers")]);
+
+    let mut sigchld = signal(SignalKind::child())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+
+    loop {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let next_restart = m.slots.iter().filter_map(|s| s.restart_at).min().unwrap_or(far);
+        let reload_deadline = m.reload.as_ref().map_or(far, |r| r.deadline);
+        let kill_deadline = m.stopping.map_or(far, |t| t + m.config.process.stop_timeout.0 + KILL_MARGIN);
+        tokio::select! {
+            _ = sigchld.recv() => m.reap().await,
+            _ = sigterm.recv() => m.begin_stop("SIGTERM"),
+            _ = sigint.recv() => m.begin_stop("SIGINT"),
+            _ = sighup.recv() => m.begin_reload(None).await,
+            Some(msg) = rx.recv() => m.message(msg).await,
+            _ = tokio::time::sleep_until(next_restart.into()) => m.restart_due().await,
+            _ = tokio::time::sleep_until(reload_deadline.into()) => m.finish_reload(true),
+            _ = tokio::time::sleep_until(kill_deadline.into()) => m.kill_remaining(),
+            _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+        }
+        if m.stopping.is_some() {
+            m.advance_stop();
+            if m.slots.iter().all(|s| s.pid.is_none()) {
+                break;
+            }
+        }
+    }
+    for f in [PID_FILE, CONTROL_SOCKET, ROUTER_SOCKET] {
+        let _ = std::fs::remove_file(run_dir.join(f));
+    }
+    info!("stopped");
+    Ok(())
+}
+
+impl Slot {
+    fn new(kind: Kind) -> Slot {
+        Slot {
+            kind,
+            pid: None,
+            generation: 0,
+            started: Instant::now(),
+            restarts: 0,
+            throttle: Duration::ZERO,
+            restart_at: None,
+            to_worker: None,
+            ready: false,
+            last_exit: None,
+        }
+    }
+}
+
+impl Master {
+    /// Starts the process of slot `i` and sends it the configuration.
+    async fn start(&mut self, i: usize) {
+        let kind = self.slots[i].kind;
+        let program = self.daemon_dir.join(kind.program());
+        let (ours, theirs) = match socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => {
+                error!("cannot create a channel for {}: {e}", kind.program());
+                self.schedule_restart(i, "no channel");
+                return;
+            }
+        };
+        let mut fds = vec![(theirs.as_fd(), postern_shared::worker::MASTER_FD_NAME)];
+        match kind {
+            Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
+            Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
+        }
+        let env = [(postern_shared::logging::LEVEL_ENV, self.config.log.level.clone())];
+        let pid = match spawn::spawn(&program, &[], &fds, &env) {
+            Ok(pid) => pid,
+            Err(e) => {
+                error!("cannot start {}: {e}", program.display());
+                self.schedule_restart(i, "fork failed");
+                return;
+            }
+        };
+        drop(fds);
+        drop(theirs);
+        let slot = &mut self.slots[i];
+        slot.pid = Some(pid);
+        slot.generation += 1;
+        slot.started = Instant::now();
+        slot.ready = false;
+        slot.restart_at = None;
+        info!("started {} pid {pid}", kind.program());
+
+        let stream = std::os::unix::net::UnixStream::from(ours);
+        let stream = match stream.set_nonblocking(true).and_then(|_| UnixStream::from_std(stream)) {
+            Ok(s) => s,
+            Err(e) => {
+                error!("channel to {} pid {pid}: {e}", kind.program());
+                return;
+            }
+        };
+        let (r, mut w) = stream.into_split();
+        let msg = Attrs::new()
+            .with("request", "config")
+            .with("id", "0")
+            .with_body(self.config.to_toml().into_bytes());
+        if let Err(e) = proto::write(&mut w, &msg).await {
+            // The worker died at once; SIGCHLD will tell.
+            warn!("cannot send the configuration to {} pid {pid}: {e}", kind.program());
+        }
+        slot.to_worker = Some(w);
+        tokio::spawn(worker_reader(BufReader::new(r), i, slot.generation, self.tx.clone()));
+    }
+
+    fn schedule_restart(&mut self, i: usize, why: &str) {
+        let slot = &mut self.slots[i];
+        slot.pid = None;
+        slot.to_worker = None;
+        slot.ready = false;
+        if self.stopping.is_some() {
+            return;
+        }
+        let quick = slot.started.elapsed() < STARTUP_GRACE;
+        slot.throttle = if quick {
+            (slot.throttle * 2).clamp(THROTTLE_MIN, THROTTLE_MAX)
+        } else {
+            Duration::ZERO
+        };
+        slot.restarts += 1;
+        slot.restart_at = Some(Instant::now() + slot.throttle);
+        if quick {
+            warn!(
+                "{} {why} within {:?} of its start: throttling, restart in {:?}",
+                slot.kind.program(),
+                STARTUP_GRACE,
+                slot.throttle
+            );
+        }
+    }
+
+    async fn restart_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].restart_at.is_some_and(|t| t <= now))
+            .collect();
+        for i in due {
+            self.slots[i].restart_at = None;
+            if self.stopping.is_none() {
+                self.start(i).await;
+            }
+        }
+    }
+
+    /// Reaps every exited child.
+    async fn reap(&mut self) {
+        loop {
+            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(s) => s,
+            };
+            let (pid, how) = match status {
+                WaitStatus::Exited(pid, code) => (pid, format!("exit status {code}")),
+                WaitStatus::Signaled(pid, sig, _) => (pid, format!("killed by signal {}", sig as i32)),
+                _ => continue,
+            };
+            let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
+                continue;
+            };
+            let program = self.slots[i].kind.program();
+            let clean = how == "exit status 0";
+            if self.stopping.is_some() && clean {
+                info!("{program} pid {pid} stopped");
+            } else {
+                warn!("{program} pid {pid} {how}");
+            }
+            self.slots[i].last_exit = Some(how.clone());
+            if let Some(r) = &mut self.reload {
+                if r.waiting.remove(&i) {
+                    r.failures.push(format!("{program} pid {pid} exited during the reload"));
+                }
+            }
+            self.schedule_restart(i, &how);
+            self.finish_reload(false);
+        }
+    }
+
+    async fn message(&mut self, msg: Msg) {
+        match msg {
+            Msg::Worker { slot, generation, attrs } => {
+                if self.slots.get(slot).map(|s| s.generation) != Some(generation) {
+                    return;
+                }
+                if attrs.get("event") == Some("ready") {
+                    self.slots[slot].ready = true;
+                    self.check_ready();
+                } else if let Some(id) = attrs.get("id") {
+                    if let Some(r) = &mut self.reload {
+                        if r.id == id && r.waiting.remove(&slot) {
+                            if attrs.get("status") != Some("ok") {
+                                r.failures.push(format!(
+                                    "{}: {}",
+                                    self.slots[slot].kind.program(),
+                                    attrs.get("reason").unwrap_or("failed")
+                                ));
+                            }
+                            self.finish_reload(false);
+                        }
+                    }
+                }
+            }
+            Msg::Control { req, reply } => match req.get("request") {
+                Some("status") => {
+                    let _ = reply.send(self.status());
+                }
+                Some("reload") => self.begin_reload(Some(reply)).await,
+                Some("stop") => {
+                    let _ = reply.send(Attrs::new().with("status", "ok"));
+                    self.begin_stop("postern stop");
+                }
+                other => {
+                    let _ = reply.send(
+                        Attrs::new()
+                            .with("status", "tempfail")
+                            .with("reason", format!("unknown request {}", other.unwrap_or("(none)"))),
+                    );
+                }
+            },
+        }
+    }
+
+    fn check_ready(&mut self) {
+        if self.ready_sent || self.stopping.is_some() {
+            return;
+        }
+        if self.slots.iter().all(|s| s.ready) {
+            self.ready_sent = true;
+            let n = self.slots.iter().filter(|s| s.kind == Kind::Smtpd).count();
+            info!("ready: router and {n} smtpd process(es) serving");
+            notify(&[NotifyState::Ready, NotifyState::Status(&format!("serving with {n} smtpd processes"))]);
+        }
+    }
+
+    async fn begin_reload(&mut self, reply: Option<oneshot::Sender<Attrs>>) {
+        if self.stopping.is_some() {
+            if let Some(r) = reply {
+                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", "stopping"));
+            }
+            return;
+        }
+        if self.reload.is_some() {
+            if let Some(r) = reply {
+                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", "a reload is already in progress"));
+            }
+            return;
+        }
+        info!("reloading {}", self.config_path.display());
+        let new = match Config::load(&self.config_path) {
+            Ok(c) => c,
+            Err(e) => {
+                error!("reload refused, keeping the running configuration: {}", e.one_line());
+                if let Some(r) = reply {
+                    let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", e.one_line()));
+                }
+                return;
+            }
+        };
+        for key in restart_only_changes(&self.config, &new) {
+            warn!("{key} changed: this takes effect only after a restart of postern");
+        }
+        notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
+        self.reload_seq += 1;
+        let id = format!("reload-{}", self.reload_seq);
+        let body = new.to_toml().into_bytes();
+        self.config = Arc::new(new);
+        let msg = Attrs::new().with("request", "config").with("id", &id).with_body(body);
+        let mut waiting = HashSet::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(w) = &mut slot.to_worker {
+                match proto::write(w, &msg).await {
+                    Ok(()) => {
+                        waiting.insert(i);
+                    }
+                    Err(e) => warn!("cannot send the configuration to {}: {e}", slot.kind.program()),
+                }
+            }
+        }
+        self.reload = Some(PendingReload {
+            id,
+            waiting,
+            deadline: Instant::now() + RELOAD_ACK_TIMEOUT,
+            failures: Vec::new(),
+            reply,
+        });
+        self.finish_reload(false);
+    }
+
+    /// Completes the pending reload once every worker answered (or at the deadline).
+    fn finish_reload(&mut self, deadline: bool) {
+        let Some(r) = &self.reload else { return };
+        if !r.waiting.is_empty() && !deadline {
+            return;
+        }
+        let Some(mut r) = self.reload.take() else { return };
+        for i in r.waiting.drain() {
+            r.failures.push(format!("{} did not acknowledge", self.slots[i].kind.program()));
+        }
+        let answer = if r.failures.is_empty() {
+            info!("configuration reloaded");
+            Attrs::new().with("status", "ok")
+        } else {
+            let why = r.failures.join("; ");
+            warn!("configuration reloaded with problems: {why}");
+            Attrs::new().with("status", "tempfail").with("reason", why)
+        };
+        notify(&[NotifyState::Ready, NotifyState::Status("configuration reloaded")]);
+        if let Some(reply) = r.reply {
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn begin_stop(&mut self, why: &str) {
+        if self.stopping.is_some() {
+            return;
+        }
+        info!("stopping ({why}): draining sessions for up to {:?}", self.config.process.stop_timeout.0);
+        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+        self.stopping = Some(Instant::now());
+        for s in &mut self.slots {
+            s.restart_at = None;
+        }
+        self.signal_kind(Kind::Smtpd, Signal::SIGTERM);
+    }
+
+    /// Once no smtpd remains, the router may go.
+    fn advance_stop(&mut self) {
+        let smtpd_left = self.slots.iter().any(|s| s.kind == Kind::Smtpd && s.pid.is_some());
+        if !smtpd_left {
+            self.signal_kind(Kind::Router, Signal::SIGTERM);
+        }
+    }
+
+    fn signal_kind(&mut self, kind: Kind, sig: Signal) {
+        for s in self.slots.iter_mut().filter(|s| s.kind == kind) {
+            if let Some(pid) = s.pid {
+                let _ = kill(pid, sig);
+                // The channel's end tells the worker too, should the signal be missed.
+                s.to_worker = None;
+            }
+        }
+    }
+
+    fn kill_remaining(&mut self) {
+        for s in &self.slots {
+            if let Some(pid) = s.pid {
+                warn!("{} pid {pid} did not stop in time: killing it", s.kind.program());
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn status(&self) -> Attrs {
+        let mut text = format!(
+            "master pid {} up {} config {}\n",
+            std::process::id(),
+            human(self.started.elapsed()),
+            self.config_path.display()
+        );
+        if self.stopping.is_some() {
+            text.push_str("state: stopping\n");
+        }
+        text.push_str(&format!("{:<16} {:>8} {:>10} {:>9}  {}\n", "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"));
+        for s in &self.slots {
+            let (pid, up) = match s.pid {
+                Some(p) => (p.to_string(), human(s.started.elapsed())),
+                None => ("-".into(), "-".into()),
+            };
+            let state = match (s.pid, s.ready, s.restart_at) {
+                (Some(_), true, _) => "",
+                (Some(_), false, _) => " (starting)",
+                (None, _, Some(_)) => " (restart pending)",
+                (None, _, None) => " (stopped)",
+            };
+            text.push_str(&format!(
+                "{:<16} {pid:>8} {up:>10} {:>9}  {}{state}\n",
+                s.kind.program(),
+                s.restarts,
+                s.last_exit.as_deref().unwrap_or("-")
+            ));
+        }
+        Attrs::new().with("status", "ok").with_body(text.into_bytes())
+    }
+}
+
+/// Reads a worker's messages and forwards them to the main loop.
+async fn worker_reader(
+    mut r: BufReader<tokio::net::unix::OwnedReadHalf>,
+    slot: usize,
+    generation: u64,
+    tx: mpsc::Sender<Msg>,
+) {
+    while let Ok(Some(attrs)) = proto::read(&mut r).await {
+        if tx.send(Msg::Worker { slot, generation, attrs }).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves the admin CLI: one request per connection.
+async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut conn = tokio::io::BufStream::new(stream);
+            let Ok(Some(req)) = proto::read(&mut conn).await else { return };
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if tx.send(Msg::Control { req, reply: reply_tx }).await.is_err() {
+                return;
+            }
+            if let Ok(reply) = reply_rx.await {
+                let _ = proto::write(&mut conn, &reply).await;
+            }
+        });
+    }
+}
+
+/// Keys that a reload cannot change.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.proxy.listen != new.proxy.listen {
+        out.push("proxy.listen");
+    }
+    let (a, b) = (&old.process, &new.process);
+    if a.user != b.user {
+        out.push("process.user");
+    }
+    if a.smtpd_processes != b.smtpd_processes {
+        out.push("process.smtpd_processes");
+    }
+    if a.chroot != b.chroot {
+        out.push("process.chroot");
+    }
+    if a.run_dir != b.run_dir {
+        out.push("process.run_dir");
+    }
+    if a.daemon_dir != b.daemon_dir {
+        out.push("process.daemon_dir");
+    }
+    if old.log.level != new.log.level {
+        out.push("log.level");
+    }
+    out
+}
+
+/// The workers' user, when privileges are to be dropped.
+fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
+    let Some(name) = &config.process.user else { return Ok(None) };
+    if !nix::unistd::geteuid().is_root() {
+        warn!("process.user = {name:?} ignored: the master is not running as root");
+        return Ok(None);
+    }
+    let u = nix::unistd::User::from_name(name)
+        .with_context(|| format!("looking up user {name}"))?
+        .with_context(|| format!("process.user {name:?} does not exist"))?;
+    Ok(Some(u))
+}
+
+/// The pid in `path` if that process is alive.
+pub fn running_pid(path: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+}
+
+fn notify(state: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        warn!("sd_notify: {e}");
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}

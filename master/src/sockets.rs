@@ -1,0 +1,57 @@
+//! The sockets the master binds once and hands to its workers.
+//!
+//! TCP listeners get `SO_REUSEADDR` (a restart does not wait for TIME_WAIT)
+//! and, for IPv6, `IPV6_V6ONLY`, so that `0.0.0.0:25` and `[::]:25` can be
+//! bound side by side. Unix sockets live in `process.run_dir`; a stale file
+//! from a crashed master is removed first, and the router socket is handed to
+//! the workers' user so that an unprivileged smtpd can connect to it.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use anyhow::Context;
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrStorage,
+};
+
+/// Listen backlog: connections wait here while a worker restarts.
+const BACKLOG: i32 = 1024;
+
+/// Binds a TCP listener.
+pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
+        .with_context(|| format!("socket for {addr}"))?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).context("SO_REUSEADDR")?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("IPV6_V6ONLY")?;
+    }
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).with_context(|| format!("cannot listen on {addr}"))?;
+    listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).with_context(|| format!("listen on {addr}"))?;
+    Ok(fd)
+}
+
+/// Binds a Unix stream socket at `path`, mode 0600, owned by `owner` when given.
+pub fn bind_unix(path: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<OwnedFd> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let l = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("chmod {}", path.display()))?;
+    if let Some(u) = owner {
+        nix::unistd::chown(path, Some(u.uid), Some(u.gid))
+            .with_context(|| format!("chown {} to {}", path.display(), u.name))?;
+    }
+    Ok(OwnedFd::from(l))
+}
