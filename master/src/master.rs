@@ -137,8 +137,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let owner = worker_user(&config)?;
     let mut tcp = Vec::new();
     for addr in config.listen_addrs() {
-        tcp.push(sockets::bind_tcp(addr)?);
-        info!("listening on {addr}");
+        let (fd, bound) = sockets::bind_tcp(addr)?;
+        tcp.push(fd);
+        info!("listening on {bound}");
     }
     let router_sock = sockets::bind_unix(&run_dir.join(ROUTER_SOCKET), owner.as_ref())?;
     let control = sockets::bind_unix(&run_dir.join(CONTROL_SOCKET), None)?;

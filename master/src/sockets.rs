@@ -19,8 +19,8 @@ use nix::sys::socket::{
 /// Listen backlog: connections wait here while a worker restarts.
 const BACKLOG: i32 = 1024;
 
-/// Binds a TCP listener.
-pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<OwnedFd> {
+/// Binds a TCP listener; returns it with the address actually bound (port 0 picks one).
+pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
     let family = if addr.is_ipv4() {
         AddressFamily::Inet
     } else {
@@ -34,7 +34,15 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<OwnedFd> {
     }
     bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).with_context(|| format!("cannot listen on {addr}"))?;
     listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).with_context(|| format!("listen on {addr}"))?;
-    Ok(fd)
+    let bound = nix::sys::socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
+        .ok()
+        .and_then(|s| {
+            s.as_sockaddr_in()
+                .map(|a| SocketAddr::from((a.ip(), a.port())))
+                .or_else(|| s.as_sockaddr_in6().map(|a| SocketAddr::from((a.ip(), a.port()))))
+        })
+        .unwrap_or(addr);
+    Ok((fd, bound))
 }
 
 /// Binds a Unix stream socket at `path`, mode 0600, owned by `owner` when given.

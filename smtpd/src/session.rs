@@ -160,9 +160,9 @@ where
         self.reply(Reply::plain(220, &greeting));
         self.flush().await?;
         loop {
-            let line = self.read_command().await?;
-            let Some(line) = line else { continue };
-            self.command(&line).await?;
+            if let Some(line) = self.read_command().await? {
+                self.command(&line).await?;
+            }
             if self.errors >= MAX_ERRORS {
                 warn!("too many errors from {}", self.ip());
                 let text = format!("{} Error: too many errors", self.hostname());
@@ -554,6 +554,7 @@ where
         let timeout = self.ctx.config.proxy.data_timeout.0;
         let mut scanner = Scanner::new(limit);
         let mut backend_err: Option<BackendError> = None;
+        let mut held_cr = false;
         loop {
             let chunk = match tokio::time::timeout(timeout, self.client.fill_buf()).await {
                 Ok(Ok(c)) if !c.is_empty() => c,
@@ -574,13 +575,25 @@ where
             };
             let end = scanner.scan(chunk);
             let n = end.unwrap_or(chunk.len());
+            // A CR that ends a chunk is held back until the next byte shows it is
+            // part of a CRLF: the backend never sees a bare CR, even in a message
+            // that is then aborted.
+            let hold = end.is_none() && chunk[n - 1] == b'\r';
             if scanner.fault.is_none() && backend_err.is_none() {
                 if let Some(b) = self.backend.as_mut() {
-                    if let Err(e) = b.w.write_all(&chunk[..n]).await {
+                    let mut result = Ok(());
+                    if held_cr {
+                        result = b.w.write_all(b"\r").await;
+                    }
+                    if result.is_ok() {
+                        result = b.w.write_all(&chunk[..n - usize::from(hold)]).await;
+                    }
+                    if let Err(e) = result {
                         backend_err = Some(e.into());
                     }
                 }
             }
+            held_cr = hold;
             self.client.consume(n);
             if end.is_some() {
                 break;

@@ -1,1 +1,538 @@
-//! Helpers for the integration tests.
+//! Helpers for postern's integration tests.
+//!
+//! The tests run the real binaries (built by `cargo build --workspace` into the
+//! same target directory as the test executables) on loopback, drive them with
+//! real clients (`swaks`, Python's `smtplib`, raw sockets for byte-exact
+//! cases) and check what reached [`RecordingBackend`]s, which keep the exact
+//! bytes they received. Nothing sleeps to wait for a condition: every wait
+//! polls for the event (a log line, a pid, a message) under a deadline.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long any wait in a test may last before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/<test> → target/debug
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps")
+        .to_path_buf();
+    for b in ["postern", "postern-smtpd", "postern-router"] {
+        assert!(
+            dir.join(b).exists(),
+            "{} is missing: run `cargo build --workspace` before the tests (tests/run does)",
+            dir.join(b).display()
+        );
+    }
+    dir
+}
+
+/// Path of one of postern's binaries.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A scratch directory, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory under the system's temporary directory.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "postern-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after [`DEADLINE`] with `what`.
+pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > DEADLINE {
+            panic!("timed out after {DEADLINE:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// One message as a backend received it.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    /// Every command line of the session up to and including DATA, CRLF stripped.
+    pub commands: Vec<String>,
+    /// The DATA bytes exactly as received, the final `.CRLF` excluded.
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    /// Position of the first command starting with `prefix` (case-insensitive).
+    pub fn position(&self, prefix: &str) -> Option<usize> {
+        self.commands
+            .iter()
+            .position(|c| c.to_ascii_uppercase().starts_with(&prefix.to_ascii_uppercase()))
+    }
+}
+
+#[derive(Default)]
+struct Recorded {
+    messages: Vec<Received>,
+    connections: usize,
+    /// Every byte of every session, in arrival order per session.
+    transcripts: Vec<Vec<u8>>,
+}
+
+/// A backend SMTP server that records exactly what it receives.
+///
+/// It answers like a plain MTA: 220 greeting, EHLO with `SIZE` and
+/// `8BITMIME`, 500 to `IPADDR` (as any non-SpamWars server would: the proxy
+/// must ignore it), 250 to MAIL/RCPT/RSET/NOOP, 354 to DATA, `250 2.0.0 Ok:
+/// queued as N` after the body.
+pub struct RecordingBackend {
+    /// Its address.
+    pub addr: SocketAddr,
+    state: Arc<(Mutex<Recorded>, Condvar)>,
+}
+
+impl RecordingBackend {
+    /// Starts a backend on 127.0.0.1 with a port of the system's choosing.
+    pub fn start() -> RecordingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let state: Arc<(Mutex<Recorded>, Condvar)> = Arc::default();
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let st = st.clone();
+                std::thread::spawn(move || backend_session(conn, st));
+            }
+        });
+        RecordingBackend { addr, state }
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The messages received so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.state.0.lock().expect("lock").messages.clone()
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.0.lock().expect("lock").connections
+    }
+
+    /// All bytes received, every session concatenated.
+    pub fn all_bytes(&self) -> Vec<u8> {
+        self.state.0.lock().expect("lock").transcripts.concat()
+    }
+
+    /// Waits until at least `n` messages have arrived; returns them.
+    pub fn wait_messages(&self, n: usize) -> Vec<Received> {
+        let (lock, cv) = &*self.state;
+        let mut g = lock.lock().expect("lock");
+        let start = Instant::now();
+        while g.messages.len() < n {
+            let left = DEADLINE.saturating_sub(start.elapsed());
+            assert!(!left.is_zero(), "backend {} got {} of {n} messages", self.addr, g.messages.len());
+            g = cv.wait_timeout(g, left).expect("lock").0;
+        }
+        g.messages.clone()
+    }
+}
+
+fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
+    let idx = {
+        let mut g = st.0.lock().expect("lock");
+        g.connections += 1;
+        g.transcripts.push(Vec::new());
+        g.transcripts.len() - 1
+    };
+    let record = |bytes: &[u8]| st.0.lock().expect("lock").transcripts[idx].extend_from_slice(bytes);
+    let mut w = conn.try_clone().expect("clone");
+    let mut r = BufReader::new(conn);
+    let _ = w.write_all(b"220 backend.test ESMTP recording\r\n");
+    let mut current = Received::default();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        record(&line);
+        let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+        current.commands.push(text.clone());
+        let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let reply: &[u8] = match verb.as_str() {
+            "EHLO" => b"250-backend.test\r\n250-SIZE 104857600\r\n250-8BITMIME\r\n250 PIPELINING\r\n",
+            "HELO" => b"250 backend.test\r\n",
+            "IPADDR" => b"500 5.5.2 Error: command not recognized\r\n",
+            "MAIL" => b"250 2.1.0 Ok\r\n",
+            "RCPT" => b"250 2.1.5 Ok\r\n",
+            "RSET" => {
+                current = Received::default();
+                b"250 2.0.0 Ok\r\n"
+            }
+            "NOOP" => b"250 2.0.0 Ok\r\n",
+            "QUIT" => {
+                let _ = w.write_all(b"221 2.0.0 Bye\r\n");
+                return;
+            }
+            "DATA" => {
+                let _ = w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                let mut data = Vec::new();
+                loop {
+                    line.clear();
+                    match r.read_until(b'\n', &mut line) {
+                        Ok(0) | Err(_) => return, // aborted: the message is not kept
+                        Ok(_) => {}
+                    }
+                    record(&line);
+                    if line == b".\r\n" {
+                        break;
+                    }
+                    data.extend_from_slice(&line);
+                }
+                current.data = data;
+                let n = {
+                    let (lock, cv) = &*st;
+                    let mut g = lock.lock().expect("lock");
+                    g.messages.push(std::mem::take(&mut current));
+                    cv.notify_all();
+                    g.messages.len()
+                };
+                let _ = w.write_all(format!("250 2.0.0 Ok: queued as {n}\r\n").as_bytes());
+                continue;
+            }
+            _ => b"502 5.5.2 Error: command not recognized\r\n",
+        };
+        let _ = w.write_all(reply);
+    }
+}
+
+/// A running postern master, started with a configuration file in a scratch directory.
+pub struct Postern {
+    /// The scratch directory: config, run_dir, logs.
+    pub dir: TempDir,
+    /// The master process.
+    pub child: Option<Child>,
+    /// The address smtpd listens on.
+    pub addr: SocketAddr,
+}
+
+/// The `[proxy]`/`[process]` part of a test configuration; `servers` is appended.
+pub fn config_text(dir: &TempDir, servers: &str) -> String {
+    format!(
+        r#"[proxy]
+listen = ["127.0.0.1:0"]
+hostname = "mx.postern.test"
+command_timeout = "30s"
+
+[process]
+run_dir = "{run}"
+state_dir = "{run}/state"
+spool_dir = "{run}/spool"
+stop_timeout = "5s"
+
+{servers}"#,
+        run = dir.path("run").display()
+    )
+}
+
+/// A `[[server]]` block.
+pub fn server_block(name: &str, port: u16, domains: &[&str]) -> String {
+    let domains: Vec<String> = domains.iter().map(|d| format!("{d:?}")).collect();
+    format!(
+        "[[server]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\ntimeout = \"5s\"\ndomains = [{}]\n\n",
+        domains.join(", ")
+    )
+}
+
+impl Postern {
+    /// Writes `config` to `dir/postern.toml` and starts the master; waits until it serves.
+    pub fn start(dir: TempDir, config: &str) -> Postern {
+        Self::start_with(dir, config, &[])
+    }
+
+    /// As [`Postern::start`], with extra environment variables.
+    pub fn start_with(dir: TempDir, config: &str, env: &[(&str, String)]) -> Postern {
+        let conf = dir.path("postern.toml");
+        fs::write(&conf, config).expect("write config");
+        let log = fs::File::create(dir.path("postern.log")).expect("log file");
+        let mut cmd = Command::new(bin("postern"));
+        cmd.arg("-c")
+            .arg(&conf)
+            .arg("start")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start postern");
+        let mut p = Postern {
+            dir,
+            child: Some(child),
+            addr: "127.0.0.1:0".parse().expect("addr"),
+        };
+        let line = p.wait_log("listening on ");
+        p.addr = line
+            .rsplit("listening on ")
+            .next()
+            .and_then(|a| a.trim().parse().ok())
+            .expect("listening address in the log");
+        p.wait_log("ready: router and");
+        p
+    }
+
+    /// The configuration file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path("postern.toml")
+    }
+
+    /// Everything the processes logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path("postern.log")).unwrap_or_default()
+    }
+
+    /// Waits for a log line containing `needle`; returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        self.wait_log_count(needle, 1)
+    }
+
+    /// Waits until `needle` appears in at least `n` log lines; returns the n-th.
+    pub fn wait_log_count(&self, needle: &str, n: usize) -> String {
+        wait_for(&format!("log line {needle:?} (x{n})"), || {
+            self.log().lines().filter(|l| l.contains(needle)).nth(n - 1).map(str::to_string)
+        })
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal master");
+    }
+
+    /// Runs `postern -c <config> ARGS…`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(bin("postern"))
+            .arg("-c")
+            .arg(self.config_path())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postern CLI")
+    }
+
+    /// The live workers from `postern status`: (program, pid, restarts).
+    pub fn workers(&self) -> Vec<(String, i32, u32)> {
+        let out = self.cli(&["status"]);
+        assert!(out.status.success(), "postern status: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("postern-"))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((f[0].to_string(), f[1].parse().ok()?, f[3].parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The pids of live workers of `program`.
+    pub fn pids_of(&self, program: &str) -> Vec<i32> {
+        self.workers().into_iter().filter(|w| w.0 == program).map(|w| w.1).collect()
+    }
+
+    /// Sends SIGTERM and waits for the master to exit; returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let mut child = self.child.take().expect("running");
+        wait_for("the master to exit", || child.try_wait().expect("wait"))
+    }
+}
+
+impl Drop for Postern {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// True while a process with this pid exists (zombies count as gone).
+pub fn alive(pid: i32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Runs swaks against postern; returns its combined output and exit status.
+pub fn swaks(addr: SocketAddr, args: &[&str]) -> (String, bool) {
+    let out = Command::new("swaks")
+        .arg("--server")
+        .arg(addr.ip().to_string())
+        .arg("--port")
+        .arg(addr.port().to_string())
+        .arg("--timeout")
+        .arg("20")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("swaks is installed (tests/run installs it)");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (text, out.status.success())
+}
+
+/// The reply codes swaks printed for the server's answers (lines starting `<-` or `<**`).
+pub fn swaks_codes(output: &str) -> Vec<u16> {
+    output
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let rest = l.strip_prefix("<**").or_else(|| l.strip_prefix("<-"))?;
+            rest.trim_start().get(..3)?.parse().ok()
+        })
+        .collect()
+}
+
+/// Runs a Python script with the given arguments; returns stdout, panicking on failure.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A raw SMTP client for byte-exact dialogues.
+pub struct Raw {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Raw {
+    /// Connects from `from` (a loopback address such as 127.0.0.2) to `to`; reads the greeting.
+    pub fn connect_from(from: &str, to: SocketAddr) -> Raw {
+        use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        use std::os::fd::AsRawFd;
+        let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");
+        let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+        let sock = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
+        bind(sock.as_raw_fd(), &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0))).expect("bind source");
+        connect(sock.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+        Self::wrap(TcpStream::from(sock))
+    }
+
+    /// Connects from 127.0.0.1.
+    pub fn connect(to: SocketAddr) -> Raw {
+        Self::wrap(TcpStream::connect(to).expect("connect"))
+    }
+
+    fn wrap(stream: TcpStream) -> Raw {
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut raw = Raw {
+            r: BufReader::new(stream.try_clone().expect("clone")),
+            w: stream,
+        };
+        let greeting = raw.reply();
+        assert!(greeting.starts_with("220 "), "greeting: {greeting}");
+        raw
+    }
+
+    /// Sends bytes as they are.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).expect("send");
+    }
+
+    /// Reads one whole reply (all its lines), returned with CRLFs.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = self.r.read_line(&mut line).expect("read reply");
+            assert!(n > 0, "connection closed; got so far: {all:?}");
+            all.push_str(&line);
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return all;
+            }
+        }
+    }
+
+    /// Sends one command (CRLF added) and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// True when the server has closed the connection (reads EOF).
+    pub fn closed(&mut self) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(self.r.read(&mut buf), Ok(0))
+    }
+}
