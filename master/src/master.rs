@@ -177,15 +177,17 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     for _ in 0..m.config.process.smtpd_processes {
         m.slots.push(Slot::new(Kind::Smtpd));
     }
-    for i in 0..m.slots.len() {
-        m.start(i).await;
-    }
-    notify(&[NotifyState::Status("starting workers")]);
-
+    // Handlers first: a worker that dies at once must not go unreaped.
     let mut sigchld = signal(SignalKind::child())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sighup = signal(SignalKind::hangup())?;
+    for i in 0..m.slots.len() {
+        m.start(i).await;
+    }
+    notify(&[NotifyState::Status("starting workers")]);
+    // Signals of the same kind coalesce; a slow periodic reap is the safety net.
+    let mut reap_tick = tokio::time::interval(Duration::from_secs(5));
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
 
@@ -196,6 +198,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let kill_deadline = m.stopping.map_or(far, |t| t + m.config.process.stop_timeout.0 + KILL_MARGIN);
         tokio::select! {
             _ = sigchld.recv() => m.reap().await,
+            _ = reap_tick.tick() => m.reap().await,
             _ = sigterm.recv() => m.begin_stop("SIGTERM"),
             _ = sigint.recv() => m.begin_stop("SIGINT"),
             _ = sighup.recv() => m.begin_reload(None).await,

@@ -7,6 +7,9 @@
 //! replies to MAIL, RCPT and DATA are relayed verbatim. The body is streamed
 //! through [`crate::data::Scanner`].
 //!
+//! When the process stops, a session waiting between transactions gets
+//! `421 4.3.2`; one in the middle of a transaction may finish it first.
+//!
 //! Replies are queued in `out` and written when the client has nothing more
 //! in flight (its input buffer is empty), so a pipelined group gets its
 //! replies in one segment, in order.
@@ -175,7 +178,10 @@ where
 
     /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
     async fn read_command(&mut self) -> Result<Option<String>, End> {
-        if *self.ctx.shutdown.borrow() && self.client.buffer().is_empty() {
+        // A stopping process lets a transaction in progress finish; a session
+        // between transactions is told to come back later.
+        let stoppable = self.tx.is_none();
+        if stoppable && *self.ctx.shutdown.borrow() && self.client.buffer().is_empty() {
             return Err(self.shutting_down());
         }
         let timeout = self.ctx.config.proxy.command_timeout.0;
@@ -198,7 +204,7 @@ where
                     return Err(End::Closed);
                 }
             },
-            _ = shutdown.wait_for(|s| *s) => return Err(self.shutting_down()),
+            _ = shutdown.wait_for(|s| *s), if stoppable => return Err(self.shutting_down()),
         };
         if n == 0 {
             return Err(End::Gone);

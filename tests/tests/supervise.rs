@@ -1,0 +1,212 @@
+//! The master's supervision: worker crashes, throttling, graceful stop, privileges.
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use postern_tests::*;
+
+fn one_customer(tag: &str) -> (Postern, RecordingBackend) {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block("Customer One", one.port(), &["one.test"]));
+    (Postern::start(dir, &conf), one)
+}
+
+/// Sends one mail with swaks; returns the reply codes.
+fn send(p: &Postern, rcpt: &str) -> (Vec<u16>, String) {
+    let (out, _) = swaks(p.addr, &["--from", "a@example.org", "--to", rcpt]);
+    (swaks_codes(&out), out)
+}
+
+fn kill9(pid: i32) {
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("kill -9");
+}
+
+#[test]
+fn killing_one_smtpd_keeps_the_other_serving_and_a_replacement_appears() {
+    let (p, one) = one_customer("sup-smtpd");
+    let before = p.pids_of("postern-smtpd");
+    assert_eq!(before.len(), 2, "two smtpd processes by default");
+    kill9(before[0]);
+    // The surviving process keeps accepting on the shared listener meanwhile.
+    for i in 0..5 {
+        let (codes, out) = send(&p, &format!("u{i}@one.test"));
+        assert_eq!(codes.last(), Some(&221), "{out}");
+        assert!(codes.iter().all(|c| *c < 400), "{codes:?}\n{out}");
+    }
+    let after = wait_for("a replacement smtpd", || {
+        let pids = p.pids_of("postern-smtpd");
+        (pids.len() == 2 && !pids.contains(&before[0])).then_some(pids)
+    });
+    assert!(after.contains(&before[1]), "the other smtpd was not disturbed");
+    assert!(!alive(before[0]));
+    p.wait_log("killed by signal 9");
+    let (codes, out) = send(&p, "after@one.test");
+    assert!(codes.contains(&250) && codes.iter().all(|c| *c < 400), "{out}");
+    assert_eq!(one.wait_messages(6).len(), 6);
+    let restarts: u32 = p.workers().iter().filter(|w| w.0 == "postern-smtpd").map(|w| w.2).sum();
+    assert_eq!(restarts, 1);
+}
+
+#[test]
+fn killing_the_router_never_gives_5xx_and_routing_comes_back() {
+    let (p, one) = one_customer("sup-router");
+    let router = p.pids_of("postern-router")[0];
+    kill9(router);
+    // While the router restarts (throttled: it died young), lookups wait in the
+    // router socket's backlog, which the master keeps open: sessions see a
+    // delay or a 4xx, never a 5xx.
+    wait_for("routing to work again", || {
+        let (codes, out) = send(&p, "back@one.test");
+        assert!(codes.iter().all(|c| *c < 500), "a 5xx while the router restarts: {codes:?}\n{out}");
+        codes.contains(&250).then_some(())
+    });
+    let now = p.pids_of("postern-router");
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0], router);
+    assert_eq!(one.wait_messages(1).len(), 1);
+    p.wait_log("postern-router pid");
+}
+
+/// A router that cannot come back: every lookup times out into 451 4.3.0.
+#[test]
+fn a_router_that_does_not_answer_gives_451() {
+    let dir = TempDir::new("sup-norouter");
+    let one = RecordingBackend::start();
+    let daemons = broken_router_dir(&dir);
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("[process]\n", &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()));
+    let mut child = start_unready(&dir, &conf);
+    let read = || std::fs::read_to_string(dir.path("postern.log")).unwrap_or_default();
+    let line = wait_for("the listener", || read().lines().find(|l| l.contains("listening on ")).map(str::to_string));
+    let addr: std::net::SocketAddr = line.rsplit("listening on ").next().and_then(|a| a.trim().parse().ok()).expect("addr");
+    wait_for("an smtpd to start", || read().contains("started postern-smtpd").then_some(()));
+    let (out, _) = swaks(addr, &["--from", "a@example.org", "--to", "u@one.test"]);
+    let codes = swaks_codes(&out);
+    assert!(out.contains("451 4.3.0 <u@one.test>: Temporary lookup failure"), "{out}");
+    assert!(codes.iter().all(|c| *c < 500), "{codes:?}");
+    assert_eq!(one.connections(), 0);
+    child.stop();
+}
+
+/// A daemon_dir with the real smtpd and a router that exits 3 at once.
+fn broken_router_dir(dir: &TempDir) -> std::path::PathBuf {
+    let daemons = dir.path("daemons");
+    std::fs::create_dir_all(&daemons).expect("mkdir");
+    std::os::unix::fs::symlink(bin("postern-smtpd"), daemons.join("postern-smtpd")).expect("symlink");
+    let router = daemons.join("postern-router");
+    std::fs::write(&router, "#!/bin/sh\necho 'router: cannot start' >&2\nexit 3\n").expect("script");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&router, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    daemons
+}
+
+/// Starts a master that will never report ready (its router keeps failing).
+fn start_unready(dir: &TempDir, conf: &str) -> ChildGuard {
+    std::fs::write(dir.path("postern.toml"), conf).expect("conf");
+    let log = std::fs::File::create(dir.path("postern.log")).expect("log");
+    std::process::Command::new(bin("postern"))
+        .args(["-c", dir.path("postern.toml").to_str().expect("utf8"), "start"])
+        .stderr(log)
+        .spawn()
+        .map(ChildGuard)
+        .expect("start")
+}
+
+#[test]
+fn a_worker_that_keeps_dying_is_throttled_with_a_growing_delay() {
+    let dir = TempDir::new("sup-throttle");
+    let daemons = broken_router_dir(&dir);
+    let conf = config_text(&dir, &server_block("One", closed_port(), &["one.test"]))
+        .replace("[process]\n", &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()));
+    let mut child = start_unready(&dir, &conf);
+    let read = || std::fs::read_to_string(dir.path("postern.log")).unwrap_or_default();
+    wait_for("the first throttle", || read().contains("throttling, restart in 1s").then_some(()));
+    wait_for("a longer second delay", || read().contains("throttling, restart in 2s").then_some(()));
+    assert!(read().contains("postern-router pid") && read().contains("exit status 3"), "{}", read());
+    let status = child.stop();
+    assert!(status.success(), "{}", read());
+}
+
+#[test]
+fn sigterm_stops_everything_and_leaves_no_process_behind() {
+    let (mut p, _one) = one_customer("sup-term");
+    let workers: Vec<i32> = p.workers().into_iter().map(|w| w.1).collect();
+    assert_eq!(workers.len(), 3, "router and two smtpd");
+    let run_dir = p.dir.path("run");
+    assert!(run_dir.join("postern.pid").exists());
+    let status = p.stop();
+    assert!(status.success(), "master exit: {status:?}\n{}", p.log());
+    for pid in workers {
+        assert!(!alive(pid), "worker {pid} survived the master");
+    }
+    assert!(!run_dir.join("postern.pid").exists(), "pid file removed");
+    assert!(!run_dir.join("router.sock").exists(), "sockets removed");
+    // The listener is closed: nothing answers any more.
+    assert!(std::net::TcpStream::connect(p.addr).is_err());
+}
+
+#[test]
+fn a_running_session_finishes_during_a_graceful_stop() {
+    let (mut p, one) = one_customer("sup-drain");
+    let mut raw = Raw::connect(p.addr);
+    raw.cmd("EHLO client.example");
+    raw.cmd("MAIL FROM:<a@example.org>");
+    assert!(raw.cmd("RCPT TO:<late@one.test>").starts_with("250"));
+    p.signal(Signal::SIGTERM);
+    p.wait_log("waiting up to");
+    // New connections are no longer accepted by smtpd…
+    // …but the session in progress completes its mail.
+    let r = raw.cmd("DATA");
+    assert!(r.starts_with("354"), "{r}\n{}", p.log());
+    raw.send(b"Subject: drained\r\n\r\nmade it\r\n.\r\n");
+    assert!(raw.reply().starts_with("250 2.0.0"));
+    // Between transactions a stopping smtpd closes the session: QUIT gets either
+    // its 221 or the 421 of the shutdown, and the connection ends.
+    let bye = raw.cmd("QUIT");
+    assert!(bye.starts_with("221") || bye.starts_with("421 4.3.2"), "{bye}");
+    assert!(raw.closed());
+    let mut child = p.child.take().expect("running");
+    let status = wait_for("the master to exit", || child.try_wait().expect("wait"));
+    assert!(status.success());
+    assert_eq!(one.wait_messages(1)[0].data, b"Subject: drained\r\n\r\nmade it\r\n");
+}
+
+#[test]
+fn the_master_killed_takes_its_workers_with_it() {
+    let (mut p, _one) = one_customer("sup-master9");
+    let workers: Vec<i32> = p.workers().into_iter().map(|w| w.1).collect();
+    kill9(p.pid());
+    let mut child = p.child.take().expect("running");
+    let _ = child.wait();
+    for pid in workers {
+        wait_for(&format!("worker {pid} to exit after its master"), || (!alive(pid)).then_some(()));
+    }
+}
+
+#[test]
+fn workers_drop_to_the_configured_user() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks privilege separation and must run as root (CI does)"
+    );
+    let nobody = nix::unistd::User::from_name("nobody").expect("lookup").expect("user nobody exists");
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("sup-user");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("[process]\n", "[process]\nuser = \"nobody\"\n");
+    let p = Postern::start(dir, &conf);
+    for (program, pid, _) in p.workers() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+        let uids: Vec<u32> = uid_line.split_whitespace().skip(1).filter_map(|u| u.parse().ok()).collect();
+        assert!(uids.iter().all(|u| *u == nobody.uid.as_raw()), "{program} runs as {uid_line}");
+        let gid_line = status.lines().find(|l| l.starts_with("Gid:")).expect("Gid line");
+        assert!(gid_line.split_whitespace().skip(1).all(|g| g == nobody.gid.as_raw().to_string()), "{program}: {gid_line}");
+    }
+    let master_status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).expect("proc");
+    assert!(master_status.lines().any(|l| l.starts_with("Uid:\t0")), "the master stays root");
+    // And mail still flows through the unprivileged workers.
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
+    assert!(ok, "{out}");
+    one.wait_messages(1);
+}
