@@ -129,7 +129,8 @@ fn start(path: PathBuf) -> ExitCode {
     match rt.block_on(master::run(path, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
+            // One line on stderr, which is also where the log goes (and, under
+            // systemd, the journal).
             eprintln!("postern: {e:#}");
             ExitCode::FAILURE
         }

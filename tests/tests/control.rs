@@ -1,0 +1,226 @@
+//! Reload (SIGHUP and `postern reload`), systemd notifications, and the CLI.
+
+use std::os::unix::net::UnixDatagram;
+
+use nix::sys::signal::Signal;
+use postern_tests::*;
+
+fn send_ok(p: &Postern, rcpt: &str) -> String {
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", rcpt]);
+    assert!(ok, "mail to {rcpt} failed:\n{out}");
+    out
+}
+
+#[test]
+fn sighup_with_an_added_domain_routes_it_and_a_broken_file_changes_nothing() {
+    let one = RecordingBackend::start();
+    let two = RecordingBackend::start();
+    let dir = TempDir::new("ctl-hup");
+    let first = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &first);
+    let (out, _) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@two.test"]);
+    assert!(out.contains("554 5.7.1"), "two.test unknown before the reload:\n{out}");
+
+    let second = first.clone() + &server_block("Two", two.port(), &["two.test"]);
+    std::fs::write(p.config_path(), &second).expect("rewrite");
+    p.signal(Signal::SIGHUP);
+    p.wait_log("configuration reloaded");
+    p.wait_log("ready to serve server 2/2 'Two'");
+    send_ok(&p, "u@two.test");
+    assert_eq!(two.wait_messages(1).len(), 1);
+
+    // A broken file: logged, and the running table stays.
+    std::fs::write(p.config_path(), second.replace("port = ", "prot = ")).expect("break");
+    p.signal(Signal::SIGHUP);
+    let refused = p.wait_log("reload refused");
+    assert!(refused.contains("unknown field `prot`"), "{refused}");
+    send_ok(&p, "v@two.test");
+    send_ok(&p, "w@one.test");
+    assert_eq!(two.wait_messages(2).len(), 2);
+    assert_eq!(one.wait_messages(1).len(), 1);
+    assert_eq!(p.log().matches("configuration reloaded").count(), 1);
+}
+
+#[test]
+fn postern_reload_reports_the_outcome() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-cli-reload");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &conf);
+    let ok = p.cli(&["reload"]);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "postern: configuration reloaded");
+
+    std::fs::write(p.config_path(), conf.replace("domains = [\"one.test\"]", "domains = []")).expect("break");
+    let bad = p.cli(&["reload"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("server[1].domains: at least one domain is required"), "{err}");
+    send_ok(&p, "still@one.test");
+}
+
+#[test]
+fn notify_socket_gets_ready_reloading_stopping_and_watchdog() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-notify");
+    let sock_path = dir.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let mut p = Postern::start_with(
+        dir,
+        &conf,
+        &[
+            ("NOTIFY_SOCKET", sock_path.display().to_string()),
+            ("WATCHDOG_USEC", "400000".into()),
+        ],
+    );
+    let mut seen = Vec::<String>::new();
+    let mut expect = |what: &str, seen: &mut Vec<String>| {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("waiting for {what}: {e}; got {seen:?}"));
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen.push(msg.clone());
+            if msg.lines().any(|l| l == what) {
+                return msg;
+            }
+        }
+    };
+    let ready = expect("READY=1", &mut seen);
+    assert!(ready.contains("STATUS="), "{ready}");
+    expect("WATCHDOG=1", &mut seen);
+    p.signal(Signal::SIGHUP);
+    expect("RELOADING=1", &mut seen);
+    expect("READY=1", &mut seen);
+    let status = p.stop();
+    assert!(status.success());
+    expect("STOPPING=1", &mut seen);
+    // No worker ever wrote to the socket: it was not passed on.
+    assert!(seen.iter().all(|m| !m.contains("MAINPID")));
+}
+
+#[test]
+fn status_lists_every_worker() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-status");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("[process]\n", "[process]\nsmtpd_processes = 3\n");
+    let p = Postern::start(dir, &conf);
+    let out = p.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("master pid {}", p.pid())), "{text}");
+    let w = p.workers();
+    assert_eq!(w.iter().filter(|w| w.0 == "postern-smtpd").count(), 3, "{text}");
+    assert_eq!(w.iter().filter(|w| w.0 == "postern-router").count(), 1, "{text}");
+    for (_, pid, restarts) in &w {
+        assert!(alive(*pid));
+        assert_eq!(*restarts, 0);
+    }
+}
+
+#[test]
+fn postern_stop_waits_for_the_master_to_exit() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-stop");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let mut p = Postern::start(dir, &conf);
+    let out = p.cli(&["stop"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postern: stopped");
+    let mut child = p.child.take().expect("running");
+    let status = wait_for("exit", || child.try_wait().expect("wait"));
+    assert!(status.success());
+    let again = p.cli(&["status"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
+}
+
+#[test]
+fn a_second_master_refuses_to_start() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-twice");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &conf);
+    let out = p.cli(&["start"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("already running (pid {},", p.pid())), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    send_ok(&p, "u@one.test");
+}
+
+#[test]
+fn check_prints_every_problem_with_its_key() {
+    let dir = TempDir::new("ctl-check");
+    let path = dir.path("bad.toml");
+    std::fs::write(
+        &path,
+        "[proxy]\nlisten = [\"nowhere\"]\nmax_recipients = 0\n\n[[server]]\nhost = \"\"\nport = 0\ndomains = [\"a.test\"]\n\n[[server]]\nhost = \"h\"\nport = 25\ndomains = [\"A.TEST.\"]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", path.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "proxy.listen[0]: \"nowhere\" is not an address:port",
+        "proxy.max_recipients: must be at least 1",
+        "server[1].host: is required",
+        "server[1].port: must be between 1 and 65535",
+        "server[2].domains[0]: \"A.TEST.\" is also a domain of server[1]",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    assert_eq!(err.lines().count(), 5, "one line per problem:\n{err}");
+
+    std::fs::write(&path, "[proxy]\nbanner = \"x\"\ncolour = \"blue\"\n").expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", path.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("line 3, column 1") && err.contains("unknown field `colour`"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/postern.toml");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", example.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "conf/postern.toml must be valid: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn config_prints_the_effective_configuration_with_passwords_masked() {
+    let dir = TempDir::new("ctl-config");
+    let conf = config_text(&dir, &server_block("One", 2525, &["one.test"]))
+        .replace("hostname = ", "admin_user = \"admin\"\nadmin_password = \"s3cret\"\nhostname = ");
+    let path = dir.path("p.toml");
+    std::fs::write(&path, conf).expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", path.to_str().expect("utf8"), "config"])
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("admin_password = \"********\""), "{text}");
+    assert!(text.contains("max_connections = 2000"), "defaults shown: {text}");
+    assert!(text.contains("client_identity = \"ipaddr\""), "{text}");
+}
+
+#[test]
+fn help_works_on_every_command() {
+    for cmd in ["start", "stop", "reload", "status", "check", "config"] {
+        let out = std::process::Command::new(bin("postern")).args([cmd, "--help"]).output().expect("run");
+        assert!(out.status.success(), "{cmd} --help");
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("usage: postern [-c FILE] {cmd}")));
+    }
+    let out = std::process::Command::new(bin("postern")).arg("frobnicate").output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
+}
