@@ -15,18 +15,27 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
     let pid_file = run_dir.join(PID_FILE);
     let master_pid = running_pid(&pid_file);
     if master_pid.is_none() {
-        eprintln!("postern: not running (no live pid in {})", pid_file.display());
+        eprintln!(
+            "postern: not running (no live pid in {})",
+            pid_file.display()
+        );
         return ExitCode::FAILURE;
     }
     let reply = match call(&sock, cmd) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("postern: cannot talk to the master at {}: {e}", sock.display());
+            eprintln!(
+                "postern: cannot talk to the master at {}: {e}",
+                sock.display()
+            );
             return ExitCode::FAILURE;
         }
     };
     if reply.get("status") != Some("ok") {
-        eprintln!("postern: {cmd} failed: {}", reply.get("reason").unwrap_or("no reason given"));
+        eprintln!(
+            "postern: {cmd} failed: {}",
+            reply.get("reason").unwrap_or("no reason given")
+        );
         return ExitCode::FAILURE;
     }
     match cmd {
@@ -55,18 +64,22 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
 }
 
 fn call(sock: &std::path::Path, cmd: &str) -> std::io::Result<Attrs> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let stream = tokio::net::UnixStream::connect(sock).await?;
         let mut conn = tokio::io::BufStream::new(stream);
         let req = Attrs::new().with("request", cmd);
-        proto::write(&mut conn, &req).await.map_err(std::io::Error::other)?;
+        proto::write(&mut conn, &req)
+            .await
+            .map_err(std::io::Error::other)?;
         // A reload waits for every worker's acknowledgement; allow for that.
         match tokio::time::timeout(Duration::from_secs(30), proto::read(&mut conn)).await {
             Err(_) => Err(std::io::Error::other("no answer within 30s")),
-            Ok(r) => r
-                .map_err(std::io::Error::other)?
-                .ok_or_else(|| std::io::Error::other("the master closed the connection without answering")),
+            Ok(r) => r.map_err(std::io::Error::other)?.ok_or_else(|| {
+                std::io::Error::other("the master closed the connection without answering")
+            }),
         }
     })
 }

@@ -122,7 +122,10 @@ fn start(path: PathBuf) -> ExitCode {
         }
     };
     postern_shared::logging::init("postern", Some(&config.log.level));
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the runtime: {e}")),
     };

@@ -97,8 +97,15 @@ struct Slot {
 
 /// What the worker readers and the control socket tell the main loop.
 enum Msg {
-    Worker { slot: usize, generation: u64, attrs: Attrs },
-    Control { req: Attrs, reply: oneshot::Sender<Attrs> },
+    Worker {
+        slot: usize,
+        generation: u64,
+        attrs: Attrs,
+    },
+    Control {
+        req: Attrs,
+        reply: oneshot::Sender<Attrs>,
+    },
 }
 
 /// A reload waiting for acknowledgements.
@@ -130,7 +137,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let run_dir = config.process.run_dir.clone();
     let pid_path = run_dir.join(PID_FILE);
     if let Some(pid) = running_pid(&pid_path) {
-        anyhow::bail!("postern is already running (pid {pid}, {})", pid_path.display());
+        anyhow::bail!(
+            "postern is already running (pid {pid}, {})",
+            pid_path.display()
+        );
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
@@ -193,9 +203,16 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 
     loop {
         let far = Instant::now() + Duration::from_secs(3600);
-        let next_restart = m.slots.iter().filter_map(|s| s.restart_at).min().unwrap_or(far);
+        let next_restart = m
+            .slots
+            .iter()
+            .filter_map(|s| s.restart_at)
+            .min()
+            .unwrap_or(far);
         let reload_deadline = m.reload.as_ref().map_or(far, |r| r.deadline);
-        let kill_deadline = m.stopping.map_or(far, |t| t + m.config.process.stop_timeout.0 + KILL_MARGIN);
+        let kill_deadline = m
+            .stopping
+            .map_or(far, |t| t + m.config.process.stop_timeout.0 + KILL_MARGIN);
         tokio::select! {
             _ = sigchld.recv() => m.reap().await,
             _ = reap_tick.tick() => m.reap().await,
@@ -244,7 +261,12 @@ impl Master {
     async fn start(&mut self, i: usize) {
         let kind = self.slots[i].kind;
         let program = self.daemon_dir.join(kind.program());
-        let (ours, theirs) = match socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC) {
+        let (ours, theirs) = match socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        ) {
             Ok(p) => p,
             Err(e) => {
                 error!("cannot create a channel for {}: {e}", kind.program());
@@ -257,7 +279,10 @@ impl Master {
             Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
         }
-        let env = [(postern_shared::logging::LEVEL_ENV, self.config.log.level.clone())];
+        let env = [(
+            postern_shared::logging::LEVEL_ENV,
+            self.config.log.level.clone(),
+        )];
         let pid = match spawn::spawn(&program, &[], &fds, &env) {
             Ok(pid) => pid,
             Err(e) => {
@@ -277,7 +302,10 @@ impl Master {
         info!("started {} pid {pid}", kind.program());
 
         let stream = std::os::unix::net::UnixStream::from(ours);
-        let stream = match stream.set_nonblocking(true).and_then(|_| UnixStream::from_std(stream)) {
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|_| UnixStream::from_std(stream))
+        {
             Ok(s) => s,
             Err(e) => {
                 error!("channel to {} pid {pid}: {e}", kind.program());
@@ -291,10 +319,18 @@ impl Master {
             .with_body(self.config.to_toml().into_bytes());
         if let Err(e) = proto::write(&mut w, &msg).await {
             // The worker died at once; SIGCHLD will tell.
-            warn!("cannot send the configuration to {} pid {pid}: {e}", kind.program());
+            warn!(
+                "cannot send the configuration to {} pid {pid}: {e}",
+                kind.program()
+            );
         }
         slot.to_worker = Some(w);
-        tokio::spawn(worker_reader(BufReader::new(r), i, slot.generation, self.tx.clone()));
+        tokio::spawn(worker_reader(
+            BufReader::new(r),
+            i,
+            slot.generation,
+            self.tx.clone(),
+        ));
     }
 
     fn schedule_restart(&mut self, i: usize, why: &str) {
@@ -345,7 +381,9 @@ impl Master {
             };
             let (pid, how) = match status {
                 WaitStatus::Exited(pid, code) => (pid, format!("exit status {code}")),
-                WaitStatus::Signaled(pid, sig, _) => (pid, format!("killed by signal {}", sig as i32)),
+                WaitStatus::Signaled(pid, sig, _) => {
+                    (pid, format!("killed by signal {}", sig as i32))
+                }
                 _ => continue,
             };
             let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
@@ -361,7 +399,8 @@ impl Master {
             self.slots[i].last_exit = Some(how.clone());
             if let Some(r) = &mut self.reload {
                 if r.waiting.remove(&i) {
-                    r.failures.push(format!("{program} pid {pid} exited during the reload"));
+                    r.failures
+                        .push(format!("{program} pid {pid} exited during the reload"));
                 }
             }
             self.schedule_restart(i, &how);
@@ -371,7 +410,11 @@ impl Master {
 
     async fn message(&mut self, msg: Msg) {
         match msg {
-            Msg::Worker { slot, generation, attrs } => {
+            Msg::Worker {
+                slot,
+                generation,
+                attrs,
+            } => {
                 if self.slots.get(slot).map(|s| s.generation) != Some(generation) {
                     return;
                 }
@@ -403,11 +446,10 @@ impl Master {
                     self.begin_stop("postern stop");
                 }
                 other => {
-                    let _ = reply.send(
-                        Attrs::new()
-                            .with("status", "tempfail")
-                            .with("reason", format!("unknown request {}", other.unwrap_or("(none)"))),
-                    );
+                    let _ = reply.send(Attrs::new().with("status", "tempfail").with(
+                        "reason",
+                        format!("unknown request {}", other.unwrap_or("(none)")),
+                    ));
                 }
             },
         }
@@ -421,20 +463,31 @@ impl Master {
             self.ready_sent = true;
             let n = self.slots.iter().filter(|s| s.kind == Kind::Smtpd).count();
             info!("ready: router and {n} smtpd process(es) serving");
-            notify(&[NotifyState::Ready, NotifyState::Status(&format!("serving with {n} smtpd processes"))]);
+            notify(&[
+                NotifyState::Ready,
+                NotifyState::Status(&format!("serving with {n} smtpd processes")),
+            ]);
         }
     }
 
     async fn begin_reload(&mut self, reply: Option<oneshot::Sender<Attrs>>) {
         if self.stopping.is_some() {
             if let Some(r) = reply {
-                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", "stopping"));
+                let _ = r.send(
+                    Attrs::new()
+                        .with("status", "tempfail")
+                        .with("reason", "stopping"),
+                );
             }
             return;
         }
         if self.reload.is_some() {
             if let Some(r) = reply {
-                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", "a reload is already in progress"));
+                let _ = r.send(
+                    Attrs::new()
+                        .with("status", "tempfail")
+                        .with("reason", "a reload is already in progress"),
+                );
             }
             return;
         }
@@ -442,9 +495,16 @@ impl Master {
         let new = match Config::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
-                error!("reload refused, keeping the running configuration: {}", e.one_line());
+                error!(
+                    "reload refused, keeping the running configuration: {}",
+                    e.one_line()
+                );
                 if let Some(r) = reply {
-                    let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", e.one_line()));
+                    let _ = r.send(
+                        Attrs::new()
+                            .with("status", "tempfail")
+                            .with("reason", e.one_line()),
+                    );
                 }
                 return;
             }
@@ -457,7 +517,10 @@ impl Master {
         let id = format!("reload-{}", self.reload_seq);
         let body = new.to_toml().into_bytes();
         self.config = Arc::new(new);
-        let msg = Attrs::new().with("request", "config").with("id", &id).with_body(body);
+        let msg = Attrs::new()
+            .with("request", "config")
+            .with("id", &id)
+            .with_body(body);
         let mut waiting = HashSet::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             if let Some(w) = &mut slot.to_worker {
@@ -465,7 +528,10 @@ impl Master {
                     Ok(()) => {
                         waiting.insert(i);
                     }
-                    Err(e) => warn!("cannot send the configuration to {}: {e}", slot.kind.program()),
+                    Err(e) => warn!(
+                        "cannot send the configuration to {}: {e}",
+                        slot.kind.program()
+                    ),
                 }
             }
         }
@@ -485,9 +551,14 @@ impl Master {
         if !r.waiting.is_empty() && !deadline {
             return;
         }
-        let Some(mut r) = self.reload.take() else { return };
+        let Some(mut r) = self.reload.take() else {
+            return;
+        };
         for i in r.waiting.drain() {
-            r.failures.push(format!("{} did not acknowledge", self.slots[i].kind.program()));
+            r.failures.push(format!(
+                "{} did not acknowledge",
+                self.slots[i].kind.program()
+            ));
         }
         let answer = if r.failures.is_empty() {
             info!("configuration reloaded");
@@ -497,7 +568,10 @@ impl Master {
             warn!("configuration reloaded with problems: {why}");
             Attrs::new().with("status", "tempfail").with("reason", why)
         };
-        notify(&[NotifyState::Ready, NotifyState::Status("configuration reloaded")]);
+        notify(&[
+            NotifyState::Ready,
+            NotifyState::Status("configuration reloaded"),
+        ]);
         if let Some(reply) = r.reply {
             let _ = reply.send(answer);
         }
@@ -507,7 +581,10 @@ impl Master {
         if self.stopping.is_some() {
             return;
         }
-        info!("stopping ({why}): draining sessions for up to {:?}", self.config.process.stop_timeout.0);
+        info!(
+            "stopping ({why}): draining sessions for up to {:?}",
+            self.config.process.stop_timeout.0
+        );
         notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
         self.stopping = Some(Instant::now());
         for s in &mut self.slots {
@@ -518,7 +595,10 @@ impl Master {
 
     /// Once no smtpd remains, the router may go.
     fn advance_stop(&mut self) {
-        let smtpd_left = self.slots.iter().any(|s| s.kind == Kind::Smtpd && s.pid.is_some());
+        let smtpd_left = self
+            .slots
+            .iter()
+            .any(|s| s.kind == Kind::Smtpd && s.pid.is_some());
         if !smtpd_left {
             self.signal_kind(Kind::Router, Signal::SIGTERM);
         }
@@ -537,7 +617,10 @@ impl Master {
     fn kill_remaining(&mut self) {
         for s in &self.slots {
             if let Some(pid) = s.pid {
-                warn!("{} pid {pid} did not stop in time: killing it", s.kind.program());
+                warn!(
+                    "{} pid {pid} did not stop in time: killing it",
+                    s.kind.program()
+                );
                 let _ = kill(pid, Signal::SIGKILL);
             }
         }
@@ -553,7 +636,10 @@ impl Master {
         if self.stopping.is_some() {
             text.push_str("state: stopping\n");
         }
-        text.push_str(&format!("{:<16} {:>8} {:>10} {:>9}  {}\n", "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"));
+        text.push_str(&format!(
+            "{:<16} {:>8} {:>10} {:>9}  {}\n",
+            "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"
+        ));
         for s in &self.slots {
             let (pid, up) = match s.pid {
                 Some(p) => (p.to_string(), human(s.started.elapsed())),
@@ -572,7 +658,9 @@ impl Master {
                 s.last_exit.as_deref().unwrap_or("-")
             ));
         }
-        Attrs::new().with("status", "ok").with_body(text.into_bytes())
+        Attrs::new()
+            .with("status", "ok")
+            .with_body(text.into_bytes())
     }
 }
 
@@ -584,7 +672,15 @@ async fn worker_reader(
     tx: mpsc::Sender<Msg>,
 ) {
     while let Ok(Some(attrs)) = proto::read(&mut r).await {
-        if tx.send(Msg::Worker { slot, generation, attrs }).await.is_err() {
+        if tx
+            .send(Msg::Worker {
+                slot,
+                generation,
+                attrs,
+            })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -600,9 +696,18 @@ async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
         let tx = tx.clone();
         tokio::spawn(async move {
             let mut conn = tokio::io::BufStream::new(stream);
-            let Ok(Some(req)) = proto::read(&mut conn).await else { return };
+            let Ok(Some(req)) = proto::read(&mut conn).await else {
+                return;
+            };
             let (reply_tx, reply_rx) = oneshot::channel();
-            if tx.send(Msg::Control { req, reply: reply_tx }).await.is_err() {
+            if tx
+                .send(Msg::Control {
+                    req,
+                    reply: reply_tx,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
             if let Ok(reply) = reply_rx.await {
@@ -642,7 +747,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// The workers' user, when privileges are to be dropped.
 fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
-    let Some(name) = &config.process.user else { return Ok(None) };
+    let Some(name) = &config.process.user else {
+        return Ok(None);
+    };
     if !nix::unistd::geteuid().is_root() {
         warn!("process.user = {name:?} ignored: the master is not running as root");
         return Ok(None);

@@ -32,14 +32,19 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true).context("IPV6_V6ONLY")?;
     }
-    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).with_context(|| format!("cannot listen on {addr}"))?;
-    listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN)).with_context(|| format!("listen on {addr}"))?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))
+        .with_context(|| format!("listen on {addr}"))?;
     let bound = nix::sys::socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())
         .ok()
         .and_then(|s| {
             s.as_sockaddr_in()
                 .map(|a| SocketAddr::from((a.ip(), a.port())))
-                .or_else(|| s.as_sockaddr_in6().map(|a| SocketAddr::from((a.ip(), a.port()))))
+                .or_else(|| {
+                    s.as_sockaddr_in6()
+                        .map(|a| SocketAddr::from((a.ip(), a.port())))
+                })
         })
         .unwrap_or(addr);
     Ok((fd, bound))

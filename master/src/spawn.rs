@@ -4,9 +4,10 @@
 //! pid, known only after `fork()`. Everything is therefore prepared before the
 //! fork (paths, argv, the environment, including a `LISTEN_PID=` entry with
 //! room for the digits), and the child does only async-signal-safe work:
-//! write its pid into that entry, `dup2` the descriptors into place, reset
-//! the signal mask, `execve`. If exec fails the child writes one line to
-//! stderr and exits 127, which the master sees as a start-up failure.
+//! write its pid into that entry, `dup2` the descriptors into place, start a
+//! session of its own (`setsid`), reset the signal mask, `execve`. If exec
+//! fails the child writes one line to stderr and exits 127, which the master
+//! sees as a start-up failure.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
@@ -37,8 +38,10 @@ pub fn spawn(
     fds: &[(BorrowedFd<'_>, &str)],
     extra_env: &[(&str, String)],
 ) -> std::io::Result<Pid> {
-    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
-    let path = CString::new(program.as_os_str().as_bytes()).map_err(|_| invalid("NUL in program path"))?;
+    let invalid =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, what.to_string());
+    let path =
+        CString::new(program.as_os_str().as_bytes()).map_err(|_| invalid("NUL in program path"))?;
     let mut argv_c = vec![path.clone()];
     for a in args {
         argv_c.push(CString::new(*a).map_err(|_| invalid("NUL in argument"))?);
@@ -62,7 +65,10 @@ pub fn spawn(
     }
     env_c.push(CString::new(format!("LISTEN_FDS={}", fds.len())).expect("digits only"));
     let names: Vec<&str> = fds.iter().map(|(_, n)| *n).collect();
-    env_c.push(CString::new(format!("LISTEN_FDNAMES={}", names.join(":"))).map_err(|_| invalid("NUL in fd name"))?);
+    env_c.push(
+        CString::new(format!("LISTEN_FDNAMES={}", names.join(":")))
+            .map_err(|_| invalid("NUL in fd name"))?,
+    );
     // Filled in by the child; the buffer is the child's own copy after fork.
     let mut pid_entry: Vec<u8> = b"LISTEN_PID=".to_vec();
     let pid_at = pid_entry.len();
@@ -79,7 +85,13 @@ pub fn spawn(
     let sources: Vec<RawFd> = fds.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
     let first_free = 3 + sources.len() as RawFd;
 
-    fork_exec(&argv, &envp, pid_entry.as_mut_ptr().wrapping_add(pid_at), &sources, first_free)
+    fork_exec(
+        &argv,
+        &envp,
+        pid_entry.as_mut_ptr().wrapping_add(pid_at),
+        &sources,
+        first_free,
+    )
 }
 
 #[allow(unsafe_code)]
@@ -91,7 +103,7 @@ fn fork_exec(
     first_free: RawFd,
 ) -> std::io::Result<Pid> {
     // SAFETY: after fork the child calls only async-signal-safe functions
-    // (getpid, fcntl, dup2, sigprocmask, execve, write, _exit) and touches only
+    // (getpid, fcntl, dup2, setsid, sigprocmask, execve, write, _exit) and touches only
     // memory prepared before the fork; it never returns into Rust code that
     // could allocate or take a lock.
     match unsafe { libc::fork() } {
@@ -141,12 +153,15 @@ unsafe fn child(
                 fail(b"postern: cannot duplicate an inherited descriptor\n");
             }
         }
-        for i in 0..sources.len().min(64) {
+        for (i, &fd) in high.iter().enumerate().take(sources.len().min(64)) {
             // dup2 clears close-on-exec on the new descriptor.
-            if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+            if libc::dup2(fd, 3 + i as RawFd) < 0 {
                 fail(b"postern: cannot place an inherited descriptor\n");
             }
         }
+        // A session of its own: a Ctrl-C or a `kill` aimed at the master's process
+        // group reaches only the master, which then stops its workers in order.
+        libc::setsid();
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());

@@ -26,7 +26,10 @@ use table::Table;
 type Shared = Arc<RwLock<Arc<Table>>>;
 
 fn main() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postern-router: cannot start the runtime: {e}");
@@ -137,13 +140,18 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
                 }
                 None => {
                     tracing::debug!(sid, "no server for domain {domain}");
-                    Attrs::new().with("id", id).with("status", Status::NotFound.as_str())
+                    Attrs::new()
+                        .with("id", id)
+                        .with("status", Status::NotFound.as_str())
                 }
             }
         }
         other => Attrs::new()
             .with("id", id)
             .with("status", Status::TempFail.as_str())
-            .with("reason", format!("unknown request {}", other.unwrap_or("(none)"))),
+            .with(
+                "reason",
+                format!("unknown request {}", other.unwrap_or("(none)")),
+            ),
     }
 }

@@ -5,7 +5,6 @@
 //! new one, never a mix.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use postern_shared::config::{normalize_domain, Config};
 use postern_shared::route::{Cause, Route};
@@ -36,7 +35,7 @@ impl Table {
                     name: s.display_name(),
                     host: s.host.clone(),
                     port: s.port,
-                    timeout: Duration::from(s.timeout.0),
+                    timeout: s.timeout.0,
                     identity: s.client_identity,
                     cause: Cause::Domain,
                 },
@@ -103,8 +102,16 @@ domains = ["two.test", "deep.sub.test"]
         assert_eq!(name("one.test"), Some("one".into()));
         assert_eq!(name("a.sub.test"), Some("one".into()));
         assert_eq!(name("x.y.sub.test"), Some("one".into()));
-        assert_eq!(name("sub.test"), None, "a .parent entry matches subdomains only");
-        assert_eq!(name("deep.sub.test"), Some("localhost:2025".into()), "exact wins");
+        assert_eq!(
+            name("sub.test"),
+            None,
+            "a .parent entry matches subdomains only"
+        );
+        assert_eq!(
+            name("deep.sub.test"),
+            Some("localhost:2025".into()),
+            "exact wins"
+        );
         assert_eq!(name("evilone.test"), None);
         assert_eq!(name("one.test.evil"), None);
         assert_eq!(t.by_domain("two.test").map(|r| r.server), Some(2));

@@ -295,9 +295,9 @@ impl Duration {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like \"10s\""))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration {text:?}: expected a number and a unit, like \"10s\"")
+        })?;
         let ms = match unit {
             "ms" => 1,
             "s" => 1000,
@@ -320,8 +320,13 @@ impl Duration {
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.0.as_millis();
-        for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-            if ms != 0 && ms % size == 0 {
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
+            if ms != 0 && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -352,15 +357,19 @@ impl Size {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size {text:?}: expected a number and a unit, like \"50MB\""))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid size {text:?}: expected a number and a unit, like \"50MB\"")
+        })?;
         let mult = match unit.to_ascii_uppercase().as_str() {
             "" | "B" => 1,
             "K" | "KB" => 1024,
             "M" | "MB" => 1024 * 1024,
             "G" | "GB" => 1024 * 1024 * 1024,
-            _ => return Err(format!("invalid size {text:?}: the unit must be B, KB, MB or GB")),
+            _ => {
+                return Err(format!(
+                    "invalid size {text:?}: the unit must be B, KB, MB or GB"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(Size)
@@ -371,7 +380,7 @@ impl Size {
 impl fmt::Display for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (unit, size) in [("GB", 1u64 << 30), ("MB", 1 << 20), ("KB", 1 << 10)] {
-            if self.0 != 0 && self.0 % size == 0 {
+            if self.0 != 0 && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -465,7 +474,10 @@ impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
-        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("xml")) {
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+        {
             return Err(ConfigError::one(
                 &name,
                 "",
@@ -541,7 +553,10 @@ impl Config {
         let p = &self.proxy;
 
         if p.listen.is_empty() {
-            bad("proxy.listen".into(), "at least one address is needed".into());
+            bad(
+                "proxy.listen".into(),
+                "at least one address is needed".into(),
+            );
         }
         for (i, l) in p.listen.iter().enumerate() {
             if l.parse::<SocketAddr>().is_err() {
@@ -552,7 +567,10 @@ impl Config {
             }
         }
         if !is_hostname(&p.hostname) {
-            bad("proxy.hostname".into(), format!("{:?} is not a valid host name", p.hostname));
+            bad(
+                "proxy.hostname".into(),
+                format!("{:?} is not a valid host name", p.hostname),
+            );
         }
         if p.banner.contains(['\r', '\n']) {
             bad("proxy.banner".into(), "must be one line".into());
@@ -578,7 +596,10 @@ impl Config {
             );
         }
         if p.max_message_size.0 < 1024 {
-            bad("proxy.max_message_size".into(), "must be at least 1KB".into());
+            bad(
+                "proxy.max_message_size".into(),
+                "must be at least 1KB".into(),
+            );
         }
         for (key, v) in [
             ("proxy.max_recipients", p.max_recipients),
@@ -601,16 +622,25 @@ impl Config {
             bad("tls".into(), "STARTTLS is not supported yet".into());
         }
         if p.auth_requires_tls.is_some() {
-            bad("proxy.auth_requires_tls".into(), "SMTP AUTH is not supported yet".into());
+            bad(
+                "proxy.auth_requires_tls".into(),
+                "SMTP AUTH is not supported yet".into(),
+            );
         }
 
         let pr = &self.process;
         if pr.smtpd_processes == 0 || pr.smtpd_processes > 64 {
-            bad("process.smtpd_processes".into(), "must be between 1 and 64".into());
+            bad(
+                "process.smtpd_processes".into(),
+                "must be between 1 and 64".into(),
+            );
         }
         if let Some(u) = &pr.user {
             if u.is_empty() {
-                bad("process.user".into(), "must not be empty (leave it out instead)".into());
+                bad(
+                    "process.user".into(),
+                    "must not be empty (leave it out instead)".into(),
+                );
             }
         }
         for (key, dir) in [
@@ -619,18 +649,27 @@ impl Config {
             ("process.spool_dir", &pr.spool_dir),
         ] {
             if !dir.is_absolute() {
-                bad(key.into(), format!("{} is not an absolute path", dir.display()));
+                bad(
+                    key.into(),
+                    format!("{} is not an absolute path", dir.display()),
+                );
             }
         }
         if let Some(d) = &pr.daemon_dir {
             if !d.is_absolute() {
-                bad("process.daemon_dir".into(), format!("{} is not an absolute path", d.display()));
+                bad(
+                    "process.daemon_dir".into(),
+                    format!("{} is not an absolute path", d.display()),
+                );
             }
         }
         if !pr.chroot.is_empty() {
             let root = Path::new(&pr.chroot);
             if !root.is_absolute() {
-                bad("process.chroot".into(), format!("{} is not an absolute path", pr.chroot));
+                bad(
+                    "process.chroot".into(),
+                    format!("{} is not an absolute path", pr.chroot),
+                );
             } else if !pr.run_dir.starts_with(root) {
                 bad(
                     "process.chroot".into(),
@@ -647,19 +686,28 @@ impl Config {
         if !["error", "warn", "info", "debug", "trace"].contains(&l.level.as_str()) {
             bad(
                 "log.level".into(),
-                format!("{:?} is not one of error, warn, info, debug, trace", l.level),
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    l.level
+                ),
             );
         }
         match l.journald.as_str() {
             "auto" | "no" => {}
-            "yes" => bad("log.journald".into(), "logging to journald is not supported yet".into()),
+            "yes" => bad(
+                "log.journald".into(),
+                "logging to journald is not supported yet".into(),
+            ),
             other => bad(
                 "log.journald".into(),
                 format!("{other:?} is not one of auto, yes, no"),
             ),
         }
         if !l.file.is_empty() {
-            bad("log.file".into(), "logging to a file is not supported yet".into());
+            bad(
+                "log.file".into(),
+                "logging to a file is not supported yet".into(),
+            );
         }
 
         let mut owner: std::collections::HashMap<String, usize> = Default::default();
@@ -683,13 +731,19 @@ impl Config {
                 }
             }
             if !s.relay.is_empty() {
-                bad(k("relay"), "routing by client address is not supported yet".into());
+                bad(
+                    k("relay"),
+                    "routing by client address is not supported yet".into(),
+                );
             }
             if s.user.is_some() != s.password.is_some() {
                 bad(k("user"), "user and password go together".into());
             }
             if s.user.is_some() {
-                bad(k("user"), "routing by SMTP AUTH is not supported yet".into());
+                bad(
+                    k("user"),
+                    "routing by SMTP AUTH is not supported yet".into(),
+                );
             }
             if s.domains.is_empty() {
                 bad(k("domains"), "at least one domain is required".into());
@@ -698,7 +752,10 @@ impl Config {
                 let norm = normalize_domain(d);
                 let bare = norm.strip_prefix('.').unwrap_or(&norm);
                 if !is_hostname(bare) {
-                    bad(format!("{}[{j}]", k("domains")), format!("{d:?} is not a domain name"));
+                    bad(
+                        format!("{}[{j}]", k("domains")),
+                        format!("{d:?} is not a domain name"),
+                    );
                     continue;
                 }
                 if let Some(prev) = owner.insert(norm.clone(), i) {
@@ -714,7 +771,10 @@ impl Config {
                 ClientIdentity::Ipaddr | ClientIdentity::None => {}
                 other => bad(
                     k("client_identity"),
-                    format!("{:?} is not supported yet (use ipaddr or none)", other.as_str()),
+                    format!(
+                        "{:?} is not supported yet (use ipaddr or none)",
+                        other.as_str()
+                    ),
                 ),
             }
             if let Some(cmd) = &s.restart_command {
@@ -740,7 +800,9 @@ pub fn is_hostname(h: &str) -> bool {
         && h.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -804,7 +866,11 @@ domains = [".yourdomain.net"]
     fn unknown_key_names_its_line() {
         let err = Config::parse("[proxy]\nlisten = []\nlisen = 3\n").expect_err("unknown key");
         assert_eq!(err.key, "line 3, column 1");
-        assert!(err.message.contains("unknown field `lisen`"), "{}", err.message);
+        assert!(
+            err.message.contains("unknown field `lisen`"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
@@ -842,7 +908,10 @@ domains = ["A.test."]
     #[test]
     fn durations_and_sizes() {
         assert_eq!(Duration::parse("250ms").map(|d| d.0.as_millis()), Ok(250));
-        assert_eq!(Duration::parse("32d").map(|d| d.to_string()), Ok("32d".into()));
+        assert_eq!(
+            Duration::parse("32d").map(|d| d.to_string()),
+            Ok("32d".into())
+        );
         assert!(Duration::parse("10").is_err());
         assert!(Duration::parse("10 parsecs").is_err());
         assert_eq!(Size::parse("50MB"), Ok(Size(52_428_800)));

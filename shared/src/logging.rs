@@ -134,7 +134,10 @@ mod tests {
     fn timestamps() {
         let t = UNIX_EPOCH + std::time::Duration::from_millis(1_231_429_953_007);
         assert_eq!(Timestamp(t).to_string(), "2009-01-08T15:52:33.007Z");
-        assert_eq!(Timestamp(UNIX_EPOCH).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            Timestamp(UNIX_EPOCH).to_string(),
+            "1970-01-01T00:00:00.000Z"
+        );
     }
 
     #[test]

@@ -212,9 +212,7 @@ impl RouterClient {
             .await
             .map_err(ProtoError::Io)?;
         let mut conn = BufStream::new(stream);
-        let hello = proto::read(&mut conn)
-            .await?
-            .ok_or(ProtoError::Truncated)?;
+        let hello = proto::read(&mut conn).await?.ok_or(ProtoError::Truncated)?;
         if hello.get("protocol") != Some(PROTOCOL) {
             return Err(RouterError::BadReply);
         }
@@ -228,9 +226,7 @@ impl RouterClient {
         id: &str,
     ) -> Result<Attrs, RouterError> {
         proto::write(&mut conn, req).await?;
-        let reply = proto::read(&mut conn)
-            .await?
-            .ok_or(ProtoError::Truncated)?;
+        let reply = proto::read(&mut conn).await?.ok_or(ProtoError::Truncated)?;
         if reply.get("id") != Some(id) {
             return Err(RouterError::BadReply);
         }

@@ -129,14 +129,22 @@ pub fn parse_command(line: &str) -> Command {
         "MAIL" => match strip_keyword(rest, "FROM:") {
             Some(arg) => match parse_path_and_params(arg, false) {
                 Ok((p, params)) => Command::Mail(p, params),
-                Err(e) => Command::Invalid(Reply::new(501, "5.1.7", &format!("Bad sender address syntax: {e}"))),
+                Err(e) => Command::Invalid(Reply::new(
+                    501,
+                    "5.1.7",
+                    &format!("Bad sender address syntax: {e}"),
+                )),
             },
             None => syntax("Syntax: MAIL FROM:<address>"),
         },
         "RCPT" => match strip_keyword(rest, "TO:") {
             Some(arg) => match parse_path_and_params(arg, true) {
                 Ok((p, params)) => Command::Rcpt(p, params),
-                Err(e) => Command::Invalid(Reply::new(501, "5.1.3", &format!("Bad recipient address syntax: {e}"))),
+                Err(e) => Command::Invalid(Reply::new(
+                    501,
+                    "5.1.3",
+                    &format!("Bad recipient address syntax: {e}"),
+                )),
             },
             None => syntax("Syntax: RCPT TO:<address>"),
         },
@@ -283,7 +291,8 @@ fn is_local_part(l: &str) -> bool {
         }
         true
     } else {
-        l.split('.').all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
+        l.split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
     }
 }
 
@@ -340,7 +349,9 @@ impl Reply {
         for (i, line) in self.lines.iter().enumerate() {
             let sep = if i == last { ' ' } else { '-' };
             match self.enhanced {
-                Some(e) => out.extend_from_slice(format!("{}{sep}{e} {line}\r\n", self.code).as_bytes()),
+                Some(e) => {
+                    out.extend_from_slice(format!("{}{sep}{e} {line}\r\n", self.code).as_bytes())
+                }
                 None => out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes()),
             }
         }
@@ -374,15 +385,24 @@ mod tests {
 
     #[test]
     fn commands() {
-        assert_eq!(parse_command("ehlo client.test"), Command::Ehlo("client.test".into()));
+        assert_eq!(
+            parse_command("ehlo client.test"),
+            Command::Ehlo("client.test".into())
+        );
         assert!(matches!(parse_command("HELO"), Command::Invalid(r) if r.code == 501));
-        assert!(matches!(parse_command("MAIL FROM:<>"), Command::Mail(Path::Null, _)));
+        assert!(matches!(
+            parse_command("MAIL FROM:<>"),
+            Command::Mail(Path::Null, _)
+        ));
         assert!(matches!(
             parse_command("mail from: <a@b.test> SIZE=100 BODY=8BITMIME"),
             Command::Mail(Path::Mailbox(_), p) if p.len() == 2 && p[0].name == "SIZE"
         ));
         assert!(matches!(parse_command("RCPT TO:<>"), Command::Invalid(r) if r.code == 501));
-        assert!(matches!(parse_command("RCPT TO:<postMaster>"), Command::Rcpt(Path::Postmaster, _)));
+        assert!(matches!(
+            parse_command("RCPT TO:<postMaster>"),
+            Command::Rcpt(Path::Postmaster, _)
+        ));
         assert_eq!(parse_command("DATA"), Command::Data);
         assert!(matches!(parse_command("DATA x"), Command::Invalid(_)));
         assert_eq!(parse_command("XYZZY"), Command::Unknown("XYZZY".into()));
@@ -391,9 +411,18 @@ mod tests {
     #[test]
     fn routing_domains() {
         let ok = |l: &str| rcpt(l).map(|m| m.routing_domain());
-        assert_eq!(ok("RCPT TO:<user@EXAMPLE.COM>"), Ok(Some("example.com".into())));
-        assert_eq!(ok("RCPT TO:<user@example.com.>"), Ok(Some("example.com".into())));
-        assert_eq!(ok("RCPT TO:<@a.test,@b.test:u@victim.test>"), Ok(Some("victim.test".into())));
+        assert_eq!(
+            ok("RCPT TO:<user@EXAMPLE.COM>"),
+            Ok(Some("example.com".into()))
+        );
+        assert_eq!(
+            ok("RCPT TO:<user@example.com.>"),
+            Ok(Some("example.com".into()))
+        );
+        assert_eq!(
+            ok("RCPT TO:<@a.test,@b.test:u@victim.test>"),
+            Ok(Some("victim.test".into()))
+        );
         for hidden in [
             "RCPT TO:<user%victim.test@example.com>",
             "RCPT TO:<\"user@victim.test\"@example.com>",

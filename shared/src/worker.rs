@@ -124,8 +124,9 @@ impl Worker {
 
     /// Takes every inherited descriptor named `name`.
     pub fn take_listeners(&mut self, name: &str) -> Vec<OwnedFd> {
-        let (mine, rest): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.listeners).into_iter().partition(|(n, _)| n == name);
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|(n, _)| n == name);
         self.listeners = rest;
         mine.into_iter().map(|(_, fd)| fd).collect()
     }
@@ -218,7 +219,10 @@ fn config_of(msg: &Attrs) -> anyhow::Result<Config> {
     if msg.get("request") != Some("config") {
         bail!("expected request=config");
     }
-    let body = msg.body.as_deref().context("request=config without a body")?;
+    let body = msg
+        .body
+        .as_deref()
+        .context("request=config without a body")?;
     let text = std::str::from_utf8(body).context("configuration is not UTF-8")?;
     let mut c = Config::parse(text).map_err(|p| anyhow::anyhow!("{p}"))?;
     c.fill_defaults();
@@ -261,7 +265,10 @@ fn take_inherited_fds() -> anyhow::Result<Vec<(String, OwnedFd)>> {
             nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
         )
         .with_context(|| format!("inherited descriptor {raw} is not open"))?;
-        let name = names.get(i as usize).cloned().unwrap_or_else(|| "unknown".into());
+        let name = names
+            .get(i as usize)
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
         out.push((name, own(raw)));
     }
     for v in ["LISTEN_FDS", "LISTEN_FDNAMES", "LISTEN_PID"] {
@@ -313,4 +320,3 @@ fn drop_privileges(config: &Config, opts: Options) -> anyhow::Result<bool> {
     tracing::debug!("running as {user} (uid {}, gid {})", u.uid, u.gid);
     Ok(chrooted)
 }
-

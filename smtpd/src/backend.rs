@@ -135,12 +135,15 @@ impl Backend {
             ClientIdentity::Ipaddr => {
                 // The seed's command; any reply (even 500 from a server that does not
                 // know it) is read and ignored.
-                b.command(&format!("IPADDR FROM {}", unmap(client.ip()))).await?;
+                b.command(&format!("IPADDR FROM {}", unmap(client.ip())))
+                    .await?;
             }
             ClientIdentity::None => {}
             // validate() refuses the other kinds until they are implemented.
             ClientIdentity::Xclient | ClientIdentity::ProxyV1 | ClientIdentity::ProxyV2 => {
-                return Err(BackendError::Protocol("identity forwarding kind not supported"))
+                return Err(BackendError::Protocol(
+                    "identity forwarding kind not supported",
+                ))
             }
         }
         Ok(b)
@@ -186,7 +189,8 @@ impl Backend {
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || line.contains(&b'\r') {
+            if line.len() < 3 || !line[..3].iter().all(u8::is_ascii_digit) || line.contains(&b'\r')
+            {
                 return Err(BackendError::Protocol("malformed reply"));
             }
             let this: u16 = std::str::from_utf8(&line[..3])

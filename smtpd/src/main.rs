@@ -38,7 +38,10 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("postern-smtpd: cannot start the runtime: {e}");
@@ -63,7 +66,10 @@ async fn run() -> anyhow::Result<()> {
     let (stop_tx, shutdown) = watch::channel(false);
     let shared = Arc::new(Shared {
         config: RwLock::new(worker.config.clone()),
-        router: Arc::new(RouterClient::new(worker.socket_path("router.sock"), ROUTER_TIMEOUT)),
+        router: Arc::new(RouterClient::new(
+            worker.socket_path("router.sock"),
+            ROUTER_TIMEOUT,
+        )),
         shutdown,
         active: AtomicUsize::new(0),
         idle: Notify::new(),
@@ -72,15 +78,11 @@ async fn run() -> anyhow::Result<()> {
         tokio::spawn(accept_loop(listener(fd)?, shared.clone()));
     }
     worker.ready().await;
-    loop {
-        match worker.next_event().await {
-            Event::Reload { id, config } => {
-                *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
-                worker.config = config;
-                worker.ack(&id, Ok(())).await;
-            }
-            Event::Stop => break,
-        }
+    while let Event::Reload { id, config } = worker.next_event().await {
+        // New sessions take the new configuration; running ones keep theirs.
+        *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+        worker.config = config;
+        worker.ack(&id, Ok(())).await;
     }
     let _ = stop_tx.send(true);
     let grace = worker.config.process.stop_timeout.0;
@@ -132,7 +134,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let _ = stream.set_nodelay(true);
         let ctx = session::Ctx {
-            config: shared.config.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            config: shared
+                .config
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
             router: shared.router.clone(),
             shutdown: shared.shutdown.clone(),
         };

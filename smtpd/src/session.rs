@@ -138,7 +138,10 @@ where
 
     async fn flush(&mut self) -> Result<(), End> {
         if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await.map_err(|_| End::Gone)?;
+            self.writer
+                .write_all(&self.out)
+                .await
+                .map_err(|_| End::Gone)?;
             self.writer.flush().await.map_err(|_| End::Gone)?;
             self.out.clear();
         }
@@ -219,14 +222,22 @@ where
         buf.pop();
         if buf.pop() != Some(b'\r') || buf.contains(&b'\r') {
             self.errors += 1;
-            self.reply(Reply::new(500, "5.5.2", "Error: bare <CR> or <LF> received; commands end with <CR><LF>"));
+            self.reply(Reply::new(
+                500,
+                "5.5.2",
+                "Error: bare <CR> or <LF> received; commands end with <CR><LF>",
+            ));
             return Ok(None);
         }
         match String::from_utf8(buf) {
             Ok(s) => Ok(Some(s)),
             Err(_) => {
                 self.errors += 1;
-                self.reply(Reply::new(500, "5.5.2", "Error: command is not valid UTF-8"));
+                self.reply(Reply::new(
+                    500,
+                    "5.5.2",
+                    "Error: command is not valid UTF-8",
+                ));
                 Ok(None)
             }
         }
@@ -248,7 +259,10 @@ where
     }
 
     fn shutting_down(&mut self) -> End {
-        let text = format!("{} Service shutting down, closing transmission channel", self.hostname());
+        let text = format!(
+            "{} Service shutting down, closing transmission channel",
+            self.hostname()
+        );
         self.reply(Reply::new(421, "4.3.2", &text));
         End::Closed
     }
@@ -277,7 +291,11 @@ where
                     "8BITMIME".into(),
                     "ENHANCEDSTATUSCODES".into(),
                 ];
-                self.reply(Reply { code: 250, enhanced: None, lines });
+                self.reply(Reply {
+                    code: 250,
+                    enhanced: None,
+                    lines,
+                });
             }
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to, params) => self.rcpt(to, params).await,
@@ -292,7 +310,9 @@ where
                 "2.0.0",
                 "Cannot VRFY user, but will accept message and attempt delivery",
             )),
-            Command::Expn => self.syntax_error(Reply::new(502, "5.5.1", "Error: EXPN not supported")),
+            Command::Expn => {
+                self.syntax_error(Reply::new(502, "5.5.1", "Error: EXPN not supported"))
+            }
             Command::Help => self.reply(Reply::new(
                 214,
                 "2.0.0",
@@ -323,12 +343,19 @@ where
             match (p.name.as_str(), p.value.as_deref()) {
                 ("SIZE", Some(v)) => match v.parse::<u64>() {
                     Ok(n) if n > max => {
-                        return self.reply(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"))
+                        return self.reply(Reply::new(
+                            552,
+                            "5.3.4",
+                            "Message size exceeds fixed limit",
+                        ))
                     }
                     Ok(_) => {}
-                    Err(_) => return self.syntax_error(Reply::new(501, "5.5.4", "Bad SIZE parameter")),
+                    Err(_) => {
+                        return self.syntax_error(Reply::new(501, "5.5.4", "Bad SIZE parameter"))
+                    }
                 },
-                ("BODY", Some(v)) if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                ("BODY", Some(v))
+                    if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
                 _ => {
                     return self.syntax_error(Reply::new(
                         555,
@@ -368,7 +395,12 @@ where
                 let Some(domain) = m.routing_domain() else {
                     return self.relay_denied(&to);
                 };
-                match self.ctx.router.route_domain(&self.sid, self.ip(), &domain).await {
+                match self
+                    .ctx
+                    .router
+                    .route_domain(&self.sid, self.ip(), &domain)
+                    .await
+                {
                     Ok(Lookup::Found(r)) => r,
                     Ok(Lookup::NotFound) => return self.relay_denied(&to),
                     Err(e) => {
@@ -390,7 +422,10 @@ where
         if let Some(current) = &tx_route {
             if !same_server(current, &route) {
                 // RFC 5321 §4.5.3.1.10: the sender retries this one in a later transaction.
-                debug!("<{to}> belongs to {}, transaction goes to {}", route.name, current.name);
+                debug!(
+                    "<{to}> belongs to {}, transaction goes to {}",
+                    route.name, current.name
+                );
                 return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
             }
         }
@@ -438,14 +473,21 @@ where
     /// The one place where backend trouble becomes a reply: always 4xx, and the
     /// backend connection (whose state is now unknown) is dropped.
     fn temp_failure(&mut self, route: &Route, e: BackendError) {
-        warn!("backend {} ({}:{}): {e}", route.name, route.host, route.port);
+        warn!(
+            "backend {} ({}:{}): {e}",
+            route.name, route.host, route.port
+        );
         self.backend = None;
         if let Some(tx) = self.tx.as_mut() {
             // Whatever the lost connection accepted is gone with it.
             tx.backend_mail = false;
             tx.accepted = 0;
         }
-        self.reply(Reply::new(451, "4.4.1", "Service unavailable: the mail server is not reachable, try again later"));
+        self.reply(Reply::new(
+            451,
+            "4.4.1",
+            "Service unavailable: the mail server is not reachable, try again later",
+        ));
     }
 
     /// The MAIL command replayed to the backend, with the parameters it supports.
@@ -537,10 +579,17 @@ where
             // RFC 2920: DATA ends a pipelined group; bytes already behind it mean a
             // client that does not wait for 354 (or a smuggling attempt).
             warn!("pipelining after DATA from {}", self.ip());
-            self.reply(Reply::new(554, "5.5.0", "Error: SMTP protocol synchronization"));
+            self.reply(Reply::new(
+                554,
+                "5.5.0",
+                "Error: SMTP protocol synchronization",
+            ));
             return Err(End::Closed);
         }
-        let route = tx.route.clone().expect("a transaction with accepted recipients has a route");
+        let route = tx
+            .route
+            .clone()
+            .expect("a transaction with accepted recipients has a route");
         match self.backend_command("DATA").await {
             Ok(r) if r.code == 354 => self.relay(&r),
             Ok(r) => {
@@ -565,7 +614,10 @@ where
             let chunk = match tokio::time::timeout(timeout, self.client.fill_buf()).await {
                 Ok(Ok(c)) if !c.is_empty() => c,
                 Ok(_) => {
-                    info!("client {} went away during DATA; message not accepted", self.ip());
+                    info!(
+                        "client {} went away during DATA; message not accepted",
+                        self.ip()
+                    );
                     self.backend = None;
                     self.tx = None;
                     return Err(End::Gone);
@@ -605,7 +657,11 @@ where
                 break;
             }
         }
-        let from = self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default();
+        let from = self
+            .tx
+            .as_ref()
+            .map(|t| t.from.to_string())
+            .unwrap_or_default();
         self.tx = None;
         if let Some(fault) = scanner.fault {
             // Never send the end marker: dropping the connection makes the backend
@@ -615,7 +671,11 @@ where
             let r = match fault {
                 Fault::BareLineEnd => {
                     warn!("refused message from <{from}>: bare CR or LF in the body");
-                    Reply::new(550, "5.5.2", "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>")
+                    Reply::new(
+                        550,
+                        "5.5.2",
+                        "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
+                    )
                 }
                 Fault::TooBig => {
                     warn!("refused message from <{from}>: larger than {limit} bytes");
@@ -631,7 +691,10 @@ where
         }
         let done = match self.backend.as_mut() {
             Some(b) => match b.w.flush().await {
-                Ok(()) => b.read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout)).await,
+                Ok(()) => {
+                    b.read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout))
+                        .await
+                }
                 Err(e) => Err(e.into()),
             },
             None => Err(BackendError::Protocol("no backend connection")),

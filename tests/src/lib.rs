@@ -104,9 +104,10 @@ pub struct Received {
 impl Received {
     /// Position of the first command starting with `prefix` (case-insensitive).
     pub fn position(&self, prefix: &str) -> Option<usize> {
-        self.commands
-            .iter()
-            .position(|c| c.to_ascii_uppercase().starts_with(&prefix.to_ascii_uppercase()))
+        self.commands.iter().position(|c| {
+            c.to_ascii_uppercase()
+                .starts_with(&prefix.to_ascii_uppercase())
+        })
     }
 }
 
@@ -174,7 +175,12 @@ impl RecordingBackend {
         let start = Instant::now();
         while g.messages.len() < n {
             let left = DEADLINE.saturating_sub(start.elapsed());
-            assert!(!left.is_zero(), "backend {} got {} of {n} messages", self.addr, g.messages.len());
+            assert!(
+                !left.is_zero(),
+                "backend {} got {} of {n} messages",
+                self.addr,
+                g.messages.len()
+            );
             g = cv.wait_timeout(g, left).expect("lock").0;
         }
         g.messages.clone()
@@ -188,7 +194,8 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
         g.transcripts.push(Vec::new());
         g.transcripts.len() - 1
     };
-    let record = |bytes: &[u8]| st.0.lock().expect("lock").transcripts[idx].extend_from_slice(bytes);
+    let record =
+        |bytes: &[u8]| st.0.lock().expect("lock").transcripts[idx].extend_from_slice(bytes);
     let mut w = conn.try_clone().expect("clone");
     let mut r = BufReader::new(conn);
     let _ = w.write_all(b"220 backend.test ESMTP recording\r\n");
@@ -201,11 +208,15 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
             Ok(_) => {}
         }
         record(&line);
-        let text = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
+        let text = String::from_utf8_lossy(&line)
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
         current.commands.push(text.clone());
         let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let reply: &[u8] = match verb.as_str() {
-            "EHLO" => b"250-backend.test\r\n250-SIZE 104857600\r\n250-8BITMIME\r\n250 PIPELINING\r\n",
+            "EHLO" => {
+                b"250-backend.test\r\n250-SIZE 104857600\r\n250-8BITMIME\r\n250 PIPELINING\r\n"
+            }
             "HELO" => b"250 backend.test\r\n",
             "IPADDR" => b"500 5.5.2 Error: command not recognized\r\n",
             "MAIL" => b"250 2.1.0 Ok\r\n",
@@ -344,7 +355,11 @@ impl Postern {
     /// Waits until `needle` appears in at least `n` log lines; returns the n-th.
     pub fn wait_log_count(&self, needle: &str, n: usize) -> String {
         wait_for(&format!("log line {needle:?} (x{n})"), || {
-            self.log().lines().filter(|l| l.contains(needle)).nth(n - 1).map(str::to_string)
+            self.log()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .nth(n - 1)
+                .map(str::to_string)
         })
     }
 
@@ -372,7 +387,11 @@ impl Postern {
     /// The live workers from `postern status`: (program, pid, restarts).
     pub fn workers(&self) -> Vec<(String, i32, u32)> {
         let out = self.cli(&["status"]);
-        assert!(out.status.success(), "postern status: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "postern status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| l.starts_with("postern-"))
@@ -385,7 +404,11 @@ impl Postern {
 
     /// The pids of live workers of `program`.
     pub fn pids_of(&self, program: &str) -> Vec<i32> {
-        self.workers().into_iter().filter(|w| w.0 == program).map(|w| w.1).collect()
+        self.workers()
+            .into_iter()
+            .filter(|w| w.0 == program)
+            .map(|w| w.1)
+            .collect()
     }
 
     /// Sends SIGTERM and waits for the master to exit; returns its exit status.
@@ -451,7 +474,12 @@ impl Drop for ChildGuard {
 /// True while a process with this pid exists (zombies count as gone).
 pub fn alive(pid: i32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(stat) => !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -513,12 +541,26 @@ pub struct Raw {
 impl Raw {
     /// Connects from `from` (a loopback address such as 127.0.0.2) to `to`; reads the greeting.
     pub fn connect_from(from: &str, to: SocketAddr) -> Raw {
-        use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
         use std::os::fd::AsRawFd;
         let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");
-        let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
-        let sock = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).expect("socket");
-        bind(sock.as_raw_fd(), &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0))).expect("bind source");
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4 only")
+        };
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(
+            sock.as_raw_fd(),
+            &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0)),
+        )
+        .expect("bind source");
         connect(sock.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
         Self::wrap(TcpStream::from(sock))
     }

@@ -19,7 +19,10 @@ fn sighup_with_an_added_domain_routes_it_and_a_broken_file_changes_nothing() {
     let first = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
     let p = Postern::start(dir, &first);
     let (out, _) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@two.test"]);
-    assert!(out.contains("554 5.7.1"), "two.test unknown before the reload:\n{out}");
+    assert!(
+        out.contains("554 5.7.1"),
+        "two.test unknown before the reload:\n{out}"
+    );
 
     let second = first.clone() + &server_block("Two", two.port(), &["two.test"]);
     std::fs::write(p.config_path(), &second).expect("rewrite");
@@ -48,14 +51,28 @@ fn postern_reload_reports_the_outcome() {
     let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
     let p = Postern::start(dir, &conf);
     let ok = p.cli(&["reload"]);
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
-    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "postern: configuration reloaded");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "postern: configuration reloaded"
+    );
 
-    std::fs::write(p.config_path(), conf.replace("domains = [\"one.test\"]", "domains = []")).expect("break");
+    std::fs::write(
+        p.config_path(),
+        conf.replace("domains = [\"one.test\"]", "domains = []"),
+    )
+    .expect("break");
     let bad = p.cli(&["reload"]);
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("server[1].domains: at least one domain is required"), "{err}");
+    assert!(
+        err.contains("server[1].domains: at least one domain is required"),
+        "{err}"
+    );
     send_ok(&p, "still@one.test");
 }
 
@@ -76,10 +93,12 @@ fn notify_socket_gets_ready_reloading_stopping_and_watchdog() {
         ],
     );
     let mut seen = Vec::<String>::new();
-    let mut expect = |what: &str, seen: &mut Vec<String>| {
+    let expect = |what: &str, seen: &mut Vec<String>| {
         let mut buf = [0u8; 4096];
         loop {
-            let n = sock.recv(&mut buf).unwrap_or_else(|e| panic!("waiting for {what}: {e}; got {seen:?}"));
+            let n = sock
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {what}: {e}; got {seen:?}"));
             let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
             seen.push(msg.clone());
             if msg.lines().any(|l| l == what) {
@@ -109,10 +128,21 @@ fn status_lists_every_worker() {
     let p = Postern::start(dir, &conf);
     let out = p.cli(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.starts_with(&format!("master pid {}", p.pid())), "{text}");
+    assert!(
+        text.starts_with(&format!("master pid {}", p.pid())),
+        "{text}"
+    );
     let w = p.workers();
-    assert_eq!(w.iter().filter(|w| w.0 == "postern-smtpd").count(), 3, "{text}");
-    assert_eq!(w.iter().filter(|w| w.0 == "postern-router").count(), 1, "{text}");
+    assert_eq!(
+        w.iter().filter(|w| w.0 == "postern-smtpd").count(),
+        3,
+        "{text}"
+    );
+    assert_eq!(
+        w.iter().filter(|w| w.0 == "postern-router").count(),
+        1,
+        "{text}"
+    );
     for (_, pid, restarts) in &w {
         assert!(alive(*pid));
         assert_eq!(*restarts, 0);
@@ -126,8 +156,15 @@ fn postern_stop_waits_for_the_master_to_exit() {
     let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
     let mut p = Postern::start(dir, &conf);
     let out = p.cli(&["stop"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "postern: stopped");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "postern: stopped"
+    );
     let mut child = p.child.take().expect("running");
     let status = wait_for("exit", || child.try_wait().expect("wait"));
     assert!(status.success());
@@ -145,7 +182,10 @@ fn a_second_master_refuses_to_start() {
     let out = p.cli(&["start"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("already running (pid {},", p.pid())), "{err}");
+    assert!(
+        err.contains(&format!("already running (pid {},", p.pid())),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     send_ok(&p, "u@one.test");
 }
@@ -183,7 +223,10 @@ fn check_prints_every_problem_with_its_key() {
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1));
-    assert!(err.contains("line 3, column 1") && err.contains("unknown field `colour`"), "{err}");
+    assert!(
+        err.contains("line 3, column 1") && err.contains("unknown field `colour`"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
 
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/postern.toml");
@@ -191,14 +234,20 @@ fn check_prints_every_problem_with_its_key() {
         .args(["-c", example.to_str().expect("utf8"), "check"])
         .output()
         .expect("run");
-    assert!(out.status.success(), "conf/postern.toml must be valid: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "conf/postern.toml must be valid: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
 fn config_prints_the_effective_configuration_with_passwords_masked() {
     let dir = TempDir::new("ctl-config");
-    let conf = config_text(&dir, &server_block("One", 2525, &["one.test"]))
-        .replace("hostname = ", "admin_user = \"admin\"\nadmin_password = \"s3cret\"\nhostname = ");
+    let conf = config_text(&dir, &server_block("One", 2525, &["one.test"])).replace(
+        "hostname = ",
+        "admin_user = \"admin\"\nadmin_password = \"s3cret\"\nhostname = ",
+    );
     let path = dir.path("p.toml");
     std::fs::write(&path, conf).expect("write");
     let out = std::process::Command::new(bin("postern"))
@@ -209,18 +258,28 @@ fn config_prints_the_effective_configuration_with_passwords_masked() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("s3cret"), "{text}");
     assert!(text.contains("admin_password = \"********\""), "{text}");
-    assert!(text.contains("max_connections = 2000"), "defaults shown: {text}");
+    assert!(
+        text.contains("max_connections = 2000"),
+        "defaults shown: {text}"
+    );
     assert!(text.contains("client_identity = \"ipaddr\""), "{text}");
 }
 
 #[test]
 fn help_works_on_every_command() {
     for cmd in ["start", "stop", "reload", "status", "check", "config"] {
-        let out = std::process::Command::new(bin("postern")).args([cmd, "--help"]).output().expect("run");
+        let out = std::process::Command::new(bin("postern"))
+            .args([cmd, "--help"])
+            .output()
+            .expect("run");
         assert!(out.status.success(), "{cmd} --help");
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("usage: postern [-c FILE] {cmd}")));
+        assert!(String::from_utf8_lossy(&out.stdout)
+            .starts_with(&format!("usage: postern [-c FILE] {cmd}")));
     }
-    let out = std::process::Command::new(bin("postern")).arg("frobnicate").output().expect("run");
+    let out = std::process::Command::new(bin("postern"))
+        .arg("frobnicate")
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }

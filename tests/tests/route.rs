@@ -22,7 +22,14 @@ fn swaks_mail_reaches_the_owner_byte_identical_with_ipaddr_first() {
     std::fs::write(&data_file, body).expect("body");
     let (out, ok) = swaks(
         p.addr,
-        &["--from", "sender@example.org", "--to", "user@ONE.test", "--data", data_file.to_str().expect("utf8")],
+        &[
+            "--from",
+            "sender@example.org",
+            "--to",
+            "user@ONE.test",
+            "--data",
+            data_file.to_str().expect("utf8"),
+        ],
     );
     assert!(ok, "swaks failed:\n{out}");
     let got = one.wait_messages(1);
@@ -32,13 +39,33 @@ fn swaks_mail_reaches_the_owner_byte_identical_with_ipaddr_first() {
     // empty line before the final dot; the backend must receive exactly what
     // swaks sent (it unstuffs the dot itself).
     let expected = body.replace("\r\n.leading", "\r\n..leading") + "\r\n";
-    assert_eq!(String::from_utf8_lossy(&m.data), expected, "body must be byte-identical");
-    let ipaddr = m.position("IPADDR FROM 127.0.0.1").expect("IPADDR FROM sent");
-    let mail = m.position("MAIL FROM:<sender@example.org>").expect("MAIL FROM replayed");
-    assert!(ipaddr < mail, "IPADDR FROM must come before MAIL FROM: {:?}", m.commands);
-    assert!(m.position("RCPT TO:<user@ONE.test>").is_some(), "{:?}", m.commands);
+    assert_eq!(
+        String::from_utf8_lossy(&m.data),
+        expected,
+        "body must be byte-identical"
+    );
+    let ipaddr = m
+        .position("IPADDR FROM 127.0.0.1")
+        .expect("IPADDR FROM sent");
+    let mail = m
+        .position("MAIL FROM:<sender@example.org>")
+        .expect("MAIL FROM replayed");
+    assert!(
+        ipaddr < mail,
+        "IPADDR FROM must come before MAIL FROM: {:?}",
+        m.commands
+    );
+    assert!(
+        m.position("RCPT TO:<user@ONE.test>").is_some(),
+        "{:?}",
+        m.commands
+    );
     assert_eq!(m.commands[0], "EHLO mx.postern.test");
-    assert_eq!(two.connections(), 0, "the other customer's backend saw nothing");
+    assert_eq!(
+        two.connections(),
+        0,
+        "the other customer's backend saw nothing"
+    );
     let log = p.log();
     assert!(
         log.contains("smtp connection forwarded from 127.0.0.1 to Customer One using domain"),
@@ -58,22 +85,42 @@ for rcpt in ["a@one.test", "b@deep.sub.two.test", "c@two.test."]:
         refused = s.sendmail("x@example.org", [rcpt], "Subject: to %s\r\n\r\nhello\r\n" % rcpt)
         print(rcpt, refused)
 "#;
-    let out = python(script, &[&p.addr.ip().to_string(), &p.addr.port().to_string()]);
+    let out = python(
+        script,
+        &[&p.addr.ip().to_string(), &p.addr.port().to_string()],
+    );
     assert_eq!(out.lines().count(), 3, "{out}");
     let one_got = one.wait_messages(1);
     let two_got = two.wait_messages(2);
     assert_eq!(one_got.len(), 1);
     assert!(one_got[0].position("RCPT TO:<a@one.test>").is_some());
-    let rcpts: Vec<String> = two_got.iter().flat_map(|m| m.commands.iter().filter(|c| c.starts_with("RCPT")).cloned()).collect();
-    assert_eq!(rcpts, ["RCPT TO:<b@deep.sub.two.test>", "RCPT TO:<c@two.test.>"]);
+    let rcpts: Vec<String> = two_got
+        .iter()
+        .flat_map(|m| m.commands.iter().filter(|c| c.starts_with("RCPT")).cloned())
+        .collect();
+    assert_eq!(
+        rcpts,
+        ["RCPT TO:<b@deep.sub.two.test>", "RCPT TO:<c@two.test.>"]
+    );
 }
 
 #[test]
 fn unknown_domain_is_relaying_denied_and_reaches_nobody() {
     let (p, one, two) = two_customers("route-denied");
-    let (out, ok) = swaks(p.addr, &["--from", "spammer@example.org", "--to", "victim@elsewhere.test"]);
+    let (out, ok) = swaks(
+        p.addr,
+        &[
+            "--from",
+            "spammer@example.org",
+            "--to",
+            "victim@elsewhere.test",
+        ],
+    );
     assert!(!ok, "swaks should fail:\n{out}");
-    assert!(out.contains("554 5.7.1 <victim@elsewhere.test>: Relaying denied"), "{out}");
+    assert!(
+        out.contains("554 5.7.1 <victim@elsewhere.test>: Relaying denied"),
+        "{out}"
+    );
     // Relay tricks that hide another destination behind a local domain.
     let mut raw = Raw::connect_from("127.0.0.2", p.addr);
     raw.cmd("EHLO client.example");
@@ -90,15 +137,29 @@ fn unknown_domain_is_relaying_denied_and_reaches_nobody() {
         let r = raw.cmd(trick);
         assert!(r.starts_with("554 5.7.1"), "{trick} → {r}");
     }
-    for bad in ["RCPT TO:<user@victim.test@one.test>", "RCPT TO:<user>", "RCPT TO:<user@>"] {
+    for bad in [
+        "RCPT TO:<user@victim.test@one.test>",
+        "RCPT TO:<user>",
+        "RCPT TO:<user@>",
+    ] {
         let r = raw.cmd(bad);
         assert!(r.starts_with("501"), "{bad} → {r}");
     }
-    assert!(raw.cmd("DATA").starts_with("554 5.5.1"), "no valid recipients");
+    assert!(
+        raw.cmd("DATA").starts_with("554 5.5.1"),
+        "no valid recipients"
+    );
     assert!(raw.cmd("QUIT").starts_with("221"));
-    assert_eq!(one.connections() + two.connections(), 0, "no backend was contacted");
+    assert_eq!(
+        one.connections() + two.connections(),
+        0,
+        "no backend was contacted"
+    );
     let log = p.log();
-    assert!(log.contains("no server found for rcpt victim@elsewhere.test"), "{log}");
+    assert!(
+        log.contains("no server found for rcpt victim@elsewhere.test"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -106,10 +167,16 @@ fn a_stopped_backend_gives_4xx_never_5xx() {
     let dir = TempDir::new("route-down");
     let conf = config_text(&dir, &server_block("Down", closed_port(), &["down.test"]));
     let p = Postern::start(dir, &conf);
-    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "user@down.test"]);
+    let (out, ok) = swaks(
+        p.addr,
+        &["--from", "a@example.org", "--to", "user@down.test"],
+    );
     assert!(!ok);
     let codes = swaks_codes(&out);
-    assert!(codes.contains(&451), "expected 451 at RCPT, got {codes:?}\n{out}");
+    assert!(
+        codes.contains(&451),
+        "expected 451 at RCPT, got {codes:?}\n{out}"
+    );
     assert!(out.contains("451 4.4.1"), "{out}");
     assert!(codes.iter().all(|c| *c < 500), "no 5xx: {codes:?}");
 }
@@ -119,8 +186,12 @@ fn a_backend_that_does_not_answer_gives_4xx() {
     // A listener that accepts (kernel backlog) but never greets.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dir = TempDir::new("route-silent");
-    let block = server_block("Silent", silent.local_addr().expect("addr").port(), &["silent.test"])
-        .replace("timeout = \"5s\"", "timeout = \"500ms\"");
+    let block = server_block(
+        "Silent",
+        silent.local_addr().expect("addr").port(),
+        &["silent.test"],
+    )
+    .replace("timeout = \"5s\"", "timeout = \"500ms\"");
     let conf = config_text(&dir, &block);
     let p = Postern::start(dir, &conf);
     let mut raw = Raw::connect(p.addr);
@@ -135,27 +206,52 @@ fn a_backend_that_does_not_answer_gives_4xx() {
 fn session_dialogue_follows_the_spec() {
     let (p, one, _two) = two_customers("route-dialogue");
     let mut raw = Raw::connect(p.addr);
-    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("503 5.5.1"), "HELO first");
+    assert!(
+        raw.cmd("MAIL FROM:<a@example.org>")
+            .starts_with("503 5.5.1"),
+        "HELO first"
+    );
     let ehlo = raw.cmd("EHLO client.example");
-    for cap in ["250-mx.postern.test", "PIPELINING", "SIZE 52428800", "8BITMIME", "250 ENHANCEDSTATUSCODES"] {
+    for cap in [
+        "250-mx.postern.test",
+        "PIPELINING",
+        "SIZE 52428800",
+        "8BITMIME",
+        "250 ENHANCEDSTATUSCODES",
+    ] {
         assert!(ehlo.contains(cap), "{cap} missing from {ehlo}");
     }
-    assert!(!ehlo.contains("AUTH") && !ehlo.contains("STARTTLS"), "{ehlo}");
+    assert!(
+        !ehlo.contains("AUTH") && !ehlo.contains("STARTTLS"),
+        "{ehlo}"
+    );
     assert!(raw.cmd("NOOP").starts_with("250 2.0.0"));
     assert!(raw.cmd("VRFY user").starts_with("252"));
     assert!(raw.cmd("EXPN list").starts_with("502"));
     assert!(raw.cmd("HELP").starts_with("214"));
     assert!(raw.cmd("XYZZY").starts_with("502 5.5.2"));
-    assert!(raw.cmd("MAIL FROM:<a@example.org> SIZE=99999999999").starts_with("552 5.3.4"));
-    assert!(raw.cmd("MAIL FROM:<a@example.org> FOO=1").starts_with("555 5.5.4"));
-    assert!(raw.cmd("RCPT TO:<a@one.test>").starts_with("503"), "RCPT needs MAIL");
+    assert!(raw
+        .cmd("MAIL FROM:<a@example.org> SIZE=99999999999")
+        .starts_with("552 5.3.4"));
+    assert!(raw
+        .cmd("MAIL FROM:<a@example.org> FOO=1")
+        .starts_with("555 5.5.4"));
+    assert!(
+        raw.cmd("RCPT TO:<a@one.test>").starts_with("503"),
+        "RCPT needs MAIL"
+    );
     raw.send(b"NOOP\n");
     assert!(raw.reply().starts_with("500 5.5.2"), "bare LF in a command");
     // A pipelined transaction (RFC 2920): replies in order, DATA last in its group.
-    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@one.test>\r\nRCPT TO:<y@two.test>\r\nDATA\r\n");
+    raw.send(
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@one.test>\r\nRCPT TO:<y@two.test>\r\nDATA\r\n",
+    );
     assert!(raw.reply().starts_with("250 2.1.0"));
     assert!(raw.reply().starts_with("250"), "x@one.test accepted");
-    assert!(raw.reply().starts_with("452 4.5.3"), "other server's recipient deferred");
+    assert!(
+        raw.reply().starts_with("452 4.5.3"),
+        "other server's recipient deferred"
+    );
     assert!(raw.reply().starts_with("354"));
     raw.send(b"Subject: pipelined\r\n\r\nbody\r\n.\r\n");
     assert!(raw.reply().starts_with("250 2.0.0 Ok: queued"));
@@ -204,10 +300,15 @@ fn smuggling_sequences_neither_end_a_message_nor_reach_a_backend() {
     // S10b: message content pipelined behind DATA before the 354.
     let mut raw = Raw::connect(p.addr);
     raw.cmd("EHLO client.example");
-    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<u@one.test>\r\nDATA\r\nSubject: early\r\n\r\n.\r\n");
+    raw.send(
+        b"MAIL FROM:<a@example.org>\r\nRCPT TO:<u@one.test>\r\nDATA\r\nSubject: early\r\n\r\n.\r\n",
+    );
     assert!(raw.reply().starts_with("250"));
     assert!(raw.reply().starts_with("250"));
-    assert!(raw.reply().starts_with("554 5.5.0"), "protocol synchronization");
+    assert!(
+        raw.reply().starts_with("554 5.5.0"),
+        "protocol synchronization"
+    );
     assert!(raw.closed());
 
     // A proper message afterwards goes through, and is the only one the backend got.
@@ -218,13 +319,23 @@ fn smuggling_sequences_neither_end_a_message_nor_reach_a_backend() {
     let bytes = one.all_bytes();
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'\n' {
-            assert!(i > 0 && bytes[i - 1] == b'\r', "bare LF reached the backend at {i}");
+            assert!(
+                i > 0 && bytes[i - 1] == b'\r',
+                "bare LF reached the backend at {i}"
+            );
         }
         if *b == b'\r' {
-            assert_eq!(bytes.get(i + 1), Some(&b'\n'), "bare CR reached the backend at {i}");
+            assert_eq!(
+                bytes.get(i + 1),
+                Some(&b'\n'),
+                "bare CR reached the backend at {i}"
+            );
         }
     }
-    assert!(!String::from_utf8_lossy(&bytes).contains("smuggled"), "smuggled content reached the backend");
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("smuggled"),
+        "smuggled content reached the backend"
+    );
 }
 
 #[test]

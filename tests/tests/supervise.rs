@@ -7,7 +7,10 @@ use postern_tests::*;
 fn one_customer(tag: &str) -> (Postern, RecordingBackend) {
     let one = RecordingBackend::start();
     let dir = TempDir::new(tag);
-    let conf = config_text(&dir, &server_block("Customer One", one.port(), &["one.test"]));
+    let conf = config_text(
+        &dir,
+        &server_block("Customer One", one.port(), &["one.test"]),
+    );
     (Postern::start(dir, &conf), one)
 }
 
@@ -37,13 +40,24 @@ fn killing_one_smtpd_keeps_the_other_serving_and_a_replacement_appears() {
         let pids = p.pids_of("postern-smtpd");
         (pids.len() == 2 && !pids.contains(&before[0])).then_some(pids)
     });
-    assert!(after.contains(&before[1]), "the other smtpd was not disturbed");
+    assert!(
+        after.contains(&before[1]),
+        "the other smtpd was not disturbed"
+    );
     assert!(!alive(before[0]));
     p.wait_log("killed by signal 9");
     let (codes, out) = send(&p, "after@one.test");
-    assert!(codes.contains(&250) && codes.iter().all(|c| *c < 400), "{out}");
+    assert!(
+        codes.contains(&250) && codes.iter().all(|c| *c < 400),
+        "{out}"
+    );
     assert_eq!(one.wait_messages(6).len(), 6);
-    let restarts: u32 = p.workers().iter().filter(|w| w.0 == "postern-smtpd").map(|w| w.2).sum();
+    let restarts: u32 = p
+        .workers()
+        .iter()
+        .filter(|w| w.0 == "postern-smtpd")
+        .map(|w| w.2)
+        .sum();
     assert_eq!(restarts, 1);
 }
 
@@ -57,7 +71,10 @@ fn killing_the_router_never_gives_5xx_and_routing_comes_back() {
     // delay or a 4xx, never a 5xx.
     wait_for("routing to work again", || {
         let (codes, out) = send(&p, "back@one.test");
-        assert!(codes.iter().all(|c| *c < 500), "a 5xx while the router restarts: {codes:?}\n{out}");
+        assert!(
+            codes.iter().all(|c| *c < 500),
+            "a 5xx while the router restarts: {codes:?}\n{out}"
+        );
         codes.contains(&250).then_some(())
     });
     let now = p.pids_of("postern-router");
@@ -73,16 +90,32 @@ fn a_router_that_does_not_answer_gives_451() {
     let dir = TempDir::new("sup-norouter");
     let one = RecordingBackend::start();
     let daemons = broken_router_dir(&dir);
-    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
-        .replace("[process]\n", &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()));
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
+        "[process]\n",
+        &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()),
+    );
     let mut child = start_unready(&dir, &conf);
     let read = || std::fs::read_to_string(dir.path("postern.log")).unwrap_or_default();
-    let line = wait_for("the listener", || read().lines().find(|l| l.contains("listening on ")).map(str::to_string));
-    let addr: std::net::SocketAddr = line.rsplit("listening on ").next().and_then(|a| a.trim().parse().ok()).expect("addr");
-    wait_for("an smtpd to start", || read().contains("started postern-smtpd").then_some(()));
+    let line = wait_for("the listener", || {
+        read()
+            .lines()
+            .find(|l| l.contains("listening on "))
+            .map(str::to_string)
+    });
+    let addr: std::net::SocketAddr = line
+        .rsplit("listening on ")
+        .next()
+        .and_then(|a| a.trim().parse().ok())
+        .expect("addr");
+    wait_for("an smtpd to start", || {
+        read().contains("started postern-smtpd").then_some(())
+    });
     let (out, _) = swaks(addr, &["--from", "a@example.org", "--to", "u@one.test"]);
     let codes = swaks_codes(&out);
-    assert!(out.contains("451 4.3.0 <u@one.test>: Temporary lookup failure"), "{out}");
+    assert!(
+        out.contains("451 4.3.0 <u@one.test>: Temporary lookup failure"),
+        "{out}"
+    );
     assert!(codes.iter().all(|c| *c < 500), "{codes:?}");
     assert_eq!(one.connections(), 0);
     child.stop();
@@ -92,9 +125,14 @@ fn a_router_that_does_not_answer_gives_451() {
 fn broken_router_dir(dir: &TempDir) -> std::path::PathBuf {
     let daemons = dir.path("daemons");
     std::fs::create_dir_all(&daemons).expect("mkdir");
-    std::os::unix::fs::symlink(bin("postern-smtpd"), daemons.join("postern-smtpd")).expect("symlink");
+    std::os::unix::fs::symlink(bin("postern-smtpd"), daemons.join("postern-smtpd"))
+        .expect("symlink");
     let router = daemons.join("postern-router");
-    std::fs::write(&router, "#!/bin/sh\necho 'router: cannot start' >&2\nexit 3\n").expect("script");
+    std::fs::write(
+        &router,
+        "#!/bin/sh\necho 'router: cannot start' >&2\nexit 3\n",
+    )
+    .expect("script");
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&router, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     daemons
@@ -105,7 +143,11 @@ fn start_unready(dir: &TempDir, conf: &str) -> ChildGuard {
     std::fs::write(dir.path("postern.toml"), conf).expect("conf");
     let log = std::fs::File::create(dir.path("postern.log")).expect("log");
     std::process::Command::new(bin("postern"))
-        .args(["-c", dir.path("postern.toml").to_str().expect("utf8"), "start"])
+        .args([
+            "-c",
+            dir.path("postern.toml").to_str().expect("utf8"),
+            "start",
+        ])
         .stderr(log)
         .spawn()
         .map(ChildGuard)
@@ -116,13 +158,23 @@ fn start_unready(dir: &TempDir, conf: &str) -> ChildGuard {
 fn a_worker_that_keeps_dying_is_throttled_with_a_growing_delay() {
     let dir = TempDir::new("sup-throttle");
     let daemons = broken_router_dir(&dir);
-    let conf = config_text(&dir, &server_block("One", closed_port(), &["one.test"]))
-        .replace("[process]\n", &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()));
+    let conf = config_text(&dir, &server_block("One", closed_port(), &["one.test"])).replace(
+        "[process]\n",
+        &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()),
+    );
     let mut child = start_unready(&dir, &conf);
     let read = || std::fs::read_to_string(dir.path("postern.log")).unwrap_or_default();
-    wait_for("the first throttle", || read().contains("throttling, restart in 1s").then_some(()));
-    wait_for("a longer second delay", || read().contains("throttling, restart in 2s").then_some(()));
-    assert!(read().contains("postern-router pid") && read().contains("exit status 3"), "{}", read());
+    wait_for("the first throttle", || {
+        read().contains("throttling, restart in 1s").then_some(())
+    });
+    wait_for("a longer second delay", || {
+        read().contains("throttling, restart in 2s").then_some(())
+    });
+    assert!(
+        read().contains("postern-router pid") && read().contains("exit status 3"),
+        "{}",
+        read()
+    );
     let status = child.stop();
     assert!(status.success(), "{}", read());
 }
@@ -163,12 +215,18 @@ fn a_running_session_finishes_during_a_graceful_stop() {
     // Between transactions a stopping smtpd closes the session: QUIT gets either
     // its 221 or the 421 of the shutdown, and the connection ends.
     let bye = raw.cmd("QUIT");
-    assert!(bye.starts_with("221") || bye.starts_with("421 4.3.2"), "{bye}");
+    assert!(
+        bye.starts_with("221") || bye.starts_with("421 4.3.2"),
+        "{bye}"
+    );
     assert!(raw.closed());
     let mut child = p.child.take().expect("running");
     let status = wait_for("the master to exit", || child.try_wait().expect("wait"));
     assert!(status.success());
-    assert_eq!(one.wait_messages(1)[0].data, b"Subject: drained\r\n\r\nmade it\r\n");
+    assert_eq!(
+        one.wait_messages(1)[0].data,
+        b"Subject: drained\r\n\r\nmade it\r\n"
+    );
 }
 
 #[test]
@@ -179,7 +237,9 @@ fn the_master_killed_takes_its_workers_with_it() {
     let mut child = p.child.take().expect("running");
     let _ = child.wait();
     for pid in workers {
-        wait_for(&format!("worker {pid} to exit after its master"), || (!alive(pid)).then_some(()));
+        wait_for(&format!("worker {pid} to exit after its master"), || {
+            (!alive(pid)).then_some(())
+        });
     }
 }
 
@@ -189,7 +249,9 @@ fn workers_drop_to_the_configured_user() {
         nix::unistd::geteuid().is_root(),
         "this test checks privilege separation and must run as root (CI does)"
     );
-    let nobody = nix::unistd::User::from_name("nobody").expect("lookup").expect("user nobody exists");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .expect("lookup")
+        .expect("user nobody exists");
     let one = RecordingBackend::start();
     let dir = TempDir::new("sup-user");
     let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
@@ -197,14 +259,36 @@ fn workers_drop_to_the_configured_user() {
     let p = Postern::start(dir, &conf);
     for (program, pid, _) in p.workers() {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
-        let uids: Vec<u32> = uid_line.split_whitespace().skip(1).filter_map(|u| u.parse().ok()).collect();
-        assert!(uids.iter().all(|u| *u == nobody.uid.as_raw()), "{program} runs as {uid_line}");
-        let gid_line = status.lines().find(|l| l.starts_with("Gid:")).expect("Gid line");
-        assert!(gid_line.split_whitespace().skip(1).all(|g| g == nobody.gid.as_raw().to_string()), "{program}: {gid_line}");
+        let uid_line = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .expect("Uid line");
+        let uids: Vec<u32> = uid_line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|u| u.parse().ok())
+            .collect();
+        assert!(
+            uids.iter().all(|u| *u == nobody.uid.as_raw()),
+            "{program} runs as {uid_line}"
+        );
+        let gid_line = status
+            .lines()
+            .find(|l| l.starts_with("Gid:"))
+            .expect("Gid line");
+        assert!(
+            gid_line
+                .split_whitespace()
+                .skip(1)
+                .all(|g| g == nobody.gid.as_raw().to_string()),
+            "{program}: {gid_line}"
+        );
     }
     let master_status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).expect("proc");
-    assert!(master_status.lines().any(|l| l.starts_with("Uid:\t0")), "the master stays root");
+    assert!(
+        master_status.lines().any(|l| l.starts_with("Uid:\t0")),
+        "the master stays root"
+    );
     // And mail still flows through the unprivileged workers.
     let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
     assert!(ok, "{out}");
