@@ -294,3 +294,37 @@ fn workers_drop_to_the_configured_user() {
     assert!(ok, "{out}");
     one.wait_messages(1);
 }
+
+#[test]
+fn smtpd_can_run_chrooted_and_still_reach_the_router() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "chroot needs root (CI runs as root)"
+    );
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("sup-chroot");
+    let jail = dir.0.clone();
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
+        "[process]\n",
+        &format!(
+            "[process]\nuser = \"nobody\"\nchroot = \"{}\"\n",
+            jail.display()
+        ),
+    );
+    let p = Postern::start(dir, &conf);
+    for pid in p.pids_of("postern-smtpd") {
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("proc root");
+        assert_eq!(root, jail, "smtpd {pid} is chrooted");
+    }
+    for pid in p.pids_of("postern-router") {
+        let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("proc root");
+        assert_eq!(
+            root,
+            std::path::PathBuf::from("/"),
+            "only smtpd is chrooted"
+        );
+    }
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
+    assert!(ok, "{out}\n{}", p.log());
+    assert_eq!(one.wait_messages(1).len(), 1);
+}
