@@ -36,6 +36,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use postern_shared::config::Config;
 use postern_shared::proto::{self, Attrs};
+use postern_shared::worker::{TlsPem, WorkerConfig};
 use sd_notify::NotifyState;
 use tokio::io::BufReader;
 use tokio::net::unix::OwnedWriteHalf;
@@ -102,6 +103,12 @@ enum Msg {
         generation: u64,
         attrs: Attrs,
     },
+    /// An answer to a worker's request, to write on its channel.
+    ToWorker {
+        slot: usize,
+        generation: u64,
+        attrs: Attrs,
+    },
     Control {
         req: Attrs,
         reply: oneshot::Sender<Attrs>,
@@ -120,6 +127,8 @@ struct PendingReload {
 struct Master {
     config_path: PathBuf,
     config: Arc<Config>,
+    /// The TLS files of `config`, read by the master (workers cannot).
+    tls: Option<TlsPem>,
     daemon_dir: PathBuf,
     slots: Vec<Slot>,
     tcp: Vec<OwnedFd>,
@@ -145,6 +154,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
     let owner = worker_user(&config)?;
+    let tls = TlsPem::read(&config)?;
     let mut tcp = Vec::new();
     for addr in config.listen_addrs() {
         let (fd, bound) = sockets::bind_tcp(addr)?;
@@ -172,6 +182,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     let mut m = Master {
         config_path,
         config: Arc::new(config),
+        tls,
         daemon_dir,
         slots: Vec::new(),
         tcp,
@@ -293,6 +304,7 @@ impl Master {
         };
         drop(fds);
         drop(theirs);
+        let body = self.worker_config().into_bytes();
         let slot = &mut self.slots[i];
         slot.pid = Some(pid);
         slot.generation += 1;
@@ -316,7 +328,7 @@ impl Master {
         let msg = Attrs::new()
             .with("request", "config")
             .with("id", "0")
-            .with_body(self.config.to_toml().into_bytes());
+            .with_body(body);
         if let Err(e) = proto::write(&mut w, &msg).await {
             // The worker died at once; SIGCHLD will tell.
             warn!(
@@ -331,6 +343,15 @@ impl Master {
             slot.generation,
             self.tx.clone(),
         ));
+    }
+
+    /// The body of a `request=config` message.
+    fn worker_config(&self) -> String {
+        WorkerConfig {
+            config: (*self.config).clone(),
+            tls: self.tls.clone(),
+        }
+        .to_toml()
     }
 
     fn schedule_restart(&mut self, i: usize, why: &str) {
@@ -418,7 +439,15 @@ impl Master {
                 if self.slots.get(slot).map(|s| s.generation) != Some(generation) {
                     return;
                 }
-                if attrs.get("event") == Some("ready") {
+                if let Some(request) = attrs.get("request") {
+                    self.worker_request(
+                        slot,
+                        generation,
+                        request.to_string(),
+                        attrs.get("id").unwrap_or("").to_string(),
+                    )
+                    .await;
+                } else if attrs.get("event") == Some("ready") {
                     self.slots[slot].ready = true;
                     self.check_ready();
                 } else if let Some(id) = attrs.get("id") {
@@ -433,6 +462,17 @@ impl Master {
                             }
                             self.finish_reload(false);
                         }
+                    }
+                }
+            }
+            Msg::ToWorker {
+                slot,
+                generation,
+                attrs,
+            } => {
+                if self.slots.get(slot).map(|s| s.generation) == Some(generation) {
+                    if let Some(w) = &mut self.slots[slot].to_worker {
+                        let _ = proto::write(w, &attrs).await;
                     }
                 }
             }
@@ -452,6 +492,43 @@ impl Master {
                     ));
                 }
             },
+        }
+    }
+
+    /// A worker asks on behalf of an SMTP admin command (`RELOAD`, `SHUTDOWN`);
+    /// smtpd has checked the credentials and the client's address.
+    async fn worker_request(&mut self, slot: usize, generation: u64, request: String, id: String) {
+        let program = self.slots[slot].kind.program();
+        let (tx, rx) = oneshot::channel::<Attrs>();
+        let back = self.tx.clone();
+        tokio::spawn(async move {
+            if let Ok(mut answer) = rx.await {
+                answer.push("id", &id);
+                let _ = back
+                    .send(Msg::ToWorker {
+                        slot,
+                        generation,
+                        attrs: answer,
+                    })
+                    .await;
+            }
+        });
+        match request.as_str() {
+            "reload" => {
+                info!("reload requested by {program} (SMTP RELOAD)");
+                self.begin_reload(Some(tx)).await;
+            }
+            "stop" => {
+                let _ = tx.send(Attrs::new().with("status", "ok"));
+                self.begin_stop("SMTP SHUTDOWN");
+            }
+            other => {
+                let _ = tx.send(
+                    Attrs::new()
+                        .with("status", "tempfail")
+                        .with("reason", format!("unknown request {other}")),
+                );
+            }
         }
     }
 
@@ -509,14 +586,29 @@ impl Master {
                 return;
             }
         };
+        let tls = match TlsPem::read(&new) {
+            Ok(t) => t,
+            Err(e) => {
+                error!("reload refused, keeping the running configuration: {e:#}");
+                if let Some(r) = reply {
+                    let _ = r.send(
+                        Attrs::new()
+                            .with("status", "tempfail")
+                            .with("reason", format!("{e:#}")),
+                    );
+                }
+                return;
+            }
+        };
         for key in restart_only_changes(&self.config, &new) {
             warn!("{key} changed: this takes effect only after a restart of postern");
         }
         notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
         self.reload_seq += 1;
         let id = format!("reload-{}", self.reload_seq);
-        let body = new.to_toml().into_bytes();
         self.config = Arc::new(new);
+        self.tls = tls;
+        let body = self.worker_config().into_bytes();
         let msg = Attrs::new()
             .with("request", "config")
             .with("id", &id)

@@ -2,9 +2,10 @@
 //!
 //! Layout: [`table`] builds the immutable domain table from a configuration;
 //! this file serves it. Every smtpd connection gets a `protocol=postern-router`
-//! greeting, then any number of `request=route` lookups (see
-//! [`postern_shared::route`] for the wire format), each answered `ok`,
-//! `notfound` or `tempfail`. A reload from the master builds a new table and
+//! greeting, then any number of lookups — `request=route` (by recipient
+//! domain), `request=client` (by client address), `request=auth` (by SMTP
+//! AUTH credentials); see [`postern_shared::route`] for the wire format —
+//! each answered `ok`, `notfound` or `tempfail`. A reload from the master builds a new table and
 //! swaps it in atomically; lookups in flight finish on the old one.
 //! A peer that sends garbage loses its connection, never the process.
 
@@ -60,7 +61,8 @@ async fn run() -> anyhow::Result<()> {
     worker.ready().await;
     loop {
         match worker.next_event().await {
-            Event::Reload { id, config } => {
+            Event::Reply(_) => {}
+            Event::Reload { id, config, .. } => {
                 let new = Arc::new(load(&config));
                 *table.write().unwrap_or_else(|p| p.into_inner()) = new;
                 worker.config = config;
@@ -124,34 +126,42 @@ async fn serve(stream: UnixStream, table: Shared) {
 fn answer(table: &Table, req: &Attrs) -> Attrs {
     let id = req.get("id").unwrap_or("");
     let sid = req.get("sid").unwrap_or("-");
-    match req.get("request") {
-        Some("route") => {
-            let Some(domain) = req.get("domain") else {
-                return Attrs::new()
-                    .with("id", id)
-                    .with("status", Status::TempFail.as_str())
-                    .with("reason", "route request without domain");
-            };
-            let domain = normalize_domain(domain);
-            match table.by_domain(&domain) {
-                Some(route) => {
-                    tracing::debug!(sid, "route {domain} -> {}", route.name);
-                    route.to_attrs(id)
-                }
-                None => {
-                    tracing::debug!(sid, "no server for domain {domain}");
-                    Attrs::new()
-                        .with("id", id)
-                        .with("status", Status::NotFound.as_str())
-                }
-            }
-        }
-        other => Attrs::new()
+    let tempfail = |why: &str| {
+        Attrs::new()
             .with("id", id)
             .with("status", Status::TempFail.as_str())
-            .with(
-                "reason",
-                format!("unknown request {}", other.unwrap_or("(none)")),
-            ),
+            .with("reason", why)
+    };
+    let found = match req.get("request") {
+        Some("route") => {
+            let Some(domain) = req.get("domain") else {
+                return tempfail("route request without domain");
+            };
+            table.by_domain(&normalize_domain(domain))
+        }
+        Some("client") => {
+            let Some(ip) = req.get("client").and_then(|c| c.parse().ok()) else {
+                return tempfail("client request without a valid client address");
+            };
+            table.by_client(ip)
+        }
+        Some("auth") => {
+            let (Some(user), Some(password)) = (req.get("user"), req.get("password")) else {
+                return tempfail("auth request without user and password");
+            };
+            // Never log the password, nor the user name of a failed attempt
+            // (it is often a mistyped password).
+            table.by_credentials(user, password)
+        }
+        other => return tempfail(&format!("unknown request {}", other.unwrap_or("(none)"))),
+    };
+    match found {
+        Some(route) => {
+            tracing::debug!(sid, "{} -> {}", route.cause.as_str(), route.name);
+            route.to_attrs(id)
+        }
+        None => Attrs::new()
+            .with("id", id)
+            .with("status", Status::NotFound.as_str()),
     }
 }

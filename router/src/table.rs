@@ -1,4 +1,6 @@
-//! The routing table: which server receives mail for which domain.
+//! The routing table: which server receives a session, by the seed's three
+//! rules — the client's address in a server's `relay` list (`ip-addr`), the
+//! client's SMTP AUTH credentials (`auth`), the recipient's domain (`domain`).
 //!
 //! Built once per configuration and never changed: a reload builds a new
 //! table and swaps it in whole, so a lookup sees either the old table or the
@@ -6,13 +8,20 @@
 
 use std::collections::HashMap;
 
-use postern_shared::config::{normalize_domain, Config};
-use postern_shared::route::{Cause, Route};
+use std::net::IpAddr;
 
-/// One server's routing facts, as sent to smtpd.
+use postern_shared::config::{normalize_domain, Config};
+use postern_shared::net::IpPattern;
+use postern_shared::route::{Cause, Route};
+use postern_shared::smtp::secret_eq;
+
+/// One server's routing facts.
 #[derive(Debug, Clone)]
 struct Entry {
+    /// What smtpd is told (cause filled in per lookup).
     route: Route,
+    relay: Vec<IpPattern>,
+    credentials: Option<(String, String)>,
 }
 
 /// Domain → server, exact names and `.suffix` entries.
@@ -39,6 +48,8 @@ impl Table {
                     identity: s.client_identity,
                     cause: Cause::Domain,
                 },
+                relay: s.relay.iter().filter_map(|r| r.parse().ok()).collect(),
+                credentials: s.user.clone().zip(s.password.clone()),
             });
             for d in &s.domains {
                 let d = normalize_domain(d);
@@ -62,18 +73,46 @@ impl Table {
     }
 
     /// The server receiving mail for `domain` (already lower-cased, no trailing dot).
-    pub fn by_domain(&self, domain: &str) -> Option<&Route> {
-        if let Some(&i) = self.exact.get(domain) {
-            return Some(&self.servers[i].route);
-        }
-        let mut rest = domain;
-        while let Some(dot) = rest.find('.') {
-            rest = &rest[dot + 1..];
-            if let Some(&i) = self.parents.get(rest) {
-                return Some(&self.servers[i].route);
+    pub fn by_domain(&self, domain: &str) -> Option<Route> {
+        let i = self.exact.get(domain).copied().or_else(|| {
+            let mut rest = domain;
+            while let Some(dot) = rest.find('.') {
+                rest = &rest[dot + 1..];
+                if let Some(&i) = self.parents.get(rest) {
+                    return Some(i);
+                }
             }
-        }
-        None
+            None
+        })?;
+        Some(self.route(i, Cause::Domain))
+    }
+
+    /// The first server (in configuration order) whose `relay` list holds `ip`.
+    pub fn by_client(&self, ip: IpAddr) -> Option<Route> {
+        let i = self
+            .servers
+            .iter()
+            .position(|e| e.relay.iter().any(|p| p.matches(ip)))?;
+        Some(self.route(i, Cause::IpAddr))
+    }
+
+    /// The server whose `user`/`password` are these. The user name is compared
+    /// case-sensitively, as SASL does; both comparisons take the same time
+    /// whatever the first differing byte.
+    pub fn by_credentials(&self, user: &str, password: &str) -> Option<Route> {
+        let i = self.servers.iter().position(|e| {
+            e.credentials.as_ref().is_some_and(|(u, p)| {
+                // `&` and not `&&`: check the password even when the user differs.
+                secret_eq(u, user) & secret_eq(p, password)
+            })
+        })?;
+        Some(self.route(i, Cause::Auth))
+    }
+
+    fn route(&self, i: usize, cause: Cause) -> Route {
+        let mut r = self.servers[i].route.clone();
+        r.cause = cause;
+        r
     }
 }
 
@@ -115,5 +154,53 @@ domains = ["two.test", "deep.sub.test"]
         assert_eq!(name("evilone.test"), None);
         assert_eq!(name("one.test.evil"), None);
         assert_eq!(t.by_domain("two.test").map(|r| r.server), Some(2));
+    }
+
+    #[test]
+    fn client_and_credential_routes() {
+        let c = Config::parse(
+            r#"
+[[server]]
+name = "one"
+host = "localhost"
+port = 1025
+relay = ["193.56.147.87", "172.16.*.*"]
+user = "spamwars"
+password = "secret"
+domains = ["one.test"]
+[[server]]
+name = "two"
+host = "localhost"
+port = 2025
+relay = ["10.1.0.0/16", "::1"]
+domains = ["two.test"]
+"#,
+        )
+        .expect("parses");
+        let t = Table::new(&c);
+        let by_ip = |ip: &str| {
+            t.by_client(ip.parse().expect("ip"))
+                .map(|r| (r.name, r.cause))
+        };
+        assert_eq!(by_ip("193.56.147.87"), Some(("one".into(), Cause::IpAddr)));
+        assert_eq!(by_ip("172.16.9.9"), Some(("one".into(), Cause::IpAddr)));
+        assert_eq!(by_ip("10.1.2.3"), Some(("two".into(), Cause::IpAddr)));
+        assert_eq!(by_ip("::1"), Some(("two".into(), Cause::IpAddr)));
+        assert_eq!(
+            by_ip("::ffff:172.16.0.1"),
+            Some(("one".into(), Cause::IpAddr))
+        );
+        assert_eq!(by_ip("10.2.0.1"), None);
+        assert_eq!(
+            t.by_credentials("spamwars", "secret").map(|r| r.cause),
+            Some(Cause::Auth)
+        );
+        assert_eq!(t.by_credentials("spamwars", "Secret"), None);
+        assert_eq!(t.by_credentials("SPAMWARS", "secret"), None);
+        assert_eq!(t.by_credentials("", ""), None);
+        assert_eq!(
+            t.by_domain("one.test").map(|r| r.cause),
+            Some(Cause::Domain)
+        );
     }
 }

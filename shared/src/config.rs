@@ -618,14 +618,15 @@ impl Config {
                 bad(key.into(), "must be at least 1s".into());
             }
         }
-        if self.tls.is_some() {
-            bad("tls".into(), "STARTTLS is not supported yet".into());
-        }
-        if p.auth_requires_tls.is_some() {
-            bad(
-                "proxy.auth_requires_tls".into(),
-                "SMTP AUTH is not supported yet".into(),
-            );
+        if let Some(t) = &self.tls {
+            for (key, path) in [("tls.cert", &t.cert), ("tls.key", &t.key)] {
+                if !path.is_absolute() {
+                    bad(
+                        key.into(),
+                        format!("{} is not an absolute path", path.display()),
+                    );
+                }
+            }
         }
 
         let pr = &self.process;
@@ -711,6 +712,7 @@ impl Config {
         }
 
         let mut owner: std::collections::HashMap<String, usize> = Default::default();
+        let mut users: std::collections::HashMap<String, usize> = Default::default();
         for (i, s) in self.servers.iter().enumerate() {
             let k = |f: &str| format!("server[{}].{f}", i + 1);
             if s.host.trim().is_empty() {
@@ -730,20 +732,21 @@ impl Config {
                     );
                 }
             }
-            if !s.relay.is_empty() {
-                bad(
-                    k("relay"),
-                    "routing by client address is not supported yet".into(),
-                );
-            }
             if s.user.is_some() != s.password.is_some() {
                 bad(k("user"), "user and password go together".into());
             }
-            if s.user.is_some() {
-                bad(
-                    k("user"),
-                    "routing by SMTP AUTH is not supported yet".into(),
-                );
+            if let Some(u) = &s.user {
+                if u.is_empty() || u.contains(['\r', '\n', '\0']) {
+                    bad(k("user"), "must be a non-empty name on one line".into());
+                } else if let Some(prev) = users.insert(u.clone(), i) {
+                    bad(
+                        k("user"),
+                        format!(
+                            "{u:?} is also the user of server[{}]: AUTH could not tell them apart",
+                            prev + 1
+                        ),
+                    );
+                }
             }
             if s.domains.is_empty() {
                 bad(k("domains"), "at least one domain is required".into());
@@ -766,16 +769,6 @@ impl Config {
                         );
                     }
                 }
-            }
-            match s.client_identity {
-                ClientIdentity::Ipaddr | ClientIdentity::None => {}
-                other => bad(
-                    k("client_identity"),
-                    format!(
-                        "{:?} is not supported yet (use ipaddr or none)",
-                        other.as_str()
-                    ),
-                ),
             }
             if let Some(cmd) = &s.restart_command {
                 if cmd.is_empty() || cmd[0].is_empty() {

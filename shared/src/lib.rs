@@ -1,6 +1,7 @@
 //! postern-shared: what postern's processes have in common.
 //!
 //! - [`config`]: the TOML configuration, its validation and defaults;
+//! - [`base64`]: the codec of SMTP AUTH;
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
@@ -11,6 +12,7 @@
 //!
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
+pub mod base64;
 pub mod config;
 pub mod logging;
 pub mod net;

@@ -13,7 +13,9 @@
 //!                                    identity=ipaddr
 //! ```
 //!
-//! Three outcomes, as in Postfix's lookup tables: found (`ok`), not found
+//! The other lookups are `request=client client=<ip>` (the `ip-addr` route)
+//! and `request=auth user=… password=…` (the `auth` route), with the same
+//! replies. Three outcomes, as in Postfix's lookup tables: found (`ok`), not found
 //! (`notfound`), could not look it up (`tempfail`, or no answer at all). smtpd
 //! maps the third to a 4xx reply, never 5xx.
 
@@ -173,6 +175,34 @@ impl RouterClient {
             .with("sid", sid)
             .with("client", client)
             .with("domain", domain);
+        self.lookup(req).await
+    }
+
+    /// Asks whether `client` is a relay client of some server (`ip-addr` route).
+    pub async fn route_client(&self, sid: &str, client: IpAddr) -> Result<Lookup, RouterError> {
+        let req = Attrs::new()
+            .with("request", "client")
+            .with("sid", sid)
+            .with("client", client);
+        self.lookup(req).await
+    }
+
+    /// Asks which server has these SMTP AUTH credentials (`auth` route).
+    pub async fn authenticate(
+        &self,
+        sid: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<Lookup, RouterError> {
+        let req = Attrs::new()
+            .with("request", "auth")
+            .with("sid", sid)
+            .with("user", user)
+            .with("password", password);
+        self.lookup(req).await
+    }
+
+    async fn lookup(&self, req: Attrs) -> Result<Lookup, RouterError> {
         let reply = self.call(req).await?;
         match reply.get("status").and_then(Status::parse) {
             Some(Status::Ok) => Route::from_attrs(&reply)

@@ -34,6 +34,14 @@ pub enum Command {
     Help,
     /// `QUIT`.
     Quit,
+    /// `STARTTLS`.
+    Starttls,
+    /// `AUTH mechanism [initial-response]`; the mechanism upper-cased.
+    Auth(String, Option<String>),
+    /// `RELOAD user password` or `RELOAD user*password` (the seed's admin command).
+    Reload(Option<(String, String)>),
+    /// `SHUTDOWN user password` or `SHUTDOWN user*password`.
+    Shutdown(Option<(String, String)>),
     /// A verb postern knows but whose arguments are wrong: the reply to send.
     Invalid(Reply),
     /// A verb postern does not know.
@@ -154,12 +162,60 @@ pub fn parse_command(line: &str) -> Command {
         "RSET" => syntax("Syntax: RSET"),
         "QUIT" if rest.is_empty() => Command::Quit,
         "QUIT" => syntax("Syntax: QUIT"),
+        "STARTTLS" if rest.is_empty() => Command::Starttls,
+        "STARTTLS" => syntax("Syntax: STARTTLS"),
+        "AUTH" => {
+            let mut words = rest.split(' ');
+            match (words.next(), words.next(), words.next()) {
+                (Some(m), initial, None) if !m.is_empty() => {
+                    Command::Auth(m.to_ascii_uppercase(), initial.map(str::to_string))
+                }
+                _ => syntax("Syntax: AUTH mechanism [initial-response]"),
+            }
+        }
+        "RELOAD" => Command::Reload(admin_credentials(rest)),
+        "SHUTDOWN" => Command::Shutdown(admin_credentials(rest)),
         "NOOP" => Command::Noop,
         "VRFY" => Command::Vrfy,
         "EXPN" => Command::Expn,
         "HELP" => Command::Help,
         _ => Command::Unknown(verb.to_string()),
     }
+}
+
+/// `user password` or `user*password` (the seed writes `<user*password>`).
+fn admin_credentials(rest: &str) -> Option<(String, String)> {
+    let rest = rest.trim();
+    let rest = rest
+        .strip_prefix('<')
+        .and_then(|r| r.strip_suffix('>'))
+        .unwrap_or(rest);
+    let (u, p) = match rest.split_once(' ') {
+        Some((u, p)) => (u, p.trim()),
+        None => rest.split_once('*')?,
+    };
+    (!u.is_empty() && !p.is_empty() && !p.contains(' ')).then(|| (u.to_string(), p.to_string()))
+}
+
+/// Equality of secrets whose time does not depend on where they differ
+/// (only on the lengths), so that a wrong password reveals nothing.
+pub fn secret_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// xtext (RFC 3461 §4), as XCLIENT values are written: `!`..`~` except `+`
+/// and `=` as themselves, every other byte as `+XX`.
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `FROM:` / `TO:` case-insensitively, then optional spaces (a common client habit).
@@ -406,6 +462,32 @@ mod tests {
         assert_eq!(parse_command("DATA"), Command::Data);
         assert!(matches!(parse_command("DATA x"), Command::Invalid(_)));
         assert_eq!(parse_command("XYZZY"), Command::Unknown("XYZZY".into()));
+        assert_eq!(parse_command("STARTTLS"), Command::Starttls);
+        assert!(matches!(parse_command("STARTTLS now"), Command::Invalid(r) if r.code == 501));
+        assert_eq!(
+            parse_command("auth plain AHVAcA=="),
+            Command::Auth("PLAIN".into(), Some("AHVAcA==".into()))
+        );
+        assert_eq!(
+            parse_command("AUTH LOGIN"),
+            Command::Auth("LOGIN".into(), None)
+        );
+        assert!(matches!(parse_command("AUTH"), Command::Invalid(_)));
+        let creds = Some(("admin".to_string(), "secret".to_string()));
+        assert_eq!(
+            parse_command("RELOAD admin secret"),
+            Command::Reload(creds.clone())
+        );
+        assert_eq!(
+            parse_command("RELOAD admin*secret"),
+            Command::Reload(creds.clone())
+        );
+        assert_eq!(
+            parse_command("shutdown <admin*secret>"),
+            Command::Shutdown(creds)
+        );
+        assert_eq!(parse_command("RELOAD"), Command::Reload(None));
+        assert_eq!(parse_command("RELOAD admin"), Command::Reload(None));
     }
 
     #[test]
@@ -451,6 +533,13 @@ mod tests {
         ] {
             assert!(rcpt(invalid).is_err(), "{invalid} should not parse");
         }
+    }
+
+    #[test]
+    fn xtext_encoding() {
+        assert_eq!(xtext("client.example"), "client.example");
+        assert_eq!(xtext("a+b=c d\u{e9}"), "a+2Bb+3Dc+20d+C3+A9");
+        assert_eq!(xtext("[UNAVAILABLE]"), "[UNAVAILABLE]");
     }
 
     #[test]

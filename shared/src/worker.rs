@@ -5,8 +5,10 @@
 //! 2. takes the inherited descriptors (`LISTEN_FDS`, `LISTEN_FDNAMES`,
 //!    `LISTEN_PID`, fds 3…), marks them close-on-exec and clears the variables;
 //! 3. gets its configuration: from the master over the descriptor named
-//!    `master` (a `request=config` message whose body is validated TOML), or,
-//!    for a worker started by hand, from `-c FILE`;
+//!    `master` (a `request=config` message whose body is a [`WorkerConfig`]
+//!    in TOML: the validated configuration plus the TLS certificate and key,
+//!    which only the master can read), or, for a worker started by hand,
+//!    from `-c FILE`;
 //! 4. drops privileges: when root and `process.user` is set, optionally
 //!    chroots (smtpd), then sets groups, gid and uid, and checks that root
 //!    cannot be regained.
@@ -20,7 +22,12 @@
 //! ```text
 //! master → worker: request=config id=N size=LEN <toml>     worker → master: id=N status=ok|tempfail [reason=…]
 //! master → worker: request=stop                            worker → master: event=ready
+//! worker → master: request=reload|stop id=wN               master → worker: id=wN status=ok|tempfail [reason=…]
 //! ```
+//!
+//! The last line is how the SMTP `RELOAD` and `SHUTDOWN` commands reach the
+//! master: [`Worker::request`] sends, the answer comes back as
+//! [`Event::Reply`].
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -48,7 +55,11 @@ pub enum Event {
         id: String,
         /// The new, validated configuration.
         config: Arc<Config>,
+        /// The TLS certificate and key named by the new configuration.
+        tls: Option<Arc<TlsPem>>,
     },
+    /// The master's answer to a [`Worker::request`].
+    Reply(Attrs),
     /// Stop gracefully: stop accepting, drain, exit.
     Stop,
 }
@@ -59,6 +70,9 @@ pub struct Worker {
     pub name: &'static str,
     /// The configuration currently applied.
     pub config: Arc<Config>,
+    /// The TLS certificate and key of that configuration, if `[tls]` is set.
+    pub tls: Option<Arc<TlsPem>>,
+    next_request: u64,
     listeners: Vec<(String, OwnedFd)>,
     to_master: Option<OwnedWriteHalf>,
     events: mpsc::Receiver<Event>,
@@ -84,7 +98,7 @@ impl Worker {
             .position(|(n, _)| n == MASTER_FD_NAME)
             .map(|i| listeners.remove(i).1);
         let (tx, events) = mpsc::channel(4);
-        let (config, to_master) = match master {
+        let (WorkerConfig { config, tls }, to_master) = match master {
             Some(fd) => {
                 let std = std::os::unix::net::UnixStream::from(fd);
                 std.set_nonblocking(true)?;
@@ -103,10 +117,11 @@ impl Worker {
                     "no master channel inherited: start workers through `postern start`, or pass -c FILE",
                 )?;
                 let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+                let tls = TlsPem::read(&config)?;
                 // Without a master, nobody sends events: keep the sender alive so that
                 // `next_event` waits for signals only.
                 std::mem::forget(tx);
-                (config, None)
+                (WorkerConfig { config, tls }, None)
             }
         };
         let chrooted = drop_privileges(&config, opts)?;
@@ -114,6 +129,8 @@ impl Worker {
             chrooted,
             name,
             config: Arc::new(config),
+            tls: tls.map(Arc::new),
+            next_request: 0,
             listeners,
             to_master,
             events,
@@ -160,6 +177,22 @@ impl Worker {
         self.send(a).await;
     }
 
+    /// Sends a request to the master (`request=reload`, `request=stop`); the
+    /// answer arrives as [`Event::Reply`] with the returned id. Without a
+    /// master, answers at once with `status=tempfail`.
+    pub async fn request(&mut self, mut a: Attrs) -> String {
+        self.next_request += 1;
+        let id = format!("w{}", self.next_request);
+        a.push("id", &id);
+        self.send(a).await;
+        id
+    }
+
+    /// True when a master is listening (the worker was not started by hand).
+    pub fn has_master(&self) -> bool {
+        self.to_master.is_some()
+    }
+
     async fn send(&mut self, a: Attrs) {
         if let Some(w) = &mut self.to_master {
             if let Err(e) = proto::write(w, &a).await {
@@ -186,7 +219,8 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                 Some("config") => match config_of(&msg) {
                     Ok(c) => Event::Reload {
                         id: msg.get("id").unwrap_or("0").to_string(),
-                        config: Arc::new(c),
+                        config: Arc::new(c.config),
+                        tls: c.tls.map(Arc::new),
                     },
                     Err(e) => {
                         tracing::error!("the master sent an unusable configuration: {e:#}");
@@ -194,6 +228,7 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                     }
                 },
                 Some("stop") => Event::Stop,
+                None if msg.get("status").is_some() => Event::Reply(msg),
                 other => {
                     tracing::warn!("ignoring master request {other:?}");
                     continue;
@@ -215,7 +250,7 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
     }
 }
 
-fn config_of(msg: &Attrs) -> anyhow::Result<Config> {
+fn config_of(msg: &Attrs) -> anyhow::Result<WorkerConfig> {
     if msg.get("request") != Some("config") {
         bail!("expected request=config");
     }
@@ -224,9 +259,61 @@ fn config_of(msg: &Attrs) -> anyhow::Result<Config> {
         .as_deref()
         .context("request=config without a body")?;
     let text = std::str::from_utf8(body).context("configuration is not UTF-8")?;
-    let mut c = Config::parse(text).map_err(|p| anyhow::anyhow!("{p}"))?;
-    c.fill_defaults();
+    let mut c: WorkerConfig = toml::from_str(text).context("configuration from the master")?;
+    c.config.fill_defaults();
     Ok(c)
+}
+
+/// What the master sends a worker: the configuration and the TLS files.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The validated configuration.
+    pub config: Config,
+    /// The certificate and key named by `[tls]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPem>,
+}
+
+impl WorkerConfig {
+    /// The TOML body of a `request=config` message.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a WorkerConfig always serializes: plain values only")
+    }
+}
+
+/// A PEM certificate chain and private key, as read by the master.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsPem {
+    /// `tls.cert`, PEM.
+    pub cert: String,
+    /// `tls.key`, PEM.
+    pub key: String,
+}
+
+impl TlsPem {
+    /// Reads the files of `[tls]`, if set; an error names the file.
+    pub fn read(config: &Config) -> anyhow::Result<Option<TlsPem>> {
+        let Some(t) = &config.tls else {
+            return Ok(None);
+        };
+        let read = |p: &Path, key: &str| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("tls.{key}: cannot read {}", p.display()))
+        };
+        let pem = TlsPem {
+            cert: read(&t.cert, "cert")?,
+            key: read(&t.key, "key")?,
+        };
+        if !pem.cert.contains("-----BEGIN CERTIFICATE-----") {
+            bail!("tls.cert: {} holds no PEM certificate", t.cert.display());
+        }
+        if !pem.key.contains("PRIVATE KEY-----") {
+            bail!("tls.key: {} holds no PEM private key", t.key.display());
+        }
+        Ok(Some(pem))
+    }
 }
 
 /// `-c FILE` or `--config FILE` from the command line, else `POSTERN_CONFIG`.

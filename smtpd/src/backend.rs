@@ -1,21 +1,38 @@
 //! The back side of a session: one SMTP client connection to a backend server.
 //!
-//! [`Backend::connect`] does, in order and within the route's timeout: TCP
-//! connect (TCP_NODELAY), read the 220 greeting, `EHLO <proxy hostname>`
-//! (`HELO` if EHLO is refused), then forward the client's identity as the
-//! route says (`IPADDR FROM <ip>`, whose reply is read and ignored, as the
-//! seed prescribes). After that the session sends commands one at a time
-//! with [`Backend::command`] and relays each [`BackendReply`] verbatim.
+//! [`Backend::connect`] does, in order, each step within the route's timeout:
+//! 1. TCP connect (TCP_NODELAY);
+//! 2. `proxy-v1` / `proxy-v2`: the HAProxy PROXY header, before anything else;
+//! 3. read the 220 greeting;
+//! 4. `EHLO <proxy hostname>` (`HELO` if EHLO is refused), noting the
+//!    backend's capabilities;
+//! 5. `ipaddr`: `IPADDR FROM <ip>`, whose reply is read and ignored (the
+//!    seed's rule: other servers answer 500); `xclient`: Postfix's `XCLIENT`
+//!    with only the attributes the backend advertised, values in xtext,
+//!    expecting 220, then `EHLO` again (a backend that does not advertise
+//!    XCLIENT gets nothing, and a warning is logged);
+//! 6. for an auth-routed session, the client's AUTH replayed (`AUTH PLAIN`),
+//!    expecting 235.
+//!
+//! After that the session sends commands one at a time with
+//! [`Backend::command`] and relays each [`BackendReply`] verbatim.
 //!
 //! Every failure is a [`BackendError`]; the session turns all of them into
 //! `451 4.4.1`, never a 5xx, so that the sender retries and nothing is lost.
+//! [`Health`] remembers backends that keep failing: after
+//! [`FAILURES_BEFORE_SKIP`] failed connections in a row a backend is skipped
+//! for [`SKIP_FOR`] (the client gets its 4xx at once instead of waiting out
+//! the timeout each time).
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use postern_shared::config::ClientIdentity;
 use postern_shared::net::unmap;
 use postern_shared::route::Route;
+use postern_shared::smtp::xtext;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -37,9 +54,80 @@ pub enum BackendError {
     /// The backend sent something that is not an SMTP reply.
     #[error("protocol error: {0}")]
     Protocol(&'static str),
-    /// The backend refused the session (greeting or EHLO not 2xx).
+    /// The backend refused the session (greeting, EHLO, XCLIENT or AUTH).
     #[error("refused the session: {0}")]
     Refused(String),
+    /// Skipped: it failed repeatedly a moment ago.
+    #[error("skipped after repeated failures, for {0:?} more")]
+    Skipped(Duration),
+}
+
+/// Failed connections in a row after which a backend is skipped.
+pub const FAILURES_BEFORE_SKIP: u32 = 3;
+/// How long a failing backend is skipped.
+pub const SKIP_FOR: Duration = Duration::from_secs(30);
+
+/// Failures in a row, and until when the backend is skipped.
+#[derive(Debug, Default, Clone, Copy)]
+struct Failing {
+    count: u32,
+    skip_until: Option<Instant>,
+}
+
+/// Per-process memory of failing backends, keyed by host and port.
+#[derive(Default)]
+pub struct Health {
+    failing: Mutex<HashMap<(String, u16), Failing>>,
+}
+
+impl Health {
+    /// How much longer `route`'s backend is skipped, if it is.
+    fn skipped(&self, route: &Route) -> Option<Duration> {
+        let map = self.failing.lock().ok()?;
+        let f = map.get(&(route.host.clone(), route.port))?;
+        f.skip_until
+            .and_then(|u| u.checked_duration_since(Instant::now()))
+    }
+
+    fn record(&self, route: &Route, ok: bool) {
+        let Ok(mut map) = self.failing.lock() else {
+            return;
+        };
+        let key = (route.host.clone(), route.port);
+        if ok {
+            if map
+                .remove(&key)
+                .is_some_and(|(n, _)| n >= FAILURES_BEFORE_SKIP)
+            {
+                tracing::info!("backend {} is reachable again", route.name);
+            }
+            return;
+        }
+        let entry = map.entry(key).or_default();
+        entry.count += 1;
+        if entry.count >= FAILURES_BEFORE_SKIP {
+            entry.skip_until = Some(Instant::now() + SKIP_FOR);
+            tracing::warn!(
+                "backend {} failed {} times in a row: skipping it for {SKIP_FOR:?}",
+                route.name,
+                entry.count
+            );
+        }
+    }
+}
+
+/// What a backend may learn about the client (SPEC §5).
+pub struct ClientInfo<'a> {
+    /// The client's address and port.
+    pub peer: SocketAddr,
+    /// The address and port the client connected to.
+    pub local: SocketAddr,
+    /// The client's HELO/EHLO argument.
+    pub helo: Option<&'a str>,
+    /// The client said EHLO.
+    pub esmtp: bool,
+    /// AUTH credentials to replay (auth-routed sessions).
+    pub login: Option<(&'a str, &'a str)>,
 }
 
 /// One reply from a backend: its code and its exact lines, CRLF-terminated.
@@ -72,12 +160,14 @@ impl BackendReply {
 }
 
 /// What the backend advertised in its EHLO reply.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Caps {
     /// `SIZE`.
     pub size: bool,
     /// `8BITMIME`.
     pub eightbit: bool,
+    /// The attributes after `XCLIENT`, upper-cased; `None` when not advertised.
+    pub xclient: Option<Vec<String>>,
 }
 
 /// A connected backend session, ready for MAIL.
@@ -96,7 +186,21 @@ impl Backend {
     pub async fn connect(
         route: &Route,
         hostname: &str,
-        client: SocketAddr,
+        client: &ClientInfo<'_>,
+        health: &Health,
+    ) -> Result<Backend, BackendError> {
+        if let Some(left) = health.skipped(route) {
+            return Err(BackendError::Skipped(left));
+        }
+        let result = Self::open(route, hostname, client).await;
+        health.record(route, result.is_ok());
+        result
+    }
+
+    async fn open(
+        route: &Route,
+        hostname: &str,
+        client: &ClientInfo<'_>,
     ) -> Result<Backend, BackendError> {
         let t = route.timeout;
         let stream = tokio::time::timeout(t, TcpStream::connect((route.host.as_str(), route.port)))
@@ -110,43 +214,83 @@ impl Backend {
             r: BufReader::with_capacity(8192, r),
             w: BufWriter::with_capacity(64 * 1024, w),
         };
+        match route.identity {
+            ClientIdentity::ProxyV1 => {
+                b.w.write_all(proxy_v1(client.peer, client.local).as_bytes())
+                    .await?;
+                b.w.flush().await?;
+            }
+            ClientIdentity::ProxyV2 => {
+                b.w.write_all(&proxy_v2(client.peer, client.local)).await?;
+                b.w.flush().await?;
+            }
+            _ => {}
+        }
         let greeting = b.read_reply().await?;
         if greeting.code != 220 {
             return Err(BackendError::Refused(greeting.summary()));
         }
-        let ehlo = b.command(&format!("EHLO {hostname}")).await?;
-        if ehlo.is_ok() {
-            for line in ehlo.lines().skip(1) {
-                let kw = String::from_utf8_lossy(&line[4..]).to_ascii_uppercase();
-                let kw = kw.split(' ').next().unwrap_or_default().to_string();
-                match kw.as_str() {
-                    "SIZE" => b.caps.size = true,
-                    "8BITMIME" => b.caps.eightbit = true,
-                    _ => {}
-                }
-            }
-        } else {
-            let helo = b.command(&format!("HELO {hostname}")).await?;
-            if !helo.is_ok() {
-                return Err(BackendError::Refused(helo.summary()));
-            }
-        }
+        b.hello(hostname).await?;
         match route.identity {
             ClientIdentity::Ipaddr => {
                 // The seed's command; any reply (even 500 from a server that does not
                 // know it) is read and ignored.
-                b.command(&format!("IPADDR FROM {}", unmap(client.ip())))
+                b.command(&format!("IPADDR FROM {}", unmap(client.peer.ip())))
                     .await?;
             }
-            ClientIdentity::None => {}
-            // validate() refuses the other kinds until they are implemented.
-            ClientIdentity::Xclient | ClientIdentity::ProxyV1 | ClientIdentity::ProxyV2 => {
-                return Err(BackendError::Protocol(
-                    "identity forwarding kind not supported",
-                ))
+            ClientIdentity::Xclient => match b.caps.xclient.clone() {
+                Some(attrs) => {
+                    let line = xclient_command(&attrs, client);
+                    let r = b.command(&line).await?;
+                    if r.code != 220 {
+                        return Err(BackendError::Refused(r.summary()));
+                    }
+                    // XCLIENT resets the session to the greeting stage.
+                    b.hello(hostname).await?;
+                }
+                None => tracing::warn!(
+                    "backend {} does not offer XCLIENT: the client's identity is not forwarded",
+                    route.name
+                ),
+            },
+            ClientIdentity::None | ClientIdentity::ProxyV1 | ClientIdentity::ProxyV2 => {}
+        }
+        if let Some((user, password)) = client.login {
+            let token = postern_shared::base64::encode(format!("\0{user}\0{password}").as_bytes());
+            let r = b.command(&format!("AUTH PLAIN {token}")).await?;
+            if r.code != 235 {
+                return Err(BackendError::Refused(format!(
+                    "AUTH replay: {}",
+                    r.summary()
+                )));
             }
         }
         Ok(b)
+    }
+
+    /// EHLO (or HELO when EHLO is refused); records the capabilities.
+    async fn hello(&mut self, hostname: &str) -> Result<(), BackendError> {
+        self.caps = Caps::default();
+        let ehlo = self.command(&format!("EHLO {hostname}")).await?;
+        if ehlo.is_ok() {
+            for line in ehlo.lines().skip(1) {
+                let text = String::from_utf8_lossy(&line[4..]).to_ascii_uppercase();
+                let mut words = text.split(' ');
+                match words.next().unwrap_or_default() {
+                    "SIZE" => self.caps.size = true,
+                    "8BITMIME" => self.caps.eightbit = true,
+                    "XCLIENT" => self.caps.xclient = Some(words.map(str::to_string).collect()),
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let helo = self.command(&format!("HELO {hostname}")).await?;
+        if helo.is_ok() {
+            Ok(())
+        } else {
+            Err(BackendError::Refused(helo.summary()))
+        }
     }
 
     /// Sends one command line (CRLF added) and reads its reply.
@@ -219,5 +363,164 @@ impl Backend {
         if self.w.write_all(b"QUIT\r\n").await.is_ok() && self.w.flush().await.is_ok() {
             let _ = self.read_reply_within(Duration::from_secs(2)).await;
         }
+    }
+}
+
+/// `XCLIENT` with the advertised attributes only, HELO and PROTO first, ADDR last.
+fn xclient_command(advertised: &[String], c: &ClientInfo<'_>) -> String {
+    let ip = unmap(c.peer.ip());
+    let addr = match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("IPV6:{v6}"),
+    };
+    let candidates = [
+        ("HELO", c.helo.map(xtext)),
+        (
+            "PROTO",
+            Some(if c.esmtp { "ESMTP" } else { "SMTP" }.to_string()),
+        ),
+        ("LOGIN", c.login.map(|(u, _)| xtext(u))),
+        ("NAME", Some("[UNAVAILABLE]".to_string())),
+        ("PORT", Some(c.peer.port().to_string())),
+        ("ADDR", Some(addr)),
+    ];
+    let mut line = String::from("XCLIENT");
+    for (name, value) in candidates {
+        if let Some(v) = value {
+            if advertised.iter().any(|a| a == name) {
+                line.push(' ');
+                line.push_str(name);
+                line.push('=');
+                line.push_str(&v);
+            }
+        }
+    }
+    line
+}
+
+/// Both endpoints in one address family (IPv4 when both can be).
+fn same_family(peer: SocketAddr, local: SocketAddr) -> (SocketAddr, SocketAddr) {
+    let (p, l) = (unmap(peer.ip()), unmap(local.ip()));
+    let to_v6 = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+        v6 => v6,
+    };
+    let (p, l) = if p.is_ipv4() == l.is_ipv4() {
+        (p, l)
+    } else {
+        (to_v6(p), to_v6(l))
+    };
+    (
+        SocketAddr::new(p, peer.port()),
+        SocketAddr::new(l, local.port()),
+    )
+}
+
+/// The PROXY protocol v1 line.
+pub fn proxy_v1(peer: SocketAddr, local: SocketAddr) -> String {
+    let (p, l) = same_family(peer, local);
+    let fam = if p.is_ipv4() { "TCP4" } else { "TCP6" };
+    format!(
+        "PROXY {fam} {} {} {} {}\r\n",
+        p.ip(),
+        l.ip(),
+        p.port(),
+        l.port()
+    )
+}
+
+/// The PROXY protocol v2 header (command PROXY, TCP over IPv4 or IPv6, no TLVs).
+pub fn proxy_v2(peer: SocketAddr, local: SocketAddr) -> Vec<u8> {
+    let (p, l) = same_family(peer, local);
+    let mut out = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    out.push(0x21);
+    match (p.ip(), l.ip()) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            out.push(0x11);
+            out.extend_from_slice(&12u16.to_be_bytes());
+            out.extend_from_slice(&a.octets());
+            out.extend_from_slice(&b.octets());
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            out.push(0x21);
+            out.extend_from_slice(&36u16.to_be_bytes());
+            out.extend_from_slice(&a.octets());
+            out.extend_from_slice(&b.octets());
+        }
+        _ => unreachable!("same_family returns one family"),
+    }
+    out.extend_from_slice(&p.port().to_be_bytes());
+    out.extend_from_slice(&l.port().to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().expect("socket address")
+    }
+
+    #[test]
+    fn proxy_headers() {
+        assert_eq!(
+            proxy_v1(sa("203.0.113.5:40000"), sa("192.0.2.10:25")),
+            "PROXY TCP4 203.0.113.5 192.0.2.10 40000 25\r\n"
+        );
+        assert_eq!(
+            proxy_v1(
+                sa("[::ffff:203.0.113.5]:40000"),
+                sa("[::ffff:192.0.2.10]:25")
+            ),
+            "PROXY TCP4 203.0.113.5 192.0.2.10 40000 25\r\n"
+        );
+        assert_eq!(
+            proxy_v1(sa("[2001:db8::5]:1"), sa("[::1]:25")),
+            "PROXY TCP6 2001:db8::5 ::1 1 25\r\n"
+        );
+        // The worked example of research §4.5.
+        let v2 = proxy_v2(sa("203.0.113.5:40000"), sa("192.0.2.10:25"));
+        let expected: Vec<u8> = vec![
+            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x21, 0x11,
+            0x00, 0x0C, 0xCB, 0x00, 0x71, 0x05, 0xC0, 0x00, 0x02, 0x0A, 0x9C, 0x40, 0x00, 0x19,
+        ];
+        assert_eq!(v2, expected);
+        assert_eq!(
+            proxy_v2(sa("[2001:db8::5]:1"), sa("127.0.0.1:25")).len(),
+            52
+        );
+    }
+
+    #[test]
+    fn xclient_sends_only_advertised_attributes() {
+        let c = ClientInfo {
+            peer: sa("127.0.0.3:5555"),
+            local: sa("127.0.0.1:25"),
+            helo: Some("client host"),
+            esmtp: true,
+            login: None,
+        };
+        let adv: Vec<String> = ["NAME", "ADDR", "HELO"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            xclient_command(&adv, &c),
+            "XCLIENT HELO=client+20host NAME=[UNAVAILABLE] ADDR=127.0.0.3"
+        );
+        let all: Vec<String> = ["NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let v6 = ClientInfo {
+            peer: sa("[2001:db8::5]:7"),
+            login: Some(("joe", "pw")),
+            ..c
+        };
+        assert_eq!(
+            xclient_command(&all, &v6),
+            "XCLIENT HELO=client+20host PROTO=ESMTP LOGIN=joe NAME=[UNAVAILABLE] PORT=7 ADDR=IPV6:2001:db8::5"
+        );
     }
 }

@@ -19,10 +19,15 @@ use std::time::Duration;
 
 use postern_shared::config::Config;
 use postern_shared::logging::new_id;
+use postern_shared::proto::Attrs;
 use postern_shared::route::RouterClient;
-use postern_shared::worker::{Event, Options, Worker};
+use postern_shared::worker::{Event, Options, TlsPem, Worker};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_rustls::TlsAcceptor;
+
+use backend::Health;
+use session::AdminRequest;
 use tracing::Instrument;
 
 /// How long a router lookup may take before the session answers 4xx.
@@ -31,6 +36,9 @@ const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Process-wide state shared by the accept loops and sessions.
 struct Shared {
     config: RwLock<Arc<Config>>,
+    tls: RwLock<Option<TlsAcceptor>>,
+    health: Arc<Health>,
+    admin: mpsc::Sender<AdminRequest>,
     router: Arc<RouterClient>,
     shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
@@ -64,8 +72,13 @@ async fn run() -> anyhow::Result<()> {
         anyhow::bail!("no inherited socket named \"smtp\"");
     }
     let (stop_tx, shutdown) = watch::channel(false);
+    let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
+    let tls = acceptor(worker.tls.as_deref())?;
     let shared = Arc::new(Shared {
         config: RwLock::new(worker.config.clone()),
+        tls: RwLock::new(tls),
+        health: Arc::new(Health::default()),
+        admin,
         router: Arc::new(RouterClient::new(
             worker.socket_path("router.sock"),
             ROUTER_TIMEOUT,
@@ -78,11 +91,43 @@ async fn run() -> anyhow::Result<()> {
         tokio::spawn(accept_loop(listener(fd)?, shared.clone()));
     }
     worker.ready().await;
-    while let Event::Reload { id, config } = worker.next_event().await {
-        // New sessions take the new configuration; running ones keep theirs.
-        *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
-        worker.config = config;
-        worker.ack(&id, Ok(())).await;
+    // Admin commands waiting for the master's answer, by request id.
+    let mut pending: Vec<(String, oneshot::Sender<Result<(), String>>)> = Vec::new();
+    loop {
+        tokio::select! {
+            event = worker.next_event() => match event {
+                Event::Reload { id, config, tls } => {
+                    // New sessions take the new configuration; running ones keep theirs.
+                    let result = acceptor(tls.as_deref()).map_err(|e| format!("{e:#}"));
+                    if let Ok(acceptor) = &result {
+                        *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor.clone();
+                        *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+                        worker.config = config;
+                        worker.tls = tls;
+                    }
+                    worker.ack(&id, result.map(|_| ())).await;
+                }
+                Event::Reply(answer) => {
+                    let id = answer.get("id").unwrap_or_default();
+                    if let Some(i) = pending.iter().position(|(p, _)| p == id) {
+                        let (_, tx) = pending.swap_remove(i);
+                        let _ = tx.send(match answer.get("status") {
+                            Some("ok") => Ok(()),
+                            _ => Err(answer.get("reason").unwrap_or("refused").to_string()),
+                        });
+                    }
+                }
+                Event::Stop => break,
+            },
+            Some(req) = admin_rx.recv() => {
+                if worker.has_master() {
+                    let id = worker.request(Attrs::new().with("request", req.request)).await;
+                    pending.push((id, req.reply));
+                } else {
+                    let _ = req.reply.send(Err("no master: this smtpd was started by hand".into()));
+                }
+            }
+        }
     }
     let _ = stop_tx.send(true);
     let grace = worker.config.process.stop_timeout.0;
@@ -139,7 +184,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            tls: shared.tls.read().unwrap_or_else(|p| p.into_inner()).clone(),
             router: shared.router.clone(),
+            health: shared.health.clone(),
+            admin: shared.admin.clone(),
             shutdown: shared.shutdown.clone(),
         };
         let sid = new_id();
@@ -148,8 +196,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let shared2 = shared.clone();
         tokio::spawn(
             async move {
-                let (r, w) = stream.into_split();
-                session::run(r, w, peer, sid, ctx).await;
+                let local = stream.local_addr().unwrap_or(peer);
+                session::run(Box::new(stream), peer, local, sid, ctx).await;
                 if shared2.active.fetch_sub(1, Ordering::SeqCst) == 1 {
                     shared2.idle.notify_waiters();
                 }
@@ -157,4 +205,25 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .instrument(span),
         );
     }
+}
+
+/// The STARTTLS acceptor of a certificate chain and key (PEM), with rustls'
+/// safe defaults (TLS 1.2 and 1.3) and the ring provider.
+fn acceptor(pem: Option<&TlsPem>) -> anyhow::Result<Option<TlsAcceptor>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let Some(pem) = pem else { return Ok(None) };
+    let certs = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("tls.cert: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes())
+        .map_err(|e| anyhow::anyhow!("tls.key: {e}"))?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
+    Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }

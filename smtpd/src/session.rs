@@ -26,10 +26,10 @@ use postern_shared::net::unmap;
 use postern_shared::route::{Lookup, Route, RouterClient};
 use postern_shared::smtp::{parse_command, Command, Param, Path, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, BackendError, BackendReply};
+use crate::backend::{Backend, BackendError, BackendReply, ClientInfo, Health};
 use crate::data::{Fault, Scanner};
 
 /// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
@@ -40,13 +40,38 @@ const MAX_ERRORS: u32 = 20;
 /// (Postfix's `smtp_data_done_timeout`): content filters may take long.
 const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 
+mod admin;
+mod auth;
+mod tls;
+
+/// The client connection: plain TCP, or TLS after STARTTLS.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
+/// A boxed client connection.
+pub type BoxStream = Box<dyn ClientStream>;
+
+/// An SMTP admin command passed to the master through the process's main loop.
+pub struct AdminRequest {
+    /// `reload` or `stop`.
+    pub request: &'static str,
+    /// The master's answer: `Ok`, or why not.
+    pub reply: oneshot::Sender<Result<(), String>>,
+}
+
 /// What a session needs from its process.
 #[derive(Clone)]
 pub struct Ctx {
     /// The configuration in force when the session started.
     pub config: Arc<Config>,
+    /// STARTTLS, when `[tls]` is set.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// The router client shared by the process.
     pub router: Arc<RouterClient>,
+    /// Backends that keep failing, shared by the process.
+    pub health: Arc<Health>,
+    /// Where RELOAD and SHUTDOWN go.
+    pub admin: mpsc::Sender<AdminRequest>,
     /// Becomes true when the process stops: idle sessions get 421.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -73,14 +98,25 @@ struct Tx {
     rcpts: u32,
 }
 
-struct Session<R, W> {
+struct Session {
     ctx: Ctx,
     sid: String,
     peer: SocketAddr,
-    client: BufReader<R>,
-    writer: W,
+    local: SocketAddr,
+    client: BufReader<BoxStream>,
     out: Vec<u8>,
     helo: Option<String>,
+    esmtp: bool,
+    /// TLS is active (after STARTTLS).
+    tls: bool,
+    /// The client's address was looked up in the relay lists.
+    client_checked: bool,
+    /// The session's route when the client is a relay client (`ip-addr`, `auth`).
+    relay: Option<Route>,
+    /// Credentials of a successful AUTH, replayed to an auth-routed backend.
+    login: Option<(String, String)>,
+    /// Failed RELOAD/SHUTDOWN attempts in a row.
+    admin_failures: u32,
     tx: Option<Tx>,
     backend: Option<Backend>,
     /// A backend was reached at least once (for the seed's "forwarded" line).
@@ -89,38 +125,41 @@ struct Session<R, W> {
 }
 
 /// Runs a session on an accepted connection until it ends.
-pub async fn run<R, W>(reader: R, writer: W, peer: SocketAddr, sid: String, ctx: Ctx)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: String, ctx: Ctx) {
     let mut s = Session {
         ctx,
         sid,
         peer,
-        client: BufReader::with_capacity(16 * 1024, reader),
-        writer,
+        local,
+        client: BufReader::with_capacity(16 * 1024, stream),
         out: Vec::with_capacity(512),
         helo: None,
+        esmtp: false,
+        tls: false,
+        client_checked: false,
+        relay: None,
+        login: None,
+        admin_failures: 0,
         tx: None,
         backend: None,
         forwarded_to: None,
         errors: 0,
     };
-    info!("accepted connection from {}", s.ip());
+    let ip = s.ip();
+    info!("accepted connection from {ip}");
     let _ = s.serve().await;
     let _ = s.flush().await;
-    if let Some(b) = s.backend.take() {
+    // Close the client's connection first: the backend's goodbye may take a while.
+    let backend = s.backend.take();
+    let _ = s.client.get_mut().shutdown().await;
+    drop(s);
+    if let Some(b) = backend {
         b.quit().await;
     }
-    info!("disconnect from {}", s.ip());
+    info!("disconnect from {ip}");
 }
 
-impl<R, W> Session<R, W>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
+impl Session {
     fn ip(&self) -> IpAddr {
         unmap(self.peer.ip())
     }
@@ -138,11 +177,9 @@ where
 
     async fn flush(&mut self) -> Result<(), End> {
         if !self.out.is_empty() {
-            self.writer
-                .write_all(&self.out)
-                .await
-                .map_err(|_| End::Gone)?;
-            self.writer.flush().await.map_err(|_| End::Gone)?;
+            let w = self.client.get_mut();
+            w.write_all(&self.out).await.map_err(|_| End::Gone)?;
+            w.flush().await.map_err(|_| End::Gone)?;
             self.out.clear();
         }
         Ok(())
@@ -181,6 +218,13 @@ where
 
     /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
     async fn read_command(&mut self) -> Result<Option<String>, End> {
+        let too_long = Reply::new(500, "5.5.2", "Error: command line too long");
+        self.read_line(MAX_COMMAND_LINE, too_long).await
+    }
+
+    /// Reads one CRLF-terminated line of at most `limit` bytes. `Ok(None)`: a
+    /// bad line (too long: `too_long`; bare CR or LF; not UTF-8) was answered.
+    async fn read_line(&mut self, limit: usize, too_long: Reply) -> Result<Option<String>, End> {
         // A stopping process lets a transaction in progress finish; a session
         // between transactions is told to come back later.
         let stoppable = self.tx.is_none();
@@ -192,7 +236,7 @@ where
         let mut buf = Vec::with_capacity(128);
         let read = async {
             (&mut self.client)
-                .take(MAX_COMMAND_LINE as u64)
+                .take(limit as u64)
                 .read_until(b'\n', &mut buf)
                 .await
         };
@@ -216,7 +260,7 @@ where
             // Longer than the limit: discard up to the end of the line.
             self.errors += 1;
             self.discard_line().await?;
-            self.reply(Reply::new(500, "5.5.2", "Error: line too long"));
+            self.reply(too_long);
             return Ok(None);
         }
         buf.pop();
@@ -277,20 +321,32 @@ where
             Command::Helo(name) => {
                 self.reset_tx().await;
                 self.helo = Some(name);
+                self.esmtp = false;
                 let host = self.hostname().to_string();
                 self.reply(Reply::plain(250, &host));
             }
+            Command::Starttls => return self.starttls().await,
+            Command::Auth(mech, initial) => return self.auth(&mech, initial).await,
+            Command::Reload(creds) => return self.admin("reload", creds).await,
+            Command::Shutdown(creds) => return self.admin("stop", creds).await,
             Command::Ehlo(name) => {
                 self.reset_tx().await;
                 self.helo = Some(name);
+                self.esmtp = true;
                 let max = self.ctx.config.proxy.max_message_size.0;
-                let lines = vec![
+                let mut lines = vec![
                     self.hostname().to_string(),
                     "PIPELINING".into(),
                     format!("SIZE {max}"),
                     "8BITMIME".into(),
                     "ENHANCEDSTATUSCODES".into(),
                 ];
+                if self.ctx.tls.is_some() && !self.tls {
+                    lines.push("STARTTLS".into());
+                }
+                if self.auth_offered() {
+                    lines.push("AUTH PLAIN LOGIN".into());
+                }
                 self.reply(Reply {
                     code: 250,
                     enhanced: None,
@@ -390,7 +446,14 @@ where
             return self.syntax_error(Reply::new(555, "5.5.4", &text));
         }
         let tx_route = tx.route.clone();
+        if let Err(e) = self.check_client().await {
+            warn!("cannot look up the relay lists for {}: {e}", self.ip());
+            let text = format!("<{to}>: Temporary lookup failure");
+            return self.reply(Reply::new(451, "4.3.0", &text));
+        }
         let route = match &to {
+            // A relay client's recipients all go to its server, whatever the domain.
+            _ if self.relay.is_some() => self.relay.clone().expect("checked just above"),
             Path::Mailbox(m) => {
                 let Some(domain) = m.routing_domain() else {
                     return self.relay_denied(&to);
@@ -495,7 +558,11 @@ where
         let Some(tx) = &self.tx else {
             return "MAIL FROM:<>".into();
         };
-        let caps = self.backend.as_ref().map(|b| b.caps).unwrap_or_default();
+        let caps = self
+            .backend
+            .as_ref()
+            .map(|b| b.caps.clone())
+            .unwrap_or_default();
         let mut line = format!("MAIL FROM:<{}>", tx.from);
         for p in &tx.params {
             let keep = match p.name.as_str() {
@@ -533,7 +600,20 @@ where
             old.quit().await;
         }
         let hostname = self.hostname().to_string();
-        let b = Backend::connect(route, &hostname, self.peer).await?;
+        let login = match route.cause {
+            postern_shared::route::Cause::Auth => {
+                self.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))
+            }
+            _ => None,
+        };
+        let client = ClientInfo {
+            peer: self.peer,
+            local: self.local,
+            helo: self.helo.as_deref(),
+            esmtp: self.esmtp,
+            login,
+        };
+        let b = Backend::connect(route, &hostname, &client, &self.ctx.health).await?;
         if self.forwarded_to != Some(route.server) {
             info!(
                 "smtp connection forwarded from {} to {} using {}",
@@ -711,6 +791,21 @@ where
             }
             Err(e) => self.temp_failure(&route, e),
         }
+        Ok(())
+    }
+}
+
+impl Session {
+    /// Looks the client's address up in the relay lists, once per session
+    /// (the `ip-addr` route, which comes before `auth` and `domain`).
+    async fn check_client(&mut self) -> Result<(), postern_shared::route::RouterError> {
+        if self.client_checked {
+            return Ok(());
+        }
+        if let Lookup::Found(r) = self.ctx.router.route_client(&self.sid, self.ip()).await? {
+            self.relay = Some(r);
+        }
+        self.client_checked = true;
         Ok(())
     }
 }

@@ -1,0 +1,107 @@
+//! The seed's admin commands (SPEC §6): `RELOAD user password` and
+//! `SHUTDOWN user password` (`user*password` is accepted too).
+//!
+//! Checked here, in order: the commands exist only when `admin_user` and
+//! `admin_password` are set (502 otherwise); the client's address must be in
+//! `admin_networks` for RELOAD, loopback for SHUTDOWN (550); the credentials
+//! must match (535). Every failure is logged and counted; after
+//! [`MAX_ADMIN_FAILURES`] in a row the session is closed. Only then does the
+//! request go to the master, through the process's main loop, and its answer
+//! becomes the reply: `250 2.0.0` or `451 4.3.5 <why>` for RELOAD, `221 2.0.0`
+//! and a graceful stop of the whole suite for SHUTDOWN.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use super::{AdminRequest, End, Session};
+use postern_shared::config::in_networks;
+use postern_shared::smtp::{secret_eq, Reply};
+
+/// Failed admin commands in a row before the session is closed.
+pub const MAX_ADMIN_FAILURES: u32 = 3;
+
+/// How long to wait for the master (a reload waits for every worker).
+const MASTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Session {
+    pub(super) async fn admin(
+        &mut self,
+        request: &'static str,
+        creds: Option<(String, String)>,
+    ) -> Result<(), End> {
+        let verb = if request == "reload" {
+            "RELOAD"
+        } else {
+            "SHUTDOWN"
+        };
+        let p = &self.ctx.config.proxy;
+        let (Some(user), Some(password)) = (p.admin_user.clone(), p.admin_password.clone()) else {
+            self.syntax_error(Reply::new(502, "5.5.1", "Error: command not implemented"));
+            return Ok(());
+        };
+        let ip = self.ip();
+        let allowed = if request == "reload" {
+            in_networks(ip, &p.admin_networks)
+        } else {
+            ip.is_loopback()
+        };
+        let failure = if !allowed {
+            warn!("{verb} refused: {ip} is not allowed to send it");
+            Some(Reply::new(
+                550,
+                "5.7.1",
+                &format!("Error: {verb} is not allowed from {ip}"),
+            ))
+        } else {
+            let good = creds
+                .as_ref()
+                .is_some_and(|(u, pw)| secret_eq(u, &user) & secret_eq(pw, &password));
+            (!good).then(|| {
+                warn!("{verb} refused: bad credentials from {ip}");
+                Reply::new(535, "5.7.8", "Error: authentication failed")
+            })
+        };
+        if let Some(r) = failure {
+            self.admin_failures += 1;
+            self.syntax_error(r);
+            if self.admin_failures >= MAX_ADMIN_FAILURES {
+                let text = format!("{} Error: too many failed admin commands", self.hostname());
+                self.reply(Reply::new(421, "4.7.0", &text));
+                return Err(End::Closed);
+            }
+            return Ok(());
+        }
+        self.admin_failures = 0;
+        info!("{verb} accepted from {ip}");
+        let (tx, rx) = oneshot::channel();
+        let sent = self
+            .ctx
+            .admin
+            .send(AdminRequest { request, reply: tx })
+            .await
+            .is_ok();
+        let answer = if sent {
+            match tokio::time::timeout(MASTER_TIMEOUT, rx).await {
+                Ok(Ok(a)) => a,
+                _ => Err("the master did not answer".to_string()),
+            }
+        } else {
+            Err("no master".to_string())
+        };
+        match (request, answer) {
+            ("reload", Ok(())) => self.reply(Reply::new(250, "2.0.0", "Configuration reloaded")),
+            ("stop", Ok(())) => {
+                self.reply(Reply::new(221, "2.0.0", "Shutting down"));
+                return Err(End::Closed);
+            }
+            (_, Err(why)) => {
+                let why = why.replace(['\r', '\n'], " ");
+                self.reply(Reply::new(451, "4.3.5", &why));
+            }
+            _ => unreachable!("request is reload or stop"),
+        }
+        Ok(())
+    }
+}

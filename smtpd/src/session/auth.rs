@@ -1,0 +1,184 @@
+//! SMTP AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms.
+//!
+//! postern terminates AUTH itself: the router says which server owns the
+//! credentials (the `auth` route); the session then becomes a relay client of
+//! that server, and the backend gets the same credentials replayed when it
+//! is connected. A client whose address already made it a relay client
+//! (`ip-addr`, which comes first) keeps that route. Credentials never appear
+//! in a log line; a failure logs the client's address only.
+
+use tracing::{info, warn};
+
+use super::{End, Session};
+use postern_shared::route::Lookup;
+use postern_shared::smtp::Reply;
+
+/// Longest AUTH line (RFC 4954 §4: 12288 octets are sufficient).
+const MAX_AUTH_LINE: usize = 12288;
+
+impl Session {
+    /// AUTH is advertised and accepted: under TLS, or anywhere when
+    /// `auth_requires_tls` is false (its default without `[tls]`).
+    pub(super) fn auth_offered(&self) -> bool {
+        let p = &self.ctx.config.proxy;
+        let requires = p.auth_requires_tls.unwrap_or(self.ctx.config.tls.is_some());
+        self.tls || !requires
+    }
+
+    pub(super) async fn auth(&mut self, mech: &str, initial: Option<String>) -> Result<(), End> {
+        let refuse = if self.helo.is_none() {
+            Some(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"))
+        } else if self.login.is_some() {
+            Some(Reply::new(503, "5.5.1", "Error: already authenticated"))
+        } else if self.tx.is_some() {
+            Some(Reply::new(
+                503,
+                "5.5.1",
+                "Error: MAIL transaction in progress",
+            ))
+        } else if !self.auth_offered() {
+            Some(if self.ctx.tls.is_some() {
+                Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+            } else {
+                Reply::new(503, "5.5.1", "Error: authentication not enabled")
+            })
+        } else {
+            None
+        };
+        if let Some(r) = refuse {
+            self.syntax_error(r);
+            return Ok(());
+        }
+        let creds = match mech {
+            "PLAIN" => self.sasl_plain(initial).await?,
+            "LOGIN" => self.sasl_login(initial).await?,
+            _ => Err(Reply::new(504, "5.5.4", "Unrecognized authentication type")),
+        };
+        let (user, password) = match creds {
+            Ok(c) => c,
+            Err(r) => {
+                self.syntax_error(r);
+                return Ok(());
+            }
+        };
+        if let Err(e) = self.check_client().await {
+            warn!("cannot look up the relay lists for {}: {e}", self.ip());
+            self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            return Ok(());
+        }
+        let carried = |s: &str| !s.is_empty() && !s.contains(['\r', '\n', '\0']);
+        let found = if carried(&user) && carried(&password) {
+            self.ctx
+                .router
+                .authenticate(&self.sid, &user, &password)
+                .await
+        } else {
+            Ok(Lookup::NotFound)
+        };
+        match found {
+            Ok(Lookup::Found(route)) => {
+                info!("authenticated: routed to {}", route.name);
+                self.login = Some((user, password));
+                if self.relay.is_none() {
+                    self.relay = Some(route);
+                }
+                // The backend must see the new identity: reconnect at the next RCPT.
+                self.backend = None;
+                self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
+            }
+            Ok(Lookup::NotFound) => {
+                warn!("authentication failed from {}", self.ip());
+                self.syntax_error(Reply::new(535, "5.7.8", "Error: authentication failed"));
+            }
+            Err(e) => {
+                warn!("cannot check credentials: {e}");
+                self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            }
+        }
+        Ok(())
+    }
+
+    /// PLAIN: `[authzid] NUL authcid NUL passwd`, base64, as an initial
+    /// response or after an empty challenge.
+    async fn sasl_plain(
+        &mut self,
+        initial: Option<String>,
+    ) -> Result<Result<(String, String), Reply>, End> {
+        let response = match initial {
+            Some(i) if i == "=" => String::new(),
+            Some(i) => i,
+            None => match self.sasl_line("").await? {
+                Ok(l) => l,
+                Err(r) => return Ok(Err(r)),
+            },
+        };
+        let Some(decoded) = postern_shared::base64::decode(&response) else {
+            return Ok(Err(Reply::new(501, "5.5.2", "Error: invalid base64 data")));
+        };
+        let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
+        let [authzid, authcid, password] = parts.as_slice() else {
+            return Ok(Err(Reply::new(
+                501,
+                "5.5.2",
+                "Error: malformed PLAIN response",
+            )));
+        };
+        if !authzid.is_empty() && authzid != authcid {
+            return Ok(Err(Reply::new(
+                535,
+                "5.7.8",
+                "Error: authentication failed",
+            )));
+        }
+        match (std::str::from_utf8(authcid), std::str::from_utf8(password)) {
+            (Ok(u), Ok(p)) => Ok(Ok((u.to_string(), p.to_string()))),
+            _ => Ok(Err(Reply::new(
+                501,
+                "5.5.2",
+                "Error: credentials are not UTF-8",
+            ))),
+        }
+    }
+
+    /// LOGIN: user name (possibly as the initial response), then password,
+    /// each after its base64 prompt.
+    async fn sasl_login(
+        &mut self,
+        initial: Option<String>,
+    ) -> Result<Result<(String, String), Reply>, End> {
+        let user64 = match initial {
+            Some(i) => i,
+            None => match self.sasl_line("VXNlcm5hbWU6").await? {
+                Ok(l) => l,
+                Err(r) => return Ok(Err(r)),
+            },
+        };
+        let pass64 = match self.sasl_line("UGFzc3dvcmQ6").await? {
+            Ok(l) => l,
+            Err(r) => return Ok(Err(r)),
+        };
+        let decode =
+            |t: &str| postern_shared::base64::decode(t).and_then(|b| String::from_utf8(b).ok());
+        match (decode(&user64), decode(&pass64)) {
+            (Some(u), Some(p)) => Ok(Ok((u, p))),
+            _ => Ok(Err(Reply::new(501, "5.5.2", "Error: invalid base64 data"))),
+        }
+    }
+
+    /// Sends `334 <challenge>` and reads the client's answer; `*` cancels.
+    async fn sasl_line(&mut self, challenge: &str) -> Result<Result<String, Reply>, End> {
+        self.reply(Reply::plain(334, challenge));
+        self.flush().await?;
+        let too_long = Reply::new(500, "5.5.6", "Error: authentication line too long");
+        match self.read_line(MAX_AUTH_LINE, too_long).await? {
+            Some(l) if l == "*" => Ok(Err(Reply::new(501, "5.7.0", "Authentication aborted"))),
+            Some(l) => Ok(Ok(l)),
+            // The bad line was answered already; the exchange is over.
+            None => Ok(Err(Reply::new(
+                501,
+                "5.5.2",
+                "Error: authentication exchange failed",
+            ))),
+        }
+    }
+}
