@@ -97,7 +97,7 @@ impl Health {
         if ok {
             if map
                 .remove(&key)
-                .is_some_and(|(n, _)| n >= FAILURES_BEFORE_SKIP)
+                .is_some_and(|f| f.count >= FAILURES_BEFORE_SKIP)
             {
                 tracing::info!("backend {} is reachable again", route.name);
             }
