@@ -501,9 +501,10 @@ impl Master {
         let program = self.slots[slot].kind.program();
         let (tx, rx) = oneshot::channel::<Attrs>();
         let back = self.tx.clone();
+        let reply_id = id.clone();
         tokio::spawn(async move {
             if let Ok(mut answer) = rx.await {
-                answer.push("id", &id);
+                answer.push("id", &reply_id);
                 let _ = back
                     .send(Msg::ToWorker {
                         slot,
@@ -519,7 +520,12 @@ impl Master {
                 self.begin_reload(Some(tx)).await;
             }
             "stop" => {
-                let _ = tx.send(Attrs::new().with("status", "ok"));
+                // Answer before the stop closes the worker's channel.
+                drop(tx);
+                if let Some(w) = &mut self.slots[slot].to_worker {
+                    let answer = Attrs::new().with("status", "ok").with("id", &id);
+                    let _ = proto::write(w, &answer).await;
+                }
                 self.begin_stop("SMTP SHUTDOWN");
             }
             other => {

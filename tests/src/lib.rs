@@ -111,10 +111,22 @@ impl Received {
     }
 }
 
+/// How a [`RecordingBackend`] behaves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BackendOpts {
+    /// Expect a PROXY protocol header (v1 or v2) before greeting, as a server
+    /// behind HAProxy does; it is recorded in [`RecordingBackend::headers`].
+    pub proxy_header: bool,
+    /// Advertise `XCLIENT NAME ADDR PORT PROTO HELO LOGIN` and answer XCLIENT with 220.
+    pub xclient: bool,
+}
+
 #[derive(Default)]
 struct Recorded {
     messages: Vec<Received>,
     connections: usize,
+    /// PROXY headers received, one per connection.
+    headers: Vec<Vec<u8>>,
     /// Every byte of every session, in arrival order per session.
     transcripts: Vec<Vec<u8>>,
 }
@@ -134,6 +146,11 @@ pub struct RecordingBackend {
 impl RecordingBackend {
     /// Starts a backend on 127.0.0.1 with a port of the system's choosing.
     pub fn start() -> RecordingBackend {
+        Self::start_with(BackendOpts::default())
+    }
+
+    /// As [`RecordingBackend::start`], with options.
+    pub fn start_with(opts: BackendOpts) -> RecordingBackend {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let state: Arc<(Mutex<Recorded>, Condvar)> = Arc::default();
@@ -142,7 +159,7 @@ impl RecordingBackend {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
                 let st = st.clone();
-                std::thread::spawn(move || backend_session(conn, st));
+                std::thread::spawn(move || backend_session(conn, st, opts));
             }
         });
         RecordingBackend { addr, state }
@@ -161,6 +178,11 @@ impl RecordingBackend {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.0.lock().expect("lock").connections
+    }
+
+    /// The PROXY headers received, one per connection.
+    pub fn headers(&self) -> Vec<Vec<u8>> {
+        self.state.0.lock().expect("lock").headers.clone()
     }
 
     /// All bytes received, every session concatenated.
@@ -187,7 +209,7 @@ impl RecordingBackend {
     }
 }
 
-fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
+fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: BackendOpts) {
     let idx = {
         let mut g = st.0.lock().expect("lock");
         g.connections += 1;
@@ -198,6 +220,12 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
         |bytes: &[u8]| st.0.lock().expect("lock").transcripts[idx].extend_from_slice(bytes);
     let mut w = conn.try_clone().expect("clone");
     let mut r = BufReader::new(conn);
+    if opts.proxy_header {
+        match read_proxy_header(&mut r) {
+            Some(h) => st.0.lock().expect("lock").headers.push(h),
+            None => return,
+        }
+    }
     let _ = w.write_all(b"220 backend.test ESMTP recording\r\n");
     let mut current = Received::default();
     let mut line = Vec::new();
@@ -214,9 +242,14 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
         current.commands.push(text.clone());
         let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let reply: &[u8] = match verb.as_str() {
+            "EHLO" if opts.xclient => {
+                b"250-backend.test\r\n250-SIZE 104857600\r\n250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN\r\n250 8BITMIME\r\n"
+            }
             "EHLO" => {
                 b"250-backend.test\r\n250-SIZE 104857600\r\n250-8BITMIME\r\n250 PIPELINING\r\n"
             }
+            "XCLIENT" if opts.xclient => b"220 backend.test ESMTP after XCLIENT\r\n",
+            "AUTH" => b"235 2.7.0 Authentication successful\r\n",
             "HELO" => b"250 backend.test\r\n",
             "IPADDR" => b"500 5.5.2 Error: command not recognized\r\n",
             "MAIL" => b"250 2.1.0 Ok\r\n",
@@ -260,6 +293,27 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>) {
         };
         let _ = w.write_all(reply);
     }
+}
+
+/// Reads a PROXY v1 line or v2 header; `None` on anything else.
+fn read_proxy_header(r: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let first = r.fill_buf().ok()?.first().copied()?;
+    if first == b'P' {
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).ok()?;
+        return Some(line);
+    }
+    let mut head = [0u8; 16];
+    r.read_exact(&mut head).ok()?;
+    if &head[..12] != b"\r\n\r\n\0\r\nQUIT\n" {
+        return None;
+    }
+    let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+    let mut rest = vec![0u8; len];
+    r.read_exact(&mut rest).ok()?;
+    let mut all = head.to_vec();
+    all.extend_from_slice(&rest);
+    Some(all)
 }
 
 /// A running postern master, started with a configuration file in a scratch directory.
