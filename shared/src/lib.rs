@@ -12,6 +12,7 @@
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
 pub mod config;
+pub mod legacy;
 pub mod logging;
 pub mod net;
 pub mod proto;
