@@ -2,9 +2,10 @@
 //!
 //! `postern start` runs the master in the foreground ([`master`]); the other
 //! commands are the administrator's: `check` validates a file, `config`
-//! prints the effective configuration, and `stop`, `reload`, `status` talk to a
-//! running master over `run_dir/master.sock` ([`client`]). Errors are one line
-//! on stderr and a non-zero exit status.
+//! prints the effective configuration, `convert` turns a legacy XML file into
+//! TOML, and `stop`, `reload`, `status` talk to a running master over
+//! `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
+//! non-zero exit status.
 
 mod client;
 mod master;
@@ -14,10 +15,11 @@ mod spawn;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use postern_shared::config::{Config, DEFAULT_PATH};
+use postern_shared::config::{Config, ConfigError, DEFAULT_PATH};
 
 const USAGE: &str = "\
 usage: postern [-c FILE] COMMAND
+       postern convert FILE.xml
 
 commands:
   start     run the master in the foreground (what systemd runs)
@@ -26,6 +28,7 @@ commands:
   status    show the workers: pids, uptimes, restarts, last exit
   check     validate the configuration; print every problem
   config    print the effective configuration, passwords masked
+  convert   print a legacy smtp-proxy.xml file as TOML
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -40,6 +43,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "status" => "usage: postern [-c FILE] status\n\nShows the master and each worker: pid, uptime, restarts, last exit.\n",
         "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
+        "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
         _ => return None,
     })
 }
@@ -75,6 +79,13 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             None => fail(&format!("unknown command {cmd:?}; see postern --help")),
+        };
+    }
+    if cmd == "convert" {
+        return match &rest[1..] {
+            [file] => convert(file.as_ref()),
+            [] => fail("convert needs the XML file to convert; see postern convert --help"),
+            [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
     if rest.len() > 1 {
@@ -138,6 +149,53 @@ fn start(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `postern convert FILE`: the legacy file as TOML, neither defaults filled nor validated.
+fn convert(path: &std::path::Path) -> ExitCode {
+    let name = path.display().to_string();
+    let parsed = std::fs::read(path)
+        .map_err(|e| format!("{name}: cannot read: {e}"))
+        .and_then(|bytes| {
+            postern_shared::legacy::parse(&bytes).map_err(|e| {
+                ConfigError {
+                    path: name.clone(),
+                    problems: vec![e.into()],
+                }
+                .to_string()
+            })
+        });
+    match parsed {
+        Ok(config) => {
+            print!("{}", converted_toml(&config, &name));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The TOML text of a converted file, headed by where it came from.
+///
+/// The legacy format has no host name, so `proxy.hostname` is empty, which
+/// `fill_defaults` reads as "the machine's host name". Writing `hostname = ""`
+/// would be noise, and writing this machine's name would be wrong on the
+/// machine the file is meant for: the line is left out.
+fn converted_toml(config: &Config, source: &str) -> String {
+    let mut out = format!(
+        "# Converted by `postern convert` from {source:?}.\n\
+         # proxy.hostname is left out: it defaults to the machine's host name.\n\n"
+    );
+    for line in config.to_toml().lines() {
+        if config.proxy.hostname.is_empty() && line == "hostname = \"\"" {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 fn masked(mut c: Config) -> Config {

@@ -474,22 +474,25 @@ impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let name = path.display().to_string();
-        if path
+        let mut config = if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
         {
-            return Err(ConfigError::one(
-                &name,
-                "",
-                "the legacy XML format is not supported yet; write the configuration in TOML",
-            ));
-        }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
-        let mut config = Config::parse(&text).map_err(|p| ConfigError {
-            path: name.clone(),
-            problems: vec![p],
-        })?;
+            // The legacy format (seed 000 §IV); its bytes decide their encoding.
+            let bytes = std::fs::read(path)
+                .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
+            crate::legacy::parse(&bytes).map_err(|e| ConfigError {
+                path: name.clone(),
+                problems: vec![e.into()],
+            })?
+        } else {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
+            Config::parse(&text).map_err(|p| ConfigError {
+                path: name.clone(),
+                problems: vec![p],
+            })?
+        };
         config.fill_defaults();
         let problems = config.validate();
         if problems.is_empty() {

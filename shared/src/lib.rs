@@ -14,6 +14,7 @@
 
 pub mod base64;
 pub mod config;
+pub mod legacy;
 pub mod logging;
 pub mod net;
 pub mod proto;
