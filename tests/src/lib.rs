@@ -7,6 +7,8 @@
 //! bytes they received. Nothing sleeps to wait for a condition: every wait
 //! polls for the event (a log line, a pid, a message) under a deadline.
 
+pub mod postfix;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

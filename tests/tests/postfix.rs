@@ -1,0 +1,155 @@
+//! A real Postfix as the backend: the client's address that postern forwards
+//! (XCLIENT, PROXY v2) must be the address Postfix logs for the message.
+//!
+//! The first two tests prove the harness alone, with swaks speaking XCLIENT
+//! or PROXY v2 straight to Postfix; the others put postern in front.
+
+use std::process::{Command, Stdio};
+
+use postern_tests::postfix::PostfixBackend;
+use postern_tests::*;
+
+/// A recipient in the domain the Postfix instance accepts.
+fn rcpt() -> String {
+    format!("user@{}", PostfixBackend::DOMAIN)
+}
+
+/// Asserts that every message Postfix accepted came from `ip`, by its `client=` lines.
+fn assert_all_clients_are(pf: &PostfixBackend, ip: &str) {
+    let clients = pf.clients();
+    assert!(!clients.is_empty(), "no message in:\n{}", pf.log());
+    assert!(
+        clients.iter().all(|(_, c)| c.ends_with(&format!("[{ip}]"))),
+        "Postfix saw another client than {ip}: {clients:?}\n{}",
+        pf.log()
+    );
+}
+
+#[test]
+fn postfix_harness_takes_the_client_address_from_xclient() {
+    let pf = PostfixBackend::start();
+    let rcpt = rcpt();
+    let (out, ok) = swaks(
+        pf.xclient_addr(),
+        &[
+            "--from",
+            "sender@example.org",
+            "--to",
+            &rcpt,
+            "--xclient-addr",
+            "127.0.0.9",
+        ],
+    );
+    assert!(ok, "swaks failed:\n{out}\nPostfix log:\n{}", pf.log());
+    assert!(out.contains("XCLIENT ADDR=127.0.0.9"), "{out}");
+    let line = pf.wait_delivered_from("127.0.0.9");
+    assert!(line.contains(": client=unknown[127.0.0.9]"), "{line}");
+    // The TCP peer was swaks on 127.0.0.1: the address above came from XCLIENT.
+    pf.wait_log("connect from unknown[127.0.0.1]");
+    assert_all_clients_are(&pf, "127.0.0.9");
+}
+
+#[test]
+fn postfix_harness_takes_the_client_address_from_proxy_v2() {
+    let pf = PostfixBackend::start();
+    let rcpt = rcpt();
+    let dest_port = pf.proxy_port.to_string();
+    let (out, ok) = swaks(
+        pf.proxy_addr(),
+        &[
+            "--from",
+            "sender@example.org",
+            "--to",
+            &rcpt,
+            "--proxy-version",
+            "2",
+            "--proxy-family",
+            "AF_INET",
+            "--proxy-source",
+            "127.0.0.8",
+            "--proxy-source-port",
+            "40000",
+            "--proxy-dest",
+            "127.0.0.1",
+            "--proxy-dest-port",
+            &dest_port,
+        ],
+    );
+    assert!(ok, "swaks failed:\n{out}\nPostfix log:\n{}", pf.log());
+    let line = pf.wait_delivered_from("127.0.0.8");
+    assert!(line.contains(": client=unknown[127.0.0.8]"), "{line}");
+    // Postfix took the address from the header for the whole connection.
+    pf.wait_log("connect from unknown[127.0.0.8]");
+    assert_all_clients_are(&pf, "127.0.0.8");
+}
+
+/// Starts postern with one server, the Postfix instance at `port`, using
+/// `client_identity`. Runs `postern check` first, so that a refused
+/// configuration fails the test at once with postern's own words.
+fn postern_in_front(tag: &str, port: u16, client_identity: &str) -> Postern {
+    let dir = TempDir::new(tag);
+    let servers = server_block("Postfix", port, &[PostfixBackend::DOMAIN])
+        + &format!("client_identity = \"{client_identity}\"\n");
+    let conf = config_text(&dir, &servers);
+    std::fs::write(dir.path("postern.toml"), &conf).expect("write config");
+    let check = Command::new(bin("postern"))
+        .arg("-c")
+        .arg(dir.path("postern.toml"))
+        .arg("check")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run postern check");
+    assert!(
+        check.status.success(),
+        "postern check refuses client_identity = {client_identity:?}:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    Postern::start(dir, &conf)
+}
+
+/// Sends one message through postern from `client_ip`; returns swaks's output.
+fn send_from(p: &Postern, pf: &PostfixBackend, client_ip: &str) -> String {
+    let rcpt = rcpt();
+    let (out, ok) = swaks(
+        p.addr,
+        &[
+            "--local-interface",
+            client_ip,
+            "--from",
+            "sender@example.org",
+            "--to",
+            &rcpt,
+        ],
+    );
+    assert!(
+        ok,
+        "swaks through postern failed:\n{out}\npostern log:\n{}\nPostfix log:\n{}",
+        p.log(),
+        pf.log()
+    );
+    out
+}
+
+#[test]
+fn postfix_logs_the_original_client_behind_postern_with_xclient() {
+    let pf = PostfixBackend::start();
+    let p = postern_in_front("pf-xclient", pf.xclient_port, "xclient");
+    send_from(&p, &pf, "127.0.0.3");
+    let line = pf.wait_delivered_from("127.0.0.3");
+    assert!(line.contains("[127.0.0.3]"), "{line}");
+    // Not postern's own address (127.0.0.1), for any message.
+    assert_all_clients_are(&pf, "127.0.0.3");
+}
+
+#[test]
+fn postfix_logs_the_original_client_behind_postern_with_proxy_v2() {
+    let pf = PostfixBackend::start();
+    let p = postern_in_front("pf-proxy2", pf.proxy_port, "proxy-v2");
+    send_from(&p, &pf, "127.0.0.4");
+    let line = pf.wait_delivered_from("127.0.0.4");
+    assert!(line.contains("[127.0.0.4]"), "{line}");
+    // The header described the client, not postern's side of the connection.
+    pf.wait_log("connect from unknown[127.0.0.4]");
+    assert_all_clients_are(&pf, "127.0.0.4");
+}
