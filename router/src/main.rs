@@ -132,18 +132,20 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
             .with("status", Status::TempFail.as_str())
             .with("reason", why)
     };
-    let found = match req.get("request") {
+    let (what, found) = match req.get("request") {
         Some("route") => {
             let Some(domain) = req.get("domain") else {
                 return tempfail("route request without domain");
             };
-            table.by_domain(&normalize_domain(domain))
+            let domain = normalize_domain(domain);
+            let found = table.by_domain(&domain);
+            (domain, found)
         }
         Some("client") => {
             let Some(ip) = req.get("client").and_then(|c| c.parse().ok()) else {
                 return tempfail("client request without a valid client address");
             };
-            table.by_client(ip)
+            (format!("client {ip}"), table.by_client(ip))
         }
         Some("auth") => {
             let (Some(user), Some(password)) = (req.get("user"), req.get("password")) else {
@@ -151,13 +153,13 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
             };
             // Never log the password, nor the user name of a failed attempt
             // (it is often a mistyped password).
-            table.by_credentials(user, password)
+            ("auth".to_string(), table.by_credentials(user, password))
         }
         other => return tempfail(&format!("unknown request {}", other.unwrap_or("(none)"))),
     };
     match found {
         Some(route) => {
-            tracing::debug!(sid, "{} -> {}", route.cause.as_str(), route.name);
+            tracing::debug!(sid, "route {what} -> {}", route.name);
             route.to_attrs(id)
         }
         None => Attrs::new()

@@ -23,7 +23,7 @@ use postern_shared::proto::Attrs;
 use postern_shared::route::RouterClient;
 use postern_shared::worker::{Event, Options, TlsPem, Worker};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
 use backend::Health;
@@ -92,7 +92,7 @@ async fn run() -> anyhow::Result<()> {
     }
     worker.ready().await;
     // Admin commands waiting for the master's answer, by request id.
-    let mut pending: Vec<(String, oneshot::Sender<Result<(), String>>)> = Vec::new();
+    let mut pending: Vec<(String, AdminRequest)> = Vec::new();
     loop {
         tokio::select! {
             event = worker.next_event() => match event {
@@ -110,19 +110,26 @@ async fn run() -> anyhow::Result<()> {
                 Event::Reply(answer) => {
                     let id = answer.get("id").unwrap_or_default();
                     if let Some(i) = pending.iter().position(|(p, _)| p == id) {
-                        let (_, tx) = pending.swap_remove(i);
-                        let _ = tx.send(match answer.get("status") {
+                        let (_, req) = pending.swap_remove(i);
+                        let _ = req.reply.send(match answer.get("status") {
                             Some("ok") => Ok(()),
                             _ => Err(answer.get("reason").unwrap_or("refused").to_string()),
                         });
                     }
                 }
-                Event::Stop => break,
+                Event::Stop => {
+                    // A SHUTDOWN whose answer raced with the stop itself succeeded.
+                    for (_, req) in pending.drain(..) {
+                        let answer = if req.request == "stop" { Ok(()) } else { Err("stopping".into()) };
+                        let _ = req.reply.send(answer);
+                    }
+                    break;
+                }
             },
             Some(req) = admin_rx.recv() => {
                 if worker.has_master() {
                     let id = worker.request(Attrs::new().with("request", req.request)).await;
-                    pending.push((id, req.reply));
+                    pending.push((id, req));
                 } else {
                     let _ = req.reply.send(Err("no master: this smtpd was started by hand".into()));
                 }
