@@ -153,6 +153,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
+    warn_plaintext_auth(&config);
     let owner = worker_user(&config)?;
     let tls = TlsPem::read(&config)?;
     let mut tcp = Vec::new();
@@ -606,6 +607,7 @@ impl Master {
                 return;
             }
         };
+        warn_plaintext_auth(&new);
         for key in restart_only_changes(&self.config, &new) {
             warn!("{key} changed: this takes effect only after a restart of postern");
         }
@@ -841,6 +843,15 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("log.level");
     }
     out
+}
+
+/// SPEC §3: without `[tls]`, AUTH is offered in plaintext unless
+/// `auth_requires_tls` says otherwise; say so when some server uses AUTH.
+fn warn_plaintext_auth(config: &Config) {
+    let auth_used = config.servers.iter().any(|s| s.user.is_some());
+    if auth_used && config.tls.is_none() && config.proxy.auth_requires_tls != Some(true) {
+        warn!("SMTP AUTH is offered without TLS: passwords cross the network in clear (set [tls])");
+    }
 }
 
 /// The workers' user, when privileges are to be dropped.

@@ -9,10 +9,11 @@
 //! swaps it in atomically; lookups in flight finish on the old one.
 //! A peer that sends garbage loses its connection, never the process.
 
+mod anvil;
 mod table;
 
 use std::process::ExitCode;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use postern_shared::config::normalize_domain;
 use postern_shared::proto::{self, Attrs, Status};
@@ -21,10 +22,20 @@ use postern_shared::worker::{Event, Options, Worker};
 use tokio::io::BufStream;
 use tokio::net::{UnixListener, UnixStream};
 
+use anvil::{Anvil, Refusal};
 use table::Table;
 
-/// The current table, swapped whole on reload.
-type Shared = Arc<RwLock<Arc<Table>>>;
+/// What every router connection shares.
+struct State {
+    /// The current table, swapped whole on reload.
+    table: RwLock<Arc<Table>>,
+    /// The limits in force: (max_connections, max_connections_per_ip).
+    limits: RwLock<(u32, u32)>,
+    /// Connection counts.
+    anvil: Mutex<Anvil>,
+}
+
+type Shared = Arc<State>;
 
 fn main() -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -48,7 +59,12 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let mut worker = Worker::start("postern-router", Options::default()).await?;
-    let table: Shared = Arc::new(RwLock::new(Arc::new(load(&worker.config))));
+    let table: Shared = Arc::new(State {
+        table: RwLock::new(Arc::new(load(&worker.config))),
+        limits: RwLock::new(limits(&worker.config)),
+        anvil: Mutex::new(Anvil::default()),
+    });
+    tokio::spawn(sweep_loop(table.clone()));
     let listeners = worker.take_listeners("router");
     if listeners.is_empty() {
         anyhow::bail!("no inherited socket named \"router\"");
@@ -64,7 +80,8 @@ async fn run() -> anyhow::Result<()> {
             Event::Reply(_) => {}
             Event::Reload { id, config, .. } => {
                 let new = Arc::new(load(&config));
-                *table.write().unwrap_or_else(|p| p.into_inner()) = new;
+                *table.table.write().unwrap_or_else(|p| p.into_inner()) = new;
+                *table.limits.write().unwrap_or_else(|p| p.into_inner()) = limits(&config);
                 worker.config = config;
                 worker.ack(&id, Ok(())).await;
             }
@@ -114,10 +131,97 @@ async fn serve(stream: UnixStream, table: Shared) {
                 return;
             }
         };
-        let current = table.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let reply = answer(&current, &req);
+        let reply = match req.get("request") {
+            Some("connect") | Some("disconnect") => account(&table, &req),
+            _ => {
+                let current = table
+                    .table
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                answer(&current, &req)
+            }
+        };
         if proto::write(&mut conn, &reply).await.is_err() {
             return;
+        }
+    }
+}
+
+fn limits(config: &postern_shared::config::Config) -> (u32, u32) {
+    (
+        config.proxy.max_connections,
+        config.proxy.max_connections_per_ip,
+    )
+}
+
+async fn sweep_loop(state: Shared) {
+    let mut tick = tokio::time::interval(anvil::SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let dropped = state
+            .anvil
+            .lock()
+            .map(|mut a| a.sweep(anvil::pid_alive))
+            .unwrap_or(0);
+        if dropped > 0 {
+            tracing::info!("dropped {dropped} connection(s) of smtpd processes that died");
+        }
+    }
+}
+
+/// `request=connect` / `request=disconnect`: connection accounting. A connect
+/// that is allowed is also answered with the client's `ip-addr` route, if any,
+/// which saves smtpd a lookup.
+fn account(state: &State, req: &Attrs) -> Attrs {
+    let id = req.get("id").unwrap_or("");
+    let (Some(ip), Some(pid)) = (
+        req.get("client")
+            .and_then(|c| c.parse::<std::net::IpAddr>().ok()),
+        req.get("pid").and_then(|p| p.parse::<u32>().ok()),
+    ) else {
+        return Attrs::new()
+            .with("id", id)
+            .with("status", Status::TempFail.as_str())
+            .with("reason", "connection accounting needs client and pid");
+    };
+    let Ok(mut anvil) = state.anvil.lock() else {
+        return Attrs::new()
+            .with("id", id)
+            .with("status", Status::TempFail.as_str());
+    };
+    if req.get("request") == Some("disconnect") {
+        anvil.disconnect(pid, ip);
+        return Attrs::new()
+            .with("id", id)
+            .with("status", Status::Ok.as_str());
+    }
+    let (total, per_ip) = *state.limits.read().unwrap_or_else(|p| p.into_inner());
+    match anvil.connect(pid, ip, total, per_ip) {
+        Ok(()) => {
+            drop(anvil);
+            let table = state
+                .table
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            match table.by_client(ip) {
+                Some(route) => route.to_attrs(id),
+                None => Attrs::new()
+                    .with("id", id)
+                    .with("status", Status::NotFound.as_str()),
+            }
+        }
+        Err(r) => {
+            let reason = match r {
+                Refusal::Total(n) => format!("too many connections ({n})"),
+                Refusal::PerIp(n) => format!("too many connections from {ip} ({n})"),
+            };
+            tracing::warn!("refusing a connection from {ip}: {reason}");
+            Attrs::new()
+                .with("id", id)
+                .with("status", Status::Reject.as_str())
+                .with("reason", reason)
         }
     }
 }

@@ -120,6 +120,15 @@ pub enum Lookup {
     NotFound,
 }
 
+/// The answer to a connection count request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// Counted; with the client's `ip-addr` route when it is a relay client.
+    Allowed(Option<Route>),
+    /// Over a limit: why.
+    Refused(String),
+}
+
 /// Why a lookup could not be made: always temporary for the client.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -202,6 +211,55 @@ impl RouterClient {
         self.lookup(req).await
     }
 
+    /// Asks to count a new connection from `client` (served by process `pid`).
+    /// Allowed: the client's `ip-addr` route, if any. Refused: why (a limit).
+    pub async fn connect(
+        &self,
+        sid: &str,
+        client: IpAddr,
+        pid: u32,
+        within: Duration,
+    ) -> Result<Admission, RouterError> {
+        let req = Attrs::new()
+            .with("request", "connect")
+            .with("sid", sid)
+            .with("client", client)
+            .with("pid", pid);
+        let reply = self.call_within(req, within).await?;
+        match reply.get("status").and_then(Status::parse) {
+            Some(Status::Ok) => Route::from_attrs(&reply)
+                .map(|r| Admission::Allowed(Some(r)))
+                .ok_or(RouterError::BadReply),
+            Some(Status::NotFound) => Ok(Admission::Allowed(None)),
+            Some(Status::Reject) => Ok(Admission::Refused(
+                reply
+                    .get("reason")
+                    .unwrap_or("too many connections")
+                    .to_string(),
+            )),
+            Some(Status::TempFail) => Err(RouterError::TempFail(
+                reply.get("reason").unwrap_or("unknown").to_string(),
+            )),
+            None => Err(RouterError::BadReply),
+        }
+    }
+
+    /// Says that a connection counted by [`RouterClient::connect`] has ended.
+    pub async fn disconnect(
+        &self,
+        sid: &str,
+        client: IpAddr,
+        pid: u32,
+        within: Duration,
+    ) -> Result<(), RouterError> {
+        let req = Attrs::new()
+            .with("request", "disconnect")
+            .with("sid", sid)
+            .with("client", client)
+            .with("pid", pid);
+        self.call_within(req, within).await.map(|_| ())
+    }
+
     async fn lookup(&self, req: Attrs) -> Result<Lookup, RouterError> {
         let reply = self.call(req).await?;
         match reply.get("status").and_then(Status::parse) {
@@ -216,7 +274,11 @@ impl RouterClient {
         }
     }
 
-    async fn call(&self, mut req: Attrs) -> Result<Attrs, RouterError> {
+    async fn call(&self, req: Attrs) -> Result<Attrs, RouterError> {
+        self.call_within(req, self.timeout).await
+    }
+
+    async fn call_within(&self, mut req: Attrs, within: Duration) -> Result<Attrs, RouterError> {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -229,15 +291,15 @@ impl RouterClient {
                     return Ok(r);
                 }
             }
-            let conn = self.connect().await?;
+            let conn = self.open().await?;
             self.exchange(conn, &req, &id).await
         };
-        tokio::time::timeout(self.timeout, fut)
+        tokio::time::timeout(within, fut)
             .await
-            .map_err(|_| RouterError::Timeout(self.timeout))?
+            .map_err(|_| RouterError::Timeout(within))?
     }
 
-    async fn connect(&self) -> Result<BufStream<UnixStream>, RouterError> {
+    async fn open(&self) -> Result<BufStream<UnixStream>, RouterError> {
         let stream = UnixStream::connect(&self.path)
             .await
             .map_err(ProtoError::Io)?;

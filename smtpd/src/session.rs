@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use postern_shared::config::Config;
 use postern_shared::net::unmap;
-use postern_shared::route::{Lookup, Route, RouterClient};
+use postern_shared::route::{Admission, Lookup, Route, RouterClient};
 use postern_shared::smtp::{parse_command, Command, Param, Path, Reply};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,6 +58,9 @@ pub struct AdminRequest {
     /// The master's answer: `Ok`, or why not.
     pub reply: oneshot::Sender<Result<(), String>>,
 }
+
+/// How long connection accounting may take before the session goes on uncounted.
+const ACCOUNTING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a session needs from its process.
 #[derive(Clone)]
@@ -147,7 +150,10 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     };
     let ip = s.ip();
     info!("accepted connection from {ip}");
-    let _ = s.serve().await;
+    let counted = s.admit().await;
+    if counted.is_some() {
+        let _ = s.serve().await;
+    }
     let _ = s.flush().await;
     // Close the client's connection first: the backend's goodbye may take a while.
     let backend = s.backend.take();
@@ -155,6 +161,11 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     drop(s);
     if let Some(b) = backend {
         b.quit().await;
+    }
+    if let Some((router, sid)) = counted.flatten() {
+        let _ = router
+            .disconnect(&sid, ip, std::process::id(), ACCOUNTING_TIMEOUT)
+            .await;
     }
     info!("disconnect from {ip}");
 }
@@ -796,6 +807,34 @@ impl Session {
 }
 
 impl Session {
+    /// Counts the connection with the router (limits across every smtpd
+    /// process). `None`: refused, the 421 is queued. `Some(None)`: allowed but
+    /// not counted (the router did not answer in time: accounting never
+    /// refuses service). `Some(Some(..))`: counted, to be uncounted at the end.
+    async fn admit(&mut self) -> Option<Option<(Arc<RouterClient>, String)>> {
+        let router = self.ctx.router.clone();
+        match router
+            .connect(&self.sid, self.ip(), std::process::id(), ACCOUNTING_TIMEOUT)
+            .await
+        {
+            Ok(Admission::Allowed(route)) => {
+                self.relay = route;
+                self.client_checked = true;
+                Some(Some((router, self.sid.clone())))
+            }
+            Ok(Admission::Refused(why)) => {
+                warn!("refused connection from {}: {why}", self.ip());
+                let text = format!("{} Error: {why}", self.hostname());
+                self.reply(Reply::new(421, "4.7.0", &text));
+                None
+            }
+            Err(e) => {
+                debug!("connection not counted: {e}");
+                Some(None)
+            }
+        }
+    }
+
     /// Looks the client's address up in the relay lists, once per session
     /// (the `ip-addr` route, which comes before `auth` and `domain`).
     async fn check_client(&mut self) -> Result<(), postern_shared::route::RouterError> {

@@ -621,6 +621,37 @@ impl Raw {
         Self::wrap(TcpStream::from(sock))
     }
 
+    /// Connects from `from` and returns the first reply without checking it
+    /// (a 220 greeting, or a 421 refusal), then closes.
+    pub fn connect_raw_from(from: &str, to: SocketAddr) -> String {
+        use nix::sys::socket::{
+            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
+        };
+        use std::os::fd::AsRawFd;
+        let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");
+        let SocketAddr::V4(to) = to else {
+            panic!("IPv4 only")
+        };
+        let sock = socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        bind(
+            sock.as_raw_fd(),
+            &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0)),
+        )
+        .expect("bind source");
+        connect(sock.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+        let stream = TcpStream::from(sock);
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let mut line = String::new();
+        let _ = BufReader::new(stream).read_line(&mut line);
+        line
+    }
+
     /// Connects from 127.0.0.1.
     pub fn connect(to: SocketAddr) -> Raw {
         Self::wrap(TcpStream::connect(to).expect("connect"))

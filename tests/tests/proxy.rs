@@ -661,3 +661,54 @@ fn admin_commands_do_not_exist_without_admin_credentials() {
     assert!(raw.cmd("RELOAD admin s3cret").starts_with("502 5.5.1"));
     assert!(raw.cmd("SHUTDOWN admin s3cret").starts_with("502 5.5.1"));
 }
+
+#[test]
+fn connection_limits_hold_across_smtpd_processes() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("px-conns");
+    let conf = config_text(&dir, &server("One", backend.port(), &["one.test"], "")).replace(
+        "hostname = ",
+        "max_connections = 4\nmax_connections_per_ip = 2\nhostname = ",
+    );
+    let p = Postern::start(dir, &conf);
+    // Two smtpd processes share the listener: the limits are counted across both.
+    let mut held = vec![
+        Raw::connect_from("127.0.0.9", p.addr),
+        Raw::connect_from("127.0.0.9", p.addr),
+    ];
+    let refused = Raw::connect_raw_from("127.0.0.9", p.addr);
+    assert!(
+        refused.starts_with("421 4.7.0") && refused.contains("too many connections from 127.0.0.9"),
+        "{refused}"
+    );
+    held.push(Raw::connect_from("127.0.0.10", p.addr));
+    held.push(Raw::connect_from("127.0.0.11", p.addr));
+    let refused = Raw::connect_raw_from("127.0.0.12", p.addr);
+    assert!(
+        refused.starts_with("421 4.7.0") && refused.contains("too many connections"),
+        "{refused}"
+    );
+    // A session that ends frees its place.
+    let mut first = held.remove(0);
+    assert!(first.cmd("QUIT").starts_with("221"));
+    wait_for("a freed place", || {
+        Raw::connect_raw_from("127.0.0.9", p.addr)
+            .starts_with("220 ")
+            .then_some(())
+    });
+    // An smtpd killed with its sessions: the router drops its counts.
+    for pid in p.pids_of("postern-smtpd") {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+    }
+    drop(held);
+    p.wait_log("dropped");
+    wait_for("places after the crash", || {
+        let a = Raw::connect_raw_from("127.0.0.13", p.addr);
+        let b = Raw::connect_raw_from("127.0.0.14", p.addr);
+        (a.starts_with("220 ") && b.starts_with("220 ")).then_some(())
+    });
+}

@@ -296,6 +296,23 @@ fn smuggling_sequences_neither_end_a_message_nor_reach_a_backend() {
         assert!(raw.cmd("NOOP").starts_with("250"), "{name}: out of sync");
         raw.cmd("QUIT");
     }
+    // S10a: the end of one message and the next envelope in one packet, the
+    // client then waiting for 354 (legal with PIPELINING): two messages.
+    let mut raw = Raw::connect(p.addr);
+    raw.cmd("EHLO client.example");
+    raw.cmd("MAIL FROM:<a@example.org>");
+    raw.cmd("RCPT TO:<first@one.test>");
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(b"Subject: first\r\n\r\none\r\n.\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<second@one.test>\r\nDATA\r\n");
+    assert!(raw.reply().starts_with("250 2.0.0"), "message 1");
+    assert!(raw.reply().starts_with("250"), "MAIL");
+    assert!(raw.reply().starts_with("250"), "RCPT");
+    assert!(raw.reply().starts_with("354"), "DATA");
+    raw.send(b"Subject: second\r\n\r\ntwo\r\n.\r\n");
+    assert!(raw.reply().starts_with("250 2.0.0"), "message 2");
+    raw.cmd("QUIT");
+    assert_eq!(one.wait_messages(2).len(), 2);
+
     // S10b: message content pipelined behind DATA before the 354.
     let mut raw = Raw::connect(p.addr);
     raw.cmd("EHLO client.example");
@@ -313,8 +330,8 @@ fn smuggling_sequences_neither_end_a_message_nor_reach_a_backend() {
     // A proper message afterwards goes through, and is the only one the backend got.
     let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
     assert!(ok, "{out}");
-    let got = one.wait_messages(1);
-    assert_eq!(got.len(), 1, "no smuggled or partial message was delivered");
+    let got = one.wait_messages(3);
+    assert_eq!(got.len(), 3, "no smuggled or partial message was delivered");
     let bytes = one.all_bytes();
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'\n' {
@@ -360,4 +377,26 @@ fn oversized_message_is_refused_and_not_delivered() {
     assert!(r.starts_with("552 5.3.4"), "{r}");
     assert!(raw.cmd("QUIT").starts_with("221"));
     assert!(one.messages().is_empty());
+}
+
+#[test]
+fn a_client_that_stops_sending_its_message_gets_421_and_nothing_is_delivered() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("route-datatimeout");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
+        "command_timeout = \"30s\"",
+        "command_timeout = \"30s\"\ndata_timeout = \"1s\"",
+    );
+    let p = Postern::start(dir, &conf);
+    let mut raw = Raw::connect(p.addr);
+    raw.cmd("EHLO c.example");
+    raw.cmd("MAIL FROM:<a@example.org>");
+    raw.cmd("RCPT TO:<u@one.test>");
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(b"Subject: never finished\r\n\r\nhalf a mess");
+    let r = raw.reply();
+    assert!(r.starts_with("421 4.4.2"), "{r}");
+    assert!(raw.closed());
+    p.wait_log("during DATA");
+    assert!(one.messages().is_empty(), "a partial message was delivered");
 }
