@@ -269,3 +269,71 @@ fn a_legacy_xml_configuration_routes_mail_and_reloads() {
 
     assert!(p.stop().success(), "{}", p.log());
 }
+
+/// The seed's own example (conf/smtp-proxy.xml), its ports pointed at
+/// recording backends: domain routing for both customers, Customer One's
+/// SMTP AUTH credentials, and the root user/password as RELOAD credentials.
+#[test]
+fn the_seeds_example_routes_by_domain_and_auth_and_takes_reload() {
+    let one = RecordingBackend::start();
+    let two = RecordingBackend::start();
+    let port = closed_port();
+    let xml = std::fs::read(shipped_example()).expect("read conf/smtp-proxy.xml");
+    let xml = String::from_utf8(xml).expect("the shipped example is ASCII");
+    let xml = xml
+        .replace("<port>25</port>", &format!("<port>{port}</port>"))
+        .replace("<port>1025</port>", &format!("<port>{}</port>", one.port()))
+        .replace("<port>2025</port>", &format!("<port>{}</port>", two.port()));
+    let p = start_legacy(TempDir::new("legacy-seed"), port, xml.as_bytes());
+    p.wait_log("ready to serve server 2/2 'Customer Two'");
+
+    let (out, ok) = swaks(
+        p.addr,
+        &["--from", "a@example.org", "--to", "u@MyDomain.org"],
+    );
+    assert!(ok, "{out}");
+    let (out, ok) = swaks(
+        p.addr,
+        &["--from", "a@example.org", "--to", "v@yourdomain.net"],
+    );
+    assert!(ok, "{out}");
+    let (out, ok) = swaks(
+        p.addr,
+        &[
+            "--from",
+            "a@example.org",
+            "--to",
+            "far@elsewhere.test",
+            "--auth",
+            "LOGIN",
+            "--auth-user",
+            "spamwars",
+            "--auth-password",
+            "secret",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (out, ok) = swaks(
+        p.addr,
+        &["--from", "a@example.org", "--to", "far@elsewhere.test"],
+    );
+    assert!(!ok && out.contains("554 5.7.1"), "{out}");
+    let got_one = one.wait_messages(2);
+    assert!(got_one[0].position("RCPT TO:<u@MyDomain.org>").is_some());
+    assert!(
+        got_one[1].position("AUTH PLAIN").is_some()
+            && got_one[1]
+                .position("RCPT TO:<far@elsewhere.test>")
+                .is_some()
+    );
+    assert!(two.wait_messages(1)[0]
+        .position("RCPT TO:<v@yourdomain.net>")
+        .is_some());
+    p.wait_log("to Customer One using auth");
+
+    let mut raw = Raw::connect(p.addr);
+    raw.cmd("EHLO admin.example");
+    let r = raw.cmd("RELOAD admin*secret");
+    assert!(r.starts_with("250 2.0.0"), "{r}");
+    p.wait_log("configuration reloaded");
+}
