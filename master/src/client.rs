@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use postern_shared::config::Config;
 use postern_shared::proto::{self, Attrs};
 
-use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE};
+use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
 
 /// Sends `request=<cmd>` to the running master and prints its answer.
 pub fn run(cmd: &str, config: &Config) -> ExitCode {
@@ -63,14 +63,62 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `postern queue …` and `postern restarts …`: one request to the updater.
+pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let req = match (cmd, words.as_slice()) {
+        ("queue", [] | ["list"]) => Attrs::new().with("request", "list"),
+        ("queue", ["flush"]) => Attrs::new().with("request", "flush"),
+        ("queue", ["delete", id]) => Attrs::new().with("request", "delete").with("id", id),
+        ("restarts", [] | ["list"]) => Attrs::new().with("request", "restarts"),
+        ("restarts", ["cancel", id]) => Attrs::new().with("request", "cancel").with("id", id),
+        _ => {
+            eprintln!("postern: {cmd}: unexpected arguments {words:?}; see postern {cmd} --help");
+            return ExitCode::from(2);
+        }
+    };
+    let sock = config.process.run_dir.join(UPDATER_SOCKET);
+    let reply = match request(&sock, req) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "postern: cannot talk to the updater at {}: {e}",
+                sock.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if reply.get("status") != Some("ok") {
+        eprintln!(
+            "postern: {cmd} failed: {}",
+            reply.get("reason").unwrap_or("no reason given")
+        );
+        return ExitCode::FAILURE;
+    }
+    match (&reply.body, words.first()) {
+        (Some(body), _) => print!("{}", String::from_utf8_lossy(body)),
+        (None, Some(&"flush")) => println!(
+            "postern: {} deferred copies will be tried now",
+            reply.get("count").unwrap_or("0")
+        ),
+        (None, Some(&"delete")) => println!("postern: deleted"),
+        (None, Some(&"cancel")) => println!("postern: cancelled"),
+        _ => {}
+    }
+    ExitCode::SUCCESS
+}
+
 fn call(sock: &std::path::Path, cmd: &str) -> std::io::Result<Attrs> {
+    request(sock, Attrs::new().with("request", cmd))
+}
+
+fn request(sock: &std::path::Path, req: Attrs) -> std::io::Result<Attrs> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let stream = tokio::net::UnixStream::connect(sock).await?;
         let mut conn = tokio::io::BufStream::new(stream);
-        let req = Attrs::new().with("request", cmd);
         proto::write(&mut conn, &req)
             .await
             .map_err(std::io::Error::other)?;

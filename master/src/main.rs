@@ -29,6 +29,8 @@ commands:
   check     validate the configuration; print every problem
   config    print the effective configuration, passwords masked
   convert   print a legacy smtp-proxy.xml file as TOML
+  queue [list|flush|delete ID]    the update queue (mailq / postqueue -f / postsuper -d)
+  restarts [list|cancel ID]       scheduled backend restarts
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -44,6 +46,8 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
         "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
+        "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
+        "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
         _ => return None,
     })
 }
@@ -88,7 +92,7 @@ fn main() -> ExitCode {
             [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
-    if rest.len() > 1 {
+    if rest.len() > 1 && cmd != "queue" && cmd != "restarts" {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
@@ -113,6 +117,13 @@ fn main() -> ExitCode {
             }
         },
         "start" => start(path),
+        "queue" | "restarts" => match Config::load(&path) {
+            Ok(c) => client::updater(&cmd, &rest[1..], &c),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         "stop" | "reload" | "status" => match Config::load(&path) {
             Ok(c) => client::run(&cmd, &c),
             Err(e) => {

@@ -23,7 +23,7 @@
 //!   master removes its sockets and pid file and exits.
 //! - `request=status`: the workers with pids, uptimes, restarts and last exit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,6 +62,8 @@ const KILL_MARGIN: Duration = Duration::from_secs(5);
 pub const CONTROL_SOCKET: &str = "master.sock";
 /// Name of the router socket in `run_dir`.
 pub const ROUTER_SOCKET: &str = "router.sock";
+/// Name of the updater socket in `run_dir`.
+pub const UPDATER_SOCKET: &str = "updater.sock";
 /// Name of the pid file in `run_dir`.
 pub const PID_FILE: &str = "postern.pid";
 
@@ -70,6 +72,7 @@ pub const PID_FILE: &str = "postern.pid";
 enum Kind {
     Router,
     Smtpd,
+    Updater,
 }
 
 impl Kind {
@@ -77,6 +80,7 @@ impl Kind {
         match self {
             Kind::Router => "postern-router",
             Kind::Smtpd => "postern-smtpd",
+            Kind::Updater => "postern-updater",
         }
     }
 }
@@ -115,6 +119,14 @@ enum Msg {
     },
 }
 
+/// A backend restart command the master runs for the updater.
+struct RunningCommand {
+    server: String,
+    deadline: Instant,
+    timed_out: bool,
+    reply: oneshot::Sender<Attrs>,
+}
+
 /// A reload waiting for acknowledgements.
 struct PendingReload {
     id: String,
@@ -133,6 +145,9 @@ struct Master {
     slots: Vec<Slot>,
     tcp: Vec<OwnedFd>,
     router_sock: OwnedFd,
+    updater_sock: OwnedFd,
+    /// Restart commands running, by pid.
+    commands: HashMap<Pid, RunningCommand>,
     tx: mpsc::Sender<Msg>,
     ready_sent: bool,
     reload: Option<PendingReload>,
@@ -163,6 +178,10 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         info!("listening on {bound}");
     }
     let router_sock = sockets::bind_unix(&run_dir.join(ROUTER_SOCKET), owner.as_ref())?;
+    let updater_sock = sockets::bind_unix(&run_dir.join(UPDATER_SOCKET), owner.as_ref())?;
+    for dir in [&config.process.spool_dir, &config.process.state_dir] {
+        private_dir(dir, owner.as_ref())?;
+    }
     let control = sockets::bind_unix(&run_dir.join(CONTROL_SOCKET), None)?;
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_path.display()))?;
@@ -188,6 +207,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         slots: Vec::new(),
         tcp,
         router_sock,
+        updater_sock,
+        commands: HashMap::new(),
         tx,
         ready_sent: false,
         reload: None,
@@ -196,6 +217,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         started: Instant::now(),
     };
     m.slots.push(Slot::new(Kind::Router));
+    m.slots.push(Slot::new(Kind::Updater));
     for _ in 0..m.config.process.smtpd_processes {
         m.slots.push(Slot::new(Kind::Smtpd));
     }
@@ -225,6 +247,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let kill_deadline = m
             .stopping
             .map_or(far, |t| t + m.config.process.stop_timeout.0 + KILL_MARGIN);
+        let command_deadline = m
+            .commands
+            .values()
+            .filter(|c| !c.timed_out)
+            .map(|c| c.deadline)
+            .min()
+            .unwrap_or(far);
         tokio::select! {
             _ = sigchld.recv() => m.reap().await,
             _ = reap_tick.tick() => m.reap().await,
@@ -235,6 +264,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(next_restart.into()) => m.restart_due().await,
             _ = tokio::time::sleep_until(reload_deadline.into()) => m.finish_reload(true),
             _ = tokio::time::sleep_until(kill_deadline.into()) => m.kill_remaining(),
+            _ = tokio::time::sleep_until(command_deadline.into()) => m.kill_late_commands(),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
         }
         if m.stopping.is_some() {
@@ -244,7 +274,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             }
         }
     }
-    for f in [PID_FILE, CONTROL_SOCKET, ROUTER_SOCKET] {
+    for f in [PID_FILE, CONTROL_SOCKET, ROUTER_SOCKET, UPDATER_SOCKET] {
         let _ = std::fs::remove_file(run_dir.join(f));
     }
     info!("stopped");
@@ -290,6 +320,7 @@ impl Master {
         match kind {
             Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
+            Kind::Updater => fds.push((self.updater_sock.as_fd(), "updater")),
         }
         let env = [(
             postern_shared::logging::LEVEL_ENV,
@@ -408,6 +439,10 @@ impl Master {
                 }
                 _ => continue,
             };
+            if let Some(cmd) = self.commands.remove(&pid) {
+                self.command_exited(cmd, &how).await;
+                continue;
+            }
             let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
                 continue;
             };
@@ -446,6 +481,7 @@ impl Master {
                         generation,
                         request.to_string(),
                         attrs.get("id").unwrap_or("").to_string(),
+                        attrs.get("server").unwrap_or("").to_string(),
                     )
                     .await;
                 } else if attrs.get("event") == Some("ready") {
@@ -496,9 +532,99 @@ impl Master {
         }
     }
 
+    /// Runs `server`'s `restart_command` (argv from the master's own
+    /// configuration, never from the request), as the updater asks. The
+    /// answer goes back when the command exits: `status=ok` for exit status 0.
+    fn run_restart_command(
+        &mut self,
+        _slot: usize,
+        _generation: u64,
+        server: &str,
+        reply: oneshot::Sender<Attrs>,
+    ) {
+        let fail = |why: String| Attrs::new().with("status", "tempfail").with("reason", why);
+        let Some(cfg) = self
+            .config
+            .servers
+            .iter()
+            .find(|s| s.display_name() == server)
+        else {
+            let _ = reply.send(fail(format!("no server named {server:?}")));
+            return;
+        };
+        let Some(argv) = cfg.restart_command.clone().filter(|a| !a.is_empty()) else {
+            let _ = reply.send(fail(format!("{server} has no restart_command")));
+            return;
+        };
+        let Some(program) = find_program(&argv[0]) else {
+            warn!("restart of {server}: {} not found", argv[0]);
+            let _ = reply.send(fail(format!("{}: command not found", argv[0])));
+            return;
+        };
+        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
+        match spawn::spawn(&program, &args, &[], &[]) {
+            Ok(pid) => {
+                info!("restart of {server}: running {argv:?} (pid {pid})");
+                self.commands.insert(
+                    pid,
+                    RunningCommand {
+                        server: server.to_string(),
+                        deadline: Instant::now() + self.config.update.restart_timeout.0,
+                        timed_out: false,
+                        reply,
+                    },
+                );
+            }
+            Err(e) => {
+                error!("restart of {server}: cannot run {argv:?}: {e}");
+                let _ = reply.send(fail(format!("cannot run: {e}")));
+            }
+        }
+    }
+
+    async fn command_exited(&mut self, cmd: RunningCommand, how: &str) {
+        let server = &cmd.server;
+        let answer = if cmd.timed_out {
+            warn!(
+                "restart of {server}: killed after {} ({how})",
+                self.config.update.restart_timeout
+            );
+            Attrs::new().with("status", "tempfail").with(
+                "reason",
+                format!("timed out after {}", self.config.update.restart_timeout),
+            )
+        } else if how == "exit status 0" {
+            info!("restart of {server}: {how}");
+            Attrs::new().with("status", "ok").with("result", how)
+        } else {
+            warn!("restart of {server}: {how}");
+            Attrs::new().with("status", "tempfail").with("reason", how)
+        };
+        let _ = cmd.reply.send(answer);
+    }
+
+    fn kill_late_commands(&mut self) {
+        let now = Instant::now();
+        for (pid, c) in self.commands.iter_mut() {
+            if !c.timed_out && c.deadline <= now {
+                c.timed_out = true;
+                // The command leads a session of its own: end the whole group.
+                let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+        }
+    }
+
     /// A worker asks on behalf of an SMTP admin command (`RELOAD`, `SHUTDOWN`);
     /// smtpd has checked the credentials and the client's address.
-    async fn worker_request(&mut self, slot: usize, generation: u64, request: String, id: String) {
+    async fn worker_request(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        request: String,
+        id: String,
+        server: String,
+    ) {
         let program = self.slots[slot].kind.program();
         let (tx, rx) = oneshot::channel::<Attrs>();
         let back = self.tx.clone();
@@ -519,6 +645,9 @@ impl Master {
             "reload" => {
                 info!("reload requested by {program} (SMTP RELOAD)");
                 self.begin_reload(Some(tx)).await;
+            }
+            "restart" if self.slots[slot].kind == Kind::Updater => {
+                self.run_restart_command(slot, generation, &server, tx);
             }
             "stop" => {
                 // Answer before the stop closes the worker's channel.
@@ -701,6 +830,7 @@ impl Master {
             .any(|s| s.kind == Kind::Smtpd && s.pid.is_some());
         if !smtpd_left {
             self.signal_kind(Kind::Router, Signal::SIGTERM);
+            self.signal_kind(Kind::Updater, Signal::SIGTERM);
         }
     }
 
@@ -867,6 +997,34 @@ fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
         .with_context(|| format!("looking up user {name}"))?
         .with_context(|| format!("process.user {name:?} does not exist"))?;
     Ok(Some(u))
+}
+
+/// `name` itself when it holds a `/`, else the first match in `$PATH`.
+fn find_program(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// Creates a directory only the workers' user can read (the spool, the state).
+fn private_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))?;
+    if let Some(u) = owner {
+        nix::unistd::chown(dir, Some(u.uid), Some(u.gid))
+            .with_context(|| format!("chown {} to {}", dir.display(), u.name))?;
+    }
+    Ok(())
 }
 
 /// The pid in `path` if that process is alive.

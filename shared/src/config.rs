@@ -44,6 +44,9 @@ pub struct Config {
     /// The backend servers, in the order routing considers them.
     #[serde(default, rename = "server", skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<Server>,
+    /// The update queue and scheduled backend restarts (SPEC §7).
+    #[serde(default)]
+    pub update: Update,
     /// Anti-spam policy (SPEC §8). No policy key exists yet: the table must be empty.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     pub policy: Policy,
@@ -104,6 +107,36 @@ impl Default for Proxy {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             auth_requires_tls: None,
+        }
+    }
+}
+
+/// `[update]`: how the updater delivers update mails and runs restarts.
+/// An addition to SPEC §3; the defaults follow Postfix's queue manager.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Update {
+    /// First retry after a temporary failure; doubles at each try.
+    pub retry_min: Duration,
+    /// Longest delay between two tries.
+    pub retry_max: Duration,
+    /// A copy still not delivered after this long is failed
+    /// (Postfix's `maximal_queue_lifetime`).
+    pub max_age: Duration,
+    /// "restart now" waits until a server's last restart is this old (the seed's 5 minutes).
+    pub restart_interval: Duration,
+    /// Longest a `restart_command` may run before it is killed.
+    pub restart_timeout: Duration,
+}
+
+impl Default for Update {
+    fn default() -> Self {
+        Update {
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            max_age: Duration::from_secs(5 * 86_400),
+            restart_interval: Duration::from_secs(300),
+            restart_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -592,10 +625,32 @@ impl Config {
                 );
             }
         }
-        if p.update_address.is_some() {
+        if let Some(a) = &p.update_address {
+            let ok = a.rsplit_once('@').is_some_and(|(l, d)| {
+                !l.is_empty() && !l.contains(['@', '<', '>', ' ']) && is_hostname(d)
+            });
+            if !ok {
+                bad(
+                    "proxy.update_address".into(),
+                    format!("{a:?} is not an address such as \"update@mx.example.net\""),
+                );
+            }
+        }
+        let u = &self.update;
+        for (key, d) in [
+            ("update.retry_min", u.retry_min),
+            ("update.retry_max", u.retry_max),
+            ("update.max_age", u.max_age),
+            ("update.restart_timeout", u.restart_timeout),
+        ] {
+            if d.0 < std::time::Duration::from_secs(1) {
+                bad(key.into(), "must be at least 1s".into());
+            }
+        }
+        if u.retry_max < u.retry_min {
             bad(
-                "proxy.update_address".into(),
-                "the update broadcast is not supported yet".into(),
+                "update.retry_max".into(),
+                "must not be shorter than retry_min".into(),
             );
         }
         if p.max_message_size.0 < 1024 {

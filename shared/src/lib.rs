@@ -2,6 +2,8 @@
 //!
 //! - [`config`]: the TOML configuration, its validation and defaults;
 //! - [`base64`]: the codec of SMTP AUTH;
+//! - [`backend`]: the SMTP client side of a backend connection (smtpd relays
+//!   through it, the updater delivers with it);
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
@@ -12,6 +14,7 @@
 //!
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
+pub mod backend;
 pub mod base64;
 pub mod config;
 pub mod legacy;

@@ -19,6 +19,8 @@
 //! Garbage from a peer is a [`ProtoError`]: the caller drops that connection,
 //! never the process.
 
+use std::future::Future;
+
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest attribute message accepted, body excluded.
@@ -185,6 +187,17 @@ pub async fn read<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Attrs>, P
     Ok(Some(attrs))
 }
 
+/// Decodes one message from bytes in memory (a file read whole).
+pub fn decode(bytes: &[u8]) -> Result<Option<Attrs>, ProtoError> {
+    let mut r = bytes;
+    let fut = std::pin::pin!(read(&mut r));
+    // Reading from a slice never waits: the first poll completes.
+    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(ProtoError::Malformed("decoding did not complete")),
+    }
+}
+
 /// Writes one message and flushes it.
 pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, attrs: &Attrs) -> Result<(), ProtoError> {
     let bytes = attrs.encode()?;
@@ -265,6 +278,19 @@ mod tests {
         let big = vec![b'a'; MAX_MESSAGE + 10];
         let mut r = &big[..];
         assert!(matches!(read(&mut r).await, Err(ProtoError::Malformed(_))));
+    }
+
+    #[test]
+    fn decodes_from_memory() {
+        let bytes = Attrs::new()
+            .with("a", "b")
+            .with_body(b"xyz".to_vec())
+            .encode()
+            .expect("encode");
+        let back = decode(&bytes).expect("decode").expect("message");
+        assert_eq!(back.get("a"), Some("b"));
+        assert_eq!(back.body.as_deref(), Some(&b"xyz"[..]));
+        assert!(matches!(decode(b"a=b\n"), Err(ProtoError::Truncated)));
     }
 
     #[test]

@@ -7,7 +7,6 @@
 //! graceful stop (stop accepting, let running sessions finish for
 //! `process.stop_timeout`, answer idle ones `421 4.3.2`).
 
-mod backend;
 mod data;
 mod session;
 
@@ -26,7 +25,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
-use backend::Health;
+use postern_shared::backend::Health;
 use session::AdminRequest;
 use tracing::Instrument;
 
@@ -39,6 +38,7 @@ struct Shared {
     tls: RwLock<Option<TlsAcceptor>>,
     health: Arc<Health>,
     admin: mpsc::Sender<AdminRequest>,
+    updater: std::path::PathBuf,
     router: Arc<RouterClient>,
     shutdown: watch::Receiver<bool>,
     active: AtomicUsize,
@@ -79,6 +79,7 @@ async fn run() -> anyhow::Result<()> {
         tls: RwLock::new(tls),
         health: Arc::new(Health::default()),
         admin,
+        updater: worker.socket_path("updater.sock"),
         router: Arc::new(RouterClient::new(
             worker.socket_path("router.sock"),
             ROUTER_TIMEOUT,
@@ -195,6 +196,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             router: shared.router.clone(),
             health: shared.health.clone(),
             admin: shared.admin.clone(),
+            updater: shared.updater.clone(),
             shutdown: shared.shutdown.clone(),
         };
         let sid = new_id();

@@ -29,8 +29,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use crate::backend::{Backend, BackendError, BackendReply, ClientInfo, Health};
 use crate::data::{Fault, Scanner};
+use postern_shared::backend::{Backend, BackendError, BackendReply, ClientInfo, Health};
 
 /// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
 const MAX_COMMAND_LINE: usize = 2048;
@@ -43,6 +43,7 @@ const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 mod admin;
 mod auth;
 mod tls;
+mod update;
 
 /// The client connection: plain TCP, or TLS after STARTTLS.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -75,6 +76,8 @@ pub struct Ctx {
     pub health: Arc<Health>,
     /// Where RELOAD and SHUTDOWN go.
     pub admin: mpsc::Sender<AdminRequest>,
+    /// The updater's socket (update mails).
+    pub updater: std::path::PathBuf,
     /// Becomes true when the process stops: idle sessions get 421.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -99,6 +102,8 @@ struct Tx {
     accepted: u32,
     /// RCPT commands seen.
     rcpts: u32,
+    /// An update mail (to `proxy.update_address`): handled by the updater.
+    update: bool,
 }
 
 struct Session {
@@ -120,6 +125,8 @@ struct Session {
     login: Option<(String, String)>,
     /// Failed RELOAD/SHUTDOWN attempts in a row.
     admin_failures: u32,
+    /// The client authenticated as the admin user (may send update mails).
+    admin_login: bool,
     tx: Option<Tx>,
     backend: Option<Backend>,
     /// A backend was reached at least once (for the seed's "forwarded" line).
@@ -143,6 +150,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         relay: None,
         login: None,
         admin_failures: 0,
+        admin_login: false,
         tx: None,
         backend: None,
         forwarded_to: None,
@@ -439,12 +447,14 @@ impl Session {
             backend_mail: false,
             accepted: 0,
             rcpts: 0,
+            update: false,
         });
         self.reply(Reply::new(250, "2.1.0", "Ok"));
     }
 
     async fn rcpt(&mut self, to: Path, params: Vec<Param>) {
         let max_rcpts = self.ctx.config.proxy.max_recipients;
+        let is_update = self.is_update_address(&to);
         let Some(tx) = self.tx.as_mut() else {
             return self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
         };
@@ -455,6 +465,13 @@ impl Session {
         if let Some(p) = params.first() {
             let text = format!("Unsupported option: {}", p.name);
             return self.syntax_error(Reply::new(555, "5.5.4", &text));
+        }
+        if is_update {
+            return self.update_rcpt(&to);
+        }
+        if tx.update {
+            // An update mail travels alone (SPEC §7): this one waits for the next transaction.
+            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
         let tx_route = tx.route.clone();
         if let Err(e) = self.check_client().await {
@@ -657,7 +674,7 @@ impl Session {
             self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
             return Ok(());
         };
-        if tx.accepted == 0 || !tx.backend_mail {
+        if tx.accepted == 0 || !(tx.backend_mail || tx.update) {
             let r = if tx.rcpts == 0 {
                 Reply::new(503, "5.5.1", "Error: need RCPT command")
             } else {
@@ -677,6 +694,9 @@ impl Session {
             ));
             return Err(End::Closed);
         }
+        if tx.update {
+            return self.data_update().await;
+        }
         let route = tx
             .route
             .clone()
@@ -695,7 +715,55 @@ impl Session {
             }
         }
         self.flush().await?;
+        let (scanner, backend_err) = self.receive_body(None).await?;
+        let from = self
+            .tx
+            .take()
+            .map(|t| t.from.to_string())
+            .unwrap_or_default();
+        if let Some(fault) = scanner.fault {
+            // Never send the end marker: dropping the connection makes the backend
+            // discard the partial message.
+            self.backend = None;
+            self.refuse_body(fault, &from);
+            return Ok(());
+        }
+        if let Some(e) = backend_err {
+            self.temp_failure(&route, e);
+            return Ok(());
+        }
+        let done = match self.backend.as_mut() {
+            Some(b) => match b.w.flush().await {
+                Ok(()) => {
+                    b.read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout))
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            },
+            None => Err(BackendError::Protocol("no backend connection")),
+        };
+        match done {
+            Ok(r) => {
+                info!(
+                    "message from <{from}> ({} bytes) forwarded to {}: {}",
+                    scanner.size,
+                    route.name,
+                    r.summary()
+                );
+                self.relay(&r);
+            }
+            Err(e) => self.temp_failure(&route, e),
+        }
+        Ok(())
+    }
 
+    /// Reads the body up to CRLF.CRLF through the scanner. With `into`, the
+    /// bytes are kept there; otherwise they stream to the backend (an error
+    /// writing to it is returned, the body is still read to its end).
+    async fn receive_body(
+        &mut self,
+        mut into: Option<&mut Vec<u8>>,
+    ) -> Result<(Scanner, Option<BackendError>), End> {
         let limit = self.ctx.config.proxy.max_message_size.0;
         let timeout = self.ctx.config.proxy.data_timeout.0;
         let mut scanner = Scanner::new(limit);
@@ -729,13 +797,19 @@ impl Session {
             // that is then aborted.
             let hold = end.is_none() && chunk[n - 1] == b'\r';
             if scanner.fault.is_none() && backend_err.is_none() {
-                if let Some(b) = self.backend.as_mut() {
+                let piece = &chunk[..n - usize::from(hold)];
+                if let Some(buf) = into.as_deref_mut() {
+                    if held_cr {
+                        buf.push(b'\r');
+                    }
+                    buf.extend_from_slice(piece);
+                } else if let Some(b) = self.backend.as_mut() {
                     let mut result = Ok(());
                     if held_cr {
                         result = b.w.write_all(b"\r").await;
                     }
                     if result.is_ok() {
-                        result = b.w.write_all(&chunk[..n - usize::from(hold)]).await;
+                        result = b.w.write_all(piece).await;
                     }
                     if let Err(e) = result {
                         backend_err = Some(e.into());
@@ -745,64 +819,30 @@ impl Session {
             held_cr = hold;
             self.client.consume(n);
             if end.is_some() {
-                break;
+                return Ok((scanner, backend_err));
             }
         }
-        let from = self
-            .tx
-            .as_ref()
-            .map(|t| t.from.to_string())
-            .unwrap_or_default();
-        self.tx = None;
-        if let Some(fault) = scanner.fault {
-            // Never send the end marker: dropping the connection makes the backend
-            // discard the partial message.
-            self.backend = None;
-            self.errors += 1;
-            let r = match fault {
-                Fault::BareLineEnd => {
-                    warn!("refused message from <{from}>: bare CR or LF in the body");
-                    Reply::new(
-                        550,
-                        "5.5.2",
-                        "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
-                    )
-                }
-                Fault::TooBig => {
-                    warn!("refused message from <{from}>: larger than {limit} bytes");
-                    Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
-                }
-            };
-            self.reply(r);
-            return Ok(());
-        }
-        if let Some(e) = backend_err {
-            self.temp_failure(&route, e);
-            return Ok(());
-        }
-        let done = match self.backend.as_mut() {
-            Some(b) => match b.w.flush().await {
-                Ok(()) => {
-                    b.read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout))
-                        .await
-                }
-                Err(e) => Err(e.into()),
-            },
-            None => Err(BackendError::Protocol("no backend connection")),
+    }
+
+    /// The reply to a body the scanner refused.
+    fn refuse_body(&mut self, fault: Fault, from: &str) {
+        self.errors += 1;
+        let r = match fault {
+            Fault::BareLineEnd => {
+                warn!("refused message from <{from}>: bare CR or LF in the body");
+                Reply::new(
+                    550,
+                    "5.5.2",
+                    "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
+                )
+            }
+            Fault::TooBig => {
+                let limit = self.ctx.config.proxy.max_message_size.0;
+                warn!("refused message from <{from}>: larger than {limit} bytes");
+                Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
+            }
         };
-        match done {
-            Ok(r) => {
-                info!(
-                    "message from <{from}> ({} bytes) forwarded to {}: {}",
-                    scanner.size,
-                    route.name,
-                    r.summary()
-                );
-                self.relay(&r);
-            }
-            Err(e) => self.temp_failure(&route, e),
-        }
-        Ok(())
+        self.reply(r);
     }
 }
 

@@ -183,7 +183,7 @@ fn a_worker_that_keeps_dying_is_throttled_with_a_growing_delay() {
 fn sigterm_stops_everything_and_leaves_no_process_behind() {
     let (mut p, _one) = one_customer("sup-term");
     let workers: Vec<i32> = p.workers().into_iter().map(|w| w.1).collect();
-    assert_eq!(workers.len(), 3, "router and two smtpd");
+    assert_eq!(workers.len(), 4, "router, updater and two smtpd");
     let run_dir = p.dir.path("run");
     assert!(run_dir.join("postern.pid").exists());
     let status = p.stop();

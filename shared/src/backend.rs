@@ -29,10 +29,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use postern_shared::config::ClientIdentity;
-use postern_shared::net::unmap;
-use postern_shared::route::Route;
-use postern_shared::smtp::xtext;
+use crate::config::ClientIdentity;
+use crate::net::unmap;
+use crate::route::Route;
+use crate::smtp::xtext;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -256,7 +256,7 @@ impl Backend {
             ClientIdentity::None | ClientIdentity::ProxyV1 | ClientIdentity::ProxyV2 => {}
         }
         if let Some((user, password)) = client.login {
-            let token = postern_shared::base64::encode(format!("\0{user}\0{password}").as_bytes());
+            let token = crate::base64::encode(format!("\0{user}\0{password}").as_bytes());
             let r = b.command(&format!("AUTH PLAIN {token}")).await?;
             if r.code != 235 {
                 return Err(BackendError::Refused(format!(

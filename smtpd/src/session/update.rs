@@ -1,0 +1,111 @@
+//! Update mails (SPEC §7): mail to `proxy.update_address` is postern's own.
+//!
+//! The recipient is accepted only from `admin_networks` or from a client
+//! authenticated as the admin user (`550 5.7.1` otherwise), and only alone in
+//! its transaction (`452 4.5.3` for a recipient on either side of it, which
+//! the sender retries separately). The body goes through the same scanner as
+//! any message, is kept in memory (at most `max_message_size`), and is handed
+//! to the updater, which writes it durably before answering; only then does
+//! the client get `250 2.0.0 Ok: queued as <ID>`. An updater that cannot take
+//! it gives `451 4.3.0`: the sender keeps the mail and retries.
+
+use std::time::Duration;
+
+use tokio::io::BufStream;
+use tokio::net::UnixStream;
+use tracing::{info, warn};
+
+use super::{End, Session};
+use postern_shared::config::in_networks;
+use postern_shared::proto::{self, Attrs};
+use postern_shared::smtp::{Path, Reply};
+
+/// How long the updater may take to store a mail (an fsync or two).
+const UPDATER_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Session {
+    pub(super) fn is_update_address(&self, to: &Path) -> bool {
+        match (&self.ctx.config.proxy.update_address, to) {
+            (Some(addr), Path::Mailbox(m)) => m.to_string().eq_ignore_ascii_case(addr),
+            _ => false,
+        }
+    }
+
+    pub(super) fn update_rcpt(&mut self, to: &Path) {
+        let ip = self.ip();
+        let allowed = self.admin_login || in_networks(ip, &self.ctx.config.proxy.admin_networks);
+        if !allowed {
+            warn!(
+                "update mail refused: {ip} is neither in admin_networks nor authenticated as admin"
+            );
+            let text = format!("<{to}>: update mails are not accepted from this client");
+            return self.syntax_error(Reply::new(550, "5.7.1", &text));
+        }
+        let Some(tx) = self.tx.as_mut() else { return };
+        if tx.accepted > 0 || tx.route.is_some() {
+            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+        }
+        tx.update = true;
+        tx.accepted = 1;
+        self.reply(Reply::new(250, "2.1.5", "Ok"));
+    }
+
+    pub(super) async fn data_update(&mut self) -> Result<(), End> {
+        self.reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
+        self.flush().await?;
+        let mut body = Vec::new();
+        let (scanner, _) = self.receive_body(Some(&mut body)).await?;
+        let from = self
+            .tx
+            .take()
+            .map(|t| t.from.to_string())
+            .unwrap_or_default();
+        if let Some(fault) = scanner.fault {
+            self.refuse_body(fault, &from);
+            return Ok(());
+        }
+        let recipient = self
+            .ctx
+            .config
+            .proxy
+            .update_address
+            .clone()
+            .unwrap_or_default();
+        let req = Attrs::new()
+            .with("request", "queue")
+            .with("sid", &self.sid)
+            .with("sender", &from)
+            .with("recipient", recipient)
+            .with_body(body);
+        match tokio::time::timeout(UPDATER_TIMEOUT, call(&self.ctx.updater, &req)).await {
+            Ok(Ok(answer)) if answer.get("status") == Some("ok") => {
+                let id = answer.get("queue_id").unwrap_or("?").to_string();
+                info!("update mail from <{from}> queued as {id}");
+                self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {id}")));
+            }
+            other => {
+                let why = match other {
+                    Ok(Ok(a)) => a.get("reason").unwrap_or("refused").to_string(),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => format!("no answer within {UPDATER_TIMEOUT:?}"),
+                };
+                warn!("update mail from <{from}> not queued: {why}");
+                self.reply(Reply::new(
+                    451,
+                    "4.3.0",
+                    "Error: queue file write error, try again later",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One request on a fresh connection to the updater.
+async fn call(path: &std::path::Path, req: &Attrs) -> Result<Attrs, proto::ProtoError> {
+    let mut conn = BufStream::new(UnixStream::connect(path).await?);
+    proto::write(&mut conn, req).await?;
+    proto::read(&mut conn)
+        .await?
+        .ok_or(proto::ProtoError::Truncated)
+}

@@ -1,0 +1,694 @@
+//! postern-updater: the update queue (SPEC §7, seed §IX).
+//!
+//! Layout: [`spool`] keeps update mails durably on disk, [`schedule`] finds
+//! restart directives and keeps the restart schedule; this file is the
+//! service: the `updater` socket, delivery to every backend, retries and
+//! expiry, and restarts run by the master.
+//!
+//! Requests on the `updater` socket (one per connection, attribute lists):
+//! - `request=queue sid= sender= recipient= size=N` + body, from smtpd: the
+//!   mail is written durably before the answer `status=ok queue_id=<ID>`;
+//!   smtpd only then tells the client `250 2.0.0 Ok: queued as <ID>`;
+//! - `request=list`, `request=flush`, `request=delete id=`, from `postern
+//!   queue`; `request=restarts`, `request=cancel id=`, from `postern restarts`.
+//!
+//! Delivery: every copy is tried (its server's credentials, the same envelope
+//! sender, the update address as recipient). 2xx: delivered; 4xx or a
+//! connection failure: deferred, retried after `update.retry_min`, doubling up
+//! to `update.retry_max`; 5xx: failed. A copy still open after
+//! `update.max_age` is failed and the log says so. A message whose copies are
+//! all delivered or failed leaves the spool (the log keeps the outcome).
+//! Copies that were in flight when the updater died are tried again at its
+//! next start: a duplicate happens only when the crash fell between the
+//! backend's 250 and the state write.
+//!
+//! Restarts: a due restart is marked running (durably), then the master is
+//! asked (`request=restart server=<name>` on the worker channel) to run that
+//! server's `restart_command` from its own configuration; the answer marks it
+//! done or failed.
+
+mod schedule;
+mod spool;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use postern_shared::backend::{Backend, BackendError, ClientInfo, Health};
+use postern_shared::config::{ClientIdentity, Config, Server};
+use postern_shared::proto::{self, Attrs};
+use postern_shared::route::{Cause, Route};
+use postern_shared::worker::{Event, Options, Worker};
+use tokio::io::BufStream;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{error, info, warn};
+
+use schedule::{Directive, Schedule, State};
+use spool::{Copy, Message, Spool, Status};
+
+/// How long a backend may take to answer the end of the message.
+const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Finished restarts are listed for this long.
+const KEEP_RESTARTS: u64 = 30 * 86_400;
+
+fn main() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("postern-updater: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("fatal: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+/// A request from the socket, with where its answer goes.
+type Request = (Attrs, oneshot::Sender<Attrs>);
+
+/// The outcome of one delivery attempt.
+enum Outcome {
+    Delivered(String),
+    Deferred(String),
+    Failed(String),
+}
+
+/// One queued message in memory.
+struct Queued {
+    msg: Arc<Message>,
+    copies: Vec<Copy>,
+    restart_now: bool,
+}
+
+struct Updater {
+    config: Arc<Config>,
+    spool: Spool,
+    queue: BTreeMap<String, Queued>,
+    schedule: Schedule,
+    /// (message id, server) being delivered right now.
+    inflight: HashSet<(String, String)>,
+    /// Worker request id → restart id, for restarts the master is running.
+    running: HashMap<String, String>,
+    results: mpsc::Sender<(String, String, Outcome)>,
+    health: Arc<Health>,
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut worker = Worker::start("postern-updater", Options::default()).await?;
+    let listeners = worker.take_listeners("updater");
+    if listeners.is_empty() {
+        anyhow::bail!("no inherited socket named \"updater\"");
+    }
+    let (req_tx, mut req_rx) = mpsc::channel::<Request>(16);
+    for fd in listeners {
+        let std = std::os::unix::net::UnixListener::from(fd);
+        std.set_nonblocking(true)?;
+        tokio::spawn(accept_loop(UnixListener::from_std(std)?, req_tx.clone()));
+    }
+    let config = worker.config.clone();
+    let spool = Spool::open(&config.process.spool_dir)?;
+    let servers: Vec<String> = config.servers.iter().map(Server::display_name).collect();
+    let mut queue = BTreeMap::new();
+    for (msg, copies) in spool.load_all(&servers)? {
+        let restart_now = schedule::directives(&msg.body).0.contains(&Directive::Now);
+        info!(sid = %msg.sid, "update {} in the queue: {} open copies", msg.id, copies.iter().filter(|c| c.status.open()).count());
+        queue.insert(
+            msg.id.clone(),
+            Queued {
+                msg: Arc::new(msg),
+                copies,
+                restart_now,
+            },
+        );
+    }
+    let (results, mut results_rx) = mpsc::channel(64);
+    let mut u = Updater {
+        schedule: Schedule::load(&config.process.state_dir)?,
+        config,
+        spool,
+        queue,
+        inflight: HashSet::new(),
+        running: HashMap::new(),
+        results,
+        health: Arc::new(Health::default()),
+    };
+    worker.ready().await;
+    loop {
+        u.kick(&mut worker).await;
+        let wait = u.next_wake();
+        tokio::select! {
+            event = worker.next_event() => match event {
+                Event::Reload { id, config, .. } => {
+                    u.config = config.clone();
+                    worker.config = config;
+                    worker.ack(&id, Ok(())).await;
+                }
+                Event::Reply(answer) => u.restart_finished(&answer),
+                Event::Stop => {
+                    info!("stopping");
+                    return Ok(());
+                }
+            },
+            Some((req, reply)) = req_rx.recv() => {
+                let answer = u.request(&req);
+                let _ = reply.send(answer);
+            }
+            Some((id, server, outcome)) = results_rx.recv() => u.delivered(&id, &server, outcome),
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+impl Updater {
+    fn server(&self, name: &str) -> Option<&Server> {
+        self.config
+            .servers
+            .iter()
+            .find(|s| s.display_name() == name)
+    }
+
+    /// How long until something is due (at most a minute).
+    fn next_wake(&self) -> Duration {
+        let now = now();
+        let copies = self
+            .queue
+            .values()
+            .flat_map(|q| q.copies.iter())
+            .filter(|c| c.status == Status::Deferred)
+            .map(|c| c.next_try);
+        let next = copies.chain(self.schedule.next()).min().unwrap_or(now + 60);
+        Duration::from_secs(next.saturating_sub(now).clamp(0, 60)).max(Duration::from_millis(200))
+    }
+
+    /// Starts due deliveries, expires old copies, runs due restarts.
+    async fn kick(&mut self, worker: &mut Worker) {
+        let now = now();
+        let max_age = self.config.update.max_age.0.as_secs();
+        let mut expired = Vec::new();
+        for (id, q) in &mut self.queue {
+            for c in &mut q.copies {
+                if c.status.open()
+                    && now.saturating_sub(q.msg.received) > max_age
+                    && !self.inflight.contains(&(id.clone(), c.server.clone()))
+                {
+                    warn!(sid = %q.msg.sid, "update {id}: copy for {} expired after {}s: failed ({})", c.server, max_age, c.reason);
+                    c.status = Status::Failed;
+                    c.reason = format!(
+                        "expired after {}; last: {}",
+                        self.config.update.max_age, c.reason
+                    );
+                    expired.push(id.clone());
+                }
+            }
+        }
+        for id in expired {
+            self.save_and_maybe_finish(&id);
+        }
+        let mut start = Vec::new();
+        for (id, q) in &self.queue {
+            for c in &q.copies {
+                let due = c.status == Status::Pending
+                    || (c.status == Status::Deferred && c.next_try <= now);
+                let key = (id.clone(), c.server.clone());
+                if due && !self.inflight.contains(&key) {
+                    start.push((key, q.msg.clone()));
+                }
+            }
+        }
+        for ((id, server), msg) in start {
+            let Some(cfg) = self.server(&server).cloned() else {
+                self.delivered(
+                    &id,
+                    &server,
+                    Outcome::Failed("server no longer configured".into()),
+                );
+                continue;
+            };
+            self.inflight.insert((id.clone(), server.clone()));
+            let hostname = self.config.proxy.hostname.clone();
+            let results = self.results.clone();
+            let health = self.health.clone();
+            tokio::spawn(async move {
+                let outcome = deliver(&cfg, &hostname, &msg, &health).await;
+                let _ = results.send((id, server, outcome)).await;
+            });
+        }
+        for rid in self.schedule.due(now) {
+            self.run_restart(worker, &rid).await;
+        }
+    }
+
+    /// Records a delivery attempt's outcome.
+    fn delivered(&mut self, id: &str, server: &str, outcome: Outcome) {
+        self.inflight.remove(&(id.to_string(), server.to_string()));
+        let (retry_min, retry_max) = (
+            self.config.update.retry_min.0.as_secs(),
+            self.config.update.retry_max.0.as_secs(),
+        );
+        let interval = self.config.update.restart_interval.0.as_secs();
+        let has_command = self
+            .server(server)
+            .is_some_and(|s| s.restart_command.is_some());
+        let Some(q) = self.queue.get_mut(id) else {
+            return;
+        };
+        let Some(c) = q.copies.iter_mut().find(|c| c.server == server) else {
+            return;
+        };
+        c.attempts += 1;
+        let sid = q.msg.sid.clone();
+        match outcome {
+            Outcome::Delivered(reply) => {
+                info!(sid = %sid, "update {id} delivered to {server}: {reply}");
+                c.status = Status::Delivered;
+                c.reason = reply;
+                if q.restart_now {
+                    if has_command {
+                        let at = self.schedule.now_for(server, now(), interval);
+                        if let Some(r) = self.schedule.add(server, at, &format!("{id} now")) {
+                            info!(sid = %sid, "restart {} of {server} scheduled for {}", r.id, local(at));
+                            if let Err(e) = self.schedule.save() {
+                                error!("cannot save the restart schedule: {e:#}");
+                            }
+                        }
+                    } else {
+                        warn!(sid = %sid, "update {id}: {server} has no restart_command; \"restart spamwars now\" not executed");
+                    }
+                }
+            }
+            Outcome::Deferred(why) => {
+                let shift = c.attempts.saturating_sub(1).min(30);
+                let delay = retry_min.saturating_mul(1 << shift).min(retry_max);
+                c.status = Status::Deferred;
+                c.next_try = now() + delay;
+                info!(sid = %sid, "update {id} to {server} deferred: {why}; next try in {delay}s");
+                c.reason = why;
+            }
+            Outcome::Failed(why) => {
+                warn!(sid = %sid, "update {id} to {server} failed: {why}");
+                c.status = Status::Failed;
+                c.reason = why;
+            }
+        }
+        self.save_and_maybe_finish(id);
+    }
+
+    fn save_and_maybe_finish(&mut self, id: &str) {
+        let Some(q) = self.queue.get(id) else { return };
+        if q.copies.iter().any(|c| c.status.open()) {
+            if let Err(e) = self.spool.save_state(id, &q.copies) {
+                error!("cannot save the state of update {id}: {e:#}");
+            }
+            return;
+        }
+        let delivered = q
+            .copies
+            .iter()
+            .filter(|c| c.status == Status::Delivered)
+            .count();
+        info!(sid = %q.msg.sid, "update {id} done: delivered to {delivered}/{} servers", q.copies.len());
+        if let Err(e) = self.spool.delete(id) {
+            error!("cannot remove update {id} from the spool: {e:#}");
+        }
+        self.queue.remove(id);
+    }
+
+    async fn run_restart(&mut self, worker: &mut Worker, rid: &str) {
+        let Some(r) = self.schedule.get_mut(rid) else {
+            return;
+        };
+        let server = r.server.clone();
+        r.state = State::Running;
+        if let Err(e) = self.schedule.save() {
+            error!("cannot save the restart schedule: {e:#}; restart {rid} not run");
+            if let Some(r) = self.schedule.get_mut(rid) {
+                r.state = State::Scheduled;
+            }
+            return;
+        }
+        if !worker.has_master() {
+            self.finish_restart(rid, false, "no master to run the command".into());
+            return;
+        }
+        info!("restart {rid}: asking the master to restart {server}");
+        let req = worker
+            .request(
+                Attrs::new()
+                    .with("request", "restart")
+                    .with("server", &server),
+            )
+            .await;
+        self.running.insert(req, rid.to_string());
+    }
+
+    fn restart_finished(&mut self, answer: &Attrs) {
+        let Some(rid) = answer.get("id").and_then(|id| self.running.remove(id)) else {
+            return;
+        };
+        let ok = answer.get("status") == Some("ok");
+        let result = answer
+            .get("reason")
+            .or(answer.get("result"))
+            .unwrap_or(if ok { "exit status 0" } else { "failed" })
+            .to_string();
+        self.finish_restart(&rid, ok, result);
+    }
+
+    fn finish_restart(&mut self, rid: &str, ok: bool, result: String) {
+        let t = now();
+        let Some(r) = self.schedule.get_mut(rid) else {
+            return;
+        };
+        r.state = if ok { State::Done } else { State::Failed };
+        r.result = result.clone();
+        let server = r.server.clone();
+        if ok {
+            info!("restart {rid} of {server} done: {result}");
+        } else {
+            warn!("restart {rid} of {server} failed: {result}");
+        }
+        self.schedule.last.insert(server, t);
+        self.schedule.prune(t, KEEP_RESTARTS);
+        if let Err(e) = self.schedule.save() {
+            error!("cannot save the restart schedule: {e:#}");
+        }
+    }
+
+    /// Answers one socket request.
+    fn request(&mut self, req: &Attrs) -> Attrs {
+        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
+        match req.get("request") {
+            Some("queue") => match self.enqueue(req) {
+                Ok(id) => Attrs::new().with("status", "ok").with("queue_id", id),
+                Err(e) => {
+                    error!("cannot queue an update: {e:#}");
+                    fail(&format!("{e:#}"))
+                }
+            },
+            Some("list") => Attrs::new()
+                .with("status", "ok")
+                .with_body(self.list().into_bytes()),
+            Some("flush") => {
+                let mut n = 0;
+                for q in self.queue.values_mut() {
+                    for c in &mut q.copies {
+                        if c.status == Status::Deferred {
+                            c.next_try = 0;
+                            n += 1;
+                        }
+                    }
+                }
+                info!("queue flush: {n} deferred copies to try now");
+                Attrs::new().with("status", "ok").with("count", n)
+            }
+            Some("delete") => {
+                let id = req.get("id").unwrap_or_default();
+                if self.queue.remove(id).is_none() {
+                    return Attrs::new()
+                        .with("status", "notfound")
+                        .with("reason", format!("no update {id} in the queue"));
+                }
+                info!("update {id} deleted from the queue");
+                match self.spool.delete(id) {
+                    Ok(()) => Attrs::new().with("status", "ok"),
+                    Err(e) => fail(&format!("{e:#}")),
+                }
+            }
+            Some("restarts") => Attrs::new()
+                .with("status", "ok")
+                .with_body(self.list_restarts().into_bytes()),
+            Some("cancel") => {
+                let id = req.get("id").unwrap_or_default();
+                match self.schedule.get_mut(id) {
+                    Some(r) if r.state == State::Scheduled => {
+                        r.state = State::Cancelled;
+                        info!("restart {id} of {} cancelled", r.server);
+                        match self.schedule.save() {
+                            Ok(()) => Attrs::new().with("status", "ok"),
+                            Err(e) => fail(&format!("{e:#}")),
+                        }
+                    }
+                    Some(r) => Attrs::new().with("status", "reject").with(
+                        "reason",
+                        format!("restart {id} is {}, not scheduled", r.state.as_str()),
+                    ),
+                    None => Attrs::new()
+                        .with("status", "notfound")
+                        .with("reason", format!("no restart {id}")),
+                }
+            }
+            other => fail(&format!("unknown request {}", other.unwrap_or("(none)"))),
+        }
+    }
+
+    /// Stores a new update mail durably and schedules its "at" restarts.
+    fn enqueue(&mut self, req: &Attrs) -> anyhow::Result<String> {
+        let body = req
+            .body
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("queue request without a body"))?;
+        let msg = Message {
+            id: postern_shared::logging::new_id(),
+            sender: req.get("sender").unwrap_or_default().to_string(),
+            recipient: req
+                .get("recipient")
+                .ok_or_else(|| anyhow::anyhow!("queue request without a recipient"))?
+                .to_string(),
+            received: now(),
+            sid: req.get("sid").unwrap_or_default().to_string(),
+            body,
+        };
+        let copies: Vec<Copy> = self
+            .config
+            .servers
+            .iter()
+            .map(|s| Copy::pending(&s.display_name()))
+            .collect();
+        let (directives, malformed) = schedule::directives(&msg.body);
+        self.spool.store(&msg, &copies)?;
+        let sid = msg.sid.clone();
+        info!(sid = %sid, "update {} queued from <{}>: {} bytes, {} servers", msg.id, msg.sender, msg.body.len(), copies.len());
+        for m in malformed {
+            warn!(sid = %sid, "update {}: \"restart spamwars at {m}\" is not a valid yyyyMMddHHmm date: ignored", msg.id);
+        }
+        for d in &directives {
+            let Directive::At(at) = *d else { continue };
+            for s in &self.config.servers {
+                let name = s.display_name();
+                if s.restart_command.is_none() {
+                    warn!(sid = %sid, "update {}: {name} has no restart_command; \"restart spamwars at\" not executed", msg.id);
+                    continue;
+                }
+                if let Some(r) = self.schedule.add(&name, at, &format!("{} at {at}", msg.id)) {
+                    info!(sid = %sid, "restart {} of {name} scheduled for {}", r.id, local(at));
+                }
+            }
+        }
+        self.schedule.save()?;
+        let id = msg.id.clone();
+        let restart_now = directives.contains(&Directive::Now);
+        self.queue.insert(
+            id.clone(),
+            Queued {
+                msg: Arc::new(msg),
+                copies,
+                restart_now,
+            },
+        );
+        Ok(id)
+    }
+
+    fn list(&self) -> String {
+        if self.queue.is_empty() {
+            return "the update queue is empty\n".into();
+        }
+        let mut out = String::new();
+        for (id, q) in &self.queue {
+            out.push_str(&format!(
+                "{id}  {}  {} bytes  from <{}>  to <{}>\n",
+                local(q.msg.received),
+                q.msg.body.len(),
+                q.msg.sender,
+                q.msg.recipient
+            ));
+            for c in &q.copies {
+                let next = if c.status == Status::Deferred {
+                    format!("  next try {}", local(c.next_try))
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "    {:<20} {:<9} tries {}{next}  {}\n",
+                    c.server,
+                    c.status.as_str(),
+                    c.attempts,
+                    c.reason
+                ));
+            }
+        }
+        out
+    }
+
+    fn list_restarts(&self) -> String {
+        if self.schedule.restarts.is_empty() {
+            return "no restart scheduled\n".into();
+        }
+        let mut out = format!(
+            "{:<13} {:<20} {:<17} {:<10} {:<24} {}\n",
+            "ID", "SERVER", "AT", "STATE", "ORIGIN", "RESULT"
+        );
+        for r in &self.schedule.restarts {
+            out.push_str(&format!(
+                "{:<13} {:<20} {:<17} {:<10} {:<24} {}\n",
+                r.id,
+                r.server,
+                local(r.at),
+                r.state.as_str(),
+                r.origin,
+                r.result
+            ));
+        }
+        out
+    }
+}
+
+/// Local time as `yyyy-mm-dd hh:mm`, the form of the directives.
+fn local(t: u64) -> String {
+    #[allow(unsafe_code)]
+    fn localtime(t: i64) -> Option<nix::libc::tm> {
+        // SAFETY: localtime_r writes only into the zeroed `tm` it is given.
+        let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+        let r = unsafe { nix::libc::localtime_r(&t, &mut tm) };
+        (!r.is_null()).then_some(tm)
+    }
+    match localtime(t as i64) {
+        Some(tm) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}",
+            tm.tm_year + 1900,
+            tm.tm_mon + 1,
+            tm.tm_mday,
+            tm.tm_hour,
+            tm.tm_min
+        ),
+        None => t.to_string(),
+    }
+}
+
+/// Delivers one copy: the server's credentials, the same envelope.
+async fn deliver(server: &Server, hostname: &str, msg: &Message, health: &Health) -> Outcome {
+    let route = Route {
+        server: 0,
+        name: server.display_name(),
+        host: server.host.clone(),
+        port: server.port,
+        timeout: server.timeout.0,
+        identity: ClientIdentity::None,
+        cause: Cause::Domain,
+    };
+    let unspecified = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let login = server.user.as_deref().zip(server.password.as_deref());
+    let client = ClientInfo {
+        peer: unspecified,
+        local: unspecified,
+        helo: None,
+        esmtp: true,
+        login,
+    };
+    let temp = |e: BackendError| Outcome::Deferred(e.to_string());
+    let mut b = match Backend::connect(&route, hostname, &client, health).await {
+        Ok(b) => b,
+        Err(e) => return temp(e),
+    };
+    let decide = |r: &postern_shared::backend::BackendReply| {
+        if r.code >= 500 {
+            Some(Outcome::Failed(r.summary()))
+        } else if r.code >= 400 {
+            Some(Outcome::Deferred(r.summary()))
+        } else {
+            None
+        }
+    };
+    for line in [
+        format!("MAIL FROM:<{}>", msg.sender),
+        format!("RCPT TO:<{}>", msg.recipient),
+    ] {
+        match b.command(&line).await {
+            Ok(r) => {
+                if let Some(o) = decide(&r) {
+                    return o;
+                }
+            }
+            Err(e) => return temp(e),
+        }
+    }
+    match b.command("DATA").await {
+        Ok(r) if r.code == 354 => {}
+        Ok(r) => return decide(&r).unwrap_or(Outcome::Deferred(r.summary())),
+        Err(e) => return temp(e),
+    }
+    use tokio::io::AsyncWriteExt;
+    let sent = async {
+        b.w.write_all(&msg.body).await?;
+        b.w.write_all(b".\r\n").await?;
+        b.w.flush().await
+    };
+    if let Err(e) = sent.await {
+        return Outcome::Deferred(e.to_string());
+    }
+    let outcome = match b
+        .read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout))
+        .await
+    {
+        Ok(r) => decide(&r).unwrap_or(Outcome::Delivered(r.summary())),
+        Err(e) => temp(e),
+    };
+    b.quit().await;
+    outcome
+}
+
+async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        tokio::spawn(serve(stream, tx.clone()));
+    }
+}
+
+/// One request per connection.
+async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>) {
+    let mut conn = BufStream::new(stream);
+    let req = match proto::read(&mut conn).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            warn!("dropping updater client: {e}");
+            return;
+        }
+    };
+    let (reply_tx, reply_rx) = oneshot::channel();
+    if tx.send((req, reply_tx)).await.is_err() {
+        return;
+    }
+    if let Ok(answer) = reply_rx.await {
+        let _ = proto::write(&mut conn, &answer).await;
+    }
+}
