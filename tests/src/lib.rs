@@ -151,9 +151,23 @@ impl RecordingBackend {
         Self::start_with(BackendOpts::default())
     }
 
+    /// A backend on a given port (one that was down until now).
+    pub fn start_on(port: u16) -> RecordingBackend {
+        Self::listen(
+            TcpListener::bind(("127.0.0.1", port)).expect("bind backend"),
+            BackendOpts::default(),
+        )
+    }
+
     /// As [`RecordingBackend::start`], with options.
     pub fn start_with(opts: BackendOpts) -> RecordingBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::listen(
+            TcpListener::bind("127.0.0.1:0").expect("bind backend"),
+            opts,
+        )
+    }
+
+    fn listen(listener: TcpListener, opts: BackendOpts) -> RecordingBackend {
         let addr = listener.local_addr().expect("backend addr");
         let state: Arc<(Mutex<Recorded>, Condvar)> = Arc::default();
         let st = state.clone();
