@@ -455,3 +455,18 @@ fn restart_at_runs_once_at_its_time_and_never_twice_across_restarts() {
         .lines()
         .any(|l| l.starts_with(&rid) && l.contains("cancelled")));
 }
+
+#[test]
+fn a_copy_still_deferred_after_max_age_fails_and_the_log_says_so() {
+    let down = closed_port();
+    let dir = TempDir::new("upd-expire");
+    let conf = update_config(&dir, &server("Gone", down, "g.test", None, ""), "")
+        .replace("[update]\n", "[update]\nmax_age = \"2s\"\n");
+    let p = Postern::start(dir, &conf);
+    let id = send_update(&p, "Subject: u\r\n\r\nupdate\r\n");
+    p.wait_log(&format!("update {id} to Gone deferred"));
+    let line = p.wait_log(&format!("update {id}: copy for Gone expired after"));
+    assert!(line.contains("WARN"), "{line}");
+    p.wait_log(&format!("update {id} done: delivered to 0/1 servers"));
+    assert!(cli(&p, &["queue"]).contains("empty"));
+}
