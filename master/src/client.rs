@@ -63,6 +63,37 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `postern restart WORKER`: the master replaces that kind of worker.
+pub fn restart(worker: &str, config: &Config) -> ExitCode {
+    let sock = config.process.run_dir.join(CONTROL_SOCKET);
+    let req = Attrs::new()
+        .with("request", "restart")
+        .with("worker", worker);
+    match request(&sock, req) {
+        Ok(r) if r.get("status") == Some("ok") => {
+            println!(
+                "postern: {worker} restarted ({} process(es))",
+                r.get("count").unwrap_or("?")
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!(
+                "postern: restart {worker} failed: {}",
+                r.get("reason").unwrap_or("no reason given")
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!(
+                "postern: cannot talk to the master at {}: {e}",
+                sock.display()
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `postern queue …` and `postern restarts …`: one request to the updater.
 pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();

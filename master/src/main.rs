@@ -26,6 +26,7 @@ commands:
   stop      stop a running master gracefully
   reload    re-read the configuration (same as SIGHUP)
   status    show the workers: pids, uptimes, restarts, last exit
+  restart WORKER   replace smtpd, router or updater without refusing a connection
   check     validate the configuration; print every problem
   config    print the effective configuration, passwords masked
   convert   print a legacy smtp-proxy.xml file as TOML
@@ -46,6 +47,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
         "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
+        "restart" => "usage: postern [-c FILE] restart smtpd|router|updater\n\nReplaces one kind of worker without refusing a connection. smtpd and router:\nnew processes start on the same sockets; once they serve, the old ones stop\naccepting and finish their sessions. updater: the running one stops and the\nnext starts at once; smtpd's requests wait in the socket's backlog meanwhile.\n",
         "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
         "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
         _ => return None,
@@ -92,7 +94,7 @@ fn main() -> ExitCode {
             [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
-    if rest.len() > 1 && cmd != "queue" && cmd != "restarts" {
+    if rest.len() > 1 && !matches!(cmd.as_str(), "queue" | "restarts" | "restart") {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
@@ -120,6 +122,14 @@ fn main() -> ExitCode {
         "queue" | "restarts" => match Config::load(&path) {
             Ok(c) => client::updater(&cmd, &rest[1..], &c),
             Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        "restart" => match (Config::load(&path), rest.get(1)) {
+            (Ok(c), Some(worker)) if rest.len() == 2 => client::restart(worker, &c),
+            (Ok(_), _) => fail("restart needs one worker kind: smtpd, router or updater"),
+            (Err(e), _) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }

@@ -98,6 +98,21 @@ struct Slot {
     to_worker: Option<OwnedWriteHalf>,
     ready: bool,
     last_exit: Option<String>,
+    /// Replaced by `postern restart`: draining; not restarted when it exits.
+    retiring: bool,
+    /// Empty: its process was retired and exited; the slot may be reused.
+    retired: bool,
+    /// Stopped by `postern restart`: start the next process at once, unthrottled.
+    replace_on_exit: bool,
+}
+
+/// A `postern restart smtpd|router` in progress: new processes first, the old
+/// ones are told to drain once every new one serves.
+struct PendingSwap {
+    new: Vec<usize>,
+    old: Vec<usize>,
+    deadline: Instant,
+    reply: oneshot::Sender<Attrs>,
 }
 
 /// What the worker readers and the control socket tell the main loop.
@@ -151,6 +166,7 @@ struct Master {
     tx: mpsc::Sender<Msg>,
     ready_sent: bool,
     reload: Option<PendingReload>,
+    swap: Option<PendingSwap>,
     reload_seq: u64,
     stopping: Option<Instant>,
     started: Instant,
@@ -212,6 +228,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tx,
         ready_sent: false,
         reload: None,
+        swap: None,
         reload_seq: 0,
         stopping: None,
         started: Instant::now(),
@@ -247,6 +264,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let kill_deadline = m
             .stopping
             .map_or(far, |t| t + m.config.process.stop_timeout.0 + KILL_MARGIN);
+        let swap_deadline = m.swap.as_ref().map_or(far, |s| s.deadline);
         let command_deadline = m
             .commands
             .values()
@@ -265,6 +283,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
             _ = tokio::time::sleep_until(reload_deadline.into()) => m.finish_reload(true),
             _ = tokio::time::sleep_until(kill_deadline.into()) => m.kill_remaining(),
             _ = tokio::time::sleep_until(command_deadline.into()) => m.kill_late_commands(),
+            _ = tokio::time::sleep_until(swap_deadline.into()) => m.advance_swap(true),
             _ = watchdog_tick.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
         }
         if m.stopping.is_some() {
@@ -294,7 +313,15 @@ impl Slot {
             to_worker: None,
             ready: false,
             last_exit: None,
+            retiring: false,
+            retired: false,
+            replace_on_exit: false,
         }
+    }
+
+    /// Counts as a serving position (not retired or being retired).
+    fn active(&self) -> bool {
+        !self.retiring && !self.retired
     }
 }
 
@@ -394,6 +421,18 @@ impl Master {
         if self.stopping.is_some() {
             return;
         }
+        if slot.retiring {
+            slot.retiring = false;
+            slot.retired = true;
+            return;
+        }
+        if slot.replace_on_exit {
+            slot.replace_on_exit = false;
+            slot.restarts += 1;
+            slot.throttle = Duration::ZERO;
+            slot.restart_at = Some(Instant::now());
+            return;
+        }
         let quick = slot.started.elapsed() < STARTUP_GRACE;
         slot.throttle = if quick {
             (slot.throttle * 2).clamp(THROTTLE_MIN, THROTTLE_MAX)
@@ -448,7 +487,9 @@ impl Master {
             };
             let program = self.slots[i].kind.program();
             let clean = how == "exit status 0";
-            if self.stopping.is_some() && clean {
+            let expected =
+                self.stopping.is_some() || self.slots[i].retiring || self.slots[i].replace_on_exit;
+            if expected && clean {
                 info!("{program} pid {pid} stopped");
             } else {
                 warn!("{program} pid {pid} {how}");
@@ -487,6 +528,7 @@ impl Master {
                 } else if attrs.get("event") == Some("ready") {
                     self.slots[slot].ready = true;
                     self.check_ready();
+                    self.advance_swap(false);
                 } else if let Some(id) = attrs.get("id") {
                     if let Some(r) = &mut self.reload {
                         if r.id == id && r.waiting.remove(&slot) {
@@ -518,6 +560,10 @@ impl Master {
                     let _ = reply.send(self.status());
                 }
                 Some("reload") => self.begin_reload(Some(reply)).await,
+                Some("restart") => {
+                    let worker = req.get("worker").unwrap_or_default().to_string();
+                    self.restart_worker(&worker, reply).await;
+                }
                 Some("stop") => {
                     let _ = reply.send(Attrs::new().with("status", "ok"));
                     self.begin_stop("postern stop");
@@ -668,13 +714,126 @@ impl Master {
         }
     }
 
+    /// A free slot for a new process of `kind` (a retired one is reused).
+    fn new_slot(&mut self, kind: Kind) -> usize {
+        if let Some(i) = self.slots.iter().position(|s| s.retired && s.pid.is_none()) {
+            let generation = self.slots[i].generation;
+            self.slots[i] = Slot::new(kind);
+            // Keep counting: messages from the slot's earlier processes stay stale.
+            self.slots[i].generation = generation;
+            return i;
+        }
+        self.slots.push(Slot::new(kind));
+        self.slots.len() - 1
+    }
+
+    /// `postern restart WORKER` (SPEC §2): replace one kind of worker without
+    /// refusing a connection. smtpd and router: start new processes on the same
+    /// sockets, and once every one of them serves, tell the old ones to drain
+    /// and exit. updater: stop it (two must never share the spool) and start the
+    /// next one at once; its clients wait in the socket's backlog meanwhile.
+    async fn restart_worker(&mut self, worker: &str, reply: oneshot::Sender<Attrs>) {
+        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
+        let kind = match worker {
+            "smtpd" => Kind::Smtpd,
+            "router" => Kind::Router,
+            "updater" => Kind::Updater,
+            other => {
+                let _ = reply.send(fail(&format!(
+                    "no worker kind {other:?}: smtpd, router or updater"
+                )));
+                return;
+            }
+        };
+        if self.stopping.is_some() || self.swap.is_some() {
+            let _ = reply.send(fail("busy: stopping or another restart in progress"));
+            return;
+        }
+        let old: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].kind == kind && self.slots[i].active())
+            .collect();
+        info!("restarting {} ({} process(es))", kind.program(), old.len());
+        if kind == Kind::Updater {
+            for &i in &old {
+                self.slots[i].replace_on_exit = true;
+                if let Some(pid) = self.slots[i].pid {
+                    let _ = kill(pid, Signal::SIGTERM);
+                }
+                self.slots[i].to_worker = None;
+            }
+            let _ = reply.send(Attrs::new().with("status", "ok").with("count", old.len()));
+            return;
+        }
+        let mut new = Vec::new();
+        for _ in &old {
+            let i = self.new_slot(kind);
+            self.start(i).await;
+            new.push(i);
+        }
+        self.swap = Some(PendingSwap {
+            new,
+            old,
+            deadline: Instant::now() + RELOAD_ACK_TIMEOUT,
+            reply,
+        });
+        self.advance_swap(false);
+    }
+
+    /// Completes a restart once every new process serves; at the deadline,
+    /// gives up: the new processes go, the old ones keep serving.
+    fn advance_swap(&mut self, deadline: bool) {
+        let Some(sw) = &self.swap else { return };
+        let all_ready = sw.new.iter().all(|&i| self.slots[i].ready);
+        if !all_ready && !deadline {
+            return;
+        }
+        let Some(sw) = self.swap.take() else { return };
+        let (go, stay) = if all_ready {
+            (&sw.old, &sw.new)
+        } else {
+            (&sw.new, &sw.old)
+        };
+        for &i in go {
+            let s = &mut self.slots[i];
+            s.retiring = true;
+            s.restart_at = None;
+            match s.pid {
+                Some(pid) => {
+                    let _ = kill(pid, Signal::SIGTERM);
+                }
+                None => {
+                    s.retiring = false;
+                    s.retired = true;
+                }
+            }
+            s.to_worker = None;
+        }
+        let answer = if all_ready {
+            info!(
+                "restart done: {} new process(es) serving, the old ones drain",
+                stay.len()
+            );
+            Attrs::new().with("status", "ok").with("count", stay.len())
+        } else {
+            warn!("restart abandoned: the new processes did not become ready; the old ones keep serving");
+            Attrs::new()
+                .with("status", "tempfail")
+                .with("reason", "the new processes did not become ready in time")
+        };
+        let _ = sw.reply.send(answer);
+    }
+
     fn check_ready(&mut self) {
         if self.ready_sent || self.stopping.is_some() {
             return;
         }
-        if self.slots.iter().all(|s| s.ready) {
+        if self.slots.iter().filter(|s| s.active()).all(|s| s.ready) {
             self.ready_sent = true;
-            let n = self.slots.iter().filter(|s| s.kind == Kind::Smtpd).count();
+            let n = self
+                .slots
+                .iter()
+                .filter(|s| s.kind == Kind::Smtpd && s.active())
+                .count();
             info!("ready: router and {n} smtpd process(es) serving");
             notify(&[
                 NotifyState::Ready,
@@ -870,12 +1029,13 @@ impl Master {
             "{:<16} {:>8} {:>10} {:>9}  {}\n",
             "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"
         ));
-        for s in &self.slots {
+        for s in self.slots.iter().filter(|s| !s.retired) {
             let (pid, up) = match s.pid {
                 Some(p) => (p.to_string(), human(s.started.elapsed())),
                 None => ("-".into(), "-".into()),
             };
             let state = match (s.pid, s.ready, s.restart_at) {
+                _ if s.retiring => " (draining)",
                 (Some(_), true, _) => "",
                 (Some(_), false, _) => " (starting)",
                 (None, _, Some(_)) => " (restart pending)",

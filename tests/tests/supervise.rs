@@ -328,3 +328,71 @@ fn smtpd_can_run_chrooted_and_still_reach_the_router() {
     assert!(ok, "{out}\n{}", p.log());
     assert_eq!(one.wait_messages(1).len(), 1);
 }
+
+/// `postern restart smtpd` during a stream of sessions fails none of them.
+#[test]
+fn restarting_smtpd_during_a_stream_of_sessions_fails_none() {
+    let (p, one) = one_customer("sup-restart");
+    let before = p.pids_of("postern-smtpd");
+    let script = r#"
+import smtplib, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+failed = 0
+for i in range(n):
+    try:
+        with smtplib.SMTP(host, port, timeout=20) as s:
+            s.sendmail("a@example.org", ["u%d@one.test" % i], "Subject: %d\r\n\r\nbody\r\n" % i)
+    except Exception as e:
+        failed += 1
+        print("failed", i, repr(e))
+print("failures:", failed)
+"#;
+    let addr = p.addr;
+    let stream = std::thread::spawn(move || {
+        python(
+            script,
+            &[&addr.ip().to_string(), &addr.port().to_string(), "300"],
+        )
+    });
+    one.wait_messages(5);
+    let out = p.cli(&["restart", "smtpd"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("smtpd restarted (2 process(es))"));
+    let result = stream.join().expect("client thread");
+    assert!(result.contains("failures: 0"), "{result}");
+    assert_eq!(one.wait_messages(300).len(), 300);
+    let after = wait_for("the old smtpd processes to finish", || {
+        let now = p.pids_of("postern-smtpd");
+        (now.len() == 2 && before.iter().all(|b| !now.contains(b) && !alive(*b))).then_some(now)
+    });
+    assert_eq!(after.len(), 2);
+}
+
+#[test]
+fn restarting_the_router_or_the_updater_keeps_mail_flowing() {
+    let (p, one) = one_customer("sup-restart-others");
+    for worker in ["router", "updater"] {
+        let program = format!("postern-{worker}");
+        let before = p.pids_of(&program);
+        let out = p.cli(&["restart", worker]);
+        assert!(
+            out.status.success(),
+            "{worker}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for(&format!("a new {worker}"), || {
+            let now = p.pids_of(&program);
+            (now.len() == 1 && now[0] != before[0] && !alive(before[0])).then_some(())
+        });
+        let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
+        assert!(ok, "{worker}: {out}");
+    }
+    assert_eq!(one.wait_messages(2).len(), 2);
+    let bad = p.cli(&["restart", "everything"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("smtpd, router or updater"));
+}
