@@ -187,13 +187,15 @@ impl Backend {
         route: &Route,
         hostname: &str,
         client: &ClientInfo<'_>,
-        health: &Health,
+        health: Option<&Health>,
     ) -> Result<Backend, BackendError> {
-        if let Some(left) = health.skipped(route) {
+        if let Some(left) = health.and_then(|h| h.skipped(route)) {
             return Err(BackendError::Skipped(left));
         }
         let result = Self::open(route, hostname, client).await;
-        health.record(route, result.is_ok());
+        if let Some(h) = health {
+            h.record(route, result.is_ok());
+        }
         result
     }
 

@@ -641,7 +641,7 @@ impl Session {
             esmtp: self.esmtp,
             login,
         };
-        let b = Backend::connect(route, &hostname, &client, &self.ctx.health).await?;
+        let b = Backend::connect(route, &hostname, &client, Some(&self.ctx.health)).await?;
         if self.forwarded_to != Some(route.server) {
             info!(
                 "smtp connection forwarded from {} to {} using {}",

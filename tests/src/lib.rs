@@ -424,13 +424,19 @@ impl Postern {
 
     /// Waits until `needle` appears in at least `n` log lines; returns the n-th.
     pub fn wait_log_count(&self, needle: &str, n: usize) -> String {
-        wait_for(&format!("log line {needle:?} (x{n})"), || {
-            self.log()
-                .lines()
-                .filter(|l| l.contains(needle))
-                .nth(n - 1)
-                .map(str::to_string)
-        })
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            if let Some(l) = log.lines().filter(|l| l.contains(needle)).nth(n - 1) {
+                return l.to_string();
+            }
+            if start.elapsed() > DEADLINE {
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+                panic!("timed out after {DEADLINE:?} waiting for log line {needle:?} (x{n}); the log ends:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The master's pid.

@@ -35,7 +35,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_shared::backend::{Backend, BackendError, ClientInfo, Health};
+use postern_shared::backend::{Backend, BackendError, ClientInfo};
 use postern_shared::config::{ClientIdentity, Config, Server};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::route::{Cause, Route};
@@ -107,7 +107,6 @@ struct Updater {
     /// Worker request id → restart id, for restarts the master is running.
     running: HashMap<String, String>,
     results: mpsc::Sender<(String, String, Outcome)>,
-    health: Arc<Health>,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -147,7 +146,6 @@ async fn run() -> anyhow::Result<()> {
         inflight: HashSet::new(),
         running: HashMap::new(),
         results,
-        health: Arc::new(Health::default()),
     };
     worker.ready().await;
     loop {
@@ -244,9 +242,8 @@ impl Updater {
             self.inflight.insert((id.clone(), server.clone()));
             let hostname = self.config.proxy.hostname.clone();
             let results = self.results.clone();
-            let health = self.health.clone();
             tokio::spawn(async move {
-                let outcome = deliver(&cfg, &hostname, &msg, &health).await;
+                let outcome = deliver(&cfg, &hostname, &msg).await;
                 let _ = results.send((id, server, outcome)).await;
             });
         }
@@ -592,7 +589,7 @@ fn local(t: u64) -> String {
 }
 
 /// Delivers one copy: the server's credentials, the same envelope.
-async fn deliver(server: &Server, hostname: &str, msg: &Message, health: &Health) -> Outcome {
+async fn deliver(server: &Server, hostname: &str, msg: &Message) -> Outcome {
     let route = Route {
         server: 0,
         name: server.display_name(),
@@ -612,7 +609,8 @@ async fn deliver(server: &Server, hostname: &str, msg: &Message, health: &Health
         login,
     };
     let temp = |e: BackendError| Outcome::Deferred(e.to_string());
-    let mut b = match Backend::connect(&route, hostname, &client, health).await {
+    // No skipping here: the queue has its own retry schedule.
+    let mut b = match Backend::connect(&route, hostname, &client, None).await {
         Ok(b) => b,
         Err(e) => return temp(e),
     };
