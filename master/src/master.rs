@@ -104,6 +104,8 @@ struct Slot {
     retired: bool,
     /// Stopped by `postern restart`: start the next process at once, unthrottled.
     replace_on_exit: bool,
+    /// The worker's last `event=load` (smtpd: sessions, failing backends).
+    load: Option<Attrs>,
 }
 
 /// A `postern restart smtpd|router` in progress: new processes first, the old
@@ -316,6 +318,7 @@ impl Slot {
             retiring: false,
             retired: false,
             replace_on_exit: false,
+            load: None,
         }
     }
 
@@ -418,6 +421,7 @@ impl Master {
         slot.pid = None;
         slot.to_worker = None;
         slot.ready = false;
+        slot.load = None;
         if self.stopping.is_some() {
             return;
         }
@@ -525,6 +529,8 @@ impl Master {
                         attrs.get("server").unwrap_or("").to_string(),
                     )
                     .await;
+                } else if attrs.get("event") == Some("load") {
+                    self.slots[slot].load = Some(attrs);
                 } else if attrs.get("event") == Some("ready") {
                     self.slots[slot].ready = true;
                     self.check_ready();
@@ -1048,9 +1054,64 @@ impl Master {
                 s.last_exit.as_deref().unwrap_or("-")
             ));
         }
+        text.push_str(&self.load_report());
         Attrs::new()
             .with("status", "ok")
             .with_body(text.into_bytes())
+    }
+
+    /// Sessions in progress and each server's health, from the smtpd reports.
+    fn load_report(&self) -> String {
+        let loads: Vec<&Attrs> = self
+            .slots
+            .iter()
+            .filter(|s| s.pid.is_some())
+            .filter_map(|s| s.load.as_ref())
+            .collect();
+        let sessions: u64 = loads
+            .iter()
+            .filter_map(|a| a.get("sessions")?.parse::<u64>().ok())
+            .sum();
+        let mut text = format!("sessions in progress: {sessions}\n");
+        // name → (failures, since, skipped seconds), the worst view of any smtpd.
+        let mut failing: HashMap<String, (u64, u64, u64)> = HashMap::new();
+        for line in loads.iter().flat_map(|a| a.get_all("failing")) {
+            let f: Vec<&str> = line.split('|').collect();
+            if let [name, count, since, left] = f.as_slice() {
+                let n = |v: &str| v.parse::<u64>().unwrap_or(0);
+                let e = failing.entry(name.to_string()).or_insert((0, u64::MAX, 0));
+                e.0 = e.0.max(n(count));
+                e.1 = e.1.min(n(since));
+                e.2 = e.2.max(n(left));
+            }
+        }
+        text.push_str("BACKEND              ADDRESS                STATE\n");
+        for s in &self.config.servers {
+            let name = s.display_name();
+            let state = match failing.get(&name) {
+                None => "reachable".to_string(),
+                Some((count, since, left)) => {
+                    let ago = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs().saturating_sub(*since))
+                        .unwrap_or(0);
+                    let mut st = format!(
+                        "failing since {} ago ({count} failures in a row)",
+                        human(Duration::from_secs(ago))
+                    );
+                    if *left > 0 {
+                        st.push_str(&format!(", skipped for {left}s more"));
+                    }
+                    st
+                }
+            };
+            text.push_str(&format!(
+                "{:<20} {:<22} {state}\n",
+                name,
+                format!("{}:{}", s.host, s.port)
+            ));
+        }
+        text
     }
 }
 

@@ -68,10 +68,14 @@ pub const FAILURES_BEFORE_SKIP: u32 = 3;
 pub const SKIP_FOR: Duration = Duration::from_secs(30);
 
 /// Failures in a row, and until when the backend is skipped.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Failing {
     count: u32,
     skip_until: Option<Instant>,
+    /// The server's name, for reports.
+    name: String,
+    /// When the first failure of this run happened (Unix seconds).
+    since: u64,
 }
 
 /// Per-process memory of failing backends, keyed by host and port.
@@ -103,7 +107,14 @@ impl Health {
             }
             return;
         }
-        let entry = map.entry(key).or_default();
+        let entry = map.entry(key).or_insert_with(|| Failing {
+            name: route.name.clone(),
+            since: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            ..Failing::default()
+        });
         entry.count += 1;
         if entry.count >= FAILURES_BEFORE_SKIP {
             entry.skip_until = Some(Instant::now() + SKIP_FOR);
@@ -113,6 +124,34 @@ impl Health {
                 entry.count
             );
         }
+    }
+}
+
+impl Health {
+    /// Failing backends as attribute values, `name|failures|since|skipped-seconds`,
+    /// sorted; what smtpd reports to the master for `postern status`.
+    pub fn report(&self) -> Vec<String> {
+        let Ok(map) = self.failing.lock() else {
+            return Vec::new();
+        };
+        let now = Instant::now();
+        let mut out: Vec<String> = map
+            .values()
+            .map(|f| {
+                let left = f
+                    .skip_until
+                    .and_then(|u| u.checked_duration_since(now))
+                    .map_or(0, |d| d.as_secs());
+                format!(
+                    "{}|{}|{}|{left}",
+                    f.name.replace('|', "/"),
+                    f.count,
+                    f.since
+                )
+            })
+            .collect();
+        out.sort();
+        out
     }
 }
 

@@ -188,6 +188,11 @@ impl Worker {
         id
     }
 
+    /// Sends an unsolicited `event=…` message to the master (e.g. `event=load`).
+    pub async fn event(&mut self, a: Attrs) {
+        self.send(a).await;
+    }
+
     /// True when a master is listening (the worker was not started by hand).
     pub fn has_master(&self) -> bool {
         self.to_master.is_some()

@@ -94,8 +94,24 @@ async fn run() -> anyhow::Result<()> {
     worker.ready().await;
     // Admin commands waiting for the master's answer, by request id.
     let mut pending: Vec<(String, AdminRequest)> = Vec::new();
+    // What `postern status` shows: sessions in progress and failing backends,
+    // sent to the master when it changes (checked every second).
+    let mut load_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut last_load = Attrs::new();
     loop {
         tokio::select! {
+            _ = load_tick.tick() => {
+                let mut load = Attrs::new()
+                    .with("event", "load")
+                    .with("sessions", shared.active.load(Ordering::SeqCst));
+                for line in shared.health.report() {
+                    load.push("failing", line);
+                }
+                if load != last_load {
+                    worker.event(load.clone()).await;
+                    last_load = load;
+                }
+            }
             event = worker.next_event() => match event {
                 Event::Reload { id, config, tls } => {
                     // New sessions take the new configuration; running ones keep theirs.

@@ -283,3 +283,45 @@ fn help_works_on_every_command() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(String::from_utf8_lossy(&out.stderr).lines().count(), 1);
 }
+
+#[test]
+fn status_shows_sessions_in_progress_and_backend_health() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-health");
+    let conf = config_text(
+        &dir,
+        &(server_block("One", one.port(), &["one.test"])
+            + &server_block("Down", closed_port(), &["down.test"])),
+    )
+    .replace("[process]\n", "[process]\nsmtpd_processes = 1\n");
+    let p = Postern::start(dir, &conf);
+    let status = || String::from_utf8_lossy(&p.cli(&["status"]).stdout).into_owned();
+    let mut held = Raw::connect(p.addr);
+    held.cmd("EHLO client.example");
+    wait_for("one session in progress", || {
+        status().contains("sessions in progress: 1").then_some(())
+    });
+    held.cmd("MAIL FROM:<a@example.org>");
+    for i in 0..3 {
+        assert!(held
+            .cmd(&format!("RCPT TO:<u{i}@down.test>"))
+            .starts_with("451 4.4.1"));
+    }
+    let text = wait_for("the failing backend in status", || {
+        let t = status();
+        t.contains("(3 failures in a row), skipped for")
+            .then_some(t)
+    });
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("One").contains("reachable"), "{text}");
+    assert!(line("Down").contains("failing since"), "{text}");
+    held.cmd("QUIT");
+    wait_for("no session in progress", || {
+        status().contains("sessions in progress: 0").then_some(())
+    });
+}
