@@ -124,6 +124,12 @@ enum Msg {
         generation: u64,
         attrs: Attrs,
     },
+    /// A draining worker's channel, handed back to its slot.
+    Hold {
+        slot: usize,
+        generation: u64,
+        channel: OwnedWriteHalf,
+    },
     /// An answer to a worker's request, to write on its channel.
     ToWorker {
         slot: usize,
@@ -550,6 +556,17 @@ impl Master {
                     }
                 }
             }
+            Msg::Hold {
+                slot,
+                generation,
+                channel,
+            } => {
+                if self.slots.get(slot).map(|s| s.generation) == Some(generation)
+                    && self.slots[slot].pid.is_some()
+                {
+                    self.slots[slot].to_worker = Some(channel);
+                }
+            }
             Msg::ToWorker {
                 slot,
                 generation,
@@ -800,19 +817,45 @@ impl Master {
             (&sw.new, &sw.old)
         };
         for &i in go {
-            let s = &mut self.slots[i];
-            s.retiring = true;
-            s.restart_at = None;
-            match s.pid {
-                Some(pid) => {
+            self.slots[i].retiring = true;
+            self.slots[i].restart_at = None;
+            if self.slots[i].pid.is_none() {
+                self.slots[i].retiring = false;
+                self.slots[i].retired = true;
+            }
+        }
+        let go = go.clone();
+        let ready = all_ready;
+        let drain = Attrs::new().with("request", "drain");
+        let tx = self.tx.clone();
+        for i in go {
+            // Old processes that served are told to drain over their channel (their
+            // sessions all finish); new ones that never served simply stop.
+            match (ready, self.slots[i].to_worker.take(), self.slots[i].pid) {
+                (true, Some(mut w), Some(_)) => {
+                    let generation = self.slots[i].generation;
+                    let tx = tx.clone();
+                    let drain = drain.clone();
+                    tokio::spawn(async move {
+                        if proto::write(&mut w, &drain).await.is_err() {
+                            return;
+                        }
+                        // Keep the channel open (its end would mean "stop") until
+                        // the process has exited.
+                        let _ = tx
+                            .send(Msg::Hold {
+                                slot: i,
+                                generation,
+                                channel: w,
+                            })
+                            .await;
+                    });
+                }
+                (_, _, Some(pid)) => {
                     let _ = kill(pid, Signal::SIGTERM);
                 }
-                None => {
-                    s.retiring = false;
-                    s.retired = true;
-                }
+                _ => {}
             }
-            s.to_worker = None;
         }
         let answer = if all_ready {
             info!(

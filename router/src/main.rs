@@ -85,7 +85,7 @@ async fn run() -> anyhow::Result<()> {
                 worker.config = config;
                 worker.ack(&id, Ok(())).await;
             }
-            Event::Stop => {
+            Event::Stop | Event::Drain => {
                 tracing::info!("stopping");
                 return Ok(());
             }

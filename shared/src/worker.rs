@@ -21,7 +21,7 @@
 //! Channel protocol (attribute lists, see [`crate::proto`]):
 //! ```text
 //! master → worker: request=config id=N size=LEN <toml>     worker → master: id=N status=ok|tempfail [reason=…]
-//! master → worker: request=stop                            worker → master: event=ready
+//! master → worker: request=stop | request=drain             worker → master: event=ready | event=load …
 //! worker → master: request=reload|stop id=wN               master → worker: id=wN status=ok|tempfail [reason=…]
 //! ```
 //!
@@ -62,6 +62,9 @@ pub enum Event {
     Reply(Attrs),
     /// Stop gracefully: stop accepting, drain, exit.
     Stop,
+    /// Replaced by a new process (`postern restart`): stop accepting, let every
+    /// session finish as usual, exit. A later [`Event::Stop`] escalates.
+    Drain,
 }
 
 /// A running worker's link to its master and its inherited sockets.
@@ -233,6 +236,7 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                     }
                 },
                 Some("stop") => Event::Stop,
+                Some("drain") => Event::Drain,
                 None if msg.get("status").is_some() => Event::Reply(msg),
                 other => {
                     tracing::warn!("ignoring master request {other:?}");

@@ -41,6 +41,8 @@ struct Shared {
     updater: std::path::PathBuf,
     router: Arc<RouterClient>,
     shutdown: watch::Receiver<bool>,
+    /// False once the process stops or drains: the accept loops end.
+    accepting: watch::Receiver<bool>,
     active: AtomicUsize,
     idle: Notify,
 }
@@ -72,6 +74,7 @@ async fn run() -> anyhow::Result<()> {
         anyhow::bail!("no inherited socket named \"smtp\"");
     }
     let (stop_tx, shutdown) = watch::channel(false);
+    let (accept_tx, accepting) = watch::channel(true);
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
     let tls = acceptor(worker.tls.as_deref())?;
     let shared = Arc::new(Shared {
@@ -85,6 +88,7 @@ async fn run() -> anyhow::Result<()> {
             ROUTER_TIMEOUT,
         )),
         shutdown,
+        accepting,
         active: AtomicUsize::new(0),
         idle: Notify::new(),
     });
@@ -98,7 +102,7 @@ async fn run() -> anyhow::Result<()> {
     // sent to the master when it changes (checked every second).
     let mut load_tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_load = Attrs::new();
-    loop {
+    let stopping = loop {
         tokio::select! {
             _ = load_tick.tick() => {
                 let mut load = Attrs::new()
@@ -134,13 +138,14 @@ async fn run() -> anyhow::Result<()> {
                         });
                     }
                 }
+                Event::Drain => break false,
                 Event::Stop => {
                     // A SHUTDOWN whose answer raced with the stop itself succeeded.
                     for (_, req) in pending.drain(..) {
                         let answer = if req.request == "stop" { Ok(()) } else { Err("stopping".into()) };
                         let _ = req.reply.send(answer);
                     }
-                    break;
+                    break true;
                 }
             },
             Some(req) = admin_rx.recv() => {
@@ -152,28 +157,40 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
         }
+    };
+    // Stop accepting; a stop (not a drain) also tells idle sessions to go.
+    let _ = accept_tx.send(false);
+    if stopping {
+        let _ = stop_tx.send(true);
     }
-    let _ = stop_tx.send(true);
     let grace = worker.config.process.stop_timeout.0;
     let n = shared.active.load(Ordering::SeqCst);
     if n > 0 {
-        tracing::info!("stopping: waiting up to {grace:?} for {n} session(s)");
+        let how = if stopping { "stopping" } else { "replaced" };
+        tracing::info!("{how}: waiting up to {grace:?} for {n} session(s)");
     }
-    let drained = tokio::time::timeout(grace, async {
-        while shared.active.load(Ordering::SeqCst) > 0 {
-            let notified = shared.idle.notified();
-            if shared.active.load(Ordering::SeqCst) == 0 {
+    let deadline = tokio::time::Instant::now() + grace;
+    while shared.active.load(Ordering::SeqCst) > 0 {
+        let notified = shared.idle.notified();
+        if shared.active.load(Ordering::SeqCst) == 0 {
+            break;
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::warn!(
+                    "stopping with {} session(s) still open after {grace:?}",
+                    shared.active.load(Ordering::SeqCst)
+                );
                 break;
             }
-            notified.await;
+            // A drain becomes a stop when the master (or a signal) says so.
+            event = worker.next_event(), if !*stop_tx.borrow() => {
+                if matches!(event, Event::Stop) {
+                    let _ = stop_tx.send(true);
+                }
+            }
         }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
-            "stopping with {} session(s) still open after {grace:?}",
-            shared.active.load(Ordering::SeqCst)
-        );
     }
     tracing::info!("stopped");
     Ok(())
@@ -186,11 +203,11 @@ fn listener(fd: OwnedFd) -> anyhow::Result<TcpListener> {
 }
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    let mut shutdown = shared.shutdown.clone();
+    let mut accepting = shared.accepting.clone();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = accepting.wait_for(|a| !*a) => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,

@@ -159,7 +159,7 @@ async fn run() -> anyhow::Result<()> {
                     worker.ack(&id, Ok(())).await;
                 }
                 Event::Reply(answer) => u.restart_finished(&answer),
-                Event::Stop => {
+                Event::Stop | Event::Drain => {
                     info!("stopping");
                     return Ok(());
                 }
