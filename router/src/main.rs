@@ -38,23 +38,7 @@ struct State {
 type Shared = Arc<State>;
 
 fn main() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("postern-router: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("fatal: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    postern_shared::worker::main("postern-router", run())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -219,6 +219,34 @@ impl Worker {
     }
 }
 
+/// A worker's `main`: runs `service` on a single-threaded runtime (each worker
+/// is one small process; the master runs several smtpd for the cores) and
+/// turns its outcome into the exit status the master logs.
+pub fn main<F>(name: &str, service: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(service) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("fatal: {e:#}");
+            // Before logging is set up (or when it fails), stderr still tells.
+            eprintln!("{name}: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Reads the master channel until it closes; a closed channel means stop.
 async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc::Sender<Event>) {
     loop {

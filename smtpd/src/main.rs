@@ -48,23 +48,7 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("postern-smtpd: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("fatal: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    postern_shared::worker::main("postern-smtpd", run())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -608,6 +608,30 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A TCP connection from a chosen loopback source address (distinct client IPs).
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
+    use std::os::fd::AsRawFd;
+    let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");
+    let SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .expect("socket");
+    bind(
+        sock.as_raw_fd(),
+        &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0)),
+    )
+    .expect("bind source");
+    connect(sock.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
+    TcpStream::from(sock)
+}
+
 /// A raw SMTP client for byte-exact dialogues.
 pub struct Raw {
     r: BufReader<TcpStream>,
@@ -617,55 +641,13 @@ pub struct Raw {
 impl Raw {
     /// Connects from `from` (a loopback address such as 127.0.0.2) to `to`; reads the greeting.
     pub fn connect_from(from: &str, to: SocketAddr) -> Raw {
-        use nix::sys::socket::{
-            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
-        };
-        use std::os::fd::AsRawFd;
-        let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");
-        let SocketAddr::V4(to) = to else {
-            panic!("IPv4 only")
-        };
-        let sock = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .expect("socket");
-        bind(
-            sock.as_raw_fd(),
-            &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0)),
-        )
-        .expect("bind source");
-        connect(sock.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
-        Self::wrap(TcpStream::from(sock))
+        Self::wrap(connect_from(from, to))
     }
 
     /// Connects from `from` and returns the first reply without checking it
     /// (a 220 greeting, or a 421 refusal), then closes.
     pub fn connect_raw_from(from: &str, to: SocketAddr) -> String {
-        use nix::sys::socket::{
-            bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn,
-        };
-        use std::os::fd::AsRawFd;
-        let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");
-        let SocketAddr::V4(to) = to else {
-            panic!("IPv4 only")
-        };
-        let sock = socket(
-            AddressFamily::Inet,
-            SockType::Stream,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .expect("socket");
-        bind(
-            sock.as_raw_fd(),
-            &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0)),
-        )
-        .expect("bind source");
-        connect(sock.as_raw_fd(), &SockaddrIn::from(to)).expect("connect");
-        let stream = TcpStream::from(sock);
+        let stream = connect_from(from, to);
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
         let mut line = String::new();
         let _ = BufReader::new(stream).read_line(&mut line);

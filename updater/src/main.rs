@@ -54,23 +54,7 @@ const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 const KEEP_RESTARTS: u64 = 30 * 86_400;
 
 fn main() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("postern-updater: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match rt.block_on(run()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!("fatal: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    postern_shared::worker::main("postern-updater", run())
 }
 
 fn now() -> u64 {
