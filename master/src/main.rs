@@ -132,7 +132,18 @@ fn start(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    postern_shared::logging::init("postern", Some(&config.log.level));
+    let mut log = postern_shared::logging::Settings::of(&config.log);
+    log.group = match log_group(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = postern_shared::logging::init_with("postern", &log) {
+        eprintln!("postern: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,6 +159,22 @@ fn start(path: PathBuf) -> ExitCode {
             eprintln!("postern: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The group of a new log file: the workers' group when the master (root)
+/// drops them to `process.user`, so that they can reopen it after a rotation.
+fn log_group(config: &Config) -> Result<Option<nix::unistd::Gid>, String> {
+    let Some(name) = &config.process.user else {
+        return Ok(None);
+    };
+    if config.log.file.is_empty() || !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(Some(u.gid)),
+        Ok(None) => Err(format!("process.user {name:?} does not exist")),
+        Err(e) => Err(format!("looking up user {name}: {e}")),
     }
 }
 

@@ -291,10 +291,8 @@ impl Master {
             Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
         }
-        let env = [(
-            postern_shared::logging::LEVEL_ENV,
-            self.config.log.level.clone(),
-        )];
+        // The level, and where the master logs (file, journald): see logging::worker_env.
+        let env = postern_shared::logging::worker_env(&self.config.log.level);
         let pid = match spawn::spawn(&program, &[], &fds, &env) {
             Ok(pid) => pid,
             Err(e) => {
@@ -841,6 +839,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.level != new.log.level {
         out.push("log.level");
+    }
+    if old.log.file != new.log.file {
+        out.push("log.file");
+    }
+    if old.log.journald != new.log.journald {
+        out.push("log.journald");
     }
     out
 }
