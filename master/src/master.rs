@@ -444,6 +444,7 @@ impl Master {
                         generation,
                         request.to_string(),
                         attrs.get("id").unwrap_or("").to_string(),
+                        attrs.get("sid").unwrap_or("-").to_string(),
                     )
                     .await;
                 } else if attrs.get("event") == Some("ready") {
@@ -496,7 +497,14 @@ impl Master {
 
     /// A worker asks on behalf of an SMTP admin command (`RELOAD`, `SHUTDOWN`);
     /// smtpd has checked the credentials and the client's address.
-    async fn worker_request(&mut self, slot: usize, generation: u64, request: String, id: String) {
+    async fn worker_request(
+        &mut self,
+        slot: usize,
+        generation: u64,
+        request: String,
+        id: String,
+        sid: String,
+    ) {
         let program = self.slots[slot].kind.program();
         let (tx, rx) = oneshot::channel::<Attrs>();
         let back = self.tx.clone();
@@ -515,7 +523,7 @@ impl Master {
         });
         match request.as_str() {
             "reload" => {
-                info!("reload requested by {program} (SMTP RELOAD)");
+                info!(sid, "reload requested by {program} (SMTP RELOAD)");
                 self.begin_reload(Some(tx)).await;
             }
             "stop" => {
@@ -525,6 +533,7 @@ impl Master {
                     let answer = Attrs::new().with("status", "ok").with("id", &id);
                     let _ = proto::write(w, &answer).await;
                 }
+                info!(sid, "stop requested by {program} (SMTP SHUTDOWN)");
                 self.begin_stop("SMTP SHUTDOWN");
             }
             other => {

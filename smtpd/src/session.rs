@@ -55,6 +55,8 @@ pub type BoxStream = Box<dyn ClientStream>;
 pub struct AdminRequest {
     /// `reload` or `stop`.
     pub request: &'static str,
+    /// The session asking, for the master's log line.
+    pub sid: String,
     /// The master's answer: `Ok`, or why not.
     pub reply: oneshot::Sender<Result<(), String>>,
 }
@@ -99,6 +101,8 @@ struct Tx {
     accepted: u32,
     /// RCPT commands seen.
     rcpts: u32,
+    /// Recipients the backend accepted, for the log.
+    recipients: Vec<String>,
 }
 
 struct Session {
@@ -177,7 +181,7 @@ impl Session {
 
     fn reply(&mut self, r: Reply) {
         if r.code >= 400 {
-            debug!("reply {}", r.summary());
+            debug!(reply = %r.summary(), "reply {}", r.summary());
         }
         r.write_to(&mut self.out);
     }
@@ -439,6 +443,7 @@ impl Session {
             backend_mail: false,
             accepted: 0,
             rcpts: 0,
+            recipients: Vec::new(),
         });
         self.reply(Reply::new(250, "2.1.0", "Ok"));
     }
@@ -519,7 +524,14 @@ impl Session {
                     }
                 }
                 Ok(r) => {
-                    info!("backend {} refused MAIL: {}", route.name, r.summary());
+                    info!(
+                        sender = %self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default(),
+                        server = %route.name,
+                        reply = %r.summary(),
+                        "backend {} refused MAIL: {}",
+                        route.name,
+                        r.summary()
+                    );
                     return self.relay(&r);
                 }
                 Err(e) => return self.temp_failure(&route, e),
@@ -530,6 +542,7 @@ impl Session {
                 if r.is_ok() {
                     if let Some(tx) = self.tx.as_mut() {
                         tx.accepted += 1;
+                        tx.recipients.push(to.to_string());
                     }
                 }
                 self.relay(&r);
@@ -539,7 +552,12 @@ impl Session {
     }
 
     fn relay_denied(&mut self, to: &Path) {
-        warn!("no server found for rcpt {to}");
+        warn!(
+            sender = %self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default(),
+            recipient = %to,
+            reply = "554 5.7.1",
+            "no server found for rcpt {to}"
+        );
         let text = format!("<{to}>: Relaying denied");
         self.reply(Reply::new(554, "5.7.1", &text));
     }
@@ -548,14 +566,19 @@ impl Session {
     /// backend connection (whose state is now unknown) is dropped.
     fn temp_failure(&mut self, route: &Route, e: BackendError) {
         warn!(
+            server = %route.name,
+            reply = "451 4.4.1",
             "backend {} ({}:{}): {e}",
-            route.name, route.host, route.port
+            route.name,
+            route.host,
+            route.port
         );
         self.backend = None;
         if let Some(tx) = self.tx.as_mut() {
             // Whatever the lost connection accepted is gone with it.
             tx.backend_mail = false;
             tx.accepted = 0;
+            tx.recipients.clear();
         }
         self.reply(Reply::new(
             451,
@@ -627,6 +650,8 @@ impl Session {
         let b = Backend::connect(route, &hostname, &client, &self.ctx.health).await?;
         if self.forwarded_to != Some(route.server) {
             info!(
+                server = %route.name,
+                cause = route.cause.as_str(),
                 "smtp connection forwarded from {} to {} using {}",
                 self.ip(),
                 route.name,
@@ -753,6 +778,11 @@ impl Session {
             .as_ref()
             .map(|t| t.from.to_string())
             .unwrap_or_default();
+        let recipients = self
+            .tx
+            .as_ref()
+            .map(|t| t.recipients.join(","))
+            .unwrap_or_default();
         self.tx = None;
         if let Some(fault) = scanner.fault {
             // Never send the end marker: dropping the connection makes the backend
@@ -761,7 +791,7 @@ impl Session {
             self.errors += 1;
             let r = match fault {
                 Fault::BareLineEnd => {
-                    warn!("refused message from <{from}>: bare CR or LF in the body");
+                    warn!(sender = %from, recipient = %recipients, reply = "550 5.5.2", "refused message from <{from}>: bare CR or LF in the body");
                     Reply::new(
                         550,
                         "5.5.2",
@@ -769,7 +799,7 @@ impl Session {
                     )
                 }
                 Fault::TooBig => {
-                    warn!("refused message from <{from}>: larger than {limit} bytes");
+                    warn!(sender = %from, recipient = %recipients, reply = "552 5.3.4", "refused message from <{from}>: larger than {limit} bytes");
                     Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
                 }
             };
@@ -793,6 +823,10 @@ impl Session {
         match done {
             Ok(r) => {
                 info!(
+                    sender = %from,
+                    recipient = %recipients,
+                    server = %route.name,
+                    reply = %r.summary(),
                     "message from <{from}> ({} bytes) forwarded to {}: {}",
                     scanner.size,
                     route.name,
