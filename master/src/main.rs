@@ -3,11 +3,12 @@
 //! `postern start` runs the master in the foreground ([`master`]); the other
 //! commands are the administrator's: `check` validates a file, `config`
 //! prints the effective configuration, `convert` turns a legacy XML file into
-//! TOML, and `stop`, `reload`, `status` talk to a running master over
-//! `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
+//! TOML, `log` searches the log ([`logsearch`]), and `stop`, `reload`,
+//! `status` talk to a running master over `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
 //! non-zero exit status.
 
 mod client;
+mod logsearch;
 mod master;
 mod sockets;
 mod spawn;
@@ -20,6 +21,7 @@ use postern_shared::config::{Config, ConfigError, DEFAULT_PATH};
 const USAGE: &str = "\
 usage: postern [-c FILE] COMMAND
        postern convert FILE.xml
+       postern [-c FILE] log search PATTERN [--since WHEN] | log session ID [--since WHEN]
 
 commands:
   start     run the master in the foreground (what systemd runs)
@@ -29,6 +31,7 @@ commands:
   check     validate the configuration; print every problem
   config    print the effective configuration, passwords masked
   convert   print a legacy smtp-proxy.xml file as TOML
+  log       log search PATTERN: find sessions; log session ID: one session's lines
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -44,6 +47,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
         "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
+        "log" => logsearch::HELP,
         _ => return None,
     })
 }
@@ -86,6 +90,15 @@ fn main() -> ExitCode {
             [file] => convert(file.as_ref()),
             [] => fail("convert needs the XML file to convert; see postern convert --help"),
             [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
+        };
+    }
+    if cmd == "log" {
+        return match Config::load(&path) {
+            Ok(c) => logsearch::run(&rest[1..], &c),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
         };
     }
     if rest.len() > 1 {
