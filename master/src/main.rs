@@ -30,8 +30,8 @@ commands:
   status    show the workers: pids, uptimes, restarts, last exit
   check     validate the configuration; print every problem
   config    print the effective configuration, passwords masked
-  convert   print a legacy smtp-proxy.xml file as TOML
   log       log search PATTERN: find sessions; log session ID: one session's lines
+  convert   print a legacy smtp-proxy.xml file as TOML
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -46,8 +46,8 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "status" => "usage: postern [-c FILE] status\n\nShows the master and each worker: pid, uptime, restarts, last exit.\n",
         "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
-        "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
         "log" => logsearch::HELP,
+        "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
         _ => return None,
     })
 }
@@ -85,13 +85,6 @@ fn main() -> ExitCode {
             None => fail(&format!("unknown command {cmd:?}; see postern --help")),
         };
     }
-    if cmd == "convert" {
-        return match &rest[1..] {
-            [file] => convert(file.as_ref()),
-            [] => fail("convert needs the XML file to convert; see postern convert --help"),
-            [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
-        };
-    }
     if cmd == "log" {
         return match Config::load(&path) {
             Ok(c) => logsearch::run(&rest[1..], &c),
@@ -99,6 +92,13 @@ fn main() -> ExitCode {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }
+        };
+    }
+    if cmd == "convert" {
+        return match &rest[1..] {
+            [file] => convert(file.as_ref()),
+            [] => fail("convert needs the XML file to convert; see postern convert --help"),
+            [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
     if rest.len() > 1 {

@@ -43,6 +43,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 use tracing::{error, info, warn};
 
 use crate::{sockets, spawn};
@@ -439,13 +440,16 @@ impl Master {
                     return;
                 }
                 if let Some(request) = attrs.get("request") {
+                    // An SMTP RELOAD/SHUTDOWN: the session's id on the master's lines.
+                    let span =
+                        tracing::info_span!("request", sid = attrs.get("sid").unwrap_or("-"));
                     self.worker_request(
                         slot,
                         generation,
                         request.to_string(),
                         attrs.get("id").unwrap_or("").to_string(),
-                        attrs.get("sid").unwrap_or("-").to_string(),
                     )
+                    .instrument(span)
                     .await;
                 } else if attrs.get("event") == Some("ready") {
                     self.slots[slot].ready = true;
@@ -497,14 +501,7 @@ impl Master {
 
     /// A worker asks on behalf of an SMTP admin command (`RELOAD`, `SHUTDOWN`);
     /// smtpd has checked the credentials and the client's address.
-    async fn worker_request(
-        &mut self,
-        slot: usize,
-        generation: u64,
-        request: String,
-        id: String,
-        sid: String,
-    ) {
+    async fn worker_request(&mut self, slot: usize, generation: u64, request: String, id: String) {
         let program = self.slots[slot].kind.program();
         let (tx, rx) = oneshot::channel::<Attrs>();
         let back = self.tx.clone();
@@ -523,7 +520,7 @@ impl Master {
         });
         match request.as_str() {
             "reload" => {
-                info!(sid, "reload requested by {program} (SMTP RELOAD)");
+                info!("reload requested by {program} (SMTP RELOAD)");
                 self.begin_reload(Some(tx)).await;
             }
             "stop" => {
@@ -533,7 +530,6 @@ impl Master {
                     let answer = Attrs::new().with("status", "ok").with("id", &id);
                     let _ = proto::write(w, &answer).await;
                 }
-                info!(sid, "stop requested by {program} (SMTP SHUTDOWN)");
                 self.begin_stop("SMTP SHUTDOWN");
             }
             other => {

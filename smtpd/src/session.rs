@@ -93,6 +93,8 @@ enum End {
 struct Tx {
     from: Path,
     params: Vec<Param>,
+    /// Recipients the backend accepted, for the log.
+    recipients: Vec<String>,
     /// The transaction's server, set by its first routed recipient.
     route: Option<Route>,
     /// The backend accepted our MAIL for this transaction.
@@ -101,8 +103,6 @@ struct Tx {
     accepted: u32,
     /// RCPT commands seen.
     rcpts: u32,
-    /// Recipients the backend accepted, for the log.
-    recipients: Vec<String>,
 }
 
 struct Session {
@@ -439,11 +439,11 @@ impl Session {
         self.tx = Some(Tx {
             from,
             params,
+            recipients: Vec::new(),
             route: None,
             backend_mail: false,
             accepted: 0,
             rcpts: 0,
-            recipients: Vec::new(),
         });
         self.reply(Reply::new(250, "2.1.0", "Ok"));
     }
@@ -706,6 +706,7 @@ impl Session {
             .route
             .clone()
             .expect("a transaction with accepted recipients has a route");
+        let recipients = tx.recipients.join(",");
         match self.backend_command("DATA").await {
             Ok(r) if r.code == 354 => self.relay(&r),
             Ok(r) => {
@@ -778,11 +779,6 @@ impl Session {
             .as_ref()
             .map(|t| t.from.to_string())
             .unwrap_or_default();
-        let recipients = self
-            .tx
-            .as_ref()
-            .map(|t| t.recipients.join(","))
-            .unwrap_or_default();
         self.tx = None;
         if let Some(fault) = scanner.fault {
             // Never send the end marker: dropping the connection makes the backend
@@ -791,7 +787,7 @@ impl Session {
             self.errors += 1;
             let r = match fault {
                 Fault::BareLineEnd => {
-                    warn!(sender = %from, recipient = %recipients, reply = "550 5.5.2", "refused message from <{from}>: bare CR or LF in the body");
+                    warn!("refused message from <{from}>: bare CR or LF in the body");
                     Reply::new(
                         550,
                         "5.5.2",
@@ -799,7 +795,7 @@ impl Session {
                     )
                 }
                 Fault::TooBig => {
-                    warn!(sender = %from, recipient = %recipients, reply = "552 5.3.4", "refused message from <{from}>: larger than {limit} bytes");
+                    warn!("refused message from <{from}>: larger than {limit} bytes");
                     Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
                 }
             };
