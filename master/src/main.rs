@@ -3,11 +3,12 @@
 //! `postern start` runs the master in the foreground ([`master`]); the other
 //! commands are the administrator's: `check` validates a file, `config`
 //! prints the effective configuration, `convert` turns a legacy XML file into
-//! TOML, and `stop`, `reload`, `status` talk to a running master over
-//! `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
+//! TOML, `log` searches the log ([`logsearch`]), and `stop`, `reload`,
+//! `status` talk to a running master over `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
 //! non-zero exit status.
 
 mod client;
+mod logsearch;
 mod master;
 mod sockets;
 mod spawn;
@@ -20,6 +21,7 @@ use postern_shared::config::{Config, ConfigError, DEFAULT_PATH};
 const USAGE: &str = "\
 usage: postern [-c FILE] COMMAND
        postern convert FILE.xml
+       postern [-c FILE] log search PATTERN [--since WHEN] | log session ID [--since WHEN]
 
 commands:
   start     run the master in the foreground (what systemd runs)
@@ -29,6 +31,7 @@ commands:
   restart WORKER   replace smtpd, router or updater without refusing a connection
   check     validate the configuration; print every problem
   config    print the effective configuration, passwords masked
+  log       log search PATTERN: find sessions; log session ID: one session's lines
   convert   print a legacy smtp-proxy.xml file as TOML
   queue [list|flush|delete ID]    the update queue (mailq / postqueue -f / postsuper -d)
   restarts [list|cancel ID]       scheduled backend restarts
@@ -46,6 +49,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "status" => "usage: postern [-c FILE] status\n\nShows the master and each worker: pid, uptime, restarts, last exit.\n",
         "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
+        "log" => logsearch::HELP,
         "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
         "restart" => "usage: postern [-c FILE] restart smtpd|router|updater\n\nReplaces one kind of worker without refusing a connection. smtpd and router:\nnew processes start on the same sockets; once they serve, the old ones stop\naccepting and finish their sessions. updater: the running one stops and the\nnext starts at once; smtpd's requests wait in the socket's backlog meanwhile.\n",
         "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
@@ -85,6 +89,15 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             None => fail(&format!("unknown command {cmd:?}; see postern --help")),
+        };
+    }
+    if cmd == "log" {
+        return match Config::load(&path) {
+            Ok(c) => logsearch::run(&rest[1..], &c),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
         };
     }
     if cmd == "convert" {
@@ -153,7 +166,18 @@ fn start(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    postern_shared::logging::init("postern", Some(&config.log.level));
+    let mut log = postern_shared::logging::Settings::of(&config.log);
+    log.group = match log_group(&config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("postern: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = postern_shared::logging::init_with("postern", &log) {
+        eprintln!("postern: {e}");
+        return ExitCode::FAILURE;
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -169,6 +193,22 @@ fn start(path: PathBuf) -> ExitCode {
             eprintln!("postern: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The group of a new log file: the workers' group when the master (root)
+/// drops them to `process.user`, so that they can reopen it after a rotation.
+fn log_group(config: &Config) -> Result<Option<nix::unistd::Gid>, String> {
+    let Some(name) = &config.process.user else {
+        return Ok(None);
+    };
+    if config.log.file.is_empty() || !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(Some(u.gid)),
+        Ok(None) => Err(format!("process.user {name:?} does not exist")),
+        Err(e) => Err(format!("looking up user {name}: {e}")),
     }
 }
 

@@ -43,6 +43,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 use tracing::{error, info, warn};
 
 use crate::{sockets, spawn};
@@ -358,10 +359,8 @@ impl Master {
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
             Kind::Updater => fds.push((self.updater_sock.as_fd(), "updater")),
         }
-        let env = [(
-            postern_shared::logging::LEVEL_ENV,
-            self.config.log.level.clone(),
-        )];
+        // The level, and where the master logs (file, journald): see logging::worker_env.
+        let env = postern_shared::logging::worker_env(&self.config.log.level);
         let pid = match spawn::spawn(&program, &[], &fds, &env) {
             Ok(pid) => pid,
             Err(e) => {
@@ -527,6 +526,9 @@ impl Master {
                     return;
                 }
                 if let Some(request) = attrs.get("request") {
+                    // An SMTP RELOAD/SHUTDOWN: the session's id on the master's lines.
+                    let span =
+                        tracing::info_span!("request", sid = attrs.get("sid").unwrap_or("-"));
                     self.worker_request(
                         slot,
                         generation,
@@ -534,6 +536,7 @@ impl Master {
                         attrs.get("id").unwrap_or("").to_string(),
                         attrs.get("server").unwrap_or("").to_string(),
                     )
+                    .instrument(span)
                     .await;
                 } else if attrs.get("event") == Some("load") {
                     self.slots[slot].load = Some(attrs);
@@ -1235,6 +1238,12 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.level != new.log.level {
         out.push("log.level");
+    }
+    if old.log.file != new.log.file {
+        out.push("log.file");
+    }
+    if old.log.journald != new.log.journald {
+        out.push("log.journald");
     }
     out
 }

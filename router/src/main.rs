@@ -201,7 +201,8 @@ fn account(state: &State, req: &Attrs) -> Attrs {
                 Refusal::Total(n) => format!("too many connections ({n})"),
                 Refusal::PerIp(n) => format!("too many connections from {ip} ({n})"),
             };
-            tracing::warn!("refusing a connection from {ip}: {reason}");
+            let sid = req.get("sid").unwrap_or("-");
+            tracing::warn!(sid, "refusing a connection from {ip}: {reason}");
             Attrs::new()
                 .with("id", id)
                 .with("status", Status::Reject.as_str())
@@ -247,7 +248,14 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
     };
     match found {
         Some(route) => {
-            tracing::debug!(sid, "route {what} -> {}", route.name);
+            // Info, with the session's id: `postern log session` shows it.
+            tracing::info!(
+                sid,
+                cause = route.cause.as_str(),
+                server = %route.name,
+                "route {what} -> {}",
+                route.name
+            );
             route.to_attrs(id)
         }
         None => Attrs::new()

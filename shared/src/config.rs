@@ -752,20 +752,16 @@ impl Config {
             );
         }
         match l.journald.as_str() {
-            "auto" | "no" => {}
-            "yes" => bad(
-                "log.journald".into(),
-                "logging to journald is not supported yet".into(),
-            ),
+            "auto" | "yes" | "no" => {}
             other => bad(
                 "log.journald".into(),
                 format!("{other:?} is not one of auto, yes, no"),
             ),
         }
-        if !l.file.is_empty() {
+        if !l.file.is_empty() && !Path::new(&l.file).is_absolute() {
             bad(
                 "log.file".into(),
-                "logging to a file is not supported yet".into(),
+                format!("{:?} is not an absolute path", l.file),
             );
         }
 

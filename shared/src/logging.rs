@@ -1,42 +1,292 @@
-//! Logging set-up shared by every process: `tracing` to stderr, one line per
-//! event, prefixed like syslog with the process name and pid, then the fields
-//! of the enclosing spans (a session's `sid=` and `client=`), then the message:
+//! Logging set-up shared by every process (`[log]`, SPEC §9).
 //!
-//! ```text
-//! 2026-11-23T15:55:03.120Z postern-smtpd[4242]: INFO sid=67A1C3F20B1E client=127.0.0.1: accepted connection from 127.0.0.1
-//! ```
+//! Outputs:
+//! - **text**, one line per event, to stderr and/or the log file
+//!   (`log.file`, rotated daily: [`file`]), prefixed like syslog with the
+//!   process name and pid, then the level, then the fields of the enclosing
+//!   spans (a session's `sid=` and `client_ip=`) ended by `:`, then the
+//!   event's own fields, then the message (format and parser: [`record`]):
 //!
-//! The level comes from `POSTERN_LOG_LEVEL` (the master sets it from
-//! `log.level` for its workers), default `info`.
+//!   ```text
+//!   2026-11-23T15:55:03.120Z postern-smtpd[4242]: INFO sid=67A1C3F20B1E client_ip=127.0.0.1: accepted connection from 127.0.0.1
+//!   2026-11-23T15:55:03.410Z postern-router[4240]: INFO sid=67A1C3F20B1E cause=domain server="Customer One" route example.test -> Customer One
+//!   ```
+//! - **journald** (`log.journald`), with `tracing-journald`: every field as a
+//!   journal field of its upper-cased name (`SID`, `CLIENT_IP`, `SENDER`,
+//!   `RECIPIENT`, `SERVER`, `CAUSE`, `REPLY`), the message as `MESSAGE`, the
+//!   process name as `SYSLOG_IDENTIFIER`. `auto` uses it when started by
+//!   systemd (`JOURNAL_STREAM` or `INVOCATION_ID` set) and the journal socket
+//!   exists, `yes` always (an error without the socket), `no` never. When
+//!   journald is used, stderr gets nothing: systemd would store each line twice.
+//!
+//! The master calls [`init_with`] with its configuration, then passes what it
+//! decided to its workers in the environment ([`worker_env`]):
+//! `POSTERN_LOG_LEVEL`, `POSTERN_LOG_FILE` (empty: none) and
+//! `POSTERN_LOG_JOURNALD` (`yes` or `no`, already decided), which [`init`]
+//! reads. Workers open the file and the journal socket before they chroot
+//! and drop privileges. Passwords and AUTH data are never logged, at any level.
+
+pub mod file;
+pub mod record;
 
 use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use file::LogFile;
 
 /// Environment variable carrying the log level to workers.
 pub const LEVEL_ENV: &str = "POSTERN_LOG_LEVEL";
+/// Environment variable carrying `log.file` to workers (empty: none).
+pub const FILE_ENV: &str = "POSTERN_LOG_FILE";
+/// Environment variable carrying the master's journald decision (`yes`/`no`).
+pub const JOURNALD_ENV: &str = "POSTERN_LOG_JOURNALD";
+/// Where journald receives native-protocol datagrams (fixed by systemd).
+pub const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
-/// Installs the global subscriber for process `name` at `level` (or `POSTERN_LOG_LEVEL`).
+/// `log.journald`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journald {
+    /// When started by systemd and the journal socket exists.
+    Auto,
+    /// Always; an error when the socket is missing.
+    Yes,
+    /// Never.
+    No,
+}
+
+impl Journald {
+    /// `auto`, `yes` or `no`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<Journald> {
+        match s {
+            "auto" => Some(Journald::Auto),
+            "yes" => Some(Journald::Yes),
+            "no" => Some(Journald::No),
+            _ => None,
+        }
+    }
+
+    /// Whether to log to journald here and now.
+    pub fn decide(self) -> bool {
+        match self {
+            Journald::Yes => true,
+            Journald::No => false,
+            Journald::Auto => {
+                let systemd = std::env::var_os("JOURNAL_STREAM").is_some()
+                    || std::env::var_os("INVOCATION_ID").is_some();
+                systemd && Path::new(JOURNAL_SOCKET).exists()
+            }
+        }
+    }
+}
+
+/// What to log where, for [`init_with`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `log.level` (an `EnvFilter` directive; invalid means `info`).
+    pub level: String,
+    /// `log.file`, if any.
+    pub file: Option<PathBuf>,
+    /// `log.journald`.
+    pub journald: Journald,
+    /// The group a newly created log file is given (mode 0660): the workers'
+    /// group, when the master runs as root and drops them to `process.user`.
+    pub group: Option<nix::unistd::Gid>,
+}
+
+impl Settings {
+    /// The settings of a `[log]` section.
+    pub fn of(log: &crate::config::Log) -> Settings {
+        Settings {
+            level: log.level.clone(),
+            file: (!log.file.is_empty()).then(|| PathBuf::from(&log.file)),
+            journald: Journald::parse(&log.journald).unwrap_or(Journald::Auto),
+            group: None,
+        }
+    }
+}
+
+/// Why logging could not be set up as configured.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// `log.journald = "yes"` without a journal to write to.
+    #[error("log.journald: cannot write to the journal (/run/systemd/journal/socket): {0}")]
+    Journald(std::io::Error),
+    /// The log file could not be opened.
+    #[error("log.file: cannot open {path}: {source}")]
+    File {
+        /// `log.file`.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What this process decided, for [`worker_env`].
+struct Decided {
+    file: Option<PathBuf>,
+    journald: bool,
+}
+
+static DECIDED: OnceLock<Decided> = OnceLock::new();
+
+/// Installs the global subscriber of a worker named `name`: level `level` (or
+/// `POSTERN_LOG_LEVEL`), file and journald from the master's environment
+/// ([`worker_env`]). Never fails: what cannot be set up falls back to stderr,
+/// with an error line saying why.
 pub fn init(name: &'static str, level: Option<&str>) {
-    let level = level
-        .map(str::to_string)
-        .or_else(|| std::env::var(LEVEL_ENV).ok())
-        .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&level)
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let settings = Settings {
+        level: level
+            .map(str::to_string)
+            .or_else(|| env(LEVEL_ENV))
+            .unwrap_or_else(|| "info".into()),
+        file: env(FILE_ENV).map(PathBuf::from),
+        journald: env(JOURNALD_ENV)
+            .and_then(|j| Journald::parse(&j))
+            .unwrap_or(Journald::Auto),
+        group: None,
+    };
+    if let Err(e) = init_with(name, &settings) {
+        let fallback = Settings {
+            file: None,
+            journald: Journald::No,
+            ..settings
+        };
+        let _ = init_with(name, &fallback);
+        tracing::error!("{e}; logging to stderr only");
+    }
+}
+
+/// Installs the global subscriber of process `name` as `settings` say.
+/// A second call in the same process changes nothing and returns `Ok`.
+pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError> {
+    // Load the time zone now: after a chroot /etc/localtime may be out of reach,
+    // and the C library keeps what it loaded first.
+    let _ = local_day(now_millis());
+    let journald = settings.journald.decide();
+    let journal = if journald {
+        let layer = tracing_journald::layer().map_err(LogError::Journald)?;
+        Some(
+            layer
+                .with_field_prefix(None)
+                .with_syslog_identifier(name.to_string()),
+        )
+    } else {
+        None
+    };
+    let file = match &settings.file {
+        Some(path) => {
+            let f = LogFile::open(path, settings.group).map_err(|source| LogError::File {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let f = Arc::new(f);
+            f.spawn_midnight_thread();
+            Some(f)
+        }
+        None => None,
+    };
+    let out = Output {
+        stderr: !journald,
+        file,
+    };
+    let text = (out.stderr || out.file.is_some()).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .fmt_fields(Fields)
+            .event_format(Line {
+                name,
+                pid: std::process::id(),
+            })
+            .with_writer(out)
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .event_format(Line {
-            name,
-            pid: std::process::id(),
-        })
-        .try_init();
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(journal)
+        .try_init()
+        .is_ok();
+    if installed {
+        let _ = DECIDED.set(Decided {
+            file: settings.file.clone(),
+            journald,
+        });
+    }
+    Ok(())
+}
+
+/// The environment the master gives its workers so that they log like it:
+/// level `level`, and the file and journald decision of [`init_with`].
+pub fn worker_env(level: &str) -> Vec<(&'static str, String)> {
+    let (file, journald) = DECIDED.get().map_or((None, false), |d| {
+        (d.file.as_ref().map(|p| p.display().to_string()), d.journald)
+    });
+    vec![
+        (LEVEL_ENV, level.to_string()),
+        (FILE_ENV, file.unwrap_or_default()),
+        (
+            JOURNALD_ENV,
+            if journald { "yes" } else { "no" }.to_string(),
+        ),
+    ]
+}
+
+/// Where text lines go: stderr, the file, or both.
+#[derive(Clone)]
+struct Output {
+    stderr: bool,
+    file: Option<Arc<LogFile>>,
+}
+
+/// Writes one formatted line (the fmt layer writes each event at once).
+struct OutputWriter<'a>(&'a Output);
+
+impl<'a> MakeWriter<'a> for Output {
+    type Writer = OutputWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        OutputWriter(self)
+    }
+}
+
+impl std::io::Write for OutputWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.stderr {
+            let _ = std::io::stderr().write_all(buf);
+        }
+        if let Some(f) = &self.0.file {
+            if let Err(e) = f.append(buf) {
+                // Say it once; a full disk would otherwise say it at every line.
+                static SAID: AtomicBool = AtomicBool::new(false);
+                if !SAID.swap(true, Ordering::Relaxed) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "cannot write to the log file {}: {e}",
+                        f.path().display()
+                    );
+                }
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 struct Line {
@@ -78,6 +328,65 @@ where
     }
 }
 
+/// Formats fields as `key=value` (quoted when needed, see [`record`]), the
+/// message last: the same for span fields and event fields.
+struct Fields;
+
+impl<'w> FormatFields<'w> for Fields {
+    fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
+        let mut v = FieldVisitor::default();
+        fields.record(&mut v);
+        if let Some(m) = v.message {
+            if !v.pairs.is_empty() {
+                v.pairs.push(' ');
+            }
+            v.pairs.push_str(&m);
+        }
+        w.write_str(&v.pairs)
+    }
+}
+
+#[derive(Default)]
+struct FieldVisitor {
+    pairs: String,
+    message: Option<String>,
+}
+
+impl FieldVisitor {
+    fn pair(&mut self, field: &Field, value: &str) {
+        if field.name().starts_with("log.") {
+            return;
+        }
+        if !self.pairs.is_empty() {
+            self.pairs.push(' ');
+        }
+        self.pairs.push_str(field.name());
+        self.pairs.push('=');
+        record::write_value(&mut self.pairs, value);
+    }
+}
+
+impl Visit for FieldVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message = Some(value.to_string());
+        } else {
+            self.pair(field, value);
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        // `%x` fields arrive here as Debug-that-is-Display, messages as
+        // format_args: both print their text as is.
+        let text = format!("{value:?}");
+        if field.name() == "message" {
+            self.message = Some(text);
+        } else {
+            self.pair(field, &text);
+        }
+    }
+}
+
 /// RFC 3339 UTC time with milliseconds.
 pub struct Timestamp(pub SystemTime);
 
@@ -112,10 +421,69 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// (year, month, day) → days since 1970-01-01; the inverse of `civil_from_days`.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The local time's offset from UTC, in seconds, at `secs` since the epoch
+/// (0 when the C library cannot tell).
+#[allow(unsafe_code)]
+pub fn utc_offset(secs: i64) -> i64 {
+    use nix::libc;
+    let t = secs as libc::time_t;
+    // SAFETY: `tm` is plain data (integers and a pointer the C library sets);
+    // localtime_r only writes into the `tm` it is given and reads `t`, both
+    // valid for the duration of the call. It is the thread-safe variant.
+    unsafe {
+        let mut tm: libc::tm = std::mem::zeroed();
+        if libc::localtime_r(&t, &mut tm).is_null() {
+            0
+        } else {
+            tm.tm_gmtoff
+        }
+    }
+}
+
+/// The local day (days since 1970-01-01) at `millis` since the epoch.
+pub fn local_day(millis: i64) -> i64 {
+    let secs = millis.div_euclid(1000);
+    (secs + utc_offset(secs)).div_euclid(86_400)
+}
+
+/// The first local midnight after `millis`, in milliseconds since the epoch.
+pub fn next_local_midnight(millis: i64) -> i64 {
+    let secs = millis.div_euclid(1000);
+    let offset = utc_offset(secs);
+    let next = ((secs + offset).div_euclid(86_400) + 1) * 86_400 - offset;
+    // Across a change of offset (summer time), `next` may be an hour off: the
+    // check at that time compares days, and is simply repeated if too early.
+    next.max(secs + 1) * 1000
+}
+
+/// `YYYY-MM-DD` of a day number.
+pub fn local_date(day: i64) -> String {
+    let (y, m, d) = civil_from_days(day);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
 /// A short id, unique across processes in practice: 8 hex digits of
 /// milliseconds and 4 of pid and counter. Used for sessions and queue files.
 pub fn new_id() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::atomic::AtomicU32;
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -137,6 +505,82 @@ mod tests {
         assert_eq!(
             Timestamp(UNIX_EPOCH).to_string(),
             "1970-01-01T00:00:00.000Z"
+        );
+    }
+
+    #[test]
+    fn days_both_ways() {
+        for day in [-800_000, -1, 0, 1, 59, 60, 365, 11_016, 20_780, 2_932_896] {
+            let (y, m, d) = civil_from_days(day);
+            assert_eq!(days_from_civil(y, m, d), day);
+        }
+        assert_eq!(days_from_civil(2026, 11, 23), 20_780);
+        assert_eq!(local_date(20_780), "2026-11-23");
+    }
+
+    #[test]
+    fn midnights_follow_each_other() {
+        let now = now_millis();
+        let m = next_local_midnight(now);
+        assert!(m > now && m - now <= 25 * 3_600_000);
+        assert_eq!(local_day(m), local_day(now) + 1);
+        assert_eq!(local_day(m - 1000), local_day(now));
+    }
+
+    /// Collects what a text layer writes.
+    #[derive(Clone, Default)]
+    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lock").extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn span_fields_then_event_fields_then_the_message() {
+        let buf = Buf::default();
+        let out = buf.clone();
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .fmt_fields(Fields)
+            .event_format(Line {
+                name: "postern-smtpd",
+                pid: 42,
+            })
+            .with_writer(move || out.clone());
+        let subscriber = tracing_subscriber::registry().with(layer);
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("session", sid = "ABC", client_ip = %"::1");
+            let _g = span.enter();
+            let server = "Customer One";
+            tracing::info!(sender = "a@b", server, reply = %"250 2.0.0 Ok", "message from <a@b> forwarded to {server}");
+            tracing::warn!("no fields");
+        });
+        let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf-8");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let tail = lines[0]
+            .split_once(" postern-smtpd[42]: ")
+            .expect("prefix")
+            .1;
+        assert_eq!(
+            tail,
+            "INFO sid=ABC client_ip=::1: sender=a@b server=\"Customer One\" reply=\"250 2.0.0 Ok\" message from <a@b> forwarded to Customer One"
+        );
+        let r = record::parse_line(lines[0]).expect("parses back");
+        assert_eq!(r.get("client_ip"), Some("::1"));
+        assert_eq!(r.get("server"), Some("Customer One"));
+        assert_eq!(r.get("reply"), Some("250 2.0.0 Ok"));
+        assert_eq!(r.message, "message from <a@b> forwarded to Customer One");
+        assert!(
+            lines[1].ends_with(": WARN sid=ABC client_ip=::1: no fields"),
+            "{}",
+            lines[1]
         );
     }
 

@@ -134,7 +134,7 @@ async fn run() -> anyhow::Result<()> {
             },
             Some(req) = admin_rx.recv() => {
                 if worker.has_master() {
-                    let id = worker.request(Attrs::new().with("request", req.request)).await;
+                    let id = worker.request(Attrs::new().with("request", req.request).with("sid", &req.sid)).await;
                     pending.push((id, req));
                 } else {
                     let _ = req.reply.send(Err("no master: this smtpd was started by hand".into()));
@@ -217,7 +217,8 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             shutdown: shared.shutdown.clone(),
         };
         let sid = new_id();
-        let span = tracing::info_span!("session", sid = %sid, client = %postern_shared::net::unmap(peer.ip()));
+        // Every line of the session carries these (journald: SID, CLIENT_IP).
+        let span = tracing::info_span!("session", sid = %sid, client_ip = %postern_shared::net::unmap(peer.ip()));
         shared.active.fetch_add(1, Ordering::SeqCst);
         let shared2 = shared.clone();
         tokio::spawn(

@@ -56,6 +56,8 @@ pub type BoxStream = Box<dyn ClientStream>;
 pub struct AdminRequest {
     /// `reload` or `stop`.
     pub request: &'static str,
+    /// The session asking, for the master's log line.
+    pub sid: String,
     /// The master's answer: `Ok`, or why not.
     pub reply: oneshot::Sender<Result<(), String>>,
 }
@@ -94,6 +96,8 @@ enum End {
 struct Tx {
     from: Path,
     params: Vec<Param>,
+    /// Recipients the backend accepted, for the log.
+    recipients: Vec<String>,
     /// The transaction's server, set by its first routed recipient.
     route: Option<Route>,
     /// The backend accepted our MAIL for this transaction.
@@ -185,7 +189,7 @@ impl Session {
 
     fn reply(&mut self, r: Reply) {
         if r.code >= 400 {
-            debug!("reply {}", r.summary());
+            debug!(reply = %r.summary(), "reply {}", r.summary());
         }
         r.write_to(&mut self.out);
     }
@@ -443,6 +447,7 @@ impl Session {
         self.tx = Some(Tx {
             from,
             params,
+            recipients: Vec::new(),
             route: None,
             backend_mail: false,
             accepted: 0,
@@ -536,7 +541,14 @@ impl Session {
                     }
                 }
                 Ok(r) => {
-                    info!("backend {} refused MAIL: {}", route.name, r.summary());
+                    info!(
+                        sender = %self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default(),
+                        server = %route.name,
+                        reply = %r.summary(),
+                        "backend {} refused MAIL: {}",
+                        route.name,
+                        r.summary()
+                    );
                     return self.relay(&r);
                 }
                 Err(e) => return self.temp_failure(&route, e),
@@ -547,6 +559,7 @@ impl Session {
                 if r.is_ok() {
                     if let Some(tx) = self.tx.as_mut() {
                         tx.accepted += 1;
+                        tx.recipients.push(to.to_string());
                     }
                 }
                 self.relay(&r);
@@ -556,7 +569,12 @@ impl Session {
     }
 
     fn relay_denied(&mut self, to: &Path) {
-        warn!("no server found for rcpt {to}");
+        warn!(
+            sender = %self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default(),
+            recipient = %to,
+            reply = "554 5.7.1",
+            "no server found for rcpt {to}"
+        );
         let text = format!("<{to}>: Relaying denied");
         self.reply(Reply::new(554, "5.7.1", &text));
     }
@@ -565,14 +583,19 @@ impl Session {
     /// backend connection (whose state is now unknown) is dropped.
     fn temp_failure(&mut self, route: &Route, e: BackendError) {
         warn!(
+            server = %route.name,
+            reply = "451 4.4.1",
             "backend {} ({}:{}): {e}",
-            route.name, route.host, route.port
+            route.name,
+            route.host,
+            route.port
         );
         self.backend = None;
         if let Some(tx) = self.tx.as_mut() {
             // Whatever the lost connection accepted is gone with it.
             tx.backend_mail = false;
             tx.accepted = 0;
+            tx.recipients.clear();
         }
         self.reply(Reply::new(
             451,
@@ -644,6 +667,8 @@ impl Session {
         let b = Backend::connect(route, &hostname, &client, Some(&self.ctx.health)).await?;
         if self.forwarded_to != Some(route.server) {
             info!(
+                server = %route.name,
+                cause = route.cause.as_str(),
                 "smtp connection forwarded from {} to {} using {}",
                 self.ip(),
                 route.name,
@@ -701,6 +726,7 @@ impl Session {
             .route
             .clone()
             .expect("a transaction with accepted recipients has a route");
+        let recipients = tx.recipients.join(",");
         match self.backend_command("DATA").await {
             Ok(r) if r.code == 354 => self.relay(&r),
             Ok(r) => {
@@ -745,6 +771,10 @@ impl Session {
         match done {
             Ok(r) => {
                 info!(
+                    sender = %from,
+                    recipient = %recipients,
+                    server = %route.name,
+                    reply = %r.summary(),
                     "message from <{from}> ({} bytes) forwarded to {}: {}",
                     scanner.size,
                     route.name,
@@ -829,7 +859,7 @@ impl Session {
         self.errors += 1;
         let r = match fault {
             Fault::BareLineEnd => {
-                warn!("refused message from <{from}>: bare CR or LF in the body");
+                warn!(sender = %from, "refused message from <{from}>: bare CR or LF in the body");
                 Reply::new(
                     550,
                     "5.5.2",
@@ -838,7 +868,7 @@ impl Session {
             }
             Fault::TooBig => {
                 let limit = self.ctx.config.proxy.max_message_size.0;
-                warn!("refused message from <{from}>: larger than {limit} bytes");
+                warn!(sender = %from, "refused message from <{from}>: larger than {limit} bytes");
                 Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
             }
         };

@@ -388,6 +388,9 @@ impl Postern {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log);
+        // Under a systemd service these would send the log to the journal
+        // (log.journald = "auto"), where the helpers do not look.
+        cmd.env_remove("JOURNAL_STREAM").env_remove("INVOCATION_ID");
         for (k, v) in env {
             cmd.env(k, v);
         }

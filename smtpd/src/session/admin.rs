@@ -79,7 +79,11 @@ impl Session {
         let sent = self
             .ctx
             .admin
-            .send(AdminRequest { request, reply: tx })
+            .send(AdminRequest {
+                request,
+                sid: self.sid.clone(),
+                reply: tx,
+            })
             .await
             .is_ok();
         let answer = if sent {
