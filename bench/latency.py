@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Session latency of an SMTP server: N one-message sessions, one after the other.
+
+    python3 bench/latency.py --port 2525 --n 300 --mode lockstep
+    python3 bench/latency.py --port 2525 --n 100 --mode pipelined
+
+Each session is timed from connect() to the reply to QUIT:
+
+- lockstep: greeting, EHLO, MAIL, RCPT, DATA, the body and ".", QUIT, each
+  command written only after the reply to the previous one (a client without
+  PIPELINING, one round trip per command);
+- pipelined: greeting, EHLO, then MAIL, RCPT and DATA in one write, as
+  Postfix's smtp client does with a server that announces PIPELINING
+  (RFC 2920), then the body and "." in one write, then QUIT. The server must
+  announce PIPELINING, or the run fails.
+
+The body is a few header lines and --size bytes of text in 78-character
+lines. The client sets TCP_NODELAY: every write is one segment, so what is
+measured is the server's own turnaround.
+
+Prints one line of name=value pairs (mode, n, errors, p50_ms, p90_ms, p99_ms,
+max_ms, mean_ms) and exits 1 if any session failed or the --deadline passed.
+Python standard library only.
+"""
+
+import argparse
+import socket
+import statistics
+import sys
+import time
+
+
+class SmtpError(Exception):
+    """An unexpected reply or a lost connection."""
+
+
+class Conn:
+    """A client connection with a receive buffer, reading SMTP replies."""
+
+    def __init__(self, host, port, timeout, source=None):
+        self.sock = socket.create_connection(
+            (host, port), timeout=timeout, source_address=(source, 0) if source else None
+        )
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def reply(self):
+        """Reads one (possibly multi-line) reply: (code, [lines])."""
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise SmtpError("connection closed by the server")
+                self.buf += chunk
+            line, self.buf = self.buf.split(b"\r\n", 1)
+            lines.append(line)
+            if len(line) < 4 or line[3:4] != b"-":
+                try:
+                    return int(line[:3]), lines
+                except ValueError:
+                    raise SmtpError("garbage reply: %r" % line[:60]) from None
+
+    def expect(self, code, what):
+        got, lines = self.reply()
+        if got != code:
+            raise SmtpError("%s: expected %d, got %r" % (what, code, lines[-1][:120]))
+        return lines
+
+    def close(self):
+        self.sock.close()
+
+
+def body(size, sender, rcpt):
+    head = (
+        "From: <%s>\r\nTo: <%s>\r\nSubject: latency probe\r\n"
+        "Message-ID: <probe@latency.test>\r\n\r\n" % (sender, rcpt)
+    ).encode()
+    line = b"x" * 76 + b"\r\n"
+    n, rest = divmod(size, len(line))
+    text = line * n + (b"y" * max(rest - 2, 0) + b"\r\n" if rest else b"")
+    return head + text + b".\r\n"
+
+
+def session(args, message):
+    """One timed session; returns its duration in seconds."""
+    t0 = time.perf_counter()
+    c = Conn(args.host, args.port, args.timeout, args.source)
+    try:
+        c.expect(220, "greeting")
+        c.send(b"EHLO latency.test\r\n")
+        ehlo = c.expect(250, "EHLO")
+        mail = b"MAIL FROM:<%s>\r\n" % args.sender.encode()
+        rcpt = b"RCPT TO:<%s>\r\n" % args.rcpt.encode()
+        if args.mode == "pipelined":
+            if not any(l[4:].upper().startswith(b"PIPELINING") for l in ehlo):
+                raise SmtpError("the server does not announce PIPELINING")
+            c.send(mail + rcpt + b"DATA\r\n")
+            c.expect(250, "MAIL")
+            c.expect(250, "RCPT")
+            c.expect(354, "DATA")
+        else:
+            c.send(mail)
+            c.expect(250, "MAIL")
+            c.send(rcpt)
+            c.expect(250, "RCPT")
+            c.send(b"DATA\r\n")
+            c.expect(354, "DATA")
+        c.send(message)
+        c.expect(250, "end of data")
+        c.send(b"QUIT\r\n")
+        c.expect(221, "QUIT")
+    finally:
+        c.close()
+    return time.perf_counter() - t0
+
+
+def percentile(sorted_values, p):
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    k = max(0, min(len(sorted_values) - 1, -(-len(sorted_values) * p // 100) - 1))
+    return sorted_values[int(k)]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--source", help="local address to connect from")
+    ap.add_argument("--n", type=int, default=300, help="sessions (default 300)")
+    ap.add_argument("--mode", choices=["lockstep", "pipelined"], default="lockstep")
+    ap.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
+    ap.add_argument("--sender", default="sender@load.test")
+    ap.add_argument("--rcpt", default="user@bench.test")
+    ap.add_argument("--timeout", type=float, default=10.0, help="per socket operation, s")
+    ap.add_argument("--deadline", type=float, default=300.0, help="whole run, s")
+    args = ap.parse_args()
+
+    message = body(args.size, args.sender, args.rcpt)
+    times, errors, first_error = [], 0, ""
+    stop_at = time.monotonic() + args.deadline
+    for _ in range(args.n):
+        if time.monotonic() > stop_at:
+            errors += args.n - len(times) - errors
+            first_error = first_error or "deadline of %.0f s passed" % args.deadline
+            break
+        try:
+            times.append(session(args, message))
+        except (OSError, SmtpError) as e:
+            errors += 1
+            first_error = first_error or str(e)
+    ms = sorted(t * 1000 for t in times)
+    fields = [
+        ("mode", args.mode),
+        ("n", args.n),
+        ("ok", len(ms)),
+        ("errors", errors),
+        ("p50_ms", "%.3f" % percentile(ms, 50)),
+        ("p90_ms", "%.3f" % percentile(ms, 90)),
+        ("p99_ms", "%.3f" % percentile(ms, 99)),
+        ("max_ms", "%.3f" % (ms[-1] if ms else float("nan"))),
+        ("mean_ms", "%.3f" % (statistics.fmean(ms) if ms else float("nan"))),
+    ]
+    print(" ".join("%s=%s" % f for f in fields))
+    if errors:
+        print("latency: %d session(s) failed; first: %s" % (errors, first_error), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
