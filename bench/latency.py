@@ -20,6 +20,10 @@ measured is the server's own turnaround.
 
 Prints one line of name=value pairs (mode, n, errors, p50_ms, p90_ms, p99_ms,
 max_ms, mean_ms) and exits 1 if any session failed or the --deadline passed.
+With --steps, a second line gives the median time of each step (from the
+previous reply to this one: connect+greeting, EHLO, MAIL, RCPT, DATA, the
+body's end, QUIT; pipelined: MAIL+RCPT+DATA together), to see which command
+a proxy makes slow.
 Python standard library only.
 """
 
@@ -85,14 +89,24 @@ def body(size, sender, rcpt):
     return head + text + b".\r\n"
 
 
-def session(args, message):
-    """One timed session; returns its duration in seconds."""
+def session(args, message, steps):
+    """One timed session; returns its duration in seconds. Appends
+    (step, seconds since the previous step) to steps."""
     t0 = time.perf_counter()
+    last = [t0]
+
+    def step(name):
+        now = time.perf_counter()
+        steps.append((name, now - last[0]))
+        last[0] = now
+
     c = Conn(args.host, args.port, args.timeout, args.source)
     try:
         c.expect(220, "greeting")
+        step("greeting")
         c.send(b"EHLO latency.test\r\n")
         ehlo = c.expect(250, "EHLO")
+        step("ehlo")
         mail = b"MAIL FROM:<%s>\r\n" % args.sender.encode()
         rcpt = b"RCPT TO:<%s>\r\n" % args.rcpt.encode()
         if args.mode == "pipelined":
@@ -102,17 +116,23 @@ def session(args, message):
             c.expect(250, "MAIL")
             c.expect(250, "RCPT")
             c.expect(354, "DATA")
+            step("mail+rcpt+data")
         else:
             c.send(mail)
             c.expect(250, "MAIL")
+            step("mail")
             c.send(rcpt)
             c.expect(250, "RCPT")
+            step("rcpt")
             c.send(b"DATA\r\n")
             c.expect(354, "DATA")
+            step("data")
         c.send(message)
         c.expect(250, "end of data")
+        step("dot")
         c.send(b"QUIT\r\n")
         c.expect(221, "QUIT")
+        step("quit")
     finally:
         c.close()
     return time.perf_counter() - t0
@@ -138,10 +158,11 @@ def main():
     ap.add_argument("--rcpt", default="user@bench.test")
     ap.add_argument("--timeout", type=float, default=10.0, help="per socket operation, s")
     ap.add_argument("--deadline", type=float, default=300.0, help="whole run, s")
+    ap.add_argument("--steps", action="store_true", help="also print each step's median")
     args = ap.parse_args()
 
     message = body(args.size, args.sender, args.rcpt)
-    times, errors, first_error = [], 0, ""
+    times, errors, first_error, steps = [], 0, "", []
     stop_at = time.monotonic() + args.deadline
     for _ in range(args.n):
         if time.monotonic() > stop_at:
@@ -149,7 +170,7 @@ def main():
             first_error = first_error or "deadline of %.0f s passed" % args.deadline
             break
         try:
-            times.append(session(args, message))
+            times.append(session(args, message, steps))
         except (OSError, SmtpError) as e:
             errors += 1
             first_error = first_error or str(e)
@@ -166,6 +187,12 @@ def main():
         ("mean_ms", "%.3f" % (statistics.fmean(ms) if ms else float("nan"))),
     ]
     print(" ".join("%s=%s" % f for f in fields))
+    if args.steps:
+        by = {}
+        for name, dt in steps:
+            by.setdefault(name, []).append(dt * 1000)
+        print("steps_p50_ms " + " ".join(
+            "%s=%.3f" % (name, statistics.median(v)) for name, v in by.items()))
     if errors:
         print("latency: %d session(s) failed; first: %s" % (errors, first_error), file=sys.stderr)
         return 1

@@ -161,6 +161,28 @@ def main():
                     fmt(run.ratio(c, t, "direct", "p50_ms"), 2)))
             p("| " + " | ".join(cells) + " |")
         p()
+        p("Where the time goes (median over repetitions of each step's median, ms; a step runs "
+          "from the previous reply to its own; greeting includes connect):")
+        p()
+        for c in ("lockstep", "pipelined"):
+            steps = defaultdict(lambda: defaultdict(list))
+            names = []
+            for r in rows:
+                if r["config"] != c or r["ok"] != "1" or not r.get("steps"):
+                    continue
+                for kv in r["steps"].split():
+                    k, _, v = kv.partition("=")
+                    if k not in names:
+                        names.append(k)
+                    steps[r["target"]][k].append(num(v))
+            if not names:
+                continue
+            p("| %s | %s |" % (c, " | ".join(names)))
+            p("|---|" + "---|" * len(names))
+            for t in ("direct", "postern", "nginx"):
+                if t in steps:
+                    p("| %s | %s |" % (t, " | ".join(fmt(med(steps[t][k]), 3) for k in names)))
+            p()
 
     if "router" in configs:
         p("### Router lookups (s100's load; one server holding 1 or 100,000 domains)")
