@@ -3,6 +3,7 @@
 
     python3 bench/latency.py --port 2525 --n 300 --mode lockstep
     python3 bench/latency.py --port 2525 --n 100 --mode pipelined
+    python3 bench/latency.py --port 2526,2525,2527 --n 300 --steps
 
 Each session is timed from connect() to the reply to QUIT:
 
@@ -18,12 +19,19 @@ The body is a few header lines and --size bytes of text in 78-character
 lines. The client sets TCP_NODELAY: every write is one segment, so what is
 measured is the server's own turnaround.
 
-Prints one line of name=value pairs (mode, n, errors, p50_ms, p90_ms, p99_ms,
-max_ms, mean_ms) and exits 1 if any session failed or the --deadline passed.
-With --steps, a second line gives the median time of each step (from the
+With several ports (--port A,B,C) the sessions alternate between them, one
+to each in turn, so that every target is measured over the same stretch of
+time (on a shared machine, one measured after the other would not be
+comparable).
+
+Prints per port one line of name=value pairs (port, mode, n, errors, p50_ms,
+p90_ms, p99_ms, max_ms, mean_ms) and exits 1 if any session failed or the
+--deadline passed. With --steps, a second line per port ("steps_p50_ms
+port=P …") gives the median time of each step (from the
 previous reply to this one: connect+greeting, EHLO, MAIL, RCPT, DATA, the
 body's end, QUIT; pipelined: MAIL+RCPT+DATA together), to see which command
 a proxy makes slow.
+
 Python standard library only.
 """
 
@@ -149,9 +157,10 @@ def percentile(sorted_values, p):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", required=True,
+                    help="port, or ports separated by commas: sessions alternate between them")
     ap.add_argument("--source", help="local address to connect from")
-    ap.add_argument("--n", type=int, default=300, help="sessions (default 300)")
+    ap.add_argument("--n", type=int, default=300, help="sessions per port (default 300)")
     ap.add_argument("--mode", choices=["lockstep", "pipelined"], default="lockstep")
     ap.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
     ap.add_argument("--sender", default="sender@load.test")
@@ -160,41 +169,53 @@ def main():
     ap.add_argument("--deadline", type=float, default=300.0, help="whole run, s")
     ap.add_argument("--steps", action="store_true", help="also print each step's median")
     args = ap.parse_args()
+    ports = [int(p) for p in args.port.split(",")]
 
     message = body(args.size, args.sender, args.rcpt)
-    times, errors, first_error, steps = [], 0, "", []
+    times = {p: [] for p in ports}
+    steps = {p: [] for p in ports}
+    errors = {p: 0 for p in ports}
+    first_error = ""
     stop_at = time.monotonic() + args.deadline
     for _ in range(args.n):
         if time.monotonic() > stop_at:
-            errors += args.n - len(times) - errors
+            for p in ports:
+                errors[p] = args.n - len(times[p])
             first_error = first_error or "deadline of %.0f s passed" % args.deadline
             break
-        try:
-            times.append(session(args, message, steps))
-        except (OSError, SmtpError) as e:
-            errors += 1
-            first_error = first_error or str(e)
-    ms = sorted(t * 1000 for t in times)
-    fields = [
-        ("mode", args.mode),
-        ("n", args.n),
-        ("ok", len(ms)),
-        ("errors", errors),
-        ("p50_ms", "%.3f" % percentile(ms, 50)),
-        ("p90_ms", "%.3f" % percentile(ms, 90)),
-        ("p99_ms", "%.3f" % percentile(ms, 99)),
-        ("max_ms", "%.3f" % (ms[-1] if ms else float("nan"))),
-        ("mean_ms", "%.3f" % (statistics.fmean(ms) if ms else float("nan"))),
-    ]
-    print(" ".join("%s=%s" % f for f in fields))
-    if args.steps:
-        by = {}
-        for name, dt in steps:
-            by.setdefault(name, []).append(dt * 1000)
-        print("steps_p50_ms " + " ".join(
-            "%s=%.3f" % (name, statistics.median(v)) for name, v in by.items()))
-    if errors:
-        print("latency: %d session(s) failed; first: %s" % (errors, first_error), file=sys.stderr)
+        # One session to each port in turn: the targets see the same moments
+        # of a noisy machine.
+        for p in ports:
+            args.port = p
+            try:
+                times[p].append(session(args, message, steps[p]))
+            except (OSError, SmtpError) as e:
+                errors[p] += 1
+                first_error = first_error or "port %d: %s" % (p, e)
+    for p in ports:
+        ms = sorted(t * 1000 for t in times[p])
+        fields = [
+            ("port", p),
+            ("mode", args.mode),
+            ("n", args.n),
+            ("ok", len(ms)),
+            ("errors", errors[p]),
+            ("p50_ms", "%.3f" % percentile(ms, 50)),
+            ("p90_ms", "%.3f" % percentile(ms, 90)),
+            ("p99_ms", "%.3f" % percentile(ms, 99)),
+            ("max_ms", "%.3f" % (ms[-1] if ms else float("nan"))),
+            ("mean_ms", "%.3f" % (statistics.fmean(ms) if ms else float("nan"))),
+        ]
+        print(" ".join("%s=%s" % f for f in fields))
+        if args.steps:
+            by = {}
+            for name, dt in steps[p]:
+                by.setdefault(name, []).append(dt * 1000)
+            print("steps_p50_ms port=%d " % p + " ".join(
+                "%s=%.3f" % (name, statistics.median(v)) for name, v in by.items()))
+    failed = sum(errors.values())
+    if failed:
+        print("latency: %d session(s) failed; first: %s" % (failed, first_error), file=sys.stderr)
         return 1
     return 0
 
