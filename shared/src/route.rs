@@ -158,8 +158,9 @@ pub struct RouterClient {
     next_id: std::sync::atomic::AtomicU64,
 }
 
-/// Idle connections kept per process.
-const POOL_MAX: usize = 16;
+/// Idle connections kept per process: enough for every session of a busy
+/// smtpd to find one (a new connection costs a connect and a greeting).
+const POOL_MAX: usize = 256;
 
 impl RouterClient {
     /// A client of the router socket at `path`; each request waits at most `timeout`.

@@ -56,14 +56,31 @@ impl Scanner {
     /// Scans the next chunk. Returns `Some(n)` when the end-of-data line ends
     /// at `chunk[..n]` (the bytes after it belong to the next command).
     pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
-        for (i, &b) in chunk.iter().enumerate() {
+        let mut i = 0;
+        while i < chunk.len() {
+            // Fast path: inside a line, nothing pending, only CR and LF matter:
+            // jump to the next one (most of a body is plain text).
+            if !self.cr && !self.line_start && self.dot == 0 {
+                let rest = &chunk[i..];
+                let skip = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                self.size += skip as u64;
+                i += skip;
+                if self.size > self.limit {
+                    self.fault(Fault::TooBig);
+                }
+                if i == chunk.len() {
+                    break;
+                }
+            }
+            let b = chunk[i];
+            i += 1;
             if self.cr {
                 self.cr = false;
                 if b == b'\n' {
                     if self.dot == 2 {
                         // ".\r\n": the three marker bytes are not body.
                         self.size = self.size.saturating_sub(2);
-                        return Some(i + 1);
+                        return Some(i);
                     }
                     self.size += 1;
                     self.line_start = true;
@@ -160,6 +177,73 @@ mod tests {
     fn nul_is_not_dropped() {
         let body = b"body\r\n\x00.\r\nnext\r\n.\r\n";
         assert_eq!(scan(body), (Some(body.len()), None));
+    }
+
+    /// The byte-at-a-time definition the fast path must agree with.
+    fn reference(input: &[u8], limit: u64) -> (Option<usize>, Option<Fault>, u64) {
+        let (mut line_start, mut cr, mut dot, mut size, mut fault) = (true, false, 0u8, 0u64, None);
+        for (i, &b) in input.iter().enumerate() {
+            if cr {
+                cr = false;
+                if b == b'\n' {
+                    if dot == 2 {
+                        return (Some(i + 1), fault, size - 2);
+                    }
+                    size += 1;
+                    line_start = true;
+                    dot = 0;
+                    continue;
+                }
+                fault.get_or_insert(Fault::BareLineEnd);
+                dot = 0;
+            }
+            size += 1;
+            match b {
+                b'\r' => {
+                    cr = true;
+                    dot = if dot == 1 { 2 } else { 0 };
+                }
+                b'\n' => {
+                    fault.get_or_insert(Fault::BareLineEnd);
+                    dot = 0;
+                }
+                b'.' if line_start => dot = 1,
+                _ => dot = 0,
+            }
+            line_start = false;
+            if size > limit {
+                fault.get_or_insert(Fault::TooBig);
+            }
+        }
+        (None, fault, size)
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_definition() {
+        let alphabet = b"ab.\r\n\0";
+        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        for round in 0..20_000 {
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let len = (next() % 40) as usize;
+            let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % 6) as usize]).collect();
+            let cut = if len == 0 { 0 } else { (next() as usize) % len };
+            let limit = next() % 30;
+            let (want_end, want_fault, want_size) = reference(&input, limit);
+            let mut s = Scanner::new(limit);
+            let got_end = s
+                .scan(&input[..cut])
+                .or_else(|| s.scan(&input[cut..]).map(|n| n + cut));
+            assert_eq!(got_end, want_end, "round {round}: {input:?} cut at {cut}");
+            assert_eq!(s.fault, want_fault, "round {round}: {input:?}");
+            if want_end.is_some() || got_end.is_none() {
+                assert_eq!(s.size, want_size, "round {round}: {input:?}");
+            }
+        }
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct AdminRequest {
     pub reply: oneshot::Sender<Result<(), String>>,
 }
 
+/// The client's read buffer between messages: idle sessions are most of a
+/// busy server's sessions, and commands are short.
+pub(crate) const COMMAND_BUFFER: usize = 4 * 1024;
+/// The read buffer once a message body is coming (see [`Session::grow_reader`]).
+const DATA_BUFFER: usize = 64 * 1024;
+
 /// How long connection accounting may take before the session goes on uncounted.
 const ACCOUNTING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -116,6 +122,8 @@ struct Session {
     peer: SocketAddr,
     local: SocketAddr,
     client: BufReader<BoxStream>,
+    /// `client` has the large buffer of [`DATA_BUFFER`] bytes.
+    data_buffer: bool,
     out: Vec<u8>,
     helo: Option<String>,
     esmtp: bool,
@@ -145,7 +153,8 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         sid,
         peer,
         local,
-        client: BufReader::with_capacity(16 * 1024, stream),
+        client: BufReader::with_capacity(COMMAND_BUFFER, stream),
+        data_buffer: false,
         out: Vec::with_capacity(512),
         helo: None,
         esmtp: false,
@@ -787,6 +796,18 @@ impl Session {
         Ok(())
     }
 
+    /// Gives the client a large read buffer for the body. Only done with an
+    /// empty buffer (DATA is the last command of its group), so no byte is lost.
+    fn grow_reader(&mut self) {
+        if !self.data_buffer && self.client.buffer().is_empty() {
+            let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
+            let stream =
+                std::mem::replace(&mut self.client, BufReader::new(placeholder)).into_inner();
+            self.client = BufReader::with_capacity(DATA_BUFFER, stream);
+            self.data_buffer = true;
+        }
+    }
+
     /// Reads the body up to CRLF.CRLF through the scanner. With `into`, the
     /// bytes are kept there; otherwise they stream to the backend (an error
     /// writing to it is returned, the body is still read to its end).
@@ -796,6 +817,7 @@ impl Session {
     ) -> Result<(Scanner, Option<BackendError>), End> {
         let limit = self.ctx.config.proxy.max_message_size.0;
         let timeout = self.ctx.config.proxy.data_timeout.0;
+        self.grow_reader();
         let mut scanner = Scanner::new(limit);
         let mut backend_err: Option<BackendError> = None;
         let mut held_cr = false;

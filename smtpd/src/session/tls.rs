@@ -47,7 +47,8 @@ impl Session {
         let timeout = self.ctx.config.proxy.command_timeout.0;
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
-                self.client = BufReader::with_capacity(16 * 1024, Box::new(stream));
+                self.client = BufReader::with_capacity(super::COMMAND_BUFFER, Box::new(stream));
+                self.data_buffer = false;
                 self.tls = true;
                 self.helo = None;
                 self.esmtp = false;
