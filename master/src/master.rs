@@ -194,6 +194,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
     warn_plaintext_auth(&config);
+    raise_open_files_limit();
     let owner = worker_user(&config)?;
     let tls = TlsPem::read(&config)?;
     let mut tcp = Vec::new();
@@ -371,7 +372,7 @@ impl Master {
         };
         drop(fds);
         drop(theirs);
-        let body = self.worker_config().into_bytes();
+        let body = self.worker_config(kind).into_bytes();
         let slot = &mut self.slots[i];
         slot.pid = Some(pid);
         slot.generation += 1;
@@ -413,12 +414,19 @@ impl Master {
     }
 
     /// The body of a `request=config` message.
-    fn worker_config(&self) -> String {
-        WorkerConfig {
-            config: (*self.config).clone(),
-            tls: self.tls.clone(),
-        }
-        .to_toml()
+    /// Each worker gets only what it uses: smtpd asks the router for every
+    /// route, so it gets no server table (which may hold 100,000 domains);
+    /// only smtpd gets the TLS key.
+    fn worker_config(&self, kind: Kind) -> String {
+        let mut config = (*self.config).clone();
+        let tls = match kind {
+            Kind::Smtpd => {
+                config.servers.clear();
+                self.tls.clone()
+            }
+            Kind::Router | Kind::Updater => None,
+        };
+        WorkerConfig { config, tls }.to_toml()
     }
 
     fn schedule_restart(&mut self, i: usize, why: &str) {
@@ -956,15 +964,21 @@ impl Master {
         let id = format!("reload-{}", self.reload_seq);
         self.config = Arc::new(new);
         self.tls = tls;
-        let body = self.worker_config().into_bytes();
-        let msg = Attrs::new()
-            .with("request", "config")
-            .with("id", &id)
-            .with_body(body);
+        let bodies: HashMap<&'static str, Attrs> = [Kind::Smtpd, Kind::Router, Kind::Updater]
+            .into_iter()
+            .map(|k| {
+                let msg = Attrs::new()
+                    .with("request", "config")
+                    .with("id", &id)
+                    .with_body(self.worker_config(k).into_bytes());
+                (k.program(), msg)
+            })
+            .collect();
         let mut waiting = HashSet::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
+            let msg = &bodies[slot.kind.program()];
             if let Some(w) = &mut slot.to_worker {
-                match proto::write(w, &msg).await {
+                match proto::write(w, msg).await {
                     Ok(()) => {
                         waiting.insert(i);
                     }
@@ -1246,6 +1260,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         out.push("log.journald");
     }
     out
+}
+
+/// Every session is a descriptor (two while relayed): raise the soft limit on
+/// open files to the hard one, for the master and the workers it starts.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => info!("open files limit raised from {soft} to {hard}"),
+            Err(e) => warn!("cannot raise the open files limit from {soft}: {e}"),
+        },
+        Ok((soft, _)) if soft < 4096 => {
+            warn!("open files limit is {soft}: too low for many sessions")
+        }
+        _ => {}
+    }
 }
 
 /// SPEC §3: without `[tls]`, AUTH is offered in plaintext unless
