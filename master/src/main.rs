@@ -4,13 +4,14 @@
 //! commands are the administrator's: `check` validates a file, `config`
 //! prints the effective configuration, `convert` turns a legacy XML file into
 //! TOML, and `stop`, `reload`, `status` talk to a running master over
-//! `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
-//! non-zero exit status.
+//! `run_dir/master.sock` ([`client`]); `stats` prints the weekly statistics
+//! ([`stats`]). Errors are one line on stderr and a non-zero exit status.
 
 mod client;
 mod master;
 mod sockets;
 mod spawn;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,7 @@ commands:
   convert   print a legacy smtp-proxy.xml file as TOML
   queue [list|flush|delete ID]    the update queue (mailq / postqueue -f / postsuper -d)
   restarts [list|cancel ID]       scheduled backend restarts
+  stats [--weeks N] [--json]      weekly statistics with the spam rate
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -48,6 +50,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
         "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
         "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
+        "stats" => stats::HELP,
         _ => return None,
     })
 }
@@ -92,7 +95,7 @@ fn main() -> ExitCode {
             [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
-    if rest.len() > 1 && cmd != "queue" && cmd != "restarts" {
+    if rest.len() > 1 && cmd != "queue" && cmd != "restarts" && cmd != "stats" {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
@@ -119,6 +122,13 @@ fn main() -> ExitCode {
         "start" => start(path),
         "queue" | "restarts" => match Config::load(&path) {
             Ok(c) => client::updater(&cmd, &rest[1..], &c),
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        "stats" => match Config::load(&path) {
+            Ok(c) => stats::run(&rest[1..], &c),
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE

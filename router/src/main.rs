@@ -8,8 +8,13 @@
 //! each answered `ok`, `notfound` or `tempfail`. A reload from the master builds a new table and
 //! swaps it in atomically; lookups in flight finish on the old one.
 //! A peer that sends garbage loses its connection, never the process.
+//!
+//! The router also keeps the statistics ([`stats`]: `request=count` from
+//! smtpd at the end of each session, `request=stats` for `postern stats`,
+//! persisted in `process.state_dir/stats`).
 
 mod anvil;
+mod stats;
 mod table;
 
 use std::process::ExitCode;
@@ -33,6 +38,8 @@ struct State {
     limits: RwLock<(u32, u32)>,
     /// Connection counts.
     anvil: Mutex<Anvil>,
+    /// The statistics.
+    stats: Arc<stats::Recorder>,
 }
 
 type Shared = Arc<State>;
@@ -63,8 +70,12 @@ async fn run() -> anyhow::Result<()> {
         table: RwLock::new(Arc::new(load(&worker.config))),
         limits: RwLock::new(limits(&worker.config)),
         anvil: Mutex::new(Anvil::default()),
+        stats: Arc::new(stats::Recorder::load(
+            worker.config.process.state_dir.clone(),
+        )),
     });
     tokio::spawn(sweep_loop(table.clone()));
+    tokio::spawn(stats::save_loop(table.stats.clone()));
     let listeners = worker.take_listeners("router");
     if listeners.is_empty() {
         anyhow::bail!("no inherited socket named \"router\"");
@@ -87,6 +98,8 @@ async fn run() -> anyhow::Result<()> {
             }
             Event::Stop => {
                 tracing::info!("stopping");
+                let recorder = table.stats.clone();
+                let _ = tokio::task::spawn_blocking(move || recorder.save()).await;
                 return Ok(());
             }
         }
@@ -133,6 +146,8 @@ async fn serve(stream: UnixStream, table: Shared) {
         };
         let reply = match req.get("request") {
             Some("connect") | Some("disconnect") => account(&table, &req),
+            Some("count") => table.stats.count(&req),
+            Some("stats") => table.stats.report(&req),
             _ => {
                 let current = table
                     .table
