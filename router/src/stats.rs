@@ -108,6 +108,11 @@ impl Recorder {
             .with_body(text.into_bytes())
     }
 
+    /// The sum over every day kept (the metrics' totals).
+    pub fn total(&self) -> Counts {
+        self.live().stats.total()
+    }
+
     /// Writes the file if something changed since the last write. Blocks on
     /// the disk: call it from a blocking thread, or at stop.
     pub fn save(&self) {
