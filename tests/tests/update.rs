@@ -370,12 +370,11 @@ fn restart_now_runs_once_per_server_and_honours_the_interval() {
     wait_for("the deferred restarts", || {
         (lines(&marks).len() == 4).then_some(())
     });
-    let listing = cli(&p, &["restarts"]);
-    assert_eq!(
-        listing.lines().filter(|l| l.contains(" done ")).count(),
-        4,
-        "{listing}"
-    );
+    // The commands have run; the updater records each once the master answers.
+    let listing = wait_for("the four restarts recorded as done", || {
+        let listing = cli(&p, &["restarts"]);
+        (listing.lines().filter(|l| l.contains(" done ")).count() == 4).then_some(listing)
+    });
     assert!(listing.contains(&format!("{id} now")), "{listing}");
 }
 
