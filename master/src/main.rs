@@ -3,15 +3,17 @@
 //! `postern start` runs the master in the foreground ([`master`]); the other
 //! commands are the administrator's: `check` validates a file, `config`
 //! prints the effective configuration, `convert` turns a legacy XML file into
-//! TOML, `log` searches the log ([`logsearch`]), and `stop`, `reload`,
-//! `status` talk to a running master over `run_dir/master.sock` ([`client`]). Errors are one line on stderr and a
-//! non-zero exit status.
+//! TOML, `log` searches the log ([`logsearch`]), `stats` prints the weekly
+//! statistics ([`stats`]), and `stop`, `reload`, `status`, `restart` talk to
+//! a running master over `run_dir/master.sock` ([`client`]). Errors are one
+//! line on stderr and a non-zero exit status.
 
 mod client;
 mod logsearch;
 mod master;
 mod sockets;
 mod spawn;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +37,7 @@ commands:
   convert   print a legacy smtp-proxy.xml file as TOML
   queue [list|flush|delete ID]    the update queue (mailq / postqueue -f / postsuper -d)
   restarts [list|cancel ID]       scheduled backend restarts
+  stats [--weeks N] [--json]      weekly statistics with the spam rate
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -54,6 +57,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "restart" => "usage: postern [-c FILE] restart smtpd|router|updater\n\nReplaces one kind of worker without refusing a connection. smtpd and router:\nnew processes start on the same sockets; once they serve, the old ones stop\naccepting and finish their sessions. updater: the running one stops and the\nnext starts at once; smtpd's requests wait in the socket's backlog meanwhile.\n",
         "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
         "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
+        "stats" => stats::HELP,
         _ => return None,
     })
 }
@@ -107,7 +111,7 @@ fn main() -> ExitCode {
             [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
-    if rest.len() > 1 && !matches!(cmd.as_str(), "queue" | "restarts" | "restart") {
+    if rest.len() > 1 && !matches!(cmd.as_str(), "queue" | "restarts" | "restart" | "stats") {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
@@ -143,6 +147,13 @@ fn main() -> ExitCode {
             (Ok(c), Some(worker)) if rest.len() == 2 => client::restart(worker, &c),
             (Ok(_), _) => fail("restart needs one worker kind: smtpd, router or updater"),
             (Err(e), _) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        "stats" => match Config::load(&path) {
+            Ok(c) => stats::run(&rest[1..], &c),
+            Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }

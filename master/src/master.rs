@@ -22,6 +22,10 @@
 //!   plus [`KILL_MARGIN`] gets SIGKILL. Every child is reaped before the
 //!   master removes its sockets and pid file and exits.
 //! - `request=status`: the workers with pids, uptimes, restarts and last exit.
+//! - `request=workers` from a worker (the router, for its metrics endpoint):
+//!   each slot's program, pid, state, restarts and uptime, as attributes.
+//!   `[metrics] listen` is bound here like the SMTP listeners and handed to
+//!   the router as the descriptor named `metrics`.
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
@@ -170,6 +174,8 @@ struct Master {
     tcp: Vec<OwnedFd>,
     router_sock: OwnedFd,
     updater_sock: OwnedFd,
+    /// `[metrics] listen`, handed to the router as `metrics`.
+    metrics_sock: Option<OwnedFd>,
     /// Restart commands running, by pid.
     commands: HashMap<Pid, RunningCommand>,
     tx: mpsc::Sender<Msg>,
@@ -203,6 +209,14 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tcp.push(fd);
         info!("listening on {bound}");
     }
+    let metrics_sock = match config.metrics.listen_addr() {
+        Some(addr) => {
+            let (fd, bound) = sockets::bind_tcp(addr)?;
+            info!("metrics endpoint on http://{bound}/metrics");
+            Some(fd)
+        }
+        None => None,
+    };
     let router_sock = sockets::bind_unix(&run_dir.join(ROUTER_SOCKET), owner.as_ref())?;
     let updater_sock = sockets::bind_unix(&run_dir.join(UPDATER_SOCKET), owner.as_ref())?;
     for dir in [&config.process.spool_dir, &config.process.state_dir] {
@@ -234,6 +248,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         tcp,
         router_sock,
         updater_sock,
+        metrics_sock,
         commands: HashMap::new(),
         tx,
         ready_sent: false,
@@ -359,6 +374,9 @@ impl Master {
             Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
             Kind::Updater => fds.push((self.updater_sock.as_fd(), "updater")),
+        }
+        if let (Kind::Router, Some(m)) = (kind, &self.metrics_sock) {
+            fds.push((m.as_fd(), "metrics"));
         }
         // The level, and where the master logs (file, journald): see logging::worker_env.
         let env = postern_shared::logging::worker_env(&self.config.log.level);
@@ -728,6 +746,9 @@ impl Master {
             }
             "restart" if self.slots[slot].kind == Kind::Updater => {
                 self.run_restart_command(slot, generation, &server, tx);
+            }
+            "workers" => {
+                let _ = tx.send(self.worker_states());
             }
             "stop" => {
                 // Answer before the stop closes the worker's channel.
@@ -1175,6 +1196,32 @@ impl Master {
     }
 }
 
+impl Master {
+    /// The answer to a worker's `request=workers` (the router's metrics): one
+    /// `worker=<program> <slot> <pid|-> <state> <restarts> <uptime seconds>`
+    /// per slot; state is `ready`, `starting`, `restarting` or `stopped`.
+    fn worker_states(&self) -> Attrs {
+        let mut a = Attrs::new().with("status", "ok");
+        for (i, s) in self.slots.iter().enumerate() {
+            let state = match (s.pid, s.ready, s.restart_at) {
+                (Some(_), true, _) => "ready",
+                (Some(_), false, _) => "starting",
+                (None, _, Some(_)) => "restarting",
+                (None, _, None) => "stopped",
+            };
+            let (pid, up) = match s.pid {
+                Some(p) => (p.to_string(), s.started.elapsed().as_secs()),
+                None => ("-".into(), 0),
+            };
+            a.push(
+                "worker",
+                format!("{} {i} {pid} {state} {} {up}", s.kind.program(), s.restarts),
+            );
+        }
+        a
+    }
+}
+
 /// Reads a worker's messages and forwards them to the main loop.
 async fn worker_reader(
     mut r: BufReader<tokio::net::unix::OwnedReadHalf>,
@@ -1258,6 +1305,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.log.journald != new.log.journald {
         out.push("log.journald");
+    }
+    if old.metrics != new.metrics {
+        out.push("metrics.listen");
     }
     out
 }

@@ -58,6 +58,11 @@ impl Anvil {
         Ok(())
     }
 
+    /// Connections counted now.
+    pub fn open(&self) -> u32 {
+        self.total
+    }
+
     /// Forgets one connection (unknown ones are ignored: the router may have restarted).
     pub fn disconnect(&mut self, pid: u32, ip: IpAddr) {
         let Some(mine) = self.per_pid.get_mut(&pid) else {

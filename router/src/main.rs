@@ -8,10 +8,19 @@
 //! each answered `ok`, `notfound` or `tempfail`. A reload from the master builds a new table and
 //! swaps it in atomically; lookups in flight finish on the old one.
 //! A peer that sends garbage loses its connection, never the process.
+//!
+//! The router also keeps the statistics ([`stats`]: `request=count` from
+//! smtpd at the end of each session, `request=stats` for `postern stats`,
+//! persisted in `process.state_dir/stats`) and, when the master passes it a
+//! socket named `metrics` (`[metrics] listen`), serves them to Prometheus
+//! ([`metrics`]), with the worker states it asks the master for.
 
 mod anvil;
+mod metrics;
+mod stats;
 mod table;
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -21,6 +30,7 @@ use postern_shared::route::PROTOCOL;
 use postern_shared::worker::{Event, Options, Worker};
 use tokio::io::BufStream;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
 
 use anvil::{Anvil, Refusal};
 use table::Table;
@@ -33,6 +43,8 @@ struct State {
     limits: RwLock<(u32, u32)>,
     /// Connection counts.
     anvil: Mutex<Anvil>,
+    /// The statistics.
+    stats: Arc<stats::Recorder>,
 }
 
 type Shared = Arc<State>;
@@ -47,8 +59,12 @@ async fn run() -> anyhow::Result<()> {
         table: RwLock::new(Arc::new(load(&worker.config))),
         limits: RwLock::new(limits(&worker.config)),
         anvil: Mutex::new(Anvil::default()),
+        stats: Arc::new(stats::Recorder::load(
+            worker.config.process.state_dir.clone(),
+        )),
     });
     tokio::spawn(sweep_loop(table.clone()));
+    tokio::spawn(stats::save_loop(table.stats.clone()));
     let listeners = worker.take_listeners("router");
     if listeners.is_empty() {
         anyhow::bail!("no inherited socket named \"router\"");
@@ -58,10 +74,37 @@ async fn run() -> anyhow::Result<()> {
         std.set_nonblocking(true)?;
         tokio::spawn(accept_loop(UnixListener::from_std(std)?, table.clone()));
     }
+    // Scrapes ask the master for the worker states through this loop, which
+    // owns the master channel; answers are matched by request id.
+    let (ask, mut asks) = mpsc::channel::<oneshot::Sender<Attrs>>(8);
+    let mut asked: HashMap<String, oneshot::Sender<Attrs>> = HashMap::new();
+    for fd in worker.take_listeners("metrics") {
+        let std = std::net::TcpListener::from(fd);
+        std.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(std)?;
+        tracing::info!("serving metrics on {}", listener.local_addr()?);
+        tokio::spawn(metrics::serve(listener, table.clone(), ask.clone()));
+    }
+    drop(ask);
     worker.ready().await;
     loop {
-        match worker.next_event().await {
-            Event::Reply(_) => {}
+        let event = tokio::select! {
+            e = worker.next_event() => e,
+            Some(reply_to) = asks.recv() => {
+                asked.retain(|_, waiting| !waiting.is_closed());
+                if worker.has_master() {
+                    let id = worker.request(Attrs::new().with("request", "workers")).await;
+                    asked.insert(id, reply_to);
+                }
+                continue;
+            }
+        };
+        match event {
+            Event::Reply(reply) => {
+                if let Some(waiting) = reply.get("id").and_then(|id| asked.remove(id)) {
+                    let _ = waiting.send(reply);
+                }
+            }
             Event::Reload { id, config, .. } => {
                 let new = Arc::new(load(&config));
                 *table.table.write().unwrap_or_else(|p| p.into_inner()) = new;
@@ -71,6 +114,8 @@ async fn run() -> anyhow::Result<()> {
             }
             Event::Stop | Event::Drain => {
                 tracing::info!("stopping");
+                let recorder = table.stats.clone();
+                let _ = tokio::task::spawn_blocking(move || recorder.save()).await;
                 return Ok(());
             }
         }
@@ -117,6 +162,8 @@ async fn serve(stream: UnixStream, table: Shared) {
         };
         let reply = match req.get("request") {
             Some("connect") | Some("disconnect") => account(&table, &req),
+            Some("count") => table.stats.count(&req),
+            Some("stats") => table.stats.report(&req),
             _ => {
                 let current = table
                     .table

@@ -50,6 +50,31 @@ pub struct Config {
     /// Anti-spam policy (SPEC §8). No policy key exists yet: the table must be empty.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     pub policy: Policy,
+    /// The Prometheus metrics endpoint (an addition to SPEC §3).
+    #[serde(default, skip_serializing_if = "Metrics::is_unset")]
+    pub metrics: Metrics,
+}
+
+/// `[metrics]`: an HTTP endpoint answering `GET /metrics` in the Prometheus
+/// text format, served by the router on a socket the master binds.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    /// Loopback `address:port` to listen on; absent: no endpoint. It has no
+    /// authentication, hence loopback only. Changing it needs a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+}
+
+impl Metrics {
+    fn is_unset(&self) -> bool {
+        self.listen.is_none()
+    }
+
+    /// The address to listen on, if set and valid (validate() has checked it).
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.as_deref().and_then(|l| l.parse().ok())
+    }
 }
 
 /// `[proxy]`: the SMTP front side.
@@ -765,6 +790,20 @@ impl Config {
             );
         }
 
+        if let Some(l) = &self.metrics.listen {
+            match l.parse::<SocketAddr>() {
+                Ok(a) if a.ip().is_loopback() => {}
+                Ok(_) => bad(
+                    "metrics.listen".into(),
+                    format!("{l:?} is not a loopback address: the endpoint has no authentication (use 127.0.0.1 or [::1])"),
+                ),
+                Err(_) => bad(
+                    "metrics.listen".into(),
+                    format!("{l:?} is not an address:port such as \"127.0.0.1:9125\""),
+                ),
+            }
+        }
+
         let mut owner: std::collections::HashMap<String, usize> = Default::default();
         let mut users: std::collections::HashMap<String, usize> = Default::default();
         for (i, s) in self.servers.iter().enumerate() {
@@ -950,6 +989,34 @@ domains = ["A.test."]
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn metrics_listen_must_be_loopback() {
+        let problems = |listen: &str| {
+            Config::parse(&format!("[metrics]\nlisten = {listen:?}\n"))
+                .expect("parses")
+                .validate()
+                .into_iter()
+                .filter(|p| p.key == "metrics.listen")
+                .count()
+        };
+        assert_eq!(problems("127.0.0.1:9125"), 0);
+        assert_eq!(problems("[::1]:9125"), 0);
+        assert_eq!(problems("127.0.0.2:0"), 0);
+        assert_eq!(problems("0.0.0.0:9125"), 1);
+        assert_eq!(problems("192.0.2.1:9125"), 1);
+        assert_eq!(problems("localhost:9125"), 1);
+        let c = Config::parse("[metrics]\nlisten = \"127.0.0.1:9125\"\n").expect("parses");
+        assert_eq!(c.metrics.listen_addr(), "127.0.0.1:9125".parse().ok());
+        assert!(
+            Config::parse("[metrics]\nport = 1\n").is_err(),
+            "unknown key"
+        );
+        assert!(
+            !Config::default().to_toml().contains("[metrics]"),
+            "unset: not printed"
+        );
     }
 
     #[test]

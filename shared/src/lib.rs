@@ -7,6 +7,8 @@
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
+//! - [`stats`]: the statistics counters, local days and ISO weeks, the
+//!   statistics file;
 //! - [`smtp`]: sans-IO SMTP parsers (commands, paths) and replies;
 //! - [`worker`]: the skeleton every worker runs on (inherited sockets,
 //!   configuration from the master, privilege drop, events);
@@ -23,4 +25,5 @@ pub mod net;
 pub mod proto;
 pub mod route;
 pub mod smtp;
+pub mod stats;
 pub mod worker;

@@ -15,7 +15,9 @@
 //!
 //! The other lookups are `request=client client=<ip>` (the `ip-addr` route)
 //! and `request=auth user=… password=…` (the `auth` route), with the same
-//! replies. Three outcomes, as in Postfix's lookup tables: found (`ok`), not found
+//! replies. `request=count sid= <counter>=<n>…` adds a session's counts to
+//! the statistics ([`crate::stats`]); `request=stats` answers `status=ok`
+//! with the statistics file's text as its body. Three outcomes, as in Postfix's lookup tables: found (`ok`), not found
 //! (`notfound`), could not look it up (`tempfail`, or no answer at all). smtpd
 //! maps the third to a 4xx reply, never 5xx.
 
@@ -259,6 +261,33 @@ impl RouterClient {
             .with("client", client)
             .with("pid", pid);
         self.call_within(req, within).await.map(|_| ())
+    }
+
+    /// Sends a session's counts (`request=count sid= <counter>=<n>…`, one
+    /// attribute per non-zero counter, see [`crate::stats`]). smtpd calls it
+    /// once, when the session has ended, so it never delays a client; a
+    /// failure only loses these counts.
+    pub async fn count(
+        &self,
+        sid: &str,
+        counts: &crate::stats::Counts,
+        within: Duration,
+    ) -> Result<(), RouterError> {
+        if counts.is_empty() {
+            return Ok(());
+        }
+        let mut req = Attrs::new().with("request", "count").with("sid", sid);
+        for (name, n) in counts.iter() {
+            req.push(name, n);
+        }
+        let reply = self.call_within(req, within).await?;
+        match reply.get("status").and_then(Status::parse) {
+            Some(Status::Ok) => Ok(()),
+            Some(Status::TempFail) => Err(RouterError::TempFail(
+                reply.get("reason").unwrap_or("unknown").to_string(),
+            )),
+            _ => Err(RouterError::BadReply),
+        }
     }
 
     async fn lookup(&self, req: Attrs) -> Result<Lookup, RouterError> {

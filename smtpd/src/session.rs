@@ -16,6 +16,12 @@
 //!
 //! Error mapping lives in one place, [`Session::temp_failure`]: router or
 //! backend trouble is always 4xx.
+//!
+//! Statistics: a session tallies its events (connection, forwarded by cause,
+//! relaying denied, refusals by kind, messages and bytes accepted) in
+//! `counts` and sends them to the router once, after the client is gone
+//! ([`RouterClient::count`]): counting never delays a client, and a router
+//! that does not answer only loses that session's counts.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -25,6 +31,7 @@ use postern_shared::config::Config;
 use postern_shared::net::unmap;
 use postern_shared::route::{Admission, Lookup, Route, RouterClient};
 use postern_shared::smtp::{parse_command, Command, Param, Path, Reply};
+use postern_shared::stats::{Counter, Counts, Rejection};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -144,6 +151,8 @@ struct Session {
     /// A backend was reached at least once (for the seed's "forwarded" line).
     forwarded_to: Option<u32>,
     errors: u32,
+    /// What this session counts for the statistics, sent to the router when it ends.
+    counts: Counts,
 }
 
 /// Runs a session on an accepted connection until it ends.
@@ -168,9 +177,11 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         backend: None,
         forwarded_to: None,
         errors: 0,
+        counts: Counts::default(),
     };
     let ip = s.ip();
     info!("accepted connection from {ip}");
+    s.counts.add(Counter::Connections, 1);
     let counted = s.admit().await;
     if counted.is_some() {
         let _ = s.serve().await;
@@ -179,6 +190,11 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // Close the client's connection first: the backend's goodbye may take a while.
     let backend = s.backend.take();
     let _ = s.client.get_mut().shutdown().await;
+    let (counts, router, sid) = (
+        std::mem::take(&mut s.counts),
+        s.ctx.router.clone(),
+        s.sid.clone(),
+    );
     drop(s);
     if let Some(b) = backend {
         b.quit().await;
@@ -187,6 +203,10 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         let _ = router
             .disconnect(&sid, ip, std::process::id(), ACCOUNTING_TIMEOUT)
             .await;
+    }
+    // The client is gone: counting never delays it, and a failure only loses these counts.
+    if let Err(e) = router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await {
+        debug!("statistics of the session lost: {e}");
     }
     info!("disconnect from {ip}");
 }
@@ -240,6 +260,7 @@ impl Session {
             }
             if self.errors >= MAX_ERRORS {
                 warn!("too many errors from {}", self.ip());
+                self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
                 let text = format!("{} Error: too many errors", self.hostname());
                 self.reply(Reply::new(421, "4.7.0", &text));
                 return Err(End::Closed);
@@ -584,6 +605,7 @@ impl Session {
             reply = "554 5.7.1",
             "no server found for rcpt {to}"
         );
+        self.counts.add(Counter::RelayDenied, 1);
         let text = format!("<{to}>: Relaying denied");
         self.reply(Reply::new(554, "5.7.1", &text));
     }
@@ -684,6 +706,7 @@ impl Session {
                 route.cause.as_str()
             );
             self.forwarded_to = Some(route.server);
+            self.counts.add(Counter::Forwarded(route.cause), 1);
         }
         self.backend = Some(b);
         Ok(())
@@ -721,6 +744,7 @@ impl Session {
             // RFC 2920: DATA ends a pipelined group; bytes already behind it mean a
             // client that does not wait for 354 (or a smuggling attempt).
             warn!("pipelining after DATA from {}", self.ip());
+            self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
             self.reply(Reply::new(
                 554,
                 "5.5.0",
@@ -789,6 +813,10 @@ impl Session {
                     route.name,
                     r.summary()
                 );
+                if r.is_ok() {
+                    self.counts.add(Counter::Messages, 1);
+                    self.counts.add(Counter::Bytes, scanner.size);
+                }
                 self.relay(&r);
             }
             Err(e) => self.temp_failure(&route, e),
@@ -882,6 +910,7 @@ impl Session {
         let r = match fault {
             Fault::BareLineEnd => {
                 warn!(sender = %from, "refused message from <{from}>: bare CR or LF in the body");
+                self.counts.add(Counter::Rejected(Rejection::Smuggling), 1);
                 Reply::new(
                     550,
                     "5.5.2",
@@ -916,6 +945,7 @@ impl Session {
             }
             Ok(Admission::Refused(why)) => {
                 warn!("refused connection from {}: {why}", self.ip());
+                self.counts.add(Counter::Rejected(Rejection::Limit), 1);
                 let text = format!("{} Error: {why}", self.hostname());
                 self.reply(Reply::new(421, "4.7.0", &text));
                 None

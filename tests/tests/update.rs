@@ -63,6 +63,19 @@ fn lines(file: &PathBuf) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `postern queue` lists `server`'s copy as `status`: the
+/// updater has recorded the outcome and written its state (its log line and
+/// the backend's copy both come earlier).
+fn wait_copy(p: &Postern, server: &str, status: &str) {
+    wait_for(&format!("{server} {status} in postern queue"), || {
+        cli(p, &["queue"])
+            .lines()
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>())
+            .any(|w| w == [server, status])
+            .then_some(())
+    });
+}
+
 fn cli(p: &Postern, args: &[&str]) -> String {
     let out = p.cli(args);
     assert!(
@@ -204,6 +217,7 @@ fn a_backend_that_was_down_gets_its_copy_after_flush() {
     let id = send_update(&p, "Subject: u\r\n\r\nupdate\r\n");
     a.wait_messages(1);
     p.wait_log(&format!("update {id} to Late deferred"));
+    wait_copy(&p, "A", "delivered");
     let listing = cli(&p, &["queue"]);
     assert!(listing.contains(&id), "{listing}");
     assert!(
@@ -262,6 +276,7 @@ fn killing_the_updater_or_the_master_loses_no_copy() {
     let mut p = Postern::start(dir, &conf);
     let first = send_update(&p, "Subject: first\r\n\r\none\r\n");
     p.wait_log(&format!("update {first} to Late deferred"));
+    wait_copy(&p, "A", "delivered");
     let updater = p.pids_of("postern-updater")[0];
     kill(Pid::from_raw(updater), Signal::SIGKILL).expect("kill updater");
     wait_for("a new updater", || {
@@ -357,12 +372,11 @@ fn restart_now_runs_once_per_server_and_honours_the_interval() {
     wait_for("the deferred restarts", || {
         (lines(&marks).len() == 4).then_some(())
     });
-    let listing = cli(&p, &["restarts"]);
-    assert_eq!(
-        listing.lines().filter(|l| l.contains(" done ")).count(),
-        4,
-        "{listing}"
-    );
+    // The commands have run; the updater records each once the master answers.
+    let listing = wait_for("the four restarts recorded as done", || {
+        let listing = cli(&p, &["restarts"]);
+        (listing.lines().filter(|l| l.contains(" done ")).count() == 4).then_some(listing)
+    });
     assert!(listing.contains(&format!("{id} now")), "{listing}");
 }
 

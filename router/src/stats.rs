@@ -1,0 +1,212 @@
+//! The router's statistics: counts per local day, in memory and in
+//! `process.state_dir/stats` (format and counters: [`postern_shared::stats`]).
+//!
+//! - `request=count sid= <counter>=<n>…` (smtpd, once per session, when it
+//!   ends): the known counters are added to today's local date; unknown
+//!   attributes are ignored. Answer `status=ok`.
+//! - `request=stats` (`postern stats`): `status=ok` with the file's text as
+//!   the body, including counts not yet written.
+//!
+//! The file is loaded at start (days older than
+//! [`postern_shared::stats::KEEP_DAYS`] pruned) and rewritten durably every
+//! [`SAVE_EVERY`] when something changed, and at stop. A router killed with
+//! SIGKILL loses at most the counts of the last [`SAVE_EVERY`]. A file that
+//! cannot be read is set aside as `stats.unreadable` (never overwritten) and
+//! counting starts again from zero; the log says so.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use postern_shared::proto::{Attrs, Status};
+use postern_shared::stats::{Counter, Counts, Day, Stats, FILE};
+
+/// How often changed counts are written to disk.
+pub const SAVE_EVERY: Duration = Duration::from_secs(5);
+
+/// The counts and where they are kept.
+pub struct Recorder {
+    dir: PathBuf,
+    live: Mutex<Live>,
+    /// Held while the file is written: the periodic write and the one at
+    /// stop share a temporary file name.
+    writing: Mutex<()>,
+    /// The last write failed (logged once, until a write succeeds).
+    failing: AtomicBool,
+}
+
+struct Live {
+    stats: Stats,
+    /// Changed since the last write.
+    dirty: bool,
+}
+
+impl Recorder {
+    /// Loads `state_dir/stats`.
+    pub fn load(state_dir: PathBuf) -> Recorder {
+        let stats = match Stats::load(&state_dir) {
+            Ok(mut s) => {
+                let pruned = s.prune(Day::today());
+                if pruned > 0 {
+                    tracing::info!("statistics: {pruned} day(s) older than the retention pruned");
+                }
+                s
+            }
+            Err(e) => {
+                let aside = state_dir.join(format!("{FILE}.unreadable"));
+                let moved = std::fs::rename(state_dir.join(FILE), &aside);
+                tracing::error!(
+                    "statistics file unusable ({e}): {}; counting starts from zero",
+                    match moved {
+                        Ok(()) => format!("set aside as {}", aside.display()),
+                        Err(e) => format!("cannot set it aside: {e}"),
+                    }
+                );
+                Stats::default()
+            }
+        };
+        Recorder {
+            dir: state_dir,
+            live: Mutex::new(Live {
+                stats,
+                dirty: false,
+            }),
+            writing: Mutex::new(()),
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `request=count`: adds the request's counters to today.
+    pub fn count(&self, req: &Attrs) -> Attrs {
+        let mut counts = Counts::default();
+        for (name, value) in req.iter() {
+            if let (Some(c), Ok(n)) = (Counter::parse(name), value.parse::<u64>()) {
+                counts.add(c, n);
+            }
+        }
+        if !counts.is_empty() {
+            let mut live = self.live();
+            live.stats.add(Day::today(), &counts);
+            live.dirty = true;
+        }
+        Attrs::new()
+            .with("id", req.get("id").unwrap_or(""))
+            .with("status", Status::Ok.as_str())
+    }
+
+    /// `request=stats`: every day kept, as the file's text.
+    pub fn report(&self, req: &Attrs) -> Attrs {
+        let text = self.live().stats.encode();
+        Attrs::new()
+            .with("id", req.get("id").unwrap_or(""))
+            .with("status", Status::Ok.as_str())
+            .with_body(text.into_bytes())
+    }
+
+    /// The sum over every day kept (the metrics' totals).
+    pub fn total(&self) -> Counts {
+        self.live().stats.total()
+    }
+
+    /// Writes the file if something changed since the last write. Blocks on
+    /// the disk: call it from a blocking thread, or at stop.
+    pub fn save(&self) {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = {
+            let mut live = self.live();
+            if !live.dirty {
+                return;
+            }
+            live.stats.prune(Day::today());
+            live.dirty = false;
+            live.stats.clone()
+        };
+        match snapshot.save(&self.dir) {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("statistics written again to {}", self.dir.display());
+                }
+            }
+            Err(e) => {
+                self.live().dirty = true;
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(
+                        "cannot write the statistics to {}: {e}; kept in memory, retrying",
+                        self.dir.join(FILE).display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Writes changed counts every [`SAVE_EVERY`], off the runtime's thread.
+pub async fn save_loop(recorder: Arc<Recorder>) {
+    let mut tick = tokio::time::interval(SAVE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let r = recorder.clone();
+        let _ = tokio::task::spawn_blocking(move || r.save()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(rec: &Recorder) -> Counts {
+        rec.live().stats.total()
+    }
+
+    #[test]
+    fn counts_reports_and_persists() {
+        let dir = std::env::temp_dir().join(format!("postern-router-stats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let rec = Recorder::load(dir.clone());
+        let req = Attrs::new()
+            .with("request", "count")
+            .with("id", 4)
+            .with("sid", "S1")
+            .with("connections", 1)
+            .with("forwarded.ip-addr", 1)
+            .with("bytes", 300)
+            .with("nonsense", 5)
+            .with("messages", "many");
+        let reply = rec.count(&req);
+        assert_eq!(reply.get("id"), Some("4"));
+        assert_eq!(reply.get("status"), Some("ok"));
+        rec.count(&req);
+        let total = sum(&rec);
+        assert_eq!(total.get(Counter::Connections), 2);
+        assert_eq!(total.get(Counter::Bytes), 600);
+        assert_eq!(total.get(Counter::Messages), 0);
+        assert_eq!(
+            total.iter().count(),
+            3,
+            "unknown names and bad numbers ignored"
+        );
+        let body = rec.report(&Attrs::new()).body.expect("body");
+        let text = String::from_utf8(body).expect("utf-8");
+        assert_eq!(Stats::decode(&text).expect("decodes").total(), total);
+
+        assert!(!dir.join(FILE).exists(), "written by save, not by count");
+        rec.save();
+        assert_eq!(sum(&Recorder::load(dir.clone())), total);
+
+        std::fs::write(dir.join(FILE), "not statistics\n").expect("write");
+        let fresh = Recorder::load(dir.clone());
+        assert!(sum(&fresh).is_empty());
+        assert!(
+            dir.join("stats.unreadable").exists(),
+            "kept for the operator"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

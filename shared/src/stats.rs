@@ -1,0 +1,708 @@
+//! Statistics (SPEC §9, seed 001 §7): what is counted, per local day, and the
+//! file that keeps it.
+//!
+//! smtpd tallies each session's events in a [`Counts`] and sends them to the
+//! router in one `request=count` when the session ends
+//! ([`crate::route::RouterClient::count`]); the router adds them to the
+//! current local day ([`Day::today`]) and keeps the days in
+//! `process.state_dir/stats` ([`FILE`]). `postern stats` reads them back and
+//! sums them per ISO week ([`Day::iso_week`]).
+//!
+//! The counters ([`Counter`], stable names used on the wire, in the file, in
+//! `postern stats --json` and in the metrics):
+//!
+//! | name | counts |
+//! |---|---|
+//! | `connections` | client TCP connections accepted (refused ones too) |
+//! | `forwarded.domain`, `forwarded.ip-addr`, `forwarded.auth` | backend connections opened for a client, by route cause (the seed's `smtp connection forwarded … using …` line) |
+//! | `relay_denied` | recipients refused with `554 5.7.1 Relaying denied` |
+//! | `rejected.<kind>` | refusals by kind ([`Rejection`]): `limit`, `syntax`, `smuggling`; `access`, `dnsbl`, `restriction` are reserved for the anti-spam policy and stay 0 until it exists |
+//! | `greylisted`, `greylist_passed` | reserved for greylisting; 0 until it exists |
+//! | `messages`, `bytes` | messages a backend accepted (2xx after DATA), and their body sizes |
+//!
+//! The spam rate ([`Counts::spam_rate`]) is `refused / (refused + messages)`,
+//! where `refused` is `relay_denied` plus every `rejected.<kind>`: each refused
+//! recipient or connection stands for one refused mail, as in Postfix log
+//! summaries. Greylisting is left out: a greylisted sender that comes back is
+//! counted in `messages`.
+//!
+//! File format (text, one line per local day, sorted; counters that are 0 are
+//! left out; names are kept even when this version does not know them):
+//!
+//! ```text
+//! postern-stats 1
+//! 2026-01-05 connections=12 forwarded.domain=3 relay_denied=1 messages=3 bytes=4567
+//! 2026-01-06 connections=2 rejected.limit=1
+//! ```
+//!
+//! It is written durably (temporary file, fsync, rename, directory fsync);
+//! days older than [`KEEP_DAYS`] are pruned. The router's `request=stats`
+//! answers with the same text as its body.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use crate::route::Cause;
+
+/// Name of the statistics file in `process.state_dir`.
+pub const FILE: &str = "stats";
+/// First line of the file.
+pub const HEADER: &str = "postern-stats 1";
+/// Days kept: a little over a year, so that a week can be compared with the
+/// same week a year before.
+pub const KEEP_DAYS: i64 = 400;
+
+/// Why a client, a recipient or a message was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// Over a connection limit (`421 4.7.0`).
+    Limit,
+    /// Closed for protocol violations: too many errors (`421 4.7.0`), content
+    /// pipelined behind DATA (`554 5.5.0`).
+    Syntax,
+    /// A message with a bare CR or LF in its body (`550 5.5.2`, SMTP smuggling).
+    Smuggling,
+    /// Refused by an access list (reserved: the policy issue).
+    Access,
+    /// Refused by a DNS blocklist (reserved: the policy issue).
+    Dnsbl,
+    /// Refused by a Postfix-style restriction (reserved: the policy issue).
+    Restriction,
+}
+
+impl Rejection {
+    /// Every kind, in display order.
+    pub const ALL: [Rejection; 6] = [
+        Rejection::Limit,
+        Rejection::Syntax,
+        Rejection::Smuggling,
+        Rejection::Access,
+        Rejection::Dnsbl,
+        Rejection::Restriction,
+    ];
+
+    /// The kind's name (`rejected.<name>`, the metrics' `kind` label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::Limit => "limit",
+            Rejection::Syntax => "syntax",
+            Rejection::Smuggling => "smuggling",
+            Rejection::Access => "access",
+            Rejection::Dnsbl => "dnsbl",
+            Rejection::Restriction => "restriction",
+        }
+    }
+}
+
+/// Every route cause, in display order.
+pub const CAUSES: [Cause; 3] = [Cause::Domain, Cause::IpAddr, Cause::Auth];
+
+/// One counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counter {
+    /// Client connections accepted.
+    Connections,
+    /// Backend connections opened for a client, by cause.
+    Forwarded(Cause),
+    /// Recipients refused: relaying denied.
+    RelayDenied,
+    /// Refusals by kind.
+    Rejected(Rejection),
+    /// Greylisted (reserved).
+    Greylisted,
+    /// Passed greylisting (reserved).
+    GreylistPassed,
+    /// Messages a backend accepted.
+    Messages,
+    /// Bytes of the messages a backend accepted.
+    Bytes,
+}
+
+impl Counter {
+    /// Every counter, in display order.
+    pub fn all() -> Vec<Counter> {
+        let mut v = vec![Counter::Connections];
+        v.extend(CAUSES.iter().map(|c| Counter::Forwarded(*c)));
+        v.push(Counter::RelayDenied);
+        v.extend(Rejection::ALL.iter().map(|r| Counter::Rejected(*r)));
+        v.extend([
+            Counter::Greylisted,
+            Counter::GreylistPassed,
+            Counter::Messages,
+            Counter::Bytes,
+        ]);
+        v
+    }
+
+    /// The stable name (wire, file, JSON keys).
+    pub fn name(self) -> String {
+        match self {
+            Counter::Connections => "connections".into(),
+            Counter::Forwarded(c) => format!("forwarded.{}", c.as_str()),
+            Counter::RelayDenied => "relay_denied".into(),
+            Counter::Rejected(r) => format!("rejected.{}", r.as_str()),
+            Counter::Greylisted => "greylisted".into(),
+            Counter::GreylistPassed => "greylist_passed".into(),
+            Counter::Messages => "messages".into(),
+            Counter::Bytes => "bytes".into(),
+        }
+    }
+
+    /// The counter of a known name.
+    pub fn parse(name: &str) -> Option<Counter> {
+        Counter::all().into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Counter values by name; absent means 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    values: BTreeMap<String, u64>,
+}
+
+impl Counts {
+    /// Adds `n` to a counter.
+    pub fn add(&mut self, c: Counter, n: u64) {
+        self.add_named(&c.name(), n);
+    }
+
+    /// Adds `n` to a counter by name (the name is not checked).
+    pub fn add_named(&mut self, name: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let v = self.values.entry(name.to_string()).or_default();
+        *v = v.saturating_add(n);
+    }
+
+    /// A counter's value.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.values.get(&c.name()).copied().unwrap_or(0)
+    }
+
+    /// Adds every counter of `other`.
+    pub fn merge(&mut self, other: &Counts) {
+        for (name, n) in &other.values {
+            self.add_named(name, *n);
+        }
+    }
+
+    /// True when every counter is 0.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Every non-zero counter by name, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// Every rejection, whatever its kind.
+    pub fn rejected(&self) -> u64 {
+        Rejection::ALL
+            .iter()
+            .map(|r| self.get(Counter::Rejected(*r)))
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Refused mails: relaying denied plus every rejection.
+    pub fn refused(&self) -> u64 {
+        self.get(Counter::RelayDenied)
+            .saturating_add(self.rejected())
+    }
+
+    /// `refused / (refused + messages)`, or `None` when both are 0.
+    pub fn spam_rate(&self) -> Option<f64> {
+        let refused = self.refused();
+        let total = refused.saturating_add(self.get(Counter::Messages));
+        (total > 0).then(|| refused as f64 / total as f64)
+    }
+}
+
+/// A calendar date (the proleptic Gregorian calendar, years 1 to 9999).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Day {
+    /// Year, e.g. 2026.
+    pub year: i32,
+    /// Month, 1 to 12.
+    pub month: u32,
+    /// Day of the month, 1 to 31.
+    pub day: u32,
+}
+
+/// An ISO 8601 week: its week-numbering year and number (1 to 53).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Week {
+    /// The week-numbering year (that of the week's Thursday).
+    pub year: i32,
+    /// The week number.
+    pub week: u32,
+}
+
+impl fmt::Display for Week {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-W{:02}", self.year, self.week)
+    }
+}
+
+/// Days from 0000-03-01 to the 1st of March of year `y` (years begin in
+/// March here, so that the leap day is the last day of a year).
+fn march_first(y: i64) -> i64 {
+    365 * y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400)
+}
+
+/// Days from 0000-03-01 to 1970-01-01.
+const UNIX_EPOCH_DAYS: i64 = 719_468;
+
+impl Day {
+    /// A valid date, or `None`.
+    pub fn new(year: i32, month: u32, day: u32) -> Option<Day> {
+        let d = Day { year, month, day };
+        ((1..=9999).contains(&year)
+            && (1..=12).contains(&month)
+            && day >= 1
+            && Day::from_days(d.days()) == d)
+            .then_some(d)
+    }
+
+    /// Days since 1970-01-01 (negative before).
+    pub fn days(self) -> i64 {
+        // Count from March: January and February belong to the year before.
+        let (y, m) = if self.month <= 2 {
+            (i64::from(self.year) - 1, i64::from(self.month) + 9)
+        } else {
+            (i64::from(self.year), i64::from(self.month) - 3)
+        };
+        // Month lengths from March repeat 31 30 31 30 31 (x2) then 31 29/28:
+        // the days before month m (0 = March) are (153 m + 2) / 5.
+        march_first(y) + (153 * m + 2) / 5 + i64::from(self.day) - 1 - UNIX_EPOCH_DAYS
+    }
+
+    /// The date `n` days after 1970-01-01.
+    pub fn from_days(n: i64) -> Day {
+        let z = n + UNIX_EPOCH_DAYS;
+        let mut y = z * 400 / 146_097;
+        while march_first(y + 1) <= z {
+            y += 1;
+        }
+        while march_first(y) > z {
+            y -= 1;
+        }
+        let doy = z - march_first(y);
+        let m = (5 * doy + 2) / 153;
+        let day = doy - (153 * m + 2) / 5 + 1;
+        let (year, month) = if m < 10 { (y, m + 3) } else { (y + 1, m - 9) };
+        Day {
+            year: year as i32,
+            month: month as u32,
+            day: day as u32,
+        }
+    }
+
+    /// The date `n` days later (earlier when negative).
+    pub fn plus(self, n: i64) -> Day {
+        Day::from_days(self.days() + n)
+    }
+
+    /// 1 for Monday to 7 for Sunday (1970-01-01 was a Thursday).
+    pub fn weekday(self) -> u32 {
+        ((self.days() + 3).rem_euclid(7) + 1) as u32
+    }
+
+    /// The Monday that starts this date's ISO week.
+    pub fn monday(self) -> Day {
+        self.plus(1 - i64::from(self.weekday()))
+    }
+
+    /// The ISO week: the one holding this date's week's Thursday, numbered
+    /// from the week that holds the year's first Thursday.
+    pub fn iso_week(self) -> Week {
+        let thursday = self.monday().plus(3);
+        let jan1 = Day {
+            year: thursday.year,
+            month: 1,
+            day: 1,
+        };
+        Week {
+            year: thursday.year,
+            week: ((thursday.days() - jan1.days()) / 7 + 1) as u32,
+        }
+    }
+
+    /// Parses `YYYY-MM-DD`.
+    pub fn parse(s: &str) -> Option<Day> {
+        let b = s.as_bytes();
+        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+            return None;
+        }
+        let digits = |r: std::ops::Range<usize>| {
+            s.get(r)
+                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
+                .and_then(|t| t.parse::<u32>().ok())
+        };
+        Day::new(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
+    }
+
+    /// The local date at Unix time `t` (the machine's time zone).
+    pub fn local(t: i64) -> Option<Day> {
+        #[allow(unsafe_code)]
+        fn localtime(t: i64) -> Option<nix::libc::tm> {
+            // SAFETY: localtime_r writes only into the zeroed `tm` it is given.
+            let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+            let t: nix::libc::time_t = t;
+            let r = unsafe { nix::libc::localtime_r(&t, &mut tm) };
+            (!r.is_null()).then_some(tm)
+        }
+        let tm = localtime(t)?;
+        Day::new(
+            tm.tm_year + 1900,
+            u32::try_from(tm.tm_mon + 1).ok()?,
+            u32::try_from(tm.tm_mday).ok()?,
+        )
+    }
+
+    /// Today's local date (UTC's if the local time cannot be had).
+    pub fn today() -> Day {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        Day::local(now).unwrap_or_else(|| Day::from_days(now.div_euclid(86_400)))
+    }
+}
+
+impl fmt::Display for Day {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
+    }
+}
+
+/// Why a statistics file could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    /// The file could not be read.
+    #[error("cannot read {0}: {1}")]
+    Io(String, std::io::Error),
+    /// The text is not in the format above.
+    #[error("line {0}: {1}")]
+    Format(usize, String),
+}
+
+/// Counts per local day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// The days that have counts.
+    pub days: BTreeMap<Day, Counts>,
+}
+
+impl Stats {
+    /// Adds `counts` to `day`.
+    pub fn add(&mut self, day: Day, counts: &Counts) {
+        if !counts.is_empty() {
+            self.days.entry(day).or_default().merge(counts);
+        }
+    }
+
+    /// Forgets the days more than [`KEEP_DAYS`] before `today`; returns how many.
+    pub fn prune(&mut self, today: Day) -> usize {
+        let oldest = today.plus(-KEEP_DAYS);
+        let before = self.days.len();
+        self.days.retain(|d, _| *d >= oldest);
+        before - self.days.len()
+    }
+
+    /// The sum of the days from `first` to `last`, both included.
+    pub fn sum(&self, first: Day, last: Day) -> Counts {
+        let mut total = Counts::default();
+        for (_, c) in self.days.range(first..=last) {
+            total.merge(c);
+        }
+        total
+    }
+
+    /// The sum of every day kept.
+    pub fn total(&self) -> Counts {
+        let mut total = Counts::default();
+        for c in self.days.values() {
+            total.merge(c);
+        }
+        total
+    }
+
+    /// The file's text.
+    pub fn encode(&self) -> String {
+        let mut out = format!("{HEADER}\n");
+        for (day, counts) in &self.days {
+            if counts.is_empty() {
+                continue;
+            }
+            out.push_str(&day.to_string());
+            for (name, n) in counts.iter() {
+                out.push_str(&format!(" {name}={n}"));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Parses the file's text. Blank lines and `#` comments are ignored; a
+    /// date given twice is summed.
+    pub fn decode(text: &str) -> Result<Stats, StatsError> {
+        let mut lines = text.lines().enumerate();
+        match lines.next() {
+            Some((_, first)) if first.trim_end() == HEADER => {}
+            _ => {
+                return Err(StatsError::Format(
+                    1,
+                    format!("not a statistics file: the first line must be {HEADER:?}"),
+                ))
+            }
+        }
+        let mut stats = Stats::default();
+        for (i, line) in lines {
+            let n = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.split_ascii_whitespace();
+            let date = words.next().unwrap_or("");
+            let day = Day::parse(date).ok_or_else(|| {
+                StatsError::Format(n, format!("{date:?} is not a YYYY-MM-DD date"))
+            })?;
+            let mut counts = Counts::default();
+            for w in words {
+                let (name, value) = w
+                    .split_once('=')
+                    .ok_or_else(|| StatsError::Format(n, format!("{w:?} is not name=value")))?;
+                let good_name = !name.is_empty()
+                    && name.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    });
+                let value: u64 =
+                    value.parse().ok().filter(|_| good_name).ok_or_else(|| {
+                        StatsError::Format(n, format!("{w:?} is not name=number"))
+                    })?;
+                counts.add_named(name, value);
+            }
+            stats.add(day, &counts);
+        }
+        Ok(stats)
+    }
+
+    /// Reads `state_dir/stats`; a missing file is empty statistics.
+    pub fn load(state_dir: &Path) -> Result<Stats, StatsError> {
+        let path = state_dir.join(FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Stats::decode(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Stats::default()),
+            Err(e) => Err(StatsError::Io(path.display().to_string(), e)),
+        }
+    }
+
+    /// Writes `state_dir/stats` durably: a temporary file in the same
+    /// directory, fsync, rename over the old one, fsync of the directory. A
+    /// crash leaves either the old file or the new one, never half of one.
+    pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
+        let tmp = state_dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(self.encode().as_bytes())?;
+            f.sync_all()?;
+            drop(f);
+            std::fs::rename(&tmp, state_dir.join(FILE))?;
+            std::fs::File::open(state_dir)?.sync_all()
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Day {
+        Day::parse(s).expect("valid date")
+    }
+
+    #[test]
+    fn days_round_trip_and_known_dates() {
+        assert_eq!(d("1970-01-01").days(), 0);
+        assert_eq!(d("2000-03-01").days(), 11_017);
+        assert_eq!(d("1969-12-31").days(), -1);
+        assert_eq!(d("2024-02-29").plus(1), d("2024-03-01"));
+        assert_eq!(d("2023-02-28").plus(1), d("2023-03-01"));
+        assert_eq!(d("2025-12-31").plus(1), d("2026-01-01"));
+        for n in -700_000..800_000 {
+            if n % 7 != 0 && !(-800..800).contains(&n) {
+                continue;
+            }
+            let day = Day::from_days(n);
+            assert_eq!(day.days(), n, "{day}");
+            assert_eq!(Day::parse(&day.to_string()), Some(day));
+        }
+        for bad in [
+            "2023-02-29",
+            "2100-02-29",
+            "2025-13-01",
+            "2025-00-10",
+            "2025-04-31",
+            "2025-4-01",
+            "2025/04/01",
+            "20250401xx",
+            "+025-04-01",
+        ] {
+            assert_eq!(Day::parse(bad), None, "{bad}");
+        }
+        assert!(Day::parse("2000-02-29").is_some());
+    }
+
+    #[test]
+    fn weekdays_and_iso_weeks() {
+        assert_eq!(d("1970-01-01").weekday(), 4, "a Thursday");
+        assert_eq!(d("2026-01-05").weekday(), 1, "a Monday");
+        assert_eq!(d("2026-01-11").weekday(), 7, "a Sunday");
+        assert_eq!(d("2026-01-08").monday(), d("2026-01-05"));
+        assert_eq!(d("2026-01-05").monday(), d("2026-01-05"));
+        for (date, week) in [
+            ("2005-01-01", "2004-W53"),
+            ("2005-01-02", "2004-W53"),
+            ("2005-01-03", "2005-W01"),
+            ("2008-12-29", "2009-W01"),
+            ("2009-12-31", "2009-W53"),
+            ("2010-01-03", "2009-W53"),
+            ("2010-01-04", "2010-W01"),
+            ("2021-01-03", "2020-W53"),
+            ("2024-12-30", "2025-W01"),
+            ("2025-06-15", "2025-W24"),
+            ("2026-01-01", "2026-W01"),
+            ("2026-12-31", "2026-W53"),
+            ("2027-01-03", "2026-W53"),
+            ("2027-01-04", "2027-W01"),
+        ] {
+            assert_eq!(d(date).iso_week().to_string(), week, "{date}");
+        }
+    }
+
+    #[test]
+    fn local_dates() {
+        let today = Day::today();
+        assert!(today.year >= 2024, "{today}");
+        // Noon UTC is the same date or its neighbour in any time zone.
+        let t = d("2026-03-15").days() * 86_400 + 43_200;
+        let local = Day::local(t).expect("local time");
+        assert!((local.days() - d("2026-03-15").days()).abs() <= 1);
+    }
+
+    #[test]
+    fn counts_and_spam_rate() {
+        let mut c = Counts::default();
+        assert_eq!(c.spam_rate(), None);
+        c.add(Counter::Messages, 5);
+        c.add(Counter::RelayDenied, 1);
+        c.add(Counter::Rejected(Rejection::Limit), 1);
+        c.add(Counter::Rejected(Rejection::Smuggling), 1);
+        c.add(Counter::Greylisted, 7);
+        c.add(Counter::Bytes, 0);
+        assert_eq!(c.refused(), 3);
+        assert_eq!(c.spam_rate(), Some(3.0 / 8.0));
+        assert_eq!(c.iter().count(), 5, "zeros are not kept");
+        for counter in Counter::all() {
+            assert_eq!(Counter::parse(&counter.name()), Some(counter));
+        }
+        assert_eq!(Counter::all().len(), 15);
+        assert_eq!(Counter::parse("nonsense"), None);
+    }
+
+    /// Golden text: what the file looks like, and that it reads back.
+    #[test]
+    fn file_format() {
+        let mut s = Stats::default();
+        let mut a = Counts::default();
+        a.add(Counter::Connections, 12);
+        a.add(Counter::Forwarded(Cause::Domain), 3);
+        a.add(Counter::Forwarded(Cause::IpAddr), 1);
+        a.add(Counter::RelayDenied, 1);
+        a.add(Counter::Messages, 4);
+        a.add(Counter::Bytes, 4567);
+        s.add(d("2026-01-05"), &a);
+        let mut b = Counts::default();
+        b.add(Counter::Connections, 2);
+        b.add(Counter::Rejected(Rejection::Limit), 1);
+        s.add(d("2026-01-06"), &b);
+        s.add(d("2026-01-07"), &Counts::default());
+        let text = s.encode();
+        assert_eq!(
+            text,
+            "postern-stats 1\n\
+             2026-01-05 bytes=4567 connections=12 forwarded.domain=3 forwarded.ip-addr=1 messages=4 relay_denied=1\n\
+             2026-01-06 connections=2 rejected.limit=1\n"
+        );
+        assert_eq!(Stats::decode(&text).expect("decodes"), s);
+        // Comments, blank lines, a repeated date (summed), a future counter (kept).
+        let more = format!("{text}\n# note\n2026-01-06 connections=1 rejected.future=2\n");
+        let back = Stats::decode(&more).expect("decodes");
+        let day = &back.days[&d("2026-01-06")];
+        assert_eq!(day.get(Counter::Connections), 3);
+        assert!(day.iter().any(|(n, v)| n == "rejected.future" && v == 2));
+        assert_eq!(
+            back.sum(d("2026-01-01"), d("2026-01-31"))
+                .get(Counter::Connections),
+            15
+        );
+        assert_eq!(
+            back.sum(d("2026-01-06"), d("2026-01-06"))
+                .get(Counter::Messages),
+            0
+        );
+        for (bad, line) in [
+            ("2026-01-05 connections=1\n", 1),
+            ("postern-stats 1\n2026-13-05 connections=1\n", 2),
+            ("postern-stats 1\n2026-01-05 connections\n", 2),
+            ("postern-stats 1\n\n2026-01-05 connections=-1\n", 3),
+            ("postern-stats 1\n2026-01-05 Conn=1\n", 2),
+        ] {
+            match Stats::decode(bad) {
+                Err(StatsError::Format(n, _)) => assert_eq!(n, line, "{bad:?}"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn prune_and_durable_save() {
+        let dir = std::env::temp_dir().join(format!("postern-stats-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        assert_eq!(Stats::load(&dir).expect("no file yet"), Stats::default());
+        let today = d("2026-06-01");
+        let mut s = Stats::default();
+        let mut one = Counts::default();
+        one.add(Counter::Connections, 1);
+        s.add(today.plus(-KEEP_DAYS - 1), &one);
+        s.add(today.plus(-KEEP_DAYS), &one);
+        s.add(today, &one);
+        assert_eq!(s.prune(today), 1);
+        assert_eq!(s.days.len(), 2);
+        s.save(&dir).expect("save");
+        assert_eq!(Stats::load(&dir).expect("load"), s);
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from(FILE)],
+            "no temporary file left"
+        );
+        std::fs::write(dir.join(FILE), "garbage\n").expect("write");
+        assert!(matches!(Stats::load(&dir), Err(StatsError::Format(1, _))));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
