@@ -205,6 +205,8 @@ pub struct Caps {
     pub size: bool,
     /// `8BITMIME`.
     pub eightbit: bool,
+    /// `PIPELINING` (RFC 2920): commands may be sent in groups.
+    pub pipelining: bool,
     /// The attributes after `XCLIENT`, upper-cased; `None` when not advertised.
     pub xclient: Option<Vec<String>>,
 }
@@ -218,6 +220,9 @@ pub struct Backend {
     r: BufReader<OwnedReadHalf>,
     /// Buffered writer to the backend; DATA streams through it.
     pub w: BufWriter<OwnedWriteHalf>,
+    /// Replies owed for commands sent but not waited for (`IPADDR FROM` to a
+    /// pipelining backend): read and dropped before the next reply.
+    skip: u32,
 }
 
 impl Backend {
@@ -252,6 +257,7 @@ impl Backend {
         let mut b = Backend {
             route: route.clone(),
             caps: Caps::default(),
+            skip: 0,
             r: BufReader::with_capacity(8192, r),
             w: BufWriter::with_capacity(64 * 1024, w),
         };
@@ -275,9 +281,16 @@ impl Backend {
         match route.identity {
             ClientIdentity::Ipaddr => {
                 // The seed's command; any reply (even 500 from a server that does not
-                // know it) is read and ignored.
-                b.command(&format!("IPADDR FROM {}", unmap(client.peer.ip())))
-                    .await?;
+                // know it) is read and ignored — with PIPELINING, without waiting
+                // for it: it travels with the next command.
+                let line = format!("IPADDR FROM {}", unmap(client.peer.ip()));
+                if b.caps.pipelining {
+                    b.w.write_all(line.as_bytes()).await?;
+                    b.w.write_all(b"\r\n").await?;
+                    b.skip += 1;
+                } else {
+                    b.command(&line).await?;
+                }
             }
             ClientIdentity::Xclient => match b.caps.xclient.clone() {
                 Some(attrs) => {
@@ -320,6 +333,7 @@ impl Backend {
                 match words.next().unwrap_or_default() {
                     "SIZE" => self.caps.size = true,
                     "8BITMIME" => self.caps.eightbit = true,
+                    "PIPELINING" => self.caps.pipelining = true,
                     "XCLIENT" => self.caps.xclient = Some(words.map(str::to_string).collect()),
                     _ => {}
                 }
@@ -354,7 +368,43 @@ impl Backend {
             .map_err(|_| BackendError::Timeout(t))?
     }
 
+    /// Sends `lines` in one group when the backend allows PIPELINING (one
+    /// after the other otherwise, stopping at the first refusal) and returns
+    /// their replies, in order.
+    pub async fn pipeline(&mut self, lines: &[&str]) -> Result<Vec<BackendReply>, BackendError> {
+        if !self.caps.pipelining {
+            let mut out = Vec::new();
+            for line in lines {
+                let r = self.command(line).await?;
+                let stop = !r.is_ok();
+                out.push(r);
+                if stop {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
+        for line in lines {
+            self.w.write_all(line.as_bytes()).await?;
+            self.w.write_all(b"\r\n").await?;
+        }
+        self.w.flush().await?;
+        let mut out = Vec::with_capacity(lines.len());
+        for _ in lines {
+            out.push(self.read_reply().await?);
+        }
+        Ok(out)
+    }
+
     async fn read_reply_inner(&mut self) -> Result<BackendReply, BackendError> {
+        while self.skip > 0 {
+            self.skip -= 1;
+            self.read_one_reply().await?;
+        }
+        self.read_one_reply().await
+    }
+
+    async fn read_one_reply(&mut self) -> Result<BackendReply, BackendError> {
         let mut raw = Vec::with_capacity(64);
         let mut line = Vec::with_capacity(128);
         let mut code = None;

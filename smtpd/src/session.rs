@@ -561,31 +561,46 @@ impl Session {
         if let Some(tx) = self.tx.as_mut() {
             tx.route = Some(route.clone());
         }
-        // MAIL is replayed to the backend once, at the first recipient it will see.
-        if !self.tx.as_ref().is_some_and(|t| t.backend_mail) {
-            let line = self.mail_line();
-            match self.backend_command(&line).await {
-                Ok(r) if r.is_ok() => {
-                    if let Some(tx) = self.tx.as_mut() {
-                        tx.backend_mail = true;
-                    }
-                }
-                Ok(r) => {
-                    info!(
-                        sender = %self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default(),
-                        server = %route.name,
-                        reply = %r.summary(),
-                        "backend {} refused MAIL: {}",
-                        route.name,
-                        r.summary()
-                    );
-                    return self.relay(&r);
-                }
-                Err(e) => return self.temp_failure(&route, e),
+        // MAIL is replayed to the backend once, at the first recipient it will
+        // see; with PIPELINING, MAIL and RCPT travel in one group.
+        let need_mail = !self.tx.as_ref().is_some_and(|t| t.backend_mail);
+        let rcpt_line = format!("RCPT TO:<{to}>");
+        let mail_line = self.mail_line();
+        let lines: Vec<&str> = if need_mail {
+            vec![&mail_line, &rcpt_line]
+        } else {
+            vec![&rcpt_line]
+        };
+        let replies = match self.backend.as_mut() {
+            Some(b) => b.pipeline(&lines).await,
+            None => Err(BackendError::Protocol("no backend connection")),
+        };
+        let mut replies = match replies {
+            Ok(r) => r.into_iter(),
+            Err(e) => return self.temp_failure(&route, e),
+        };
+        if need_mail {
+            let Some(r) = replies.next() else {
+                return self.temp_failure(&route, BackendError::Protocol("no reply to MAIL"));
+            };
+            if !r.is_ok() {
+                info!(
+                    sender = %self.tx.as_ref().map(|t| t.from.to_string()).unwrap_or_default(),
+                    server = %route.name,
+                    reply = %r.summary(),
+                    "backend {} refused MAIL: {}",
+                    route.name,
+                    r.summary()
+                );
+                // A pipelined RCPT's reply (a 503, surely) is dropped with it.
+                return self.relay(&r);
+            }
+            if let Some(tx) = self.tx.as_mut() {
+                tx.backend_mail = true;
             }
         }
-        match self.backend_command(&format!("RCPT TO:<{to}>")).await {
-            Ok(r) => {
+        match replies.next() {
+            Some(r) => {
                 if r.is_ok() {
                     if let Some(tx) = self.tx.as_mut() {
                         tx.accepted += 1;
@@ -594,7 +609,7 @@ impl Session {
                 }
                 self.relay(&r);
             }
-            Err(e) => self.temp_failure(&route, e),
+            None => self.temp_failure(&route, BackendError::Protocol("no reply to RCPT")),
         }
     }
 
