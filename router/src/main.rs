@@ -161,7 +161,12 @@ async fn serve(stream: UnixStream, table: Shared) {
             }
         };
         let reply = match req.get("request") {
-            Some("connect") | Some("disconnect") => account(&table, &req),
+            Some("connect") => account(&table, &req),
+            // A session's goodbye also carries its statistics.
+            Some("disconnect") => {
+                table.stats.count(&req);
+                account(&table, &req)
+            }
             Some("count") => table.stats.count(&req),
             Some("stats") => table.stats.report(&req),
             _ => {

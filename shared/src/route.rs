@@ -247,19 +247,24 @@ impl RouterClient {
         }
     }
 
-    /// Says that a connection counted by [`RouterClient::connect`] has ended.
+    /// Says that a connection counted by [`RouterClient::connect`] has ended,
+    /// with the session's counts (one round trip for both).
     pub async fn disconnect(
         &self,
         sid: &str,
         client: IpAddr,
         pid: u32,
+        counts: &crate::stats::Counts,
         within: Duration,
     ) -> Result<(), RouterError> {
-        let req = Attrs::new()
+        let mut req = Attrs::new()
             .with("request", "disconnect")
             .with("sid", sid)
             .with("client", client)
             .with("pid", pid);
+        for (name, n) in counts.iter() {
+            req.push(name, n);
+        }
         self.call_within(req, within).await.map(|_| ())
     }
 

@@ -199,13 +199,17 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     if let Some(b) = backend {
         b.quit().await;
     }
-    if let Some((router, sid)) = counted.flatten() {
-        let _ = router
-            .disconnect(&sid, ip, std::process::id(), ACCOUNTING_TIMEOUT)
-            .await;
-    }
-    // The client is gone: counting never delays it, and a failure only loses these counts.
-    if let Err(e) = router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await {
+    // The client is gone: counting never delays it, and a failure only loses
+    // these counts. A counted connection's goodbye carries them.
+    let sent = match counted.flatten() {
+        Some((router, sid)) => {
+            router
+                .disconnect(&sid, ip, std::process::id(), &counts, ACCOUNTING_TIMEOUT)
+                .await
+        }
+        None => router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await,
+    };
+    if let Err(e) = sent {
         debug!("statistics of the session lost: {e}");
     }
     info!("disconnect from {ip}");
