@@ -21,23 +21,10 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let reply = match call(&sock, cmd) {
+    let reply = match ask(&sock, "master", cmd, Attrs::new().with("request", cmd)) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "postern: cannot talk to the master at {}: {e}",
-                sock.display()
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    if reply.get("status") != Some("ok") {
-        eprintln!(
-            "postern: {cmd} failed: {}",
-            reply.get("reason").unwrap_or("no reason given")
-        );
-        return ExitCode::FAILURE;
-    }
     match cmd {
         "status" => {
             if let Some(body) = &reply.body {
@@ -69,28 +56,15 @@ pub fn restart(worker: &str, config: &Config) -> ExitCode {
     let req = Attrs::new()
         .with("request", "restart")
         .with("worker", worker);
-    match request(&sock, req) {
-        Ok(r) if r.get("status") == Some("ok") => {
+    match ask(&sock, "master", &format!("restart {worker}"), req) {
+        Ok(r) => {
             println!(
                 "postern: {worker} restarted ({} process(es))",
                 r.get("count").unwrap_or("?")
             );
             ExitCode::SUCCESS
         }
-        Ok(r) => {
-            eprintln!(
-                "postern: restart {worker} failed: {}",
-                r.get("reason").unwrap_or("no reason given")
-            );
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            eprintln!(
-                "postern: cannot talk to the master at {}: {e}",
-                sock.display()
-            );
-            ExitCode::FAILURE
-        }
+        Err(code) => code,
     }
 }
 
@@ -109,23 +83,10 @@ pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
         }
     };
     let sock = config.process.run_dir.join(UPDATER_SOCKET);
-    let reply = match request(&sock, req) {
+    let reply = match ask(&sock, "updater", cmd, req) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "postern: cannot talk to the updater at {}: {e}",
-                sock.display()
-            );
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
-    if reply.get("status") != Some("ok") {
-        eprintln!(
-            "postern: {cmd} failed: {}",
-            reply.get("reason").unwrap_or("no reason given")
-        );
-        return ExitCode::FAILURE;
-    }
     match (&reply.body, words.first()) {
         (Some(body), _) => print!("{}", String::from_utf8_lossy(body)),
         (None, Some(&"flush")) => println!(
@@ -139,8 +100,24 @@ pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn call(sock: &std::path::Path, cmd: &str) -> std::io::Result<Attrs> {
-    request(sock, Attrs::new().with("request", cmd))
+/// One request to `who` at `sock`; an error (no answer, or not `status=ok`)
+/// is printed as one line and becomes the exit status.
+fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs, ExitCode> {
+    let reply = request(sock, req).map_err(|e| {
+        eprintln!(
+            "postern: cannot talk to the {who} at {}: {e}",
+            sock.display()
+        );
+        ExitCode::FAILURE
+    })?;
+    if reply.get("status") != Some("ok") {
+        eprintln!(
+            "postern: {cmd} failed: {}",
+            reply.get("reason").unwrap_or("no reason given")
+        );
+        return Err(ExitCode::FAILURE);
+    }
+    Ok(reply)
 }
 
 fn request(sock: &std::path::Path, req: Attrs) -> std::io::Result<Attrs> {
