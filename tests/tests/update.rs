@@ -339,7 +339,8 @@ fn restart_now_runs_once_per_server_and_honours_the_interval() {
     let servers = server("A", a.port(), "a.test", Some(&marks), "")
         + &server("B", b.port(), "b.test", Some(&marks), "")
         + &server("NoCmd", c.port(), "c.test", None, "");
-    let conf = update_config(&dir, &servers, "");
+    let conf = update_config(&dir, &servers, "")
+        .replace("restart_interval = \"3s\"", "restart_interval = \"8s\"");
     let p = Postern::start(dir, &conf);
     let id = send_update(
         &p,
@@ -354,8 +355,8 @@ fn restart_now_runs_once_per_server_and_honours_the_interval() {
     assert!(String::from_utf8_lossy(&c.wait_messages(1)[0].data).contains("Restart SpamWars now"));
     p.wait_log_count("restart of A: exit status 0", 1);
 
-    // Again at once: within restart_interval (3s here, the seed's 5 minutes
-    // by default) of the last restart, each waits until that restart + 3s.
+    // Again at once: within restart_interval (8s here, the seed's 5 minutes
+    // by default) of the last restart, each waits until that restart + 8s.
     let second = send_update(&p, "Subject: patch 2\r\n\r\nrestart spamwars now\r\n");
     p.wait_log(&format!("update {second} done"));
     let listing = cli(&p, &["restarts"]);
