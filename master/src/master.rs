@@ -633,13 +633,7 @@ impl Master {
     /// Runs `server`'s `restart_command` (argv from the master's own
     /// configuration, never from the request), as the updater asks. The
     /// answer goes back when the command exits: `status=ok` for exit status 0.
-    fn run_restart_command(
-        &mut self,
-        _slot: usize,
-        _generation: u64,
-        server: &str,
-        reply: oneshot::Sender<Attrs>,
-    ) {
+    fn run_restart_command(&mut self, server: &str, reply: oneshot::Sender<Attrs>) {
         let fail = |why: String| Attrs::new().with("status", "tempfail").with("reason", why);
         let Some(cfg) = self
             .config
@@ -745,7 +739,7 @@ impl Master {
                 self.begin_reload(Some(tx)).await;
             }
             "restart" if self.slots[slot].kind == Kind::Updater => {
-                self.run_restart_command(slot, generation, &server, tx);
+                self.run_restart_command(&server, tx);
             }
             "workers" => {
                 let _ = tx.send(self.worker_states());
