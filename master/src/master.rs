@@ -918,56 +918,31 @@ impl Master {
     }
 
     async fn begin_reload(&mut self, reply: Option<oneshot::Sender<Attrs>>) {
-        if self.stopping.is_some() {
+        // Every refusal answers the requester (if any) the same way.
+        let refuse = |reply: Option<oneshot::Sender<Attrs>>, why: String| {
             if let Some(r) = reply {
-                let _ = r.send(
-                    Attrs::new()
-                        .with("status", "tempfail")
-                        .with("reason", "stopping"),
-                );
-            }
-            return;
-        }
-        if self.reload.is_some() {
-            if let Some(r) = reply {
-                let _ = r.send(
-                    Attrs::new()
-                        .with("status", "tempfail")
-                        .with("reason", "a reload is already in progress"),
-                );
-            }
-            return;
-        }
-        info!("reloading {}", self.config_path.display());
-        let new = match Config::load(&self.config_path) {
-            Ok(c) => c,
-            Err(e) => {
-                error!(
-                    "reload refused, keeping the running configuration: {}",
-                    e.one_line()
-                );
-                if let Some(r) = reply {
-                    let _ = r.send(
-                        Attrs::new()
-                            .with("status", "tempfail")
-                            .with("reason", e.one_line()),
-                    );
-                }
-                return;
+                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", why));
             }
         };
-        let tls = match TlsPem::read(&new) {
-            Ok(t) => t,
-            Err(e) => {
-                error!("reload refused, keeping the running configuration: {e:#}");
-                if let Some(r) = reply {
-                    let _ = r.send(
-                        Attrs::new()
-                            .with("status", "tempfail")
-                            .with("reason", format!("{e:#}")),
-                    );
-                }
-                return;
+        if self.stopping.is_some() {
+            return refuse(reply, "stopping".into());
+        }
+        if self.reload.is_some() {
+            return refuse(reply, "a reload is already in progress".into());
+        }
+        info!("reloading {}", self.config_path.display());
+        let loaded = Config::load(&self.config_path)
+            .map_err(|e| e.one_line())
+            .and_then(|c| {
+                TlsPem::read(&c)
+                    .map(|t| (c, t))
+                    .map_err(|e| format!("{e:#}"))
+            });
+        let (new, tls) = match loaded {
+            Ok(pair) => pair,
+            Err(why) => {
+                error!("reload refused, keeping the running configuration: {why}");
+                return refuse(reply, why);
             }
         };
         warn_plaintext_auth(&new);
