@@ -28,7 +28,7 @@ use postern_shared::config::normalize_domain;
 use postern_shared::proto::{self, Attrs, Status};
 use postern_shared::route::PROTOCOL;
 use postern_shared::worker::{Event, Options, Worker};
-use tokio::io::BufStream;
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -145,14 +145,26 @@ async fn accept_loop(listener: UnixListener, table: Shared) {
     }
 }
 
+/// Serves one smtpd connection. smtpd multiplexes its sessions' requests on
+/// one connection and may write many at once: the replies are gathered and
+/// written together when no complete request is left in the read buffer, so
+/// a burst of requests costs one read and one write.
 async fn serve(stream: UnixStream, table: Shared) {
-    let mut conn = BufStream::new(stream);
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
     let hello = Attrs::new().with("protocol", PROTOCOL).with("version", 1);
-    if proto::write(&mut conn, &hello).await.is_err() {
-        return;
-    }
+    let mut out = match hello.encode() {
+        Ok(bytes) => bytes,
+        Err(_) => return,
+    };
     loop {
-        let req = match proto::read(&mut conn).await {
+        if !out.is_empty() && !complete_request(r.buffer()) {
+            if w.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        let req = match proto::read(&mut r).await {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(e) => {
@@ -178,10 +190,20 @@ async fn serve(stream: UnixStream, table: Shared) {
                 answer(&current, &req)
             }
         };
-        if proto::write(&mut conn, &reply).await.is_err() {
-            return;
+        match reply.encode() {
+            Ok(bytes) => out.extend_from_slice(&bytes),
+            Err(e) => {
+                tracing::warn!("cannot encode a reply: {e}");
+                return;
+            }
         }
     }
+}
+
+/// Whether `buffered` holds a whole request (requests have no body), so that
+/// reading the next one will not wait.
+fn complete_request(buffered: &[u8]) -> bool {
+    buffered.first() == Some(&b'\n') || buffered.windows(2).any(|w| w == b"\n\n")
 }
 
 fn limits(config: &postern_shared::config::Config) -> (u32, u32) {

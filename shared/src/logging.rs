@@ -137,6 +137,8 @@ pub enum LogError {
 struct Decided {
     file: Option<PathBuf>,
     journald: bool,
+    /// Where text lines go, if anywhere (for [`batch`]).
+    out: Option<Output>,
 }
 
 static DECIDED: OnceLock<Decided> = OnceLock::new();
@@ -202,7 +204,9 @@ pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError
         stderr: !journald,
         file,
     };
-    let text = (out.stderr || out.file.is_some()).then(|| {
+    let has_text = out.stderr || out.file.is_some();
+    let text_out = has_text.then(|| out.clone());
+    let text = has_text.then(|| {
         tracing_subscriber::fmt::layer()
             .with_ansi(false)
             .fmt_fields(Fields)
@@ -224,6 +228,7 @@ pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError
         let _ = DECIDED.set(Decided {
             file: settings.file.clone(),
             journald,
+            out: text_out,
         });
     }
     Ok(())
@@ -252,6 +257,105 @@ struct Output {
     file: Option<Arc<LogFile>>,
 }
 
+impl Output {
+    /// Writes whole lines: to stderr in pieces of at most [`PIPE_ATOMIC`]
+    /// bytes cut at line ends (a pipe shared with other processes keeps such
+    /// writes whole), to the file in one append.
+    fn emit(&self, lines: &[u8]) {
+        use std::io::Write as _;
+        if self.stderr {
+            let mut err = std::io::stderr().lock();
+            let mut rest = lines;
+            while !rest.is_empty() {
+                let cut = if rest.len() <= PIPE_ATOMIC {
+                    rest.len()
+                } else {
+                    rest[..PIPE_ATOMIC]
+                        .iter()
+                        .rposition(|&b| b == b'\n')
+                        .map_or(rest.len(), |i| i + 1)
+                };
+                let _ = err.write_all(&rest[..cut]);
+                rest = &rest[cut..];
+            }
+        }
+        if let Some(f) = &self.file {
+            if let Err(e) = f.append(lines) {
+                // Say it once; a full disk would otherwise say it at every line.
+                static SAID: AtomicBool = AtomicBool::new(false);
+                if !SAID.swap(true, Ordering::Relaxed) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "cannot write to the log file {}: {e}",
+                        f.path().display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Largest write to stderr: `PIPE_BUF`, below which a write to a pipe is
+/// never interleaved with another process's.
+const PIPE_ATOMIC: usize = 4096;
+
+/// Lines held back in a worker that batches ([`batch`]), and where they go.
+struct Batch {
+    lines: std::sync::Mutex<Vec<u8>>,
+    out: OnceLock<Output>,
+}
+
+static BATCH: Batch = Batch {
+    lines: std::sync::Mutex::new(Vec::new()),
+    out: OnceLock::new(),
+};
+
+/// Lines held back beyond this size are written at once.
+const BATCH_MAX: usize = 16 * 1024;
+
+/// From now on, hold text lines back until [`flush`] (or until 16 KB have
+/// gathered) instead of writing each at once: a busy worker then writes its
+/// log in one system call per turn of its event loop rather than one per
+/// line. The worker skeleton calls this and flushes whenever its runtime is
+/// about to wait, at exit and on panic, so lines are late by at most one
+/// turn of the loop, and lost only if the process is killed in the middle
+/// of one. The journal gets every record at once as before.
+pub fn batch() {
+    if let Some(out) = DECIDED.get().and_then(|d| d.out.clone()) {
+        let _ = BATCH.out.set(out);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            flush();
+            previous(info);
+        }));
+    }
+}
+
+/// Writes the lines held back by [`batch`].
+pub fn flush() {
+    let Some(out) = BATCH.out.get() else {
+        return;
+    };
+    let lines = {
+        let Ok(mut held) = BATCH.lines.lock() else {
+            return;
+        };
+        if held.is_empty() {
+            return;
+        }
+        std::mem::take(&mut *held)
+    };
+    out.emit(&lines);
+    // Give the buffer back, to save an allocation at the next turn.
+    if let Ok(mut held) = BATCH.lines.lock() {
+        if held.is_empty() {
+            let mut lines = lines;
+            lines.clear();
+            *held = lines;
+        }
+    }
+}
+
 /// Writes one formatted line (the fmt layer writes each event at once).
 struct OutputWriter<'a>(&'a Output);
 
@@ -265,21 +369,22 @@ impl<'a> MakeWriter<'a> for Output {
 
 impl std::io::Write for OutputWriter<'_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.0.stderr {
-            let _ = std::io::stderr().write_all(buf);
-        }
-        if let Some(f) = &self.0.file {
-            if let Err(e) = f.append(buf) {
-                // Say it once; a full disk would otherwise say it at every line.
-                static SAID: AtomicBool = AtomicBool::new(false);
-                if !SAID.swap(true, Ordering::Relaxed) {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "cannot write to the log file {}: {e}",
-                        f.path().display()
-                    );
+        if BATCH.out.get().is_some() {
+            let full = match BATCH.lines.lock() {
+                Ok(mut held) => {
+                    held.extend_from_slice(buf);
+                    held.len() >= BATCH_MAX
                 }
+                Err(_) => {
+                    self.0.emit(buf);
+                    false
+                }
+            };
+            if full {
+                flush();
             }
+        } else {
+            self.0.emit(buf);
         }
         Ok(buf.len())
     }
@@ -480,6 +585,13 @@ pub fn local_date(day: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// This process's id, asked of the kernel once (`getpid(2)` is a system
+/// call every time, and smtpd gives it with every session's accounting).
+pub fn pid() -> u32 {
+    static PID: OnceLock<u32> = OnceLock::new();
+    *PID.get_or_init(std::process::id)
+}
+
 /// A short id, unique across processes in practice: 8 hex digits of
 /// milliseconds and 4 of pid and counter. Used for sessions and queue files.
 pub fn new_id() -> String {
@@ -490,7 +602,7 @@ pub fn new_id() -> String {
         .unwrap_or_default()
         .as_millis() as u32;
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mix = (std::process::id().wrapping_mul(0x9E37) ^ n.wrapping_mul(0x1F1F)) as u16;
+    let mix = (pid().wrapping_mul(0x9E37) ^ n.wrapping_mul(0x1F1F)) as u16;
     format!("{ms:08X}{mix:04X}")
 }
 

@@ -21,13 +21,17 @@
 //! (`notfound`), could not look it up (`tempfail`, or no answer at all). smtpd
 //! maps the third to a 4xx reply, never 5xx.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::io::BufStream;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClientIdentity;
 use crate::proto::{self, Attrs, ProtoError, Status};
@@ -148,21 +152,147 @@ pub enum RouterError {
     BadReply,
 }
 
-/// A client of the router socket, with a small pool of idle connections.
+/// A client of the router socket: one connection per process, shared by
+/// every session, with requests and replies multiplexed on it.
 ///
-/// A connection is taken from the pool for one request and put back after a
-/// complete answer; a broken one is dropped. A request that fails on a pooled
-/// connection (the router restarted since) is retried once on a fresh one.
+/// A caller's request is queued for a writer task, which writes everything
+/// queued at that moment in one `write(2)`; a reader task hands each reply to
+/// its caller by `id`. Under load, the requests of many sessions thus travel
+/// together, and the router answers them together (it flushes its replies
+/// when no complete request is left to read): one wake-up of each process
+/// for many lookups, instead of two per lookup. A connection that breaks
+/// fails every request waiting on it; each is retried once on a new
+/// connection (the router restarted: nothing it had not answered was kept,
+/// except connection counts, which a new router starts afresh anyway).
 pub struct RouterClient {
     path: PathBuf,
     timeout: Duration,
-    idle: Mutex<Vec<BufStream<UnixStream>>>,
-    next_id: std::sync::atomic::AtomicU64,
+    /// The current connection; held while a new one is being opened, so that
+    /// sessions arriving meanwhile wait for it instead of opening their own.
+    conn: tokio::sync::Mutex<Option<Arc<Mux>>>,
+    next_id: AtomicU64,
 }
 
-/// Idle connections kept per process: enough for every session of a busy
-/// smtpd to find one (a new connection costs a connect and a greeting).
-const POOL_MAX: usize = 256;
+/// One multiplexed connection to the router.
+struct Mux {
+    /// Encoded requests, for the writer task.
+    queue: mpsc::UnboundedSender<Vec<u8>>,
+    /// Callers waiting for a reply, by request id; `None` once the
+    /// connection broke.
+    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<Attrs>>>>,
+}
+
+impl Mux {
+    /// Queues a request; `None` if the connection is broken.
+    fn send(&self, id: u64, bytes: Vec<u8>) -> Option<oneshot::Receiver<Attrs>> {
+        let mut waiting = self.waiting.lock().ok()?;
+        let map = waiting.as_mut()?;
+        let (tx, rx) = oneshot::channel();
+        map.insert(id, tx);
+        if self.queue.send(bytes).is_err() {
+            map.remove(&id);
+            return None;
+        }
+        Some(rx)
+    }
+
+    /// Forgets a caller that gave up (timed out).
+    fn forget(&self, id: u64) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            if let Some(map) = waiting.as_mut() {
+                map.remove(&id);
+            }
+        }
+    }
+
+    /// Marks the connection broken and fails every caller waiting on it.
+    fn fail(&self) {
+        if let Ok(mut waiting) = self.waiting.lock() {
+            *waiting = None;
+        }
+    }
+
+    fn is_broken(&self) -> bool {
+        self.waiting.lock().map(|w| w.is_none()).unwrap_or(true)
+    }
+
+    /// Hands a reply to its caller; `false` if the reply has no valid id.
+    fn deliver(&self, reply: Attrs) -> bool {
+        let Some(id) = reply.get("id").and_then(|i| i.parse::<u64>().ok()) else {
+            return false;
+        };
+        let caller = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|mut w| w.as_mut().and_then(|m| m.remove(&id)));
+        if let Some(caller) = caller {
+            // The caller may have timed out meanwhile: nothing to do then.
+            let _ = caller.send(reply);
+        }
+        true
+    }
+}
+
+/// Removes a caller's entry when it stops waiting, reply or not.
+struct Waiter<'a> {
+    mux: &'a Mux,
+    id: u64,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.mux.forget(self.id);
+    }
+}
+
+/// Largest batch of requests written at once.
+const BATCH_MAX: usize = 64 * 1024;
+
+/// Writes queued requests, as many as are queued, in one write.
+async fn write_loop(
+    mut w: OwnedWriteHalf,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    mux: Weak<Mux>,
+) {
+    let mut batch = Vec::with_capacity(4096);
+    while let Some(first) = queue.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < BATCH_MAX {
+            match queue.try_recv() {
+                Ok(more) => batch.extend_from_slice(&more),
+                Err(_) => break,
+            }
+        }
+        if w.write_all(&batch).await.is_err() {
+            if let Some(mux) = mux.upgrade() {
+                mux.fail();
+            }
+            return;
+        }
+    }
+}
+
+/// Reads replies and hands each to its caller, until the connection ends.
+async fn read_loop(mut r: BufReader<OwnedReadHalf>, mux: Arc<Mux>) {
+    loop {
+        match proto::read(&mut r).await {
+            Ok(Some(reply)) => {
+                if !mux.deliver(reply) {
+                    tracing::warn!("router answered without a request id: dropping the connection");
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("router connection: {e}");
+                break;
+            }
+        }
+    }
+    mux.fail();
+}
 
 impl RouterClient {
     /// A client of the router socket at `path`; each request waits at most `timeout`.
@@ -170,7 +300,7 @@ impl RouterClient {
         RouterClient {
             path,
             timeout,
-            idle: Mutex::new(Vec::new()),
+            conn: tokio::sync::Mutex::new(None),
             next_id: 0.into(),
         }
     }
@@ -314,54 +444,178 @@ impl RouterClient {
     }
 
     async fn call_within(&self, mut req: Attrs, within: Duration) -> Result<Attrs, RouterError> {
-        let id = self
-            .next_id
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            .to_string();
-        req.push("id", &id);
-        let pooled = self.idle.lock().map(|mut p| p.pop()).unwrap_or(None);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        req.push("id", id);
+        let bytes = req.encode()?;
         let fut = async {
-            if let Some(conn) = pooled {
-                if let Ok(r) = self.exchange(conn, &req, &id).await {
-                    return Ok(r);
+            // Once more on a new connection if the one used broke first.
+            for _ in 0..2 {
+                let mux = self.mux().await?;
+                let Some(reply) = mux.send(id, bytes.clone()) else {
+                    continue;
+                };
+                let _waiter = Waiter { mux: &mux, id };
+                if let Ok(reply) = reply.await {
+                    return Ok(reply);
                 }
             }
-            let conn = self.open().await?;
-            self.exchange(conn, &req, &id).await
+            Err(ProtoError::Truncated.into())
         };
         tokio::time::timeout(within, fut)
             .await
             .map_err(|_| RouterError::Timeout(within))?
     }
 
-    async fn open(&self) -> Result<BufStream<UnixStream>, RouterError> {
+    /// The current connection, or a new one if there is none or it broke.
+    async fn mux(&self) -> Result<Arc<Mux>, RouterError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(mux) = conn.as_ref().filter(|m| !m.is_broken()) {
+            return Ok(mux.clone());
+        }
+        *conn = None;
         let stream = UnixStream::connect(&self.path)
             .await
             .map_err(ProtoError::Io)?;
-        let mut conn = BufStream::new(stream);
-        let hello = proto::read(&mut conn).await?.ok_or(ProtoError::Truncated)?;
+        let (r, w) = stream.into_split();
+        let mut r = BufReader::new(r);
+        let hello = proto::read(&mut r).await?.ok_or(ProtoError::Truncated)?;
         if hello.get("protocol") != Some(PROTOCOL) {
             return Err(RouterError::BadReply);
         }
-        Ok(conn)
+        let (queue, rx) = mpsc::unbounded_channel();
+        let mux = Arc::new(Mux {
+            queue,
+            waiting: Mutex::new(Some(HashMap::new())),
+        });
+        tokio::spawn(write_loop(w, rx, Arc::downgrade(&mux)));
+        tokio::spawn(read_loop(r, mux.clone()));
+        *conn = Some(mux.clone());
+        Ok(mux)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::UnixListener;
+
+    fn socket_path(tag: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("postern-route-{tag}-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        p
     }
 
-    async fn exchange(
-        &self,
-        mut conn: BufStream<UnixStream>,
-        req: &Attrs,
-        id: &str,
-    ) -> Result<Attrs, RouterError> {
-        proto::write(&mut conn, req).await?;
-        let reply = proto::read(&mut conn).await?.ok_or(ProtoError::Truncated)?;
-        if reply.get("id") != Some(id) {
-            return Err(RouterError::BadReply);
+    /// Accepts one connection, greets, and returns it with a reader.
+    async fn accept(l: &UnixListener) -> (BufReader<OwnedReadHalf>, OwnedWriteHalf) {
+        let (s, _) = l.accept().await.expect("accept");
+        let (r, mut w) = s.into_split();
+        let hello = Attrs::new().with("protocol", PROTOCOL).with("version", 1);
+        w.write_all(&hello.encode().expect("encode"))
+            .await
+            .expect("greet");
+        (BufReader::new(r), w)
+    }
+
+    fn found(req: &Attrs) -> Attrs {
+        let domain = req.get("domain").expect("domain");
+        Route {
+            server: 1,
+            name: domain.to_string(),
+            host: "127.0.0.1".into(),
+            port: 25,
+            timeout: Duration::from_secs(1),
+            identity: ClientIdentity::None,
+            cause: Cause::Domain,
         }
-        if let Ok(mut pool) = self.idle.lock() {
-            if pool.len() < POOL_MAX {
-                pool.push(conn);
+        .to_attrs(req.get("id").expect("id"))
+    }
+
+    #[tokio::test]
+    async fn replies_find_their_callers_in_any_order() {
+        let path = socket_path("order");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = Arc::new(RouterClient::new(path.clone(), Duration::from_secs(5)));
+        let server = tokio::spawn(async move {
+            let (mut r, mut w) = accept(&listener).await;
+            let mut reqs = Vec::new();
+            for _ in 0..3 {
+                reqs.push(proto::read(&mut r).await.expect("read").expect("request"));
+            }
+            // Answer the last first.
+            for req in reqs.iter().rev() {
+                w.write_all(&found(req).encode().expect("encode"))
+                    .await
+                    .expect("reply");
+            }
+            listener
+        });
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        let ask = |d: &'static str| {
+            let c = client.clone();
+            async move { c.route_domain("S", ip, d).await }
+        };
+        let (a, b, c) = tokio::join!(ask("a.test"), ask("b.test"), ask("c.test"));
+        for (got, want) in [(a, "a.test"), (b, "b.test"), (c, "c.test")] {
+            match got.expect("answered") {
+                Lookup::Found(r) => assert_eq!(r.name, want),
+                other => panic!("{want}: {other:?}"),
             }
         }
-        Ok(reply)
+        drop(server.await);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_connection_that_breaks_is_asked_again_on_a_new_one() {
+        let path = socket_path("retry");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            // The first connection reads the request and dies unanswered
+            // (a router restarting), the second one answers.
+            let (mut r, w) = accept(&listener).await;
+            proto::read(&mut r).await.expect("read").expect("request");
+            drop((r, w));
+            let (mut r, mut w) = accept(&listener).await;
+            let req = proto::read(&mut r).await.expect("read").expect("request");
+            w.write_all(&found(&req).encode().expect("encode"))
+                .await
+                .expect("reply");
+            proto::read(&mut r).await.expect("read")
+        });
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        match client.route_domain("S", ip, "one.test").await {
+            Ok(Lookup::Found(r)) => assert_eq!(r.name, "one.test"),
+            other => panic!("{other:?}"),
+        }
+        // The new connection stays in use: the next request goes to it.
+        let next = client.route_domain("S", ip, "two.test");
+        let (asked, _) = tokio::join!(
+            server,
+            tokio::time::timeout(Duration::from_millis(500), next)
+        );
+        let asked = asked.expect("server").expect("second request");
+        assert_eq!(asked.get("domain"), Some("two.test"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_router_that_never_answers_is_a_timeout() {
+        let path = socket_path("silent");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_millis(200));
+        let server = tokio::spawn(async move {
+            let (mut r, w) = accept(&listener).await;
+            let req = proto::read(&mut r).await.expect("read");
+            (req, w)
+        });
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        match client.route_client("S", ip).await {
+            Err(RouterError::Timeout(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(server.await.expect("server").0.is_some());
+        let _ = std::fs::remove_file(&path);
     }
 }

@@ -95,6 +95,7 @@ impl Worker {
     /// Runs steps 1-4 of the module description. Must be called inside a tokio runtime.
     pub async fn start(name: &'static str, opts: Options) -> anyhow::Result<Worker> {
         crate::logging::init(name, None);
+        crate::logging::batch();
         let mut listeners = take_inherited_fds()?;
         let master = listeners
             .iter()
@@ -226,8 +227,11 @@ pub fn main<F>(name: &str, service: F) -> std::process::ExitCode
 where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
+    // Log lines are written in one batch whenever the loop is about to
+    // wait (crate::logging::batch, enabled once logging is set up).
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(crate::logging::flush)
         .build()
     {
         Ok(rt) => rt,
@@ -236,10 +240,13 @@ where
             return std::process::ExitCode::FAILURE;
         }
     };
-    match rt.block_on(service) {
+    let outcome = rt.block_on(service);
+    crate::logging::flush();
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fatal: {e:#}");
+            crate::logging::flush();
             // Before logging is set up (or when it fails), stderr still tells.
             eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE

@@ -204,7 +204,13 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     let sent = match counted.flatten() {
         Some((router, sid)) => {
             router
-                .disconnect(&sid, ip, std::process::id(), &counts, ACCOUNTING_TIMEOUT)
+                .disconnect(
+                    &sid,
+                    ip,
+                    postern_shared::logging::pid(),
+                    &counts,
+                    ACCOUNTING_TIMEOUT,
+                )
                 .await
         }
         None => router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await,
@@ -954,7 +960,12 @@ impl Session {
     async fn admit(&mut self) -> Option<Option<(Arc<RouterClient>, String)>> {
         let router = self.ctx.router.clone();
         match router
-            .connect(&self.sid, self.ip(), std::process::id(), ACCOUNTING_TIMEOUT)
+            .connect(
+                &self.sid,
+                self.ip(),
+                postern_shared::logging::pid(),
+                ACCOUNTING_TIMEOUT,
+            )
             .await
         {
             Ok(Admission::Allowed(route)) => {

@@ -4,7 +4,8 @@
 //! new `FILE`.
 //!
 //! Several processes write the same file, each through its own descriptor
-//! opened with `O_APPEND`, one `write(2)` per line, so lines never interleave.
+//! opened with `O_APPEND`, each `write(2)` made of whole lines (one line, or
+//! a worker's batch: [`super::batch`]), so lines never interleave.
 //! Rotation is safe when they race, without a lock:
 //!
 //! - **The file's date** is the local date of its first line's timestamp (plus
@@ -114,7 +115,7 @@ impl LogFile {
         &self.path
     }
 
-    /// Appends one line (one `write(2)`), rotating first when it is due.
+    /// Appends whole lines (one `write(2)`), rotating first when it is due.
     pub fn append(&self, line: &[u8]) -> io::Result<()> {
         self.append_at(line, now_millis())
     }
