@@ -159,6 +159,9 @@ async fn serve(stream: UnixStream, table: Shared) {
     };
     loop {
         if !out.is_empty() && !complete_request(r.buffer()) {
+            // Log lines first: the route line comes before smtpd's lines
+            // about the route (see proto::write).
+            postern_shared::logging::flush();
             if w.write_all(&out).await.is_err() {
                 return;
             }

@@ -33,7 +33,9 @@ use crate::config::ClientIdentity;
 use crate::net::unmap;
 use crate::route::Route;
 use crate::smtp::xtext;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufWriter};
+
+use crate::bufread::Reader;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -217,7 +219,7 @@ pub struct Backend {
     pub route: Route,
     /// What the backend supports.
     pub caps: Caps,
-    r: BufReader<OwnedReadHalf>,
+    r: Reader<OwnedReadHalf>,
     /// Buffered writer to the backend; DATA streams through it.
     pub w: BufWriter<OwnedWriteHalf>,
     /// Replies owed for commands sent but not waited for (`IPADDR FROM` to a
@@ -258,7 +260,7 @@ impl Backend {
             route: route.clone(),
             caps: Caps::default(),
             skip: 0,
-            r: BufReader::with_capacity(8192, r),
+            r: Reader::with_capacity(8192, r),
             w: BufWriter::with_capacity(64 * 1024, w),
         };
         match route.identity {

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the TOML configuration, its validation and defaults;
 //! - [`base64`]: the codec of SMTP AUTH;
+//! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
 //! - [`backend`]: the SMTP client side of a backend connection (smtpd relays
 //!   through it, the updater delivers with it);
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
@@ -18,6 +19,7 @@
 
 pub mod backend;
 pub mod base64;
+pub mod bufread;
 pub mod config;
 pub mod legacy;
 pub mod logging;

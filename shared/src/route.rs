@@ -265,6 +265,8 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        // Log lines first (see proto::write).
+        crate::logging::flush();
         if w.write_all(&batch).await.is_err() {
             if let Some(mux) = mux.upgrade() {
                 mux.fail();

@@ -27,12 +27,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_shared::bufread::Reader;
 use postern_shared::config::Config;
 use postern_shared::net::unmap;
 use postern_shared::route::{Admission, Lookup, Route, RouterClient};
 use postern_shared::smtp::{parse_command, Command, Param, Path, Reply};
 use postern_shared::stats::{Counter, Counts, Rejection};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
@@ -128,9 +129,7 @@ struct Session {
     sid: String,
     peer: SocketAddr,
     local: SocketAddr,
-    client: BufReader<BoxStream>,
-    /// `client` has the large buffer of [`DATA_BUFFER`] bytes.
-    data_buffer: bool,
+    client: Reader<BoxStream>,
     out: Vec<u8>,
     helo: Option<String>,
     esmtp: bool,
@@ -162,8 +161,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         sid,
         peer,
         local,
-        client: BufReader::with_capacity(COMMAND_BUFFER, stream),
-        data_buffer: false,
+        client: Reader::with_capacity(COMMAND_BUFFER, stream),
         out: Vec::with_capacity(512),
         helo: None,
         esmtp: false,
@@ -849,16 +847,10 @@ impl Session {
         Ok(())
     }
 
-    /// Gives the client a large read buffer for the body. Only done with an
-    /// empty buffer (DATA is the last command of its group), so no byte is lost.
+    /// Gives the client a large read buffer for the body (grown in place,
+    /// nothing buffered is lost; memory is only touched as bytes come).
     fn grow_reader(&mut self) {
-        if !self.data_buffer && self.client.buffer().is_empty() {
-            let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
-            let stream =
-                std::mem::replace(&mut self.client, BufReader::new(placeholder)).into_inner();
-            self.client = BufReader::with_capacity(DATA_BUFFER, stream);
-            self.data_buffer = true;
-        }
+        self.client.reserve(DATA_BUFFER);
     }
 
     /// Reads the body up to CRLF.CRLF through the scanner. With `into`, the

@@ -8,7 +8,7 @@
 //! After the handshake the session forgets everything the client said
 //! before: HELO/EHLO, and an AUTH identity (RFC 3207 §4.2).
 
-use tokio::io::BufReader;
+use postern_shared::bufread::Reader;
 use tracing::{info, warn};
 
 use super::{BoxStream, End, Session};
@@ -43,12 +43,12 @@ impl Session {
             );
         }
         let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
-        let plain = std::mem::replace(&mut self.client, BufReader::new(placeholder)).into_inner();
+        let plain =
+            std::mem::replace(&mut self.client, Reader::with_capacity(0, placeholder)).into_inner();
         let timeout = self.ctx.config.proxy.command_timeout.0;
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
-                self.client = BufReader::with_capacity(super::COMMAND_BUFFER, Box::new(stream));
-                self.data_buffer = false;
+                self.client = Reader::with_capacity(super::COMMAND_BUFFER, Box::new(stream));
                 self.tls = true;
                 self.helo = None;
                 self.esmtp = false;
