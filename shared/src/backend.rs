@@ -44,6 +44,11 @@ const MAX_REPLY_LINE: usize = 4096;
 /// Most lines in one multi-line reply.
 const MAX_REPLY_LINES: usize = 200;
 
+/// What is written to a backend goes out in pieces of up to this size (a
+/// body streams through it). Below glibc's 64 KB, whose frees make malloc
+/// consolidate its free lists.
+const WRITE_BUFFER: usize = 32 * 1024;
+
 /// What went wrong with a backend: every kind is temporary for the client.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -261,7 +266,7 @@ impl Backend {
             caps: Caps::default(),
             skip: 0,
             r: Reader::with_capacity(8192, r),
-            w: BufWriter::with_capacity(64 * 1024, w),
+            w: BufWriter::with_capacity(WRITE_BUFFER, w),
         };
         match route.identity {
             ClientIdentity::ProxyV1 => {
@@ -456,6 +461,9 @@ impl Backend {
         if self.w.write_all(b"QUIT\r\n").await.is_ok() && self.w.flush().await.is_ok() {
             let _ = self.read_reply_within(Duration::from_secs(2)).await;
         }
+        // Closing sends the FIN: no shutdown(2) first (dropping the write
+        // half would make one), the backend has said goodbye.
+        self.w.into_inner().forget();
     }
 }
 
