@@ -14,6 +14,10 @@
 //! 6. for an auth-routed session, the client's AUTH replayed (`AUTH PLAIN`),
 //!    expecting 235.
 //!
+//! [`Backend::prepare`] does steps 1, 3 and 4 ahead of any session (not for
+//! the PROXY identities) and [`Backend::adopt`] steps 5 and 6 once a session
+//! takes the connection (smtpd's prepared connections).
+//!
 //! After that the session sends commands one at a time with
 //! [`Backend::command`] and relays each [`BackendReply`] verbatim.
 //!
@@ -255,6 +259,69 @@ impl Backend {
         hostname: &str,
         client: &ClientInfo<'_>,
     ) -> Result<Backend, BackendError> {
+        let mut b = Self::greet(route, hostname, Some(client)).await?;
+        b.identify(hostname, client).await?;
+        Ok(b)
+    }
+
+    /// A connection greeted and EHLO'd ahead of its session, for a route
+    /// whose client identity is forwarded after EHLO (`ipaddr`, `xclient`,
+    /// `none`: not the PROXY header, which comes first). Its session then
+    /// calls [`Backend::adopt`]. Failures are not recorded in `Health`: no
+    /// client waits for this connection.
+    pub async fn prepare(route: &Route, hostname: &str) -> Result<Backend, BackendError> {
+        if !Self::can_prepare(route) {
+            return Err(BackendError::Protocol("this identity cannot be prepared"));
+        }
+        Self::greet(route, hostname, None).await
+    }
+
+    /// Whether [`Backend::prepare`] applies to `route`.
+    pub fn can_prepare(route: &Route) -> bool {
+        matches!(
+            route.identity,
+            ClientIdentity::Ipaddr | ClientIdentity::Xclient | ClientIdentity::None
+        )
+    }
+
+    /// Makes a prepared connection `client`'s: forwards its identity (and
+    /// replays its AUTH) as [`Backend::connect`] would after EHLO. `route`
+    /// replaces the one it was prepared for (same server; names and timeouts
+    /// may have been reloaded since).
+    pub async fn adopt(
+        &mut self,
+        route: &Route,
+        hostname: &str,
+        client: &ClientInfo<'_>,
+        health: Option<&Health>,
+    ) -> Result<(), BackendError> {
+        self.route = route.clone();
+        let result = self.identify(hostname, client).await;
+        if let Some(h) = health {
+            h.record(route, result.is_ok());
+        }
+        result
+    }
+
+    /// Whether a connection that waited unused is still fit: the backend has
+    /// not closed it nor said anything (a timeout's 421) meanwhile. Checked
+    /// without waiting.
+    pub fn still_fresh(&mut self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        matches!(
+            tokio::io::AsyncBufRead::poll_fill_buf(std::pin::Pin::new(&mut self.r), &mut cx),
+            std::task::Poll::Pending
+        )
+    }
+
+    /// Connects, sends the PROXY header if the route wants one (only with a
+    /// client), reads the greeting and says EHLO.
+    async fn greet(
+        route: &Route,
+        hostname: &str,
+        client: Option<&ClientInfo<'_>>,
+    ) -> Result<Backend, BackendError> {
         let t = route.timeout;
         let stream = tokio::time::timeout(t, TcpStream::connect((route.host.as_str(), route.port)))
             .await
@@ -268,13 +335,13 @@ impl Backend {
             r: Reader::with_capacity(8192, r),
             w: BufWriter::with_capacity(WRITE_BUFFER, w),
         };
-        match route.identity {
-            ClientIdentity::ProxyV1 => {
+        match (route.identity, client) {
+            (ClientIdentity::ProxyV1, Some(client)) => {
                 b.w.write_all(proxy_v1(client.peer, client.local).as_bytes())
                     .await?;
                 b.w.flush().await?;
             }
-            ClientIdentity::ProxyV2 => {
+            (ClientIdentity::ProxyV2, Some(client)) => {
                 b.w.write_all(&proxy_v2(client.peer, client.local)).await?;
                 b.w.flush().await?;
             }
@@ -285,6 +352,17 @@ impl Backend {
             return Err(BackendError::Refused(greeting.summary()));
         }
         b.hello(hostname).await?;
+        Ok(b)
+    }
+
+    /// Forwards the client's identity after EHLO, then replays its AUTH.
+    async fn identify(
+        &mut self,
+        hostname: &str,
+        client: &ClientInfo<'_>,
+    ) -> Result<(), BackendError> {
+        let b = self;
+        let route = b.route.clone();
         match route.identity {
             ClientIdentity::Ipaddr => {
                 // The seed's command; any reply (even 500 from a server that does not
@@ -326,7 +404,7 @@ impl Backend {
                 )));
             }
         }
-        Ok(b)
+        Ok(())
     }
 
     /// EHLO (or HELO when EHLO is refused); records the capabilities.

@@ -77,6 +77,10 @@ impl Metrics {
     }
 }
 
+/// Largest `proxy.prepared_connections`: each is an idle connection to a
+/// backend, per smtpd process and per server.
+pub const MAX_PREPARED: u32 = 32;
+
 /// `[proxy]`: the SMTP front side.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -113,6 +117,9 @@ pub struct Proxy {
     /// Offer AUTH only inside TLS; default: true when `[tls]` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_requires_tls: Option<bool>,
+    /// Backend connections each smtpd keeps greeted and ready per server
+    /// while sessions for it keep coming (0: none); see `smtpd/src/prepared.rs`.
+    pub prepared_connections: u32,
 }
 
 impl Default for Proxy {
@@ -132,6 +139,7 @@ impl Default for Proxy {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             auth_requires_tls: None,
+            prepared_connections: 2,
         }
     }
 }
@@ -692,6 +700,12 @@ impl Config {
             if v == 0 {
                 bad(key.into(), "must be at least 1".into());
             }
+        }
+        if p.prepared_connections > MAX_PREPARED {
+            bad(
+                "proxy.prepared_connections".into(),
+                format!("must be at most {MAX_PREPARED}"),
+            );
         }
         for (key, d) in [
             ("proxy.command_timeout", p.command_timeout),

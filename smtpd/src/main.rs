@@ -1,13 +1,14 @@
 //! postern-smtpd: the SMTP front side. Several processes share the TCP
 //! listeners the master bound; each runs one session task per client.
 //!
-//! Layout: [`session`] is the client dialogue (parsing, routing, relaying),
-//! [`backend`] the connection to a backend server, [`data`] the DATA body
-//! scanner. This file is the skeleton glue: accept loops, reload, and the
+//! Layout: [`session`] is the client dialogue (parsing, routing, relaying,
+//! through `postern_shared::backend`), [`data`] the DATA body scanner,
+//! [`prepared`] the backend connections made ready ahead of sessions. This file is the skeleton glue: accept loops, reload, and the
 //! graceful stop (stop accepting, let running sessions finish for
 //! `process.stop_timeout`, answer idle ones `421 4.3.2`).
 
 mod data;
+mod prepared;
 mod session;
 
 use std::os::fd::OwnedFd;
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
 use postern_shared::backend::Health;
+use prepared::Prepared;
 use session::AdminRequest;
 use tracing::Instrument;
 
@@ -37,6 +39,7 @@ struct Shared {
     config: RwLock<Arc<Config>>,
     tls: RwLock<Option<TlsAcceptor>>,
     health: Arc<Health>,
+    prepared: Arc<Prepared>,
     admin: mpsc::Sender<AdminRequest>,
     updater: std::path::PathBuf,
     router: Arc<RouterClient>,
@@ -65,6 +68,7 @@ async fn run() -> anyhow::Result<()> {
         config: RwLock::new(worker.config.clone()),
         tls: RwLock::new(tls),
         health: Arc::new(Health::default()),
+        prepared: Prepared::new(worker.config.proxy.prepared_connections),
         admin,
         updater: worker.socket_path("updater.sock"),
         router: Arc::new(RouterClient::new(
@@ -79,6 +83,7 @@ async fn run() -> anyhow::Result<()> {
     for fd in listeners {
         tokio::spawn(accept_loop(listener(fd)?, shared.clone()));
     }
+    tokio::spawn(shared.prepared.clone().sweep_loop());
     worker.ready().await;
     // Admin commands waiting for the master's answer, by request id.
     let mut pending: Vec<(String, AdminRequest)> = Vec::new();
@@ -107,6 +112,7 @@ async fn run() -> anyhow::Result<()> {
                     if let Ok(acceptor) = &result {
                         *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor.clone();
                         *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+                        shared.prepared.resize(config.proxy.prepared_connections);
                         worker.config = config;
                         worker.tls = tls;
                     }
@@ -176,6 +182,7 @@ async fn run() -> anyhow::Result<()> {
             }
         }
     }
+    shared.prepared.close_all().await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -212,6 +219,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             tls: shared.tls.read().unwrap_or_else(|p| p.into_inner()).clone(),
             router: shared.router.clone(),
             health: shared.health.clone(),
+            prepared: shared.prepared.clone(),
             admin: shared.admin.clone(),
             updater: shared.updater.clone(),
             shutdown: shared.shutdown.clone(),

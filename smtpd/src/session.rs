@@ -91,6 +91,8 @@ pub struct Ctx {
     pub router: Arc<RouterClient>,
     /// Backends that keep failing, shared by the process.
     pub health: Arc<Health>,
+    /// Backend connections prepared ahead of their sessions.
+    pub prepared: Arc<crate::prepared::Prepared>,
     /// Where RELOAD and SHUTDOWN go.
     pub admin: mpsc::Sender<AdminRequest>,
     /// The updater's socket (update mails).
@@ -729,7 +731,22 @@ impl Session {
             esmtp: self.esmtp,
             login,
         };
-        let b = Backend::connect(route, &hostname, &client, Some(&self.ctx.health)).await?;
+        let health = Some(&*self.ctx.health);
+        let b = match self.ctx.prepared.take(route) {
+            Some(mut b) => match b.adopt(route, &hostname, &client, health).await {
+                Ok(()) => b,
+                // It went stale between the check and now: a connection of
+                // its own, as if there had been none.
+                Err(e @ (BackendError::Io(_) | BackendError::Protocol(_))) => {
+                    debug!("prepared connection to {} failed: {e}", route.name);
+                    Backend::connect(route, &hostname, &client, health).await?
+                }
+                Err(e) => return Err(e),
+            },
+            None => Backend::connect(route, &hostname, &client, health).await?,
+        };
+        // This server receives mail: have a connection ready for the next session.
+        self.ctx.prepared.refill(route, &hostname);
         if self.forwarded_to != Some(route.server) {
             info!(
                 server = %route.name,

@@ -101,6 +101,8 @@ pub struct Received {
     pub commands: Vec<String>,
     /// The DATA bytes exactly as received, the final `.CRLF` excluded.
     pub data: Vec<u8>,
+    /// When the backend accepted the connection that carried it.
+    pub connected_at: Option<Instant>,
 }
 
 impl Received {
@@ -121,6 +123,9 @@ pub struct BackendOpts {
     pub proxy_header: bool,
     /// Advertise `XCLIENT NAME ADDR PORT PROTO HELO LOGIN` and answer XCLIENT with 220.
     pub xclient: bool,
+    /// Like a server's idle timeout: a connection silent for this long gets
+    /// `421 4.4.2` and is closed.
+    pub idle_close: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -131,6 +136,10 @@ struct Recorded {
     headers: Vec<Vec<u8>>,
     /// Every byte of every session, in arrival order per session.
     transcripts: Vec<Vec<u8>>,
+    /// Connections that said QUIT without a MAIL command.
+    quits_without_mail: usize,
+    /// Connections closed by `idle_close`.
+    idle_closed: usize,
 }
 
 /// A backend SMTP server that records exactly what it receives.
@@ -196,6 +205,16 @@ impl RecordingBackend {
         self.state.0.lock().expect("lock").connections
     }
 
+    /// Connections that ended with QUIT and never started a transaction.
+    pub fn quits_without_mail(&self) -> usize {
+        self.state.0.lock().expect("lock").quits_without_mail
+    }
+
+    /// Connections closed for being idle (`BackendOpts::idle_close`).
+    pub fn idle_closed(&self) -> usize {
+        self.state.0.lock().expect("lock").idle_closed
+    }
+
     /// The PROXY headers received, one per connection.
     pub fn headers(&self) -> Vec<Vec<u8>> {
         self.state.0.lock().expect("lock").headers.clone()
@@ -234,6 +253,8 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
     };
     let record =
         |bytes: &[u8]| st.0.lock().expect("lock").transcripts[idx].extend_from_slice(bytes);
+    let connected_at = Instant::now();
+    let _ = conn.set_read_timeout(opts.idle_close);
     let mut w = conn.try_clone().expect("clone");
     let mut r = BufReader::new(conn);
     if opts.proxy_header {
@@ -243,12 +264,29 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
         }
     }
     let _ = w.write_all(b"220 backend.test ESMTP recording\r\n");
-    let mut current = Received::default();
+    let fresh = || Received {
+        connected_at: Some(connected_at),
+        ..Received::default()
+    };
+    let mut current = fresh();
+    let mut mail = false;
     let mut line = Vec::new();
     loop {
         line.clear();
         match r.read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return,
+            Err(e)
+                if line.is_empty()
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+            {
+                let _ = w.write_all(b"421 4.4.2 backend.test Error: timeout exceeded\r\n");
+                st.0.lock().expect("lock").idle_closed += 1;
+                return;
+            }
+            Err(_) => return,
             Ok(_) => {}
         }
         record(&line);
@@ -268,15 +306,21 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
             "AUTH" => b"235 2.7.0 Authentication successful\r\n",
             "HELO" => b"250 backend.test\r\n",
             "IPADDR" => b"500 5.5.2 Error: command not recognized\r\n",
-            "MAIL" => b"250 2.1.0 Ok\r\n",
+            "MAIL" => {
+                mail = true;
+                b"250 2.1.0 Ok\r\n"
+            }
             "RCPT" => b"250 2.1.5 Ok\r\n",
             "RSET" => {
-                current = Received::default();
+                current = fresh();
                 b"250 2.0.0 Ok\r\n"
             }
             "NOOP" => b"250 2.0.0 Ok\r\n",
             "QUIT" => {
                 let _ = w.write_all(b"221 2.0.0 Bye\r\n");
+                if !mail {
+                    st.0.lock().expect("lock").quits_without_mail += 1;
+                }
                 return;
             }
             "DATA" => {
@@ -298,7 +342,7 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
                 let n = {
                     let (lock, cv) = &*st;
                     let mut g = lock.lock().expect("lock");
-                    g.messages.push(std::mem::take(&mut current));
+                    g.messages.push(std::mem::replace(&mut current, fresh()));
                     cv.notify_all();
                     g.messages.len()
                 };

@@ -298,6 +298,8 @@ fn xclient_sends_the_advertised_attributes_then_ehlo_again() {
             "client_identity = \"xclient\"",
         ),
     );
+    // One smtpd: the second session below meets the connection it prepared.
+    let conf = conf.replace("[process]\n", "[process]\nsmtpd_processes = 1\n");
     let p = Postern::start(dir, &conf);
     let (out, ok) = swaks(
         p.addr,
@@ -327,6 +329,35 @@ fn xclient_sends_the_advertised_attributes_then_ehlo_again() {
         "EHLO again after XCLIENT"
     );
     assert!(m.position("IPADDR").is_none());
+
+    // The next session's connection was prepared (greeted, EHLO said) before
+    // it came; XCLIENT on it carries this session's client, then EHLO again.
+    wait_for("prepared connections", || {
+        (backend.connections() >= 3).then_some(())
+    });
+    let before = std::time::Instant::now();
+    let (out, ok) = swaks(
+        p.addr,
+        &[
+            "--local-interface",
+            "127.0.0.8",
+            "--from",
+            "b@example.org",
+            "--to",
+            "v@x.test",
+        ],
+    );
+    assert!(ok, "{out}");
+    let m = &backend.wait_messages(2)[1];
+    assert!(m.connected_at.expect("recorded") < before);
+    assert_eq!(m.commands[0], "EHLO mx.postern.test");
+    let x = m.position("XCLIENT ").expect("XCLIENT sent");
+    assert!(
+        m.commands[x].ends_with(" ADDR=127.0.0.8"),
+        "{:?}",
+        m.commands
+    );
+    assert_eq!(m.commands[x + 1], "EHLO mx.postern.test");
 }
 
 #[test]
@@ -359,7 +390,33 @@ fn proxy_protocol_headers_come_before_anything_else() {
             ],
         );
         assert!(ok, "{kind}: {out}");
-        backend.wait_messages(1);
+        // A second session: PROXY servers get no prepared connections, every
+        // connection starts with its own client's header.
+        let (out, ok) = swaks(
+            p.addr,
+            &[
+                "--local-interface",
+                "127.0.0.9",
+                "--from",
+                "a@example.org",
+                "--to",
+                "u@p.test",
+            ],
+        );
+        assert!(ok, "{kind}: {out}");
+        backend.wait_messages(2);
+        assert_eq!(
+            backend.connections(),
+            2,
+            "{kind}: one connection per session"
+        );
+        assert_eq!(backend.headers().len(), 2);
+        let second = backend.headers()[1].clone();
+        if check == 1 {
+            assert!(String::from_utf8_lossy(&second).starts_with("PROXY TCP4 127.0.0.9 "));
+        } else {
+            assert_eq!(&second[16..20], &[127, 0, 0, 9], "source address");
+        }
         let h = &backend.headers()[0];
         let port = p.addr.port();
         if check == 1 {

@@ -400,3 +400,102 @@ fn a_client_that_stops_sending_its_message_gets_421_and_nothing_is_delivered() {
     p.wait_log("during DATA");
     assert!(one.messages().is_empty(), "a partial message was delivered");
 }
+
+/// One customer, one smtpd (so that consecutive sessions meet the same
+/// process's prepared connections), `proxy_extra` added to `[proxy]`.
+fn one_smtpd(tag: &str, opts: BackendOpts, proxy_extra: &str) -> (Postern, RecordingBackend) {
+    let one = RecordingBackend::start_with(opts);
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("[process]\n", "[process]\nsmtpd_processes = 1\n")
+        .replace("[proxy]\n", &format!("[proxy]\n{proxy_extra}"));
+    (Postern::start(dir, &conf), one)
+}
+
+/// A lock-step session from `from` that sends one message to `rcpt`;
+/// returns the final reply.
+fn one_message(p: &Postern, from: &str, rcpt: &str) -> String {
+    let mut raw = Raw::connect_from(from, p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    let r = raw.cmd(&format!("RCPT TO:<{rcpt}>"));
+    if !r.starts_with("250") {
+        return r;
+    }
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(format!("Subject: from {from}\r\n\r\nhello\r\n.\r\n").as_bytes());
+    let done = raw.reply();
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    done
+}
+
+#[test]
+fn a_session_finds_its_backend_connection_ready_and_forwards_its_own_client() {
+    let (p, one) = one_smtpd("route-prepared", BackendOpts::default(), "");
+    assert!(one_message(&p, "127.0.0.2", "u@one.test").starts_with("250 2.0.0"));
+    // The server received mail: two connections are made ready for the next sessions.
+    wait_for("two prepared connections", || {
+        (one.connections() >= 3).then_some(())
+    });
+    let before = std::time::Instant::now();
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    let m = &one.wait_messages(2)[1];
+    assert!(
+        m.connected_at.expect("recorded") < before,
+        "the second session's backend connection was ready before it came"
+    );
+    // The dialogue the backend sees is a session's usual one, with the
+    // identity of this session's client, and of no other.
+    assert_eq!(
+        m.commands,
+        [
+            "EHLO mx.postern.test",
+            "IPADDR FROM 127.0.0.3",
+            "MAIL FROM:<a@example.org>",
+            "RCPT TO:<v@one.test>",
+            "DATA"
+        ]
+    );
+    assert_eq!(m.data, b"Subject: from 127.0.0.3\r\n\r\nhello\r\n");
+    // Unused, they are closed with QUIT after 2 s.
+    wait_for("the unused connections to say QUIT", || {
+        (one.quits_without_mail() >= 2).then_some(())
+    });
+    assert_eq!(one.messages().len(), 2);
+}
+
+#[test]
+fn prepared_connections_the_backend_closed_are_not_used() {
+    let opts = BackendOpts {
+        idle_close: Some(std::time::Duration::from_millis(300)),
+        ..BackendOpts::default()
+    };
+    let (p, one) = one_smtpd("route-prepared-stale", opts, "");
+    assert!(one_message(&p, "127.0.0.2", "u@one.test").starts_with("250 2.0.0"));
+    // The backend times the prepared connections out (421, then closes).
+    wait_for("the backend to close the idle connections", || {
+        (one.idle_closed() >= 2).then_some(())
+    });
+    let before = std::time::Instant::now();
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    let m = &one.wait_messages(2)[1];
+    assert!(
+        m.connected_at.expect("recorded") > before,
+        "a new connection"
+    );
+    assert_eq!(m.commands[1], "IPADDR FROM 127.0.0.3");
+}
+
+#[test]
+fn with_prepared_connections_0_each_session_connects_itself() {
+    let (p, one) = one_smtpd(
+        "route-prepared-0",
+        BackendOpts::default(),
+        "prepared_connections = 0\n",
+    );
+    for from in ["127.0.0.2", "127.0.0.3"] {
+        assert!(one_message(&p, from, "u@one.test").starts_with("250 2.0.0"));
+    }
+    one.wait_messages(2);
+    assert_eq!(one.connections(), 2);
+}

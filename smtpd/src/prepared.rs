@@ -1,0 +1,175 @@
+//! Backend connections prepared ahead of their sessions.
+//!
+//! Without them, a session's first RCPT waits for the route, then for a new
+//! backend connection: TCP handshake, greeting, EHLO — three round trips
+//! before the client's MAIL and RCPT can be replayed. So each smtpd keeps up
+//! to `proxy.prepared_connections` connections per server connected, greeted
+//! and EHLO'd ([`Backend::prepare`]); a session takes one, forwards its
+//! client's identity on it ([`Backend::adopt`]: IPADDR FROM or XCLIENT, then
+//! AUTH) and goes on as with a connection of its own. A backend connection
+//! still serves exactly one client session: nothing of one client's session
+//! is ever seen by another's.
+//!
+//! When: a connection is prepared only after a session has used that server
+//! (taken a prepared connection or connected itself), so only servers that
+//! receive mail get them, and only while mail keeps coming: one unused for
+//! [`KEEP`] (2 s, Postfix's `smtp_connection_cache_time_limit`) is closed
+//! with QUIT. A quiet postern holds no backend connection; a burst leaves at
+//! most `prepared_connections` per server and smtpd, for 2 s.
+//!
+//! Not for `proxy-v1`/`proxy-v2` servers: their PROXY header must be the
+//! first bytes, before the greeting. A prepared connection that the backend
+//! closed or spoke on while it waited (a restart, an idle timeout's 421) is
+//! dropped when taken ([`Backend::still_fresh`]); one that fails while it is
+//! being adopted is replaced by a new connection, so a session never fails
+//! because of a stale prepared connection. Preparing failures are not
+//! counted against the server's health: no client waited for them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use postern_shared::backend::Backend;
+use postern_shared::route::Route;
+
+/// How long a prepared connection may wait for a session.
+pub const KEEP: Duration = Duration::from_secs(2);
+
+/// The prepared connections of one smtpd process.
+#[derive(Default)]
+pub struct Prepared {
+    /// `proxy.prepared_connections` in force (reloads change it).
+    size: AtomicU32,
+    servers: Mutex<HashMap<(String, u16), Server>>,
+}
+
+/// One server's connections.
+#[derive(Default)]
+struct Server {
+    /// Ready connections and when each became ready, oldest first.
+    ready: Vec<(Instant, Backend)>,
+    /// Connections being prepared.
+    opening: u32,
+}
+
+impl Prepared {
+    /// A pool keeping `size` connections per server.
+    pub fn new(size: u32) -> Arc<Prepared> {
+        let p = Prepared::default();
+        p.size.store(size, Ordering::Relaxed);
+        Arc::new(p)
+    }
+
+    /// Applies a reloaded `proxy.prepared_connections`.
+    pub fn resize(&self, size: u32) {
+        self.size.store(size, Ordering::Relaxed);
+    }
+
+    /// A ready connection to `route`'s server, if there is a fresh one. Stale
+    /// ones met on the way are dropped.
+    pub fn take(&self, route: &Route) -> Option<Backend> {
+        if !Backend::can_prepare(route) {
+            return None;
+        }
+        let mut servers = self.servers.lock().ok()?;
+        let server = servers.get_mut(&(route.host.clone(), route.port))?;
+        while let Some((since, mut b)) = server.ready.pop() {
+            if since.elapsed() < KEEP && b.still_fresh() {
+                return Some(b);
+            }
+        }
+        None
+    }
+
+    /// Prepares connections to `route`'s server in the background, up to
+    /// the pool's size (ready and being prepared). Called when a session
+    /// has just used that server.
+    pub fn refill(self: &Arc<Self>, route: &Route, hostname: &str) {
+        let size = self.size.load(Ordering::Relaxed);
+        if size == 0 || !Backend::can_prepare(route) {
+            return;
+        }
+        let key = (route.host.clone(), route.port);
+        let missing = {
+            let Ok(mut servers) = self.servers.lock() else {
+                return;
+            };
+            let server = servers.entry(key.clone()).or_default();
+            let have = server.ready.len() as u32 + server.opening;
+            let missing = size.saturating_sub(have);
+            server.opening += missing;
+            missing
+        };
+        for _ in 0..missing {
+            let me = self.clone();
+            let (route, hostname, key) = (route.clone(), hostname.to_string(), key.clone());
+            tokio::spawn(async move {
+                let prepared = Backend::prepare(&route, &hostname).await;
+                let extra = {
+                    let Ok(mut servers) = me.servers.lock() else {
+                        return;
+                    };
+                    let server = servers.entry(key).or_default();
+                    server.opening = server.opening.saturating_sub(1);
+                    match prepared {
+                        Ok(b) if (server.ready.len() as u32) < me.size.load(Ordering::Relaxed) => {
+                            server.ready.push((Instant::now(), b));
+                            None
+                        }
+                        Ok(b) => Some(b),
+                        Err(e) => {
+                            tracing::debug!("preparing a connection to {}: {e}", route.name);
+                            None
+                        }
+                    }
+                };
+                if let Some(b) = extra {
+                    b.quit().await;
+                }
+            });
+        }
+    }
+
+    /// Removes the connections that waited longer than [`KEEP`] (all of
+    /// them with `all`), for the caller to close.
+    pub fn expired(&self, all: bool) -> Vec<Backend> {
+        let Ok(mut servers) = self.servers.lock() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for server in servers.values_mut() {
+            let (old, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut server.ready)
+                .into_iter()
+                .partition(|(since, _)| all || since.elapsed() >= KEEP);
+            server.ready = keep;
+            out.extend(old.into_iter().map(|(_, b)| b));
+        }
+        servers.retain(|_, s| !s.ready.is_empty() || s.opening > 0);
+        out
+    }
+
+    /// Closes, with QUIT, the connections that waited too long; every
+    /// second, for as long as the process runs.
+    pub async fn sweep_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            for b in self.expired(false) {
+                tokio::spawn(b.quit());
+            }
+        }
+    }
+
+    /// Closes every ready connection with QUIT (the process is stopping).
+    pub async fn close_all(&self) {
+        let quits: Vec<_> = self
+            .expired(true)
+            .into_iter()
+            .map(|b| tokio::spawn(b.quit()))
+            .collect();
+        for q in quits {
+            let _ = q.await;
+        }
+    }
+}
