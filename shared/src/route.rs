@@ -171,7 +171,24 @@ pub struct RouterClient {
     /// sessions arriving meanwhile wait for it instead of opening their own.
     conn: tokio::sync::Mutex<Option<Arc<Mux>>>,
     next_id: AtomicU64,
+    /// Domain routes already asked (see [`RouterClient::route_domain`]).
+    routes: Mutex<RouteCache>,
 }
+
+/// Answers of `request=route`, by normalised domain.
+#[derive(Default)]
+struct RouteCache {
+    entries: HashMap<String, (std::time::Instant, Lookup)>,
+    /// Bumped by [`RouterClient::forget_routes`]: a lookup that was under way
+    /// meanwhile is not kept.
+    generation: u64,
+}
+
+/// How long a domain's route is kept by smtpd.
+pub const ROUTE_CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Domains kept at most; the cache starts afresh when full.
+const ROUTE_CACHE_MAX: usize = 4096;
 
 /// One multiplexed connection to the router.
 struct Mux {
@@ -304,22 +321,64 @@ impl RouterClient {
             timeout,
             conn: tokio::sync::Mutex::new(None),
             next_id: 0.into(),
+            routes: Mutex::default(),
         }
     }
 
     /// Asks which server receives mail for `domain`, for a client at `client`.
+    ///
+    /// Answers (found or not found) are kept for [`ROUTE_CACHE_TTL`], so
+    /// that a busy smtpd asks the router once per domain and 5 s rather
+    /// than once per recipient; [`RouterClient::forget_routes`] empties the
+    /// cache when a reload comes. A reload that reaches the router after
+    /// smtpd may thus leave a route of the previous table in use for at most
+    /// 5 s, as a session that started before a reload keeps its
+    /// configuration. The route does not depend on the client today; when
+    /// per-recipient policy (SPEC §8) comes, it must not be cached here.
     pub async fn route_domain(
         &self,
         sid: &str,
         client: IpAddr,
         domain: &str,
     ) -> Result<Lookup, RouterError> {
+        let key = crate::config::normalize_domain(domain);
+        let generation = match self.routes.lock() {
+            Ok(cache) => {
+                if let Some((at, found)) = cache.entries.get(&key) {
+                    if at.elapsed() < ROUTE_CACHE_TTL {
+                        tracing::debug!(sid, "route {key}: known");
+                        return Ok(found.clone());
+                    }
+                }
+                Some(cache.generation)
+            }
+            Err(_) => None,
+        };
         let req = Attrs::new()
             .with("request", "route")
             .with("sid", sid)
             .with("client", client)
             .with("domain", domain);
-        self.lookup(req).await
+        let found = self.lookup(req).await?;
+        if let (Some(generation), Ok(mut cache)) = (generation, self.routes.lock()) {
+            if cache.generation == generation {
+                if cache.entries.len() >= ROUTE_CACHE_MAX {
+                    cache.entries.clear();
+                }
+                cache
+                    .entries
+                    .insert(key, (std::time::Instant::now(), found.clone()));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets every domain route kept (a reload changed the table).
+    pub fn forget_routes(&self) {
+        if let Ok(mut cache) = self.routes.lock() {
+            cache.entries.clear();
+            cache.generation += 1;
+        }
     }
 
     /// Asks whether `client` is a relay client of some server (`ip-addr` route).
@@ -618,6 +677,42 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(server.await.expect("server").0.is_some());
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_domain_is_asked_once_until_a_reload() {
+        let path = socket_path("cache");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            let (mut r, mut w) = accept(&listener).await;
+            let mut asked = Vec::new();
+            // Until nothing more comes for a while.
+            while let Ok(Ok(Some(req))) =
+                tokio::time::timeout(Duration::from_millis(300), proto::read(&mut r)).await
+            {
+                asked.push(req.get("domain").unwrap_or_default().to_string());
+                w.write_all(&found(&req).encode().expect("encode"))
+                    .await
+                    .expect("reply");
+            }
+            asked
+        });
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        for d in ["One.test", "one.test.", "two.test", "one.test"] {
+            assert!(matches!(
+                client.route_domain("S", ip, d).await,
+                Ok(Lookup::Found(_))
+            ));
+        }
+        client.forget_routes();
+        assert!(matches!(
+            client.route_domain("S", ip, "one.test").await,
+            Ok(Lookup::Found(_))
+        ));
+        let asked = server.await.expect("server");
+        assert_eq!(asked, ["One.test", "two.test", "one.test"]);
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -113,6 +113,7 @@ async fn run() -> anyhow::Result<()> {
                         *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor.clone();
                         *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
                         shared.prepared.resize(config.proxy.prepared_connections);
+                        shared.router.forget_routes();
                         worker.config = config;
                         worker.tls = tls;
                     }
