@@ -125,6 +125,9 @@ struct Tx {
     rcpts: u32,
     /// An update mail (to `proxy.update_address`): handled by the updater.
     update: bool,
+    /// The backend's reply to a DATA sent ahead with the last RCPT (the
+    /// client had pipelined its DATA behind it), for [`Session::data`].
+    data_ahead: Option<BackendReply>,
 }
 
 struct Session {
@@ -192,6 +195,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     }
     let _ = s.flush().await;
     // Close the client's connection first: the backend's goodbye may take a while.
+    s.abandon_data_ahead();
     let backend = s.backend.take();
     // After the 221 of a QUIT, closing sends the FIN. Otherwise (a 421, a
     // timeout) the client may have sent more that we will not read, and
@@ -390,7 +394,11 @@ impl Session {
     }
 
     async fn command(&mut self, line: &str) -> Result<(), End> {
-        match parse_command(line) {
+        let command = parse_command(line);
+        if !matches!(command, Command::Data) {
+            self.abandon_data_ahead();
+        }
+        match command {
             Command::Helo(name) => {
                 self.reset_tx().await;
                 self.helo = Some(name);
@@ -504,6 +512,7 @@ impl Session {
             accepted: 0,
             rcpts: 0,
             update: false,
+            data_ahead: None,
         });
         self.reply(Reply::new(250, "2.1.0", "Ok"));
     }
@@ -587,11 +596,20 @@ impl Session {
         let need_mail = !self.tx.as_ref().is_some_and(|t| t.backend_mail);
         let rcpt_line = format!("RCPT TO:<{to}>");
         let mail_line = self.mail_line();
-        let lines: Vec<&str> = if need_mail {
+        let mut lines: Vec<&str> = if need_mail {
             vec![&mail_line, &rcpt_line]
         } else {
             vec![&rcpt_line]
         };
+        // The client pipelined DATA right behind this RCPT (and nothing
+        // after it): it travels in the same group, as Postfix's smtp client
+        // sends it, saving the backend a round trip. Its reply waits in the
+        // transaction for the client's DATA, which comes next.
+        let data_ahead = self.backend.as_ref().is_some_and(|b| b.caps.pipelining)
+            && self.client.buffer().eq_ignore_ascii_case(b"DATA\r\n");
+        if data_ahead {
+            lines.push("DATA");
+        }
         let replies = match self.backend.as_mut() {
             Some(b) => b.pipeline(&lines).await,
             None => Err(BackendError::Protocol("no backend connection")),
@@ -631,6 +649,30 @@ impl Session {
                 self.relay(&r);
             }
             None => self.temp_failure(&route, BackendError::Protocol("no reply to RCPT")),
+        }
+        if data_ahead {
+            match (replies.next(), self.tx.as_mut()) {
+                (Some(r), Some(tx)) => tx.data_ahead = Some(r),
+                _ => self.temp_failure(&route, BackendError::Protocol("no reply to DATA")),
+            }
+        }
+    }
+
+    /// A DATA sent ahead that the client's DATA will not use: if the backend
+    /// took it (354), it now reads everything as the message, so the
+    /// connection is dropped (the backend discards an unfinished message).
+    /// Only a defence: the client's next command is that DATA.
+    fn abandon_data_ahead(&mut self) {
+        let Some(ahead) = self.tx.as_mut().and_then(|t| t.data_ahead.take()) else {
+            return;
+        };
+        if ahead.code == 354 {
+            self.backend = None;
+            if let Some(tx) = self.tx.as_mut() {
+                tx.backend_mail = false;
+                tx.accepted = 0;
+                tx.recipients.clear();
+            }
         }
     }
 
@@ -778,11 +820,19 @@ impl Session {
     }
 
     async fn data(&mut self) -> Result<(), End> {
+        let ahead = self.tx.as_mut().and_then(|t| t.data_ahead.take());
         let Some(tx) = &self.tx else {
             self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
             return Ok(());
         };
         if tx.accepted == 0 || !(tx.backend_mail || tx.update) {
+            if let Some(tx) = self.tx.as_mut() {
+                tx.data_ahead = ahead;
+            }
+            self.abandon_data_ahead();
+            let Some(tx) = &self.tx else {
+                return Ok(());
+            };
             let r = if tx.rcpts == 0 {
                 Reply::new(503, "5.5.1", "Error: need RCPT command")
             } else {
@@ -794,6 +844,9 @@ impl Session {
         if !self.client.buffer().is_empty() {
             // RFC 2920: DATA ends a pipelined group; bytes already behind it mean a
             // client that does not wait for 354 (or a smuggling attempt).
+            if ahead.as_ref().is_some_and(|r| r.code == 354) {
+                self.backend = None;
+            }
             warn!("pipelining after DATA from {}", self.ip());
             self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
             self.reply(Reply::new(
@@ -811,7 +864,11 @@ impl Session {
             .clone()
             .expect("a transaction with accepted recipients has a route");
         let recipients = tx.recipients.join(",");
-        match self.backend_command("DATA").await {
+        let reply = match ahead {
+            Some(r) => Ok(r),
+            None => self.backend_command("DATA").await,
+        };
+        match reply {
             Ok(r) if r.code == 354 => self.relay(&r),
             Ok(r) => {
                 self.relay(&r);

@@ -126,6 +126,8 @@ pub struct BackendOpts {
     /// Like a server's idle timeout: a connection silent for this long gets
     /// `421 4.4.2` and is closed.
     pub idle_close: Option<Duration>,
+    /// Refuse this recipient (`RCPT TO:<…>`, exact) with `550 5.1.1`.
+    pub refuse_rcpt: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -146,8 +148,9 @@ struct Recorded {
 ///
 /// It answers like a plain MTA: 220 greeting, EHLO with `SIZE` and
 /// `8BITMIME`, 500 to `IPADDR` (as any non-SpamWars server would: the proxy
-/// must ignore it), 250 to MAIL/RCPT/RSET/NOOP, 354 to DATA, `250 2.0.0 Ok:
-/// queued as N` after the body.
+/// must ignore it), 250 to MAIL/RCPT/RSET/NOOP (550 to the recipient of
+/// `BackendOpts::refuse_rcpt`), 354 to DATA (554 5.5.1 without an accepted
+/// recipient), `250 2.0.0 Ok: queued as N` after the body.
 pub struct RecordingBackend {
     /// Its address.
     pub addr: SocketAddr,
@@ -270,6 +273,7 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
     };
     let mut current = fresh();
     let mut mail = false;
+    let mut rcpts = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -310,9 +314,16 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
                 mail = true;
                 b"250 2.1.0 Ok\r\n"
             }
-            "RCPT" => b"250 2.1.5 Ok\r\n",
+            "RCPT" if opts.refuse_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
+                b"550 5.1.1 Recipient address rejected: User unknown\r\n"
+            }
+            "RCPT" => {
+                rcpts += 1;
+                b"250 2.1.5 Ok\r\n"
+            }
             "RSET" => {
                 current = fresh();
+                rcpts = 0;
                 b"250 2.0.0 Ok\r\n"
             }
             "NOOP" => b"250 2.0.0 Ok\r\n",
@@ -323,7 +334,9 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
                 }
                 return;
             }
+            "DATA" if rcpts == 0 => b"554 5.5.1 Error: no valid recipients\r\n",
             "DATA" => {
+                rcpts = 0;
                 let _ = w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
                 let mut data = Vec::new();
                 loop {

@@ -499,3 +499,41 @@ fn with_prepared_connections_0_each_session_connects_itself() {
     one.wait_messages(2);
     assert_eq!(one.connections(), 2);
 }
+
+/// RFC 2920 as Postfix's client does it: MAIL, RCPT and DATA in one write.
+/// postern passes DATA on with the RCPT; a refused recipient leaves the
+/// backend out of DATA, and the session goes on.
+#[test]
+fn a_pipelined_data_travels_with_its_rcpt_and_a_refused_one_changes_nothing() {
+    let opts = BackendOpts {
+        refuse_rcpt: Some("nobody@one.test"),
+        ..BackendOpts::default()
+    };
+    let (p, one) = one_smtpd("route-data-ahead", opts, "");
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    raw.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<nobody@one.test>\r\nDATA\r\n");
+    assert!(raw.reply().starts_with("250 2.1.0"));
+    assert!(
+        raw.reply().starts_with("550 5.1.1"),
+        "the backend's refusal, relayed"
+    );
+    assert!(raw.reply().starts_with("554 5.5.1"), "no valid recipients");
+    raw.send(b"RSET\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<u@one.test>\r\nDATA\r\n");
+    assert!(raw.reply().starts_with("250 2.0.0"), "RSET");
+    assert!(raw.reply().starts_with("250 2.1.0"));
+    assert!(raw.reply().starts_with("250 2.1.5"));
+    assert!(raw.reply().starts_with("354"));
+    raw.send(b"Subject: ahead\r\n\r\nbody\r\n.\r\n");
+    assert!(raw.reply().starts_with("250 2.0.0 Ok: queued as 1"));
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    let m = one.wait_messages(1);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].data, b"Subject: ahead\r\n\r\nbody\r\n");
+    // The transaction after RSET (the recording backend starts a new
+    // record there), MAIL, RCPT and DATA as the client sent them.
+    assert_eq!(
+        m[0].commands,
+        ["MAIL FROM:<a@example.org>", "RCPT TO:<u@one.test>", "DATA"]
+    );
+}
