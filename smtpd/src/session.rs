@@ -189,8 +189,8 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     let ip = s.ip();
     info!("accepted connection from {ip}");
     s.counts.add(Counter::Connections, 1);
-    let counted = s.admit().await;
-    if counted.is_some() {
+    let (counted, go_on) = s.greet_and_admit().await;
+    if go_on {
         let _ = s.serve().await;
     }
     let _ = s.flush().await;
@@ -215,7 +215,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     }
     // The client is gone: counting never delays it, and a failure only loses
     // these counts. A counted connection's goodbye carries them.
-    let sent = match counted.flatten() {
+    let sent = match counted {
         Some((router, sid)) => {
             router
                 .disconnect(
@@ -275,9 +275,6 @@ impl Session {
     }
 
     async fn serve(&mut self) -> Result<(), End> {
-        let greeting = format!("{} {}", self.hostname(), self.ctx.config.proxy.banner);
-        self.reply(Reply::plain(220, &greeting));
-        self.flush().await?;
         loop {
             if let Some(line) = self.read_command().await? {
                 self.command(&line).await?;
@@ -1030,36 +1027,40 @@ impl Session {
 }
 
 impl Session {
-    /// Counts the connection with the router (limits across every smtpd
-    /// process). `None`: refused, the 421 is queued. `Some(None)`: allowed but
-    /// not counted (the router did not answer in time: accounting never
-    /// refuses service). `Some(Some(..))`: counted, to be uncounted at the end.
-    async fn admit(&mut self) -> Option<Option<(Arc<RouterClient>, String)>> {
+    /// Greets the client while the router counts the connection (limits
+    /// across every smtpd process). The greeting does not wait for the
+    /// count: the client needs a round trip to send its first command, and
+    /// the router's answer comes meanwhile, so a session does not pay for
+    /// the router's round trip. Over a limit, the 421 follows the 220 at
+    /// once and the connection is closed, before any command is read.
+    ///
+    /// Returns what to uncount at the end (`None`: not counted — refused, or
+    /// the router did not answer in time, and accounting never refuses
+    /// service) and whether to serve the session.
+    async fn greet_and_admit(&mut self) -> (Option<(Arc<RouterClient>, String)>, bool) {
         let router = self.ctx.router.clone();
-        match router
-            .connect(
-                &self.sid,
-                self.ip(),
-                postern_shared::logging::pid(),
-                ACCOUNTING_TIMEOUT,
-            )
-            .await
-        {
+        let (sid, ip) = (self.sid.clone(), self.ip());
+        let asked = router.connect(&sid, ip, postern_shared::logging::pid(), ACCOUNTING_TIMEOUT);
+        let greeting = format!("{} {}", self.hostname(), self.ctx.config.proxy.banner);
+        self.reply(Reply::plain(220, &greeting));
+        let (verdict, greeted) = tokio::join!(asked, self.flush());
+        let go_on = greeted.is_ok();
+        match verdict {
             Ok(Admission::Allowed(route)) => {
                 self.relay = route;
                 self.client_checked = true;
-                Some(Some((router, self.sid.clone())))
+                (Some((router.clone(), sid)), go_on)
             }
             Ok(Admission::Refused(why)) => {
-                warn!("refused connection from {}: {why}", self.ip());
+                warn!("refused connection from {ip}: {why}");
                 self.counts.add(Counter::Rejected(Rejection::Limit), 1);
                 let text = format!("{} Error: {why}", self.hostname());
                 self.reply(Reply::new(421, "4.7.0", &text));
-                None
+                (None, false)
             }
             Err(e) => {
                 debug!("connection not counted: {e}");
-                Some(None)
+                (None, go_on)
             }
         }
     }

@@ -704,14 +704,30 @@ impl Raw {
         Self::wrap(connect_from(from, to))
     }
 
-    /// Connects from `from` and returns the first reply without checking it
-    /// (a 220 greeting, or a 421 refusal), then closes.
+    /// Connects from `from` and returns the server's verdict on the
+    /// connection without checking it: the 220 greeting of an accepted
+    /// one, or the 421 of a refused one — which postern sends at once
+    /// after its greeting (it greets while the router counts). After a 220,
+    /// a NOOP tells them apart: an accepted session answers it, a refused
+    /// one has already said 421 and closed. Then closes.
     pub fn connect_raw_from(from: &str, to: SocketAddr) -> String {
-        let stream = connect_from(from, to);
+        let mut stream = connect_from(from, to);
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
-        let mut line = String::new();
-        let _ = BufReader::new(stream).read_line(&mut line);
-        line
+        let mut r = BufReader::new(stream.try_clone().expect("clone"));
+        let mut greeting = String::new();
+        let _ = r.read_line(&mut greeting);
+        if !greeting.starts_with("220") {
+            return greeting;
+        }
+        // The write may fail on a connection already closed: the 421 is read anyway.
+        let _ = stream.write_all(b"NOOP\r\n");
+        let mut next = String::new();
+        let _ = r.read_line(&mut next);
+        if next.starts_with("421") {
+            next
+        } else {
+            greeting
+        }
     }
 
     /// Connects from 127.0.0.1.
