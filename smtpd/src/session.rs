@@ -30,7 +30,7 @@ use std::time::Duration;
 use postern_shared::bufread::Reader;
 use postern_shared::config::Config;
 use postern_shared::net::unmap;
-use postern_shared::route::{Admission, Lookup, Route, RouterClient};
+use postern_shared::route::{Admission, Lookup, Route, RouterClient, RouterError};
 use postern_shared::smtp::{parse_command, Command, Param, Path, Reply};
 use postern_shared::stats::{Counter, Counts, Rejection};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -143,6 +143,11 @@ struct Session {
     tls: bool,
     /// The client said QUIT and got its 221.
     quit: bool,
+    /// The router's answer to the connection count, while it is awaited
+    /// ([`Session::greet_and_admit`]).
+    admission: Option<tokio::task::JoinHandle<Result<Admission, RouterError>>>,
+    /// The router counted this connection: it is uncounted at the end.
+    counted: bool,
     /// The client's address was looked up in the relay lists.
     client_checked: bool,
     /// The session's route when the client is a relay client (`ip-addr`, `auth`).
@@ -175,6 +180,8 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         esmtp: false,
         tls: false,
         quit: false,
+        admission: None,
+        counted: false,
         client_checked: false,
         relay: None,
         login: None,
@@ -189,10 +196,12 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     let ip = s.ip();
     info!("accepted connection from {ip}");
     s.counts.add(Counter::Connections, 1);
-    let (counted, go_on) = s.greet_and_admit().await;
-    if go_on {
+    if s.greet_and_admit().await {
         let _ = s.serve().await;
     }
+    // Uncounting needs the count's answer (a client may leave before it).
+    let _ = s.settle_admission().await;
+    let counted = s.counted;
     let _ = s.flush().await;
     // Close the client's connection first: the backend's goodbye may take a while.
     s.abandon_data_ahead();
@@ -216,7 +225,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // The client is gone: counting never delays it, and a failure only loses
     // these counts. A counted connection's goodbye carries them.
     let sent = match counted {
-        Some((router, sid)) => {
+        true => {
             router
                 .disconnect(
                     &sid,
@@ -227,7 +236,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
                 )
                 .await
         }
-        None => router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await,
+        false => router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await,
     };
     if let Err(e) = sent {
         debug!("statistics of the session lost: {e}");
@@ -292,6 +301,7 @@ impl Session {
 
     /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
     async fn read_command(&mut self) -> Result<Option<String>, End> {
+        self.count_or_input().await?;
         let too_long = Reply::new(500, "5.5.2", "Error: command line too long");
         self.read_line(MAX_COMMAND_LINE, too_long).await
     }
@@ -392,6 +402,9 @@ impl Session {
 
     async fn command(&mut self, line: &str) -> Result<(), End> {
         let command = parse_command(line);
+        if !matches!(command, Command::Helo(_) | Command::Ehlo(_) | Command::Quit) {
+            self.settle_admission().await?;
+        }
         if !matches!(command, Command::Data) {
             self.abandon_data_ahead();
         }
@@ -1029,38 +1042,85 @@ impl Session {
 impl Session {
     /// Greets the client while the router counts the connection (limits
     /// across every smtpd process). The greeting does not wait for the
-    /// count: the client needs a round trip to send its first command, and
-    /// the router's answer comes meanwhile, so a session does not pay for
-    /// the router's round trip. Over a limit, the 421 follows the 220 at
-    /// once and the connection is closed, before any command is read.
-    ///
-    /// Returns what to uncount at the end (`None`: not counted — refused, or
-    /// the router did not answer in time, and accounting never refuses
-    /// service) and whether to serve the session.
-    async fn greet_and_admit(&mut self) -> (Option<(Arc<RouterClient>, String)>, bool) {
+    /// count, and neither do HELO and EHLO: the answer arrives meanwhile, so
+    /// no session waits for the router's round trip. Any other command
+    /// waits for it ([`Session::settle_admission`]), and a client that says
+    /// nothing gets the answer as soon as it comes ([`Session::read_command`]):
+    /// over a limit, `421 4.7.0` and the connection is closed. `false`: the
+    /// client is gone already.
+    async fn greet_and_admit(&mut self) -> bool {
         let router = self.ctx.router.clone();
         let (sid, ip) = (self.sid.clone(), self.ip());
-        let asked = router.connect(&sid, ip, postern_shared::logging::pid(), ACCOUNTING_TIMEOUT);
+        self.admission = Some(tokio::spawn(async move {
+            router
+                .connect(&sid, ip, postern_shared::logging::pid(), ACCOUNTING_TIMEOUT)
+                .await
+        }));
         let greeting = format!("{} {}", self.hostname(), self.ctx.config.proxy.banner);
         self.reply(Reply::plain(220, &greeting));
-        let (verdict, greeted) = tokio::join!(asked, self.flush());
-        let go_on = greeted.is_ok();
+        self.flush().await.is_ok()
+    }
+
+    /// Waits for the router's count if it has not come yet, and applies it.
+    async fn settle_admission(&mut self) -> Result<(), End> {
+        match self.admission.take() {
+            Some(pending) => self.admit(pending.await),
+            None => Ok(()),
+        }
+    }
+
+    /// While the count is awaited and the client has sent nothing more,
+    /// waits for whichever comes first: the count (applied) or the client's
+    /// next bytes (the count stays awaited).
+    async fn count_or_input(&mut self) -> Result<(), End> {
+        let Some(pending) = self.admission.as_mut() else {
+            return Ok(());
+        };
+        if !self.client.buffer().is_empty() {
+            return Ok(());
+        }
+        // Both are cancel-safe: a join handle, and a read into the buffer.
+        let counted = tokio::select! {
+            v = pending => Some(v),
+            _ = self.client.fill_buf() => None,
+        };
+        match counted {
+            Some(v) => {
+                self.admission = None;
+                self.admit(v)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Applies the router's count: the client's `ip-addr` route, or over a
+    /// limit a 421 and the end. No answer in time: the session goes on
+    /// uncounted (accounting never refuses service).
+    fn admit(
+        &mut self,
+        verdict: Result<Result<Admission, RouterError>, tokio::task::JoinError>,
+    ) -> Result<(), End> {
         match verdict {
-            Ok(Admission::Allowed(route)) => {
+            Ok(Ok(Admission::Allowed(route))) => {
                 self.relay = route;
                 self.client_checked = true;
-                (Some((router.clone(), sid)), go_on)
+                self.counted = true;
+                Ok(())
             }
-            Ok(Admission::Refused(why)) => {
-                warn!("refused connection from {ip}: {why}");
+            Ok(Ok(Admission::Refused(why))) => {
+                warn!("refused connection from {}: {why}", self.ip());
                 self.counts.add(Counter::Rejected(Rejection::Limit), 1);
                 let text = format!("{} Error: {why}", self.hostname());
                 self.reply(Reply::new(421, "4.7.0", &text));
-                (None, false)
+                Err(End::Closed)
+            }
+            Ok(Err(e)) => {
+                debug!("connection not counted: {e}");
+                Ok(())
             }
             Err(e) => {
                 debug!("connection not counted: {e}");
-                (None, go_on)
+                Ok(())
             }
         }
     }

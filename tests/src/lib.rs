@@ -669,7 +669,7 @@ pub fn python(script: &str, args: &[&str]) -> String {
 }
 
 /// A TCP connection from a chosen loopback source address (distinct client IPs).
-fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
     use std::os::fd::AsRawFd;
     let ip: std::net::Ipv4Addr = from.parse().expect("IPv4 source address");

@@ -728,18 +728,46 @@ fn connection_limits_hold_across_smtpd_processes() {
         "max_connections = 4\nmax_connections_per_ip = 2\nhostname = ",
     );
     let p = Postern::start(dir, &conf);
-    // Two smtpd processes share the listener: the limits are counted across both.
-    let mut held = vec![
-        Raw::connect_from("127.0.0.9", p.addr),
-        Raw::connect_from("127.0.0.9", p.addr),
-    ];
+    // Two smtpd processes share the listener: the limits are counted across
+    // both. A connection is counted by the time its first command other than
+    // HELO/EHLO is answered (the greeting does not wait for the count): among
+    // connections opened at the same moment, which ones are refused is
+    // arbitrary, as with Postfix's smtpd processes and anvil.
+    let counted = |from: &str| {
+        let mut c = Raw::connect_from(from, p.addr);
+        assert!(
+            c.cmd("NOOP").starts_with("250"),
+            "{from} counted and allowed"
+        );
+        c
+    };
+    let mut held = vec![counted("127.0.0.9"), counted("127.0.0.9")];
     let refused = Raw::connect_raw_from("127.0.0.9", p.addr);
     assert!(
         refused.starts_with("421 4.7.0") && refused.contains("too many connections from 127.0.0.9"),
         "{refused}"
     );
-    held.push(Raw::connect_from("127.0.0.10", p.addr));
-    held.push(Raw::connect_from("127.0.0.11", p.addr));
+    // One that talks at once gets no further than EHLO: MAIL waits for the
+    // count, and the count says 421.
+    let mut eager = connect_from("127.0.0.9", p.addr);
+    eager.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    std::io::Write::write_all(
+        &mut eager,
+        b"EHLO eager.example\r\nMAIL FROM:<a@example.org>\r\n",
+    )
+    .expect("send");
+    let mut bytes = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut eager, &mut bytes);
+    let said = String::from_utf8_lossy(&bytes);
+    let replies: Vec<&str> = said.lines().collect();
+    assert!(replies[0].starts_with("220 "), "{said}");
+    assert!(
+        replies.last().is_some_and(|l| l.starts_with("421 4.7.0")),
+        "{said}"
+    );
+    assert!(!said.contains("250 2.1.0"), "MAIL was not accepted: {said}");
+    held.push(counted("127.0.0.10"));
+    held.push(counted("127.0.0.11"));
     let refused = Raw::connect_raw_from("127.0.0.12", p.addr);
     assert!(
         refused.starts_with("421 4.7.0") && refused.contains("too many connections"),

@@ -196,6 +196,8 @@ fn counts_match_the_sessions_sent_and_survive_a_restart() {
     assert!(raw.cmd("QUIT").starts_with("221"));
     // Over the per-address limit: two connections, one refused.
     let mut held = Raw::connect_from("127.0.0.16", p.addr);
+    // Counted once a command other than HELO/EHLO is answered.
+    assert!(held.cmd("NOOP").starts_with("250"));
     let refused = Raw::connect_raw_from("127.0.0.16", p.addr);
     assert!(refused.starts_with("421 4.7.0"), "{refused}");
     assert!(held.cmd("QUIT").starts_with("221"));
