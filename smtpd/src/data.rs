@@ -61,14 +61,33 @@ impl Scanner {
             // Fast path: inside a line, nothing pending, only CR and LF matter:
             // jump to the next one (most of a body is plain text).
             if !self.cr && !self.line_start && self.dot == 0 {
-                let rest = &chunk[i..];
-                let skip = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
-                self.size += skip as u64;
-                i += skip;
-                if self.size > self.limit {
-                    self.fault(Fault::TooBig);
-                }
-                if i == chunk.len() {
+                loop {
+                    let rest = &chunk[i..];
+                    let skip = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    self.size += skip as u64;
+                    i += skip;
+                    if self.size > self.limit {
+                        self.fault(Fault::TooBig);
+                    }
+                    if i == chunk.len() {
+                        return None;
+                    }
+                    // The usual line end: CRLF, then a line that starts with
+                    // neither a dot nor a line end. Those three bytes leave the
+                    // state as it is (inside a line, nothing pending): skip
+                    // them and search on, instead of taking them one by one.
+                    if chunk[i] == b'\r'
+                        && i + 2 < chunk.len()
+                        && chunk[i + 1] == b'\n'
+                        && !matches!(chunk[i + 2], b'.' | b'\r' | b'\n')
+                    {
+                        i += 3;
+                        self.size += 3;
+                        if self.size > self.limit {
+                            self.fault(Fault::TooBig);
+                        }
+                        continue;
+                    }
                     break;
                 }
             }
