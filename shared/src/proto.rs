@@ -47,9 +47,17 @@ pub enum ProtoError {
 }
 
 /// One attribute list.
+///
+/// Every name and value lives in one string, `items` marking where each
+/// ends: a message costs two allocations, not two per attribute (smtpd and
+/// the router exchange several per session).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attrs {
-    items: Vec<(String, String)>,
+    /// The names and values, one after the other.
+    text: String,
+    /// Per attribute: where its name ends and where its value ends in `text`
+    /// (it starts where the previous value ended).
+    items: Vec<(usize, usize)>,
     /// The body that followed a `size=` attribute, if any.
     pub body: Option<Vec<u8>>,
 }
@@ -61,14 +69,22 @@ impl Attrs {
     }
 
     /// Adds `name=value` (builder style).
-    pub fn with(mut self, name: &str, value: impl ToString) -> Self {
-        self.items.push((name.to_string(), value.to_string()));
+    pub fn with(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.push(name, value);
         self
     }
 
     /// Adds `name=value`.
-    pub fn push(&mut self, name: &str, value: impl ToString) {
-        self.items.push((name.to_string(), value.to_string()));
+    pub fn push(&mut self, name: &str, value: impl std::fmt::Display) {
+        use std::fmt::Write as _;
+        if self.text.capacity() == 0 {
+            self.text.reserve(128);
+        }
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        // Writing into a String cannot fail.
+        let _ = write!(self.text, "{value}");
+        self.items.push((name_end, self.text.len()));
     }
 
     /// Attaches a body; `size=` is written on encoding.
@@ -79,34 +95,36 @@ impl Attrs {
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.items
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.items
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// Every attribute, in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.items.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        let mut start = 0;
+        self.items.iter().map(move |&(name_end, value_end)| {
+            let pair = (
+                &self.text[start..name_end],
+                &self.text[name_end..value_end],
+            );
+            start = value_end;
+            pair
+        })
     }
 
     /// The wire form, or an error when a value cannot be carried.
     pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
-        let mut out = Vec::with_capacity(128);
-        for (n, v) in &self.items {
+        let mut out = Vec::with_capacity(self.text.len() + 2 * self.items.len() + 16);
+        for (n, v) in self.iter() {
             if n.is_empty() || n == "size" || n.contains(['=', '\r', '\n', '\0']) {
-                return Err(ProtoError::BadValue(n.clone()));
+                return Err(ProtoError::BadValue(n.to_string()));
             }
             if v.contains(['\r', '\n', '\0']) {
-                return Err(ProtoError::BadValue(n.clone()));
+                return Err(ProtoError::BadValue(n.to_string()));
             }
             out.extend_from_slice(n.as_bytes());
             out.push(b'=');
