@@ -193,6 +193,10 @@ async fn serve(stream: UnixStream, table: Shared) {
                 answer(&current, &req)
             }
         };
+        // A notice (smtpd's goodbyes): done, and nobody waits for an answer.
+        if req.get("reply") == Some("no") {
+            continue;
+        }
         match reply.encode() {
             Ok(bytes) => out.extend_from_slice(&bytes),
             Err(e) => {

@@ -107,10 +107,7 @@ impl Attrs {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         let mut start = 0;
         self.items.iter().map(move |&(name_end, value_end)| {
-            let pair = (
-                &self.text[start..name_end],
-                &self.text[name_end..value_end],
-            );
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
             start = value_end;
             pair
         })

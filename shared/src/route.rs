@@ -16,7 +16,8 @@
 //! The other lookups are `request=client client=<ip>` (the `ip-addr` route)
 //! and `request=auth user=… password=…` (the `auth` route), with the same
 //! replies. `request=count sid= <counter>=<n>…` adds a session's counts to
-//! the statistics ([`crate::stats`]); `request=stats` answers `status=ok`
+//! the statistics ([`crate::stats`]); it and `request=disconnect` are
+//! notices, sent with `reply=no`, which the router does not answer; `request=stats` answers `status=ok`
 //! with the statistics file's text as its body. Three outcomes, as in Postfix's lookup tables: found (`ok`), not found
 //! (`notfound`), could not look it up (`tempfail`, or no answer at all). smtpd
 //! maps the third to a 4xx reply, never 5xx.
@@ -193,7 +194,7 @@ const ROUTE_CACHE_MAX: usize = 4096;
 /// One multiplexed connection to the router.
 struct Mux {
     /// Encoded requests, for the writer task.
-    queue: mpsc::UnboundedSender<Vec<u8>>,
+    queue: mpsc::UnboundedSender<Outgoing>,
     /// Callers waiting for a reply, by request id; `None` once the
     /// connection broke.
     waiting: Mutex<Option<HashMap<u64, oneshot::Sender<Attrs>>>>,
@@ -206,11 +207,17 @@ impl Mux {
         let map = waiting.as_mut()?;
         let (tx, rx) = oneshot::channel();
         map.insert(id, tx);
-        if self.queue.send(bytes).is_err() {
+        if self.queue.send(Outgoing::Request(bytes)).is_err() {
             map.remove(&id);
             return None;
         }
         Some(rx)
+    }
+
+    /// Queues a notice (no reply); `false` if the connection is broken.
+    fn notice(&self, bytes: Vec<u8>) -> bool {
+        let broken = self.waiting.lock().map(|w| w.is_none()).unwrap_or(true);
+        !broken && self.queue.send(Outgoing::Notice(bytes)).is_ok()
     }
 
     /// Forgets a caller that gave up (timed out).
@@ -266,31 +273,106 @@ impl Drop for Waiter<'_> {
 /// Largest batch of requests written at once.
 const BATCH_MAX: usize = 64 * 1024;
 
-/// Writes queued requests, as many as are queued, in one write.
+/// How long a notice may wait for a request to travel with.
+pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
+
+/// What the writer task sends.
+#[derive(Debug)]
+enum Outgoing {
+    /// A request whose caller waits: written at once.
+    Request(Vec<u8>),
+    /// A notice (`reply=no`): nobody waits for it, so it waits (at most
+    /// [`NOTICE_DELAY`]) to travel with the next request.
+    Notice(Vec<u8>),
+    /// Write what waits now, then say so (the process is stopping).
+    Flush(oneshot::Sender<()>),
+}
+
+/// Writes queued requests, as many as are queued, in one write; notices go
+/// with the next request, or after [`NOTICE_DELAY`] when none comes. Under
+/// load a session's goodbye thus costs the router no wake-up of its own.
 async fn write_loop(
     mut w: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut queue: mpsc::UnboundedReceiver<Outgoing>,
     mux: Weak<Mux>,
 ) {
     let mut batch = Vec::with_capacity(4096);
-    while let Some(first) = queue.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&first);
+    let mut due: Option<tokio::time::Instant> = None;
+    loop {
+        let next = tokio::select! {
+            next = queue.recv() => next,
+            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                due = None;
+                if write_batch(&mut w, &mut batch, &mux).await {
+                    continue;
+                }
+                return;
+            }
+        };
+        let mut flushed = Vec::new();
+        let mut urgent = match next {
+            Some(Outgoing::Request(bytes)) => {
+                batch.extend_from_slice(&bytes);
+                true
+            }
+            Some(Outgoing::Notice(bytes)) => {
+                batch.extend_from_slice(&bytes);
+                false
+            }
+            Some(Outgoing::Flush(done)) => {
+                flushed.push(done);
+                true
+            }
+            None => {
+                // Every sender is gone: what is left is sent, best effort.
+                let _ = write_batch(&mut w, &mut batch, &mux).await;
+                return;
+            }
+        };
         while batch.len() < BATCH_MAX {
             match queue.try_recv() {
-                Ok(more) => batch.extend_from_slice(&more),
+                Ok(Outgoing::Request(bytes)) => {
+                    batch.extend_from_slice(&bytes);
+                    urgent = true;
+                }
+                Ok(Outgoing::Notice(bytes)) => batch.extend_from_slice(&bytes),
+                Ok(Outgoing::Flush(done)) => {
+                    flushed.push(done);
+                    urgent = true;
+                }
                 Err(_) => break,
             }
         }
-        // Log lines first (see proto::write).
-        crate::logging::flush();
-        if w.write_all(&batch).await.is_err() {
-            if let Some(mux) = mux.upgrade() {
-                mux.fail();
+        if urgent || batch.len() >= BATCH_MAX {
+            due = None;
+            let ok = write_batch(&mut w, &mut batch, &mux).await;
+            for done in flushed {
+                let _ = done.send(());
             }
-            return;
+            if !ok {
+                return;
+            }
+        } else if due.is_none() {
+            due = Some(tokio::time::Instant::now() + NOTICE_DELAY);
         }
     }
+}
+
+/// Writes and empties `batch`; `false` when the connection broke.
+async fn write_batch(w: &mut OwnedWriteHalf, batch: &mut Vec<u8>, mux: &Weak<Mux>) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    // Log lines first (see proto::write).
+    crate::logging::flush();
+    let ok = w.write_all(batch).await.is_ok();
+    batch.clear();
+    if !ok {
+        if let Some(mux) = mux.upgrade() {
+            mux.fail();
+        }
+    }
+    ok
 }
 
 /// Reads replies and hands each to its caller, until the connection ends.
@@ -439,7 +521,10 @@ impl RouterClient {
     }
 
     /// Says that a connection counted by [`RouterClient::connect`] has ended,
-    /// with the session's counts (one round trip for both).
+    /// with the session's counts: a notice (`reply=no`), sent with the next
+    /// request or within [`NOTICE_DELAY`]. A failure only loses these counts,
+    /// and the router's count of the connection is dropped anyway when the
+    /// router or this process restarts.
     pub async fn disconnect(
         &self,
         sid: &str,
@@ -456,13 +541,14 @@ impl RouterClient {
         for (name, n) in counts.iter() {
             req.push(name, n);
         }
-        self.call_within(req, within).await.map(|_| ())
+        self.notify(req, within).await
     }
 
     /// Sends a session's counts (`request=count sid= <counter>=<n>…`, one
-    /// attribute per non-zero counter, see [`crate::stats`]). smtpd calls it
-    /// once, when the session has ended, so it never delays a client; a
-    /// failure only loses these counts.
+    /// attribute per non-zero counter, see [`crate::stats`]) as a notice, as
+    /// [`RouterClient::disconnect`] does. smtpd calls it once, when the
+    /// session has ended, so it never delays a client; a failure only loses
+    /// these counts.
     pub async fn count(
         &self,
         sid: &str,
@@ -476,14 +562,38 @@ impl RouterClient {
         for (name, n) in counts.iter() {
             req.push(name, n);
         }
-        let reply = self.call_within(req, within).await?;
-        match reply.get("status").and_then(Status::parse) {
-            Some(Status::Ok) => Ok(()),
-            Some(Status::TempFail) => Err(RouterError::TempFail(
-                reply.get("reason").unwrap_or("unknown").to_string(),
-            )),
-            _ => Err(RouterError::BadReply),
+        self.notify(req, within).await
+    }
+
+    /// Writes the notices still waiting, at once (a stopping smtpd, so
+    /// that the statistics of its last sessions are not lost).
+    pub async fn flush(&self, within: Duration) {
+        let mux = match self.conn.try_lock() {
+            Ok(conn) => conn.clone(),
+            Err(_) => None,
+        };
+        let Some(mux) = mux else { return };
+        let (done, written) = oneshot::channel();
+        if mux.queue.send(Outgoing::Flush(done)).is_ok() {
+            let _ = tokio::time::timeout(within, written).await;
         }
+    }
+
+    /// Queues `req` with `reply=no` on the current connection.
+    async fn notify(&self, mut req: Attrs, within: Duration) -> Result<(), RouterError> {
+        req.push("reply", "no");
+        let bytes = req.encode()?;
+        let queued = async {
+            for _ in 0..2 {
+                if self.mux().await?.notice(bytes.clone()) {
+                    return Ok(());
+                }
+            }
+            Err(RouterError::Unavailable(ProtoError::Truncated))
+        };
+        tokio::time::timeout(within, queued)
+            .await
+            .map_err(|_| RouterError::Timeout(within))?
     }
 
     async fn lookup(&self, req: Attrs) -> Result<Lookup, RouterError> {
@@ -713,6 +823,47 @@ mod tests {
         ));
         let asked = server.await.expect("server");
         assert_eq!(asked, ["One.test", "two.test", "one.test"]);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn goodbyes_are_notices_that_travel_with_the_next_request() {
+        let path = socket_path("notice");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            let (mut r, mut w) = accept(&listener).await;
+            let first = proto::read(&mut r).await.expect("read").expect("notice");
+            let second = proto::read(&mut r).await.expect("read").expect("request");
+            w.write_all(&found(&second).encode().expect("encode"))
+                .await
+                .expect("reply");
+            // Alone, a notice still goes, within NOTICE_DELAY.
+            let third = proto::read(&mut r).await.expect("read").expect("notice");
+            (first, second, third)
+        });
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        let mut counts = crate::stats::Counts::default();
+        counts.add(crate::stats::Counter::Messages, 1);
+        client
+            .disconnect("S1", ip, 42, &counts, Duration::from_secs(1))
+            .await
+            .expect("queued");
+        assert!(matches!(
+            client.route_domain("S2", ip, "one.test").await,
+            Ok(Lookup::Found(_))
+        ));
+        client
+            .count("S3", &counts, Duration::from_secs(1))
+            .await
+            .expect("queued");
+        let (first, second, third) = server.await.expect("server");
+        assert_eq!(first.get("request"), Some("disconnect"));
+        assert_eq!(first.get("reply"), Some("no"));
+        assert_eq!(first.get("sid"), Some("S1"));
+        assert_eq!(second.get("request"), Some("route"));
+        assert_eq!(third.get("request"), Some("count"));
+        assert_eq!(third.get("reply"), Some("no"));
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -184,6 +184,8 @@ async fn run() -> anyhow::Result<()> {
         }
     }
     shared.prepared.close_all().await;
+    // The last sessions' goodbyes (and their statistics) go now.
+    shared.router.flush(Duration::from_secs(2)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -331,6 +331,17 @@ fn counts_match_the_sessions_sent_and_survive_a_restart() {
         resp.lines().any(|l| l == "postern_connections_total 10"),
         "{resp}"
     );
+
+    // A session just before a graceful stop: its goodbye (a notice that
+    // would otherwise wait for company) is sent as smtpd stops, and the file
+    // written at stop counts it.
+    send(&p, "127.0.0.18", "z@b.test", &[]);
+    let eleventh = b.wait_messages(4)[3].data.len() as u64;
+    let mut p = p;
+    assert!(p.stop().success());
+    let got = flat(&stats(&p, &["--json"]));
+    assert_eq!(got["source"], "file");
+    check(&got, &expected(11, 7, bytes + last + eleventh, 6));
 }
 
 /// Without a running postern, `postern stats` reads `state_dir/stats` (here
