@@ -148,6 +148,9 @@ struct Session {
     admission: Option<tokio::task::JoinHandle<Result<Admission, RouterError>>>,
     /// The router counted this connection: it is uncounted at the end.
     counted: bool,
+    /// A prepared connection to this server is to be replaced once the
+    /// current RCPT is answered.
+    refill_due: Option<Route>,
     /// The client's address was looked up in the relay lists.
     client_checked: bool,
     /// The session's route when the client is a relay client (`ip-addr`, `auth`).
@@ -182,6 +185,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         quit: false,
         admission: None,
         counted: false,
+        refill_due: None,
         client_checked: false,
         relay: None,
         login: None,
@@ -666,6 +670,11 @@ impl Session {
                 _ => self.temp_failure(&route, BackendError::Protocol("no reply to DATA")),
             }
         }
+        // The task starts once this session waits for its client again.
+        if let Some(route) = self.refill_due.take() {
+            let hostname = self.hostname().to_string();
+            self.ctx.prepared.refill(&route, &hostname);
+        }
     }
 
     /// A DATA sent ahead that the client's DATA will not use: if the backend
@@ -797,8 +806,10 @@ impl Session {
             },
             None => Backend::connect(route, &hostname, &client, health).await?,
         };
-        // This server receives mail: have a connection ready for the next session.
-        self.ctx.prepared.refill(route, &hostname);
+        // This server receives mail: have a connection ready for the next
+        // session — once this RCPT is answered (see rcpt), so that preparing
+        // it does not compete with this session's own exchange.
+        self.refill_due = Some(route.clone());
         if self.forwarded_to != Some(route.server) {
             info!(
                 server = %route.name,
