@@ -88,10 +88,30 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A port on 127.0.0.1 with nothing listening (bound, then released).
+/// A port with nothing listening on it (bound on every address, then
+/// released), for a listener or a backend a test starts later, or one that
+/// stays down. It is taken below the kernel's ephemeral range (32768 and
+/// up, `net.ipv4.ip_local_port_range`), so that no outgoing connection of a test running meanwhile can take
+/// it as its source port before the test binds it; each test process starts
+/// its search at a different place.
 pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Above the benchmarks' ports (bench/: 24500 and up), below 32768.
+    const FIRST: u16 = 25_000;
+    const SPAN: u16 = 7_000;
+    let start = (std::process::id() % u32::from(SPAN)) as u16;
+    for _ in 0..SPAN {
+        let port = FIRST + (start + NEXT.fetch_add(7, Ordering::Relaxed) % SPAN) % SPAN;
+        // One at a time: each listener is closed before the next bind.
+        let free = ["127.0.0.1", "0.0.0.0", "::"]
+            .iter()
+            .all(|ip| TcpListener::bind((*ip, port)).is_ok());
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// One message as a backend received it.
