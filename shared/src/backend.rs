@@ -288,19 +288,18 @@ impl Backend {
     /// replays its AUTH) as [`Backend::connect`] would after EHLO. `route`
     /// replaces the one it was prepared for (same server; names and timeouts
     /// may have been reloaded since).
+    ///
+    /// Nothing is recorded in `Health`: with PIPELINING, `IPADDR FROM` only
+    /// travels with the next group, so the connection may prove stale only
+    /// then; the session then connects anew, and that connection counts.
     pub async fn adopt(
         &mut self,
         route: &Route,
         hostname: &str,
         client: &ClientInfo<'_>,
-        health: Option<&Health>,
     ) -> Result<(), BackendError> {
         self.route = route.clone();
-        let result = self.identify(hostname, client).await;
-        if let Some(h) = health {
-            h.record(route, result.is_ok());
-        }
-        result
+        self.identify(hostname, client).await
     }
 
     /// Whether a connection that waited unused is still fit: the backend has

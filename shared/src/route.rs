@@ -162,9 +162,11 @@ pub enum RouterError {
 /// together, and the router answers them together (it flushes its replies
 /// when no complete request is left to read): one wake-up of each process
 /// for many lookups, instead of two per lookup. A connection that breaks
-/// fails every request waiting on it; each is retried once on a new
-/// connection (the router restarted: nothing it had not answered was kept,
-/// except connection counts, which a new router starts afresh anyway).
+/// fails every request waiting on it. A lookup is then sent again once on a
+/// new connection; a `connect` is not (the router may have counted it
+/// already, and would count it twice): that session goes on uncounted, as
+/// when the router does not answer in time. A request whose caller gave up
+/// before it was written is not written at all.
 pub struct RouterClient {
     path: PathBuf,
     timeout: Duration,
@@ -207,7 +209,7 @@ impl Mux {
         let map = waiting.as_mut()?;
         let (tx, rx) = oneshot::channel();
         map.insert(id, tx);
-        if self.queue.send(Outgoing::Request(bytes)).is_err() {
+        if self.queue.send(Outgoing::Request(id, bytes)).is_err() {
             map.remove(&id);
             return None;
         }
@@ -218,6 +220,14 @@ impl Mux {
     fn notice(&self, bytes: Vec<u8>) -> bool {
         let broken = self.waiting.lock().map(|w| w.is_none()).unwrap_or(true);
         !broken && self.queue.send(Outgoing::Notice(bytes)).is_ok()
+    }
+
+    /// Whether a caller still waits for request `id`.
+    fn is_waiting(&self, id: u64) -> bool {
+        self.waiting
+            .lock()
+            .map(|w| w.as_ref().is_some_and(|m| m.contains_key(&id)))
+            .unwrap_or(false)
     }
 
     /// Forgets a caller that gave up (timed out).
@@ -279,13 +289,17 @@ pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
 /// What the writer task sends.
 #[derive(Debug)]
 enum Outgoing {
-    /// A request whose caller waits: written at once.
-    Request(Vec<u8>),
+    /// A request whose caller waits (its id): written at once, unless the
+    /// caller gave up meanwhile (a `connect` written late would be counted
+    /// by the router and never uncounted).
+    Request(u64, Vec<u8>),
     /// A notice (`reply=no`): nobody waits for it, so it waits (at most
     /// [`NOTICE_DELAY`]) to travel with the next request.
     Notice(Vec<u8>),
     /// Write what waits now, then say so (the process is stopping).
     Flush(oneshot::Sender<()>),
+    /// The reader is gone: close the connection.
+    Close,
 }
 
 /// Writes queued requests, as many as are queued, in one write; notices go
@@ -310,10 +324,17 @@ async fn write_loop(
             }
         };
         let mut flushed = Vec::new();
+        let waits = |id: u64| mux.upgrade().is_some_and(|m| m.is_waiting(id));
         let mut urgent = match next {
-            Some(Outgoing::Request(bytes)) => {
-                batch.extend_from_slice(&bytes);
+            Some(Outgoing::Request(id, bytes)) => {
+                if waits(id) {
+                    batch.extend_from_slice(&bytes);
+                }
                 true
+            }
+            Some(Outgoing::Close) => {
+                let _ = w.shutdown().await;
+                return;
             }
             Some(Outgoing::Notice(bytes)) => {
                 batch.extend_from_slice(&bytes);
@@ -331,9 +352,15 @@ async fn write_loop(
         };
         while batch.len() < BATCH_MAX {
             match queue.try_recv() {
-                Ok(Outgoing::Request(bytes)) => {
-                    batch.extend_from_slice(&bytes);
+                Ok(Outgoing::Request(id, bytes)) => {
+                    if waits(id) {
+                        batch.extend_from_slice(&bytes);
+                    }
                     urgent = true;
+                }
+                Ok(Outgoing::Close) => {
+                    let _ = w.shutdown().await;
+                    return;
                 }
                 Ok(Outgoing::Notice(bytes)) => batch.extend_from_slice(&bytes),
                 Ok(Outgoing::Flush(done)) => {
@@ -393,6 +420,8 @@ async fn read_loop(mut r: BufReader<OwnedReadHalf>, mux: Arc<Mux>) {
         }
     }
     mux.fail();
+    // The writer holds the socket open: it closes it.
+    let _ = mux.queue.send(Outgoing::Close);
 }
 
 impl RouterClient {
@@ -501,7 +530,7 @@ impl RouterClient {
             .with("sid", sid)
             .with("client", client)
             .with("pid", pid);
-        let reply = self.call_within(req, within).await?;
+        let reply = self.call_with(req, within, false).await?;
         match reply.get("status").and_then(Status::parse) {
             Some(Status::Ok) => Route::from_attrs(&reply)
                 .map(|r| Admission::Allowed(Some(r)))
@@ -614,13 +643,26 @@ impl RouterClient {
         self.call_within(req, self.timeout).await
     }
 
-    async fn call_within(&self, mut req: Attrs, within: Duration) -> Result<Attrs, RouterError> {
+    async fn call_within(&self, req: Attrs, within: Duration) -> Result<Attrs, RouterError> {
+        self.call_with(req, within, true).await
+    }
+
+    /// One request and its reply. A connection found broken before the
+    /// request is sent is replaced; one that breaks after it was sent is
+    /// replaced and the request sent again only with `resend` (the router
+    /// may have acted on it: a `connect` sent twice would be counted twice).
+    async fn call_with(
+        &self,
+        mut req: Attrs,
+        within: Duration,
+        resend: bool,
+    ) -> Result<Attrs, RouterError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         req.push("id", id);
         let bytes = req.encode()?;
         let fut = async {
-            // Once more on a new connection if the one used broke first.
-            for _ in 0..2 {
+            let mut sent = 0;
+            for _ in 0..3 {
                 let mux = self.mux().await?;
                 let Some(reply) = mux.send(id, bytes.clone()) else {
                     continue;
@@ -628,6 +670,10 @@ impl RouterClient {
                 let _waiter = Waiter { mux: &mux, id };
                 if let Ok(reply) = reply.await {
                     return Ok(reply);
+                }
+                sent += 1;
+                if !resend || sent == 2 {
+                    break;
                 }
             }
             Err(ProtoError::Truncated.into())
@@ -864,6 +910,39 @@ mod tests {
         assert_eq!(second.get("request"), Some("route"));
         assert_eq!(third.get("request"), Some("count"));
         assert_eq!(third.get("reply"), Some("no"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn a_connect_is_never_sent_twice() {
+        let path = socket_path("connect-once");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            // The first connection reads the connect and dies unanswered.
+            let (mut r, w) = accept(&listener).await;
+            let first = proto::read(&mut r).await.expect("read").expect("request");
+            drop((r, w));
+            // On the second one, the first message is the next request, not
+            // the same connect again.
+            let (mut r, mut w) = accept(&listener).await;
+            let next = proto::read(&mut r).await.expect("read").expect("request");
+            let reply = Attrs::new()
+                .with("id", next.get("id").expect("id"))
+                .with("status", "notfound");
+            w.write_all(&reply.encode().expect("encode"))
+                .await
+                .expect("reply");
+            (first, next)
+        });
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        let counted = client.connect("S", ip, 42, Duration::from_secs(2)).await;
+        assert!(counted.is_err(), "{counted:?}");
+        let looked_up = client.route_client("S", ip).await;
+        assert!(matches!(looked_up, Ok(Lookup::NotFound)), "{looked_up:?}");
+        let (first, next) = server.await.expect("server");
+        assert_eq!(first.get("request"), Some("connect"));
+        assert_eq!(next.get("request"), Some("client"));
         let _ = std::fs::remove_file(&path);
     }
 }

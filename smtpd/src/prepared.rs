@@ -21,12 +21,18 @@
 //! first bytes, before the greeting. A prepared connection that the backend
 //! closed or spoke on while it waited (a restart, an idle timeout's 421) is
 //! dropped when taken ([`Backend::still_fresh`]); one that fails while it is
-//! being adopted is replaced by a new connection, so a session never fails
-//! because of a stale prepared connection. Preparing failures are not
-//! counted against the server's health: no client waited for them.
+//! being adopted, or at its first exchange (with PIPELINING, IPADDR FROM
+//! only travels with the MAIL/RCPT group), is replaced by a new connection
+//! and the group sent again, so a session does not fail because of a stale
+//! prepared connection. Neither preparing nor adopting counts for or against
+//! the server's health: the session's own connection does.
+//!
+//! Once the process stops or drains ([`Prepared::close_all`]), nothing is
+//! prepared any more, and a connection that was being prepared is closed
+//! with QUIT when it is ready.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,6 +47,8 @@ pub const KEEP: Duration = Duration::from_secs(2);
 pub struct Prepared {
     /// `proxy.prepared_connections` in force (reloads change it).
     size: AtomicU32,
+    /// Set by [`Prepared::close_all`]: the process is stopping.
+    closed: AtomicBool,
     servers: Mutex<HashMap<(String, u16), Server>>,
 }
 
@@ -87,7 +95,7 @@ impl Prepared {
     /// has just used that server.
     pub fn refill(self: &Arc<Self>, route: &Route, hostname: &str) {
         let size = self.size.load(Ordering::Relaxed);
-        if size == 0 || !Backend::can_prepare(route) {
+        if size == 0 || !Backend::can_prepare(route) || self.closed.load(Ordering::Relaxed) {
             return;
         }
         let key = (route.host.clone(), route.port);
@@ -112,8 +120,10 @@ impl Prepared {
                     };
                     let server = servers.entry(key).or_default();
                     server.opening = server.opening.saturating_sub(1);
+                    let room = !me.closed.load(Ordering::Relaxed)
+                        && (server.ready.len() as u32) < me.size.load(Ordering::Relaxed);
                     match prepared {
-                        Ok(b) if (server.ready.len() as u32) < me.size.load(Ordering::Relaxed) => {
+                        Ok(b) if room => {
                             server.ready.push((Instant::now(), b));
                             None
                         }
@@ -161,8 +171,10 @@ impl Prepared {
         }
     }
 
-    /// Closes every ready connection with QUIT (the process is stopping).
+    /// Closes every ready connection with QUIT and prepares no more (the
+    /// process is stopping).
     pub async fn close_all(&self) {
+        self.closed.store(true, Ordering::Relaxed);
         let quits: Vec<_> = self
             .expired(true)
             .into_iter()

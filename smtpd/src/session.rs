@@ -151,6 +151,9 @@ struct Session {
     /// A prepared connection to this server is to be replaced once the
     /// current RCPT is answered.
     refill_due: Option<Route>,
+    /// The backend connection came from the prepared ones and has not
+    /// answered anything of this session's yet.
+    adopted: bool,
     /// The client's address was looked up in the relay lists.
     client_checked: bool,
     /// The session's route when the client is a relay client (`ip-addr`, `auth`).
@@ -186,6 +189,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         admission: None,
         counted: false,
         refill_due: None,
+        adopted: false,
         client_checked: false,
         relay: None,
         login: None,
@@ -203,8 +207,18 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     if s.greet_and_admit().await {
         let _ = s.serve().await;
     }
-    // Uncounting needs the count's answer (a client may leave before it).
-    let _ = s.settle_admission().await;
+    // Uncounting needs the count's answer (a client may leave, or say QUIT,
+    // before it): no reply any more, the session is over.
+    if let Some(pending) = s.admission.take() {
+        match pending.await {
+            Ok(Ok(Admission::Allowed(_))) => s.counted = true,
+            Ok(Ok(Admission::Refused(why))) => {
+                warn!("refused connection from {ip}: {why}");
+                s.counts.add(Counter::Rejected(Rejection::Limit), 1);
+            }
+            _ => {}
+        }
+    }
     let counted = s.counted;
     let _ = s.flush().await;
     // Close the client's connection first: the backend's goodbye may take a while.
@@ -305,7 +319,6 @@ impl Session {
 
     /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
     async fn read_command(&mut self) -> Result<Option<String>, End> {
-        self.count_or_input().await?;
         let too_long = Reply::new(500, "5.5.2", "Error: command line too long");
         self.read_line(MAX_COMMAND_LINE, too_long).await
     }
@@ -320,28 +333,60 @@ impl Session {
             return Err(self.shutting_down());
         }
         let timeout = self.ctx.config.proxy.command_timeout.0;
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut shutdown = self.ctx.shutdown.clone();
         let mut buf = Vec::with_capacity(128);
-        let read = async {
-            (&mut self.client)
-                .take(limit as u64)
-                .read_until(b'\n', &mut buf)
-                .await
-        };
-        let n = tokio::select! {
-            r = tokio::time::timeout(timeout, read) => match r {
-                Ok(Ok(n)) => n,
-                Ok(Err(_)) => return Err(End::Gone),
-                Err(_) => {
-                    info!("timeout after {timeout:?} waiting for a command from {}", self.ip());
+        /// What ended a wait for (the rest of) the line.
+        enum Got {
+            Read(std::io::Result<usize>),
+            TimedOut,
+            Stop,
+            Count(Result<Result<Admission, RouterError>, tokio::task::JoinError>),
+        }
+        loop {
+            // The connection count, while it is awaited, comes first: a
+            // refused client is told as soon as it is known, even in the
+            // middle of a line (see greet_and_admit).
+            let got = {
+                let admission = &mut self.admission;
+                let room = limit.saturating_sub(buf.len()) as u64;
+                let mut limited = (&mut self.client).take(room);
+                let read = limited.read_until(b'\n', &mut buf);
+                tokio::select! {
+                    biased;
+                    v = async {
+                        match admission.as_mut() {
+                            Some(pending) => pending.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if admission.is_some() => Got::Count(v),
+                    r = tokio::time::timeout_at(deadline, read) => match r {
+                        Ok(r) => Got::Read(r),
+                        Err(_) => Got::TimedOut,
+                    },
+                    _ = shutdown.wait_for(|s| *s), if stoppable => Got::Stop,
+                }
+            };
+            match got {
+                Got::Count(v) => {
+                    self.admission = None;
+                    self.admit(v)?;
+                }
+                Got::Read(Ok(_)) => break,
+                Got::Read(Err(_)) => return Err(End::Gone),
+                Got::TimedOut => {
+                    info!(
+                        "timeout after {timeout:?} waiting for a command from {}",
+                        self.ip()
+                    );
                     let text = format!("{} Error: timeout exceeded", self.hostname());
                     self.reply(Reply::new(421, "4.4.2", &text));
                     return Err(End::Closed);
                 }
-            },
-            _ = shutdown.wait_for(|s| *s), if stoppable => return Err(self.shutting_down()),
-        };
-        if n == 0 {
+                Got::Stop => return Err(self.shutting_down()),
+            }
+        }
+        if buf.is_empty() {
             return Err(End::Gone);
         }
         if buf.last() != Some(&b'\n') {
@@ -599,35 +644,58 @@ impl Session {
                 return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
             }
         }
-        if let Err(e) = self.ensure_backend(&route).await {
+        if let Err(e) = self.ensure_backend(&route, false).await {
             return self.temp_failure(&route, e);
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.route = Some(route.clone());
         }
-        // MAIL is replayed to the backend once, at the first recipient it will
-        // see; with PIPELINING, MAIL and RCPT travel in one group.
-        let need_mail = !self.tx.as_ref().is_some_and(|t| t.backend_mail);
-        let rcpt_line = format!("RCPT TO:<{to}>");
-        let mail_line = self.mail_line();
-        let mut lines: Vec<&str> = if need_mail {
-            vec![&mail_line, &rcpt_line]
-        } else {
-            vec![&rcpt_line]
+        // A prepared connection that went stale after it was taken fails
+        // at its first exchange: the group goes once more, on a connection
+        // of the session's own (nothing of it was accepted on the old one).
+        let mut retried = false;
+        let (need_mail, data_ahead, replies) = loop {
+            // MAIL is replayed to the backend once, at the first recipient it
+            // will see; with PIPELINING, MAIL and RCPT travel in one group.
+            let need_mail = !self.tx.as_ref().is_some_and(|t| t.backend_mail);
+            let rcpt_line = format!("RCPT TO:<{to}>");
+            let mail_line = self.mail_line();
+            let mut lines: Vec<&str> = if need_mail {
+                vec![&mail_line, &rcpt_line]
+            } else {
+                vec![&rcpt_line]
+            };
+            // The client pipelined DATA right behind this RCPT (and nothing
+            // after it): it travels in the same group, as Postfix's smtp
+            // client sends it, saving the backend a round trip. Its reply
+            // waits in the transaction for the client's DATA, which comes next.
+            let data_ahead = self.backend.as_ref().is_some_and(|b| b.caps.pipelining)
+                && self.client.buffer().eq_ignore_ascii_case(b"DATA\r\n");
+            if data_ahead {
+                lines.push("DATA");
+            }
+            let replies = match self.backend.as_mut() {
+                Some(b) => b.pipeline(&lines).await,
+                None => Err(BackendError::Protocol("no backend connection")),
+            };
+            match replies {
+                Err(BackendError::Io(_) | BackendError::Protocol(_))
+                    if self.adopted && !retried =>
+                {
+                    debug!(
+                        "prepared connection to {} went stale: connecting anew",
+                        route.name
+                    );
+                    retried = true;
+                    self.backend = None;
+                    if let Err(e) = self.ensure_backend(&route, true).await {
+                        return self.temp_failure(&route, e);
+                    }
+                }
+                replies => break (need_mail, data_ahead, replies),
+            }
         };
-        // The client pipelined DATA right behind this RCPT (and nothing
-        // after it): it travels in the same group, as Postfix's smtp client
-        // sends it, saving the backend a round trip. Its reply waits in the
-        // transaction for the client's DATA, which comes next.
-        let data_ahead = self.backend.as_ref().is_some_and(|b| b.caps.pipelining)
-            && self.client.buffer().eq_ignore_ascii_case(b"DATA\r\n");
-        if data_ahead {
-            lines.push("DATA");
-        }
-        let replies = match self.backend.as_mut() {
-            Some(b) => b.pipeline(&lines).await,
-            None => Err(BackendError::Protocol("no backend connection")),
-        };
+        self.adopted = false;
         let mut replies = match replies {
             Ok(r) => r.into_iter(),
             Err(e) => return self.temp_failure(&route, e),
@@ -769,7 +837,7 @@ impl Session {
     }
 
     /// Makes sure the backend of `route` is connected, replacing another one.
-    async fn ensure_backend(&mut self, route: &Route) -> Result<(), BackendError> {
+    async fn ensure_backend(&mut self, route: &Route, fresh: bool) -> Result<(), BackendError> {
         if let Some(b) = &self.backend {
             if same_server(&b.route, route) {
                 return Ok(());
@@ -793,13 +861,20 @@ impl Session {
             login,
         };
         let health = Some(&*self.ctx.health);
-        let b = match self.ctx.prepared.take(route) {
-            Some(mut b) => match b.adopt(route, &hostname, &client, health).await {
+        let prepared = if fresh {
+            None
+        } else {
+            self.ctx.prepared.take(route)
+        };
+        self.adopted = prepared.is_some();
+        let b = match prepared {
+            Some(mut b) => match b.adopt(route, &hostname, &client).await {
                 Ok(()) => b,
                 // It went stale between the check and now: a connection of
                 // its own, as if there had been none.
                 Err(e @ (BackendError::Io(_) | BackendError::Protocol(_))) => {
                     debug!("prepared connection to {} failed: {e}", route.name);
+                    self.adopted = false;
                     Backend::connect(route, &hostname, &client, health).await?
                 }
                 Err(e) => return Err(e),
@@ -1056,8 +1131,9 @@ impl Session {
     /// count, and neither do HELO and EHLO: the answer arrives meanwhile, so
     /// no session waits for the router's round trip. Any other command
     /// waits for it ([`Session::settle_admission`]), and a client that says
-    /// nothing gets the answer as soon as it comes ([`Session::read_command`]):
-    /// over a limit, `421 4.7.0` and the connection is closed. `false`: the
+    /// nothing (or half a line) gets the answer as soon as it comes
+    /// ([`Session::read_line`]): over a limit, `421 4.7.0` and the connection
+    /// is closed. `false`: the
     /// client is gone already.
     async fn greet_and_admit(&mut self) -> bool {
         let router = self.ctx.router.clone();
@@ -1076,30 +1152,6 @@ impl Session {
     async fn settle_admission(&mut self) -> Result<(), End> {
         match self.admission.take() {
             Some(pending) => self.admit(pending.await),
-            None => Ok(()),
-        }
-    }
-
-    /// While the count is awaited and the client has sent nothing more,
-    /// waits for whichever comes first: the count (applied) or the client's
-    /// next bytes (the count stays awaited).
-    async fn count_or_input(&mut self) -> Result<(), End> {
-        let Some(pending) = self.admission.as_mut() else {
-            return Ok(());
-        };
-        if !self.client.buffer().is_empty() {
-            return Ok(());
-        }
-        // Both are cancel-safe: a join handle, and a read into the buffer.
-        let counted = tokio::select! {
-            v = pending => Some(v),
-            _ = self.client.fill_buf() => None,
-        };
-        match counted {
-            Some(v) => {
-                self.admission = None;
-                self.admit(v)
-            }
             None => Ok(()),
         }
     }

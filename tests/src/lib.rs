@@ -148,6 +148,10 @@ pub struct BackendOpts {
     pub idle_close: Option<Duration>,
     /// Refuse this recipient (`RCPT TO:<…>`, exact) with `550 5.1.1`.
     pub refuse_rcpt: Option<&'static str>,
+    /// A connection whose first command after EHLO comes this long after
+    /// EHLO is closed without a reply: like a server whose idle timer fired
+    /// just as the client spoke.
+    pub close_late_command: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -294,6 +298,7 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
     let mut current = fresh();
     let mut mail = false;
     let mut rcpts = 0;
+    let mut after_ehlo: Option<Instant> = None;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -313,12 +318,20 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
             Err(_) => return,
             Ok(_) => {}
         }
+        if let (Some(at), Some(late)) = (after_ehlo.take(), opts.close_late_command) {
+            if at.elapsed() > late {
+                return;
+            }
+        }
         record(&line);
         let text = String::from_utf8_lossy(&line)
             .trim_end_matches(['\r', '\n'])
             .to_string();
         current.commands.push(text.clone());
         let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        if verb == "EHLO" && current.commands.len() == 1 {
+            after_ehlo = Some(Instant::now());
+        }
         let reply: &[u8] = match verb.as_str() {
             "EHLO" if opts.xclient => {
                 b"250-backend.test\r\n250-SIZE 104857600\r\n250-XCLIENT NAME ADDR PORT PROTO HELO LOGIN\r\n250 8BITMIME\r\n"

@@ -766,6 +766,15 @@ fn connection_limits_hold_across_smtpd_processes() {
         "{said}"
     );
     assert!(!said.contains("250 2.1.0"), "MAIL was not accepted: {said}");
+    // Half a line, then silence: the 421 comes all the same, long before the
+    // command timeout (30 s here).
+    let mut half = connect_from("127.0.0.9", p.addr);
+    half.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    std::io::Write::write_all(&mut half, b"EHL").expect("send");
+    let mut bytes = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut half, &mut bytes);
+    let said = String::from_utf8_lossy(&bytes);
+    assert!(said.contains("421 4.7.0"), "{said}");
     held.push(counted("127.0.0.10"));
     held.push(counted("127.0.0.11"));
     let refused = Raw::connect_raw_from("127.0.0.12", p.addr);

@@ -487,6 +487,32 @@ fn prepared_connections_the_backend_closed_are_not_used() {
 }
 
 #[test]
+fn a_prepared_connection_that_dies_at_its_first_use_is_replaced() {
+    let late = std::time::Duration::from_millis(200);
+    let opts = BackendOpts {
+        close_late_command: Some(late),
+        ..BackendOpts::default()
+    };
+    let (p, one) = one_smtpd("route-prepared-dies", opts, "");
+    assert!(one_message(&p, "127.0.0.2", "u@one.test").starts_with("250 2.0.0"));
+    wait_for("two prepared connections", || {
+        (one.connections() >= 3).then_some(())
+    });
+    // The backend now closes them at their next command (its idle timer
+    // "fires" after 200 ms): they look alive until used.
+    std::thread::sleep(late * 2);
+    let before = std::time::Instant::now();
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    let m = &one.wait_messages(2)[1];
+    assert!(
+        m.connected_at.expect("recorded") > before,
+        "a new connection"
+    );
+    assert_eq!(m.commands[1], "IPADDR FROM 127.0.0.3");
+    assert!(!p.log().contains("451"), "{}", p.log());
+}
+
+#[test]
 fn with_prepared_connections_0_each_session_connects_itself() {
     let (p, one) = one_smtpd(
         "route-prepared-0",
