@@ -240,15 +240,16 @@ async fn sweep_loop(state: Shared) {
 /// which saves smtpd a lookup.
 fn account(state: &State, req: &Attrs) -> Attrs {
     let id = req.get("id").unwrap_or("");
-    let (Some(ip), Some(pid)) = (
+    let (Some(ip), Some(pid), Some(sid)) = (
         req.get("client")
             .and_then(|c| c.parse::<std::net::IpAddr>().ok()),
         req.get("pid").and_then(|p| p.parse::<u32>().ok()),
+        req.get("sid").filter(|s| !s.is_empty()),
     ) else {
         return Attrs::new()
             .with("id", id)
             .with("status", Status::TempFail.as_str())
-            .with("reason", "connection accounting needs client and pid");
+            .with("reason", "connection accounting needs client, pid and sid");
     };
     let Ok(mut anvil) = state.anvil.lock() else {
         return Attrs::new()
@@ -256,13 +257,13 @@ fn account(state: &State, req: &Attrs) -> Attrs {
             .with("status", Status::TempFail.as_str());
     };
     if req.get("request") == Some("disconnect") {
-        anvil.disconnect(pid, ip);
+        anvil.disconnect(pid, sid);
         return Attrs::new()
             .with("id", id)
             .with("status", Status::Ok.as_str());
     }
     let (total, per_ip) = *state.limits.read().unwrap_or_else(|p| p.into_inner());
-    match anvil.connect(pid, ip, total, per_ip) {
+    match anvil.connect(pid, sid, ip, total, per_ip) {
         Ok(()) => {
             drop(anvil);
             let table = state
@@ -282,7 +283,6 @@ fn account(state: &State, req: &Attrs) -> Attrs {
                 Refusal::Total(n) => format!("too many connections ({n})"),
                 Refusal::PerIp(n) => format!("too many connections from {ip} ({n})"),
             };
-            let sid = req.get("sid").unwrap_or("-");
             tracing::warn!(sid, "refusing a connection from {ip}: {reason}");
             Attrs::new()
                 .with("id", id)

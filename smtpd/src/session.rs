@@ -146,8 +146,10 @@ struct Session {
     /// The router's answer to the connection count, while it is awaited
     /// ([`Session::greet_and_admit`]).
     admission: Option<tokio::task::JoinHandle<Result<Admission, RouterError>>>,
-    /// The router counted this connection: it is uncounted at the end.
-    counted: bool,
+    /// The router refused this connection (over a limit): it was not
+    /// counted. Any other session says goodbye with `request=disconnect`,
+    /// which the router ignores for a session it did not count.
+    refused: bool,
     /// A prepared connection to this server is to be replaced once the
     /// current RCPT is answered.
     refill_due: Option<Route>,
@@ -187,7 +189,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         tls: false,
         quit: false,
         admission: None,
-        counted: false,
+        refused: false,
         refill_due: None,
         adopted: false,
         client_checked: false,
@@ -210,16 +212,13 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // Uncounting needs the count's answer (a client may leave, or say QUIT,
     // before it): no reply any more, the session is over.
     if let Some(pending) = s.admission.take() {
-        match pending.await {
-            Ok(Ok(Admission::Allowed(_))) => s.counted = true,
-            Ok(Ok(Admission::Refused(why))) => {
-                warn!("refused connection from {ip}: {why}");
-                s.counts.add(Counter::Rejected(Rejection::Limit), 1);
-            }
-            _ => {}
+        if let Ok(Ok(Admission::Refused(why))) = pending.await {
+            warn!("refused connection from {ip}: {why}");
+            s.counts.add(Counter::Rejected(Rejection::Limit), 1);
+            s.refused = true;
         }
     }
-    let counted = s.counted;
+    let counted = !s.refused;
     let _ = s.flush().await;
     // Close the client's connection first: the backend's goodbye may take a while.
     s.abandon_data_ahead();
@@ -241,7 +240,9 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         b.quit().await;
     }
     // The client is gone: counting never delays it, and a failure only loses
-    // these counts. A counted connection's goodbye carries them.
+    // these counts. The goodbye carries them; it also uncounts the session
+    // (the router ignores it for a session it never counted), except for one
+    // the router refused.
     let sent = match counted {
         true => {
             router
@@ -1167,10 +1168,10 @@ impl Session {
             Ok(Ok(Admission::Allowed(route))) => {
                 self.relay = route;
                 self.client_checked = true;
-                self.counted = true;
                 Ok(())
             }
             Ok(Ok(Admission::Refused(why))) => {
+                self.refused = true;
                 warn!("refused connection from {}: {why}", self.ip());
                 self.counts.add(Counter::Rejected(Rejection::Limit), 1);
                 let text = format!("{} Error: {why}", self.hostname());
