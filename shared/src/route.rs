@@ -218,8 +218,7 @@ impl Mux {
 
     /// Queues a notice (no reply); `false` if the connection is broken.
     fn notice(&self, bytes: Vec<u8>) -> bool {
-        let broken = self.waiting.lock().map(|w| w.is_none()).unwrap_or(true);
-        !broken && self.queue.send(Outgoing::Notice(bytes)).is_ok()
+        !self.is_broken() && self.queue.send(Outgoing::Notice(bytes)).is_ok()
     }
 
     /// Whether a caller still waits for request `id`.

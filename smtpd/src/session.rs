@@ -1183,7 +1183,7 @@ impl Session {
                 Ok(())
             }
             Err(e) => {
-                debug!("connection not counted: {e}");
+                debug!("connection not counted: the request failed: {e}");
                 Ok(())
             }
         }

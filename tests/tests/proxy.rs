@@ -336,17 +336,7 @@ fn xclient_sends_the_advertised_attributes_then_ehlo_again() {
         (backend.connections() >= 3).then_some(())
     });
     let before = std::time::Instant::now();
-    let (out, ok) = swaks(
-        p.addr,
-        &[
-            "--local-interface",
-            "127.0.0.8",
-            "--from",
-            "b@example.org",
-            "--to",
-            "v@x.test",
-        ],
-    );
+    let (out, ok) = swaks_from(&p, "127.0.0.8", &["--to", "v@x.test"]);
     assert!(ok, "{out}");
     let m = &backend.wait_messages(2)[1];
     assert!(m.connected_at.expect("recorded") < before);
@@ -392,17 +382,7 @@ fn proxy_protocol_headers_come_before_anything_else() {
         assert!(ok, "{kind}: {out}");
         // A second session: PROXY servers get no prepared connections, every
         // connection starts with its own client's header.
-        let (out, ok) = swaks(
-            p.addr,
-            &[
-                "--local-interface",
-                "127.0.0.9",
-                "--from",
-                "a@example.org",
-                "--to",
-                "u@p.test",
-            ],
-        );
+        let (out, ok) = swaks_from(&p, "127.0.0.9", &["--to", "u@p.test"]);
         assert!(ok, "{kind}: {out}");
         backend.wait_messages(2);
         assert_eq!(
@@ -719,6 +699,17 @@ fn admin_commands_do_not_exist_without_admin_credentials() {
     assert!(raw.cmd("SHUTDOWN admin s3cret").starts_with("502 5.5.1"));
 }
 
+/// Connects from `from`, sends `bytes` at once, and returns all the server
+/// says until it closes the connection.
+fn everything_said(from: &str, to: std::net::SocketAddr, bytes: &[u8]) -> String {
+    let mut c = connect_from(from, to);
+    c.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    std::io::Write::write_all(&mut c, bytes).expect("send");
+    let mut said = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut c, &mut said);
+    String::from_utf8_lossy(&said).into_owned()
+}
+
 #[test]
 fn connection_limits_hold_across_smtpd_processes() {
     let backend = RecordingBackend::start();
@@ -749,16 +740,11 @@ fn connection_limits_hold_across_smtpd_processes() {
     );
     // One that talks at once gets no further than EHLO: MAIL waits for the
     // count, and the count says 421.
-    let mut eager = connect_from("127.0.0.9", p.addr);
-    eager.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    std::io::Write::write_all(
-        &mut eager,
+    let said = everything_said(
+        "127.0.0.9",
+        p.addr,
         b"EHLO eager.example\r\nMAIL FROM:<a@example.org>\r\n",
-    )
-    .expect("send");
-    let mut bytes = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut eager, &mut bytes);
-    let said = String::from_utf8_lossy(&bytes);
+    );
     let replies: Vec<&str> = said.lines().collect();
     assert!(replies[0].starts_with("220 "), "{said}");
     assert!(
@@ -768,12 +754,7 @@ fn connection_limits_hold_across_smtpd_processes() {
     assert!(!said.contains("250 2.1.0"), "MAIL was not accepted: {said}");
     // Half a line, then silence: the 421 comes all the same, long before the
     // command timeout (30 s here).
-    let mut half = connect_from("127.0.0.9", p.addr);
-    half.set_read_timeout(Some(DEADLINE)).expect("timeout");
-    std::io::Write::write_all(&mut half, b"EHL").expect("send");
-    let mut bytes = Vec::new();
-    let _ = std::io::Read::read_to_end(&mut half, &mut bytes);
-    let said = String::from_utf8_lossy(&bytes);
+    let said = everything_said("127.0.0.9", p.addr, b"EHL");
     assert!(said.contains("421 4.7.0"), "{said}");
     held.push(counted("127.0.0.10"));
     held.push(counted("127.0.0.11"));
