@@ -16,7 +16,9 @@
 //!
 //! [`Backend::prepare`] does steps 1, 3 and 4 ahead of any session (not for
 //! the PROXY identities) and [`Backend::adopt`] steps 5 and 6 once a session
-//! takes the connection (smtpd's prepared connections).
+//! takes the connection (smtpd's prepared connections). A connection whose
+//! session is over may serve a later one ([`Backend::reusable`],
+//! [`Backend::recycle`]: step 4 again, then the next session's 5).
 //!
 //! After that the session sends commands one at a time with
 //! [`Backend::command`] and relays each [`BackendReply`] verbatim.
@@ -234,7 +236,27 @@ pub struct Backend {
     /// Replies owed for commands sent but not waited for (`IPADDR FROM` to a
     /// pipelining backend): read and dropped before the next reply.
     skip: u32,
+    /// When the connection was opened.
+    born: Instant,
+    /// Client sessions it served (see [`Backend::recycle`]).
+    sessions: u32,
+    /// The backend said 354: it reads a message body until its final reply
+    /// is read.
+    in_body: bool,
+    /// The backend said 421: it is closing the connection.
+    closing: bool,
+    /// An AUTH was replayed on it: it belongs to that client.
+    authenticated: bool,
+    /// The identity forwarded on it so far (`None`: none yet).
+    identity: Option<ClientIdentity>,
 }
+
+/// Client sessions one backend connection serves at most, one after the
+/// other ([`Backend::recycle`]).
+pub const MAX_SESSIONS_PER_CONNECTION: u32 = 100;
+/// Age after which a backend connection serves no new session (Postfix's
+/// `smtp_connection_reuse_time_limit`).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 
 impl Backend {
     /// Connects and prepares the backend session (see the module description).
@@ -302,6 +324,45 @@ impl Backend {
         self.identify(hostname, client).await
     }
 
+    /// Whether this connection may serve another client session once its
+    /// session is over: its identity is one said again per session
+    /// (`ipaddr`, `none`: not XCLIENT, whose repetition servers treat
+    /// differently, nor PROXY headers), no AUTH was replayed on it, every
+    /// reply has been read and nothing is left unsent, the backend is not
+    /// reading a body nor closing, and it is within
+    /// [`MAX_SESSIONS_PER_CONNECTION`] and [`MAX_CONNECTION_AGE`].
+    pub fn reusable(&self) -> bool {
+        matches!(
+            self.route.identity,
+            ClientIdentity::Ipaddr | ClientIdentity::None
+        ) && !self.authenticated
+            && !self.in_body
+            && !self.closing
+            && self.skip == 0
+            && self.w.buffer().is_empty()
+            && self.r.buffer().is_empty()
+            && self.sessions < MAX_SESSIONS_PER_CONNECTION
+            && self.born.elapsed() < MAX_CONNECTION_AGE
+    }
+
+    /// Readies a connection whose session is over for the next one, as if
+    /// it had just been prepared: `EHLO` again, which resets the backend's
+    /// session state as RSET does (RFC 5321 §4.1.4). Only for a
+    /// [`Backend::reusable`] one. The next session forwards its own client's
+    /// identity ([`Backend::adopt`]) before anything of its own.
+    pub async fn recycle(&mut self, hostname: &str) -> Result<(), BackendError> {
+        if !self.reusable() {
+            return Err(BackendError::Protocol("connection not reusable"));
+        }
+        self.hello(hostname).await
+    }
+
+    /// Whether a connection from the pool may serve a session of `route`:
+    /// one that forwarded an identity already forwards the same kind.
+    pub fn fits(&self, route: &Route) -> bool {
+        self.identity.is_none_or(|i| i == route.identity)
+    }
+
     /// Whether a connection that waited unused is still fit: the backend has
     /// not closed it nor said anything (a timeout's 421) meanwhile. Checked
     /// without waiting.
@@ -331,6 +392,12 @@ impl Backend {
             route: route.clone(),
             caps: Caps::default(),
             skip: 0,
+            born: Instant::now(),
+            sessions: 0,
+            in_body: false,
+            closing: false,
+            authenticated: false,
+            identity: None,
             r: Reader::with_capacity(8192, r),
             w: BufWriter::with_capacity(WRITE_BUFFER, w),
         };
@@ -362,6 +429,8 @@ impl Backend {
     ) -> Result<(), BackendError> {
         let b = self;
         let route = b.route.clone();
+        b.identity = Some(route.identity);
+        b.sessions += 1;
         match route.identity {
             ClientIdentity::Ipaddr => {
                 // The seed's command; any reply (even 500 from a server that does not
@@ -394,6 +463,7 @@ impl Backend {
             ClientIdentity::None | ClientIdentity::ProxyV1 | ClientIdentity::ProxyV2 => {}
         }
         if let Some((user, password)) = client.login {
+            b.authenticated = true;
             let token = crate::base64::encode(format!("\0{user}\0{password}").as_bytes());
             let r = b.command(&format!("AUTH PLAIN {token}")).await?;
             if r.code != 235 {
@@ -524,6 +594,9 @@ impl Backend {
             raw.extend_from_slice(b"\r\n");
             match line.get(3) {
                 None | Some(b' ') => {
+                    // The reply after a 354 is the body's final one.
+                    self.in_body = this == 354;
+                    self.closing |= this == 421;
                     return Ok(BackendReply { code: this, raw });
                 }
                 Some(b'-') => continue,

@@ -120,6 +120,9 @@ pub struct Proxy {
     /// Backend connections each smtpd keeps greeted and ready per server
     /// while sessions for it keep coming (0: none); see `smtpd/src/prepared.rs`.
     pub prepared_connections: u32,
+    /// A backend connection whose session ended cleanly serves a later
+    /// session (`ipaddr` and `none` servers); see `smtpd/src/prepared.rs`.
+    pub reuse_connections: bool,
 }
 
 impl Default for Proxy {
@@ -140,6 +143,7 @@ impl Default for Proxy {
             data_timeout: Duration::from_secs(600),
             auth_requires_tls: None,
             prepared_connections: 2,
+            reuse_connections: true,
         }
     }
 }

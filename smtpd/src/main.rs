@@ -68,7 +68,10 @@ async fn run() -> anyhow::Result<()> {
         config: RwLock::new(worker.config.clone()),
         tls: RwLock::new(tls),
         health: Arc::new(Health::default()),
-        prepared: Prepared::new(worker.config.proxy.prepared_connections),
+        prepared: Prepared::new(
+            worker.config.proxy.prepared_connections,
+            worker.config.proxy.reuse_connections,
+        ),
         admin,
         updater: worker.socket_path("updater.sock"),
         router: Arc::new(RouterClient::new(
@@ -112,7 +115,10 @@ async fn run() -> anyhow::Result<()> {
                     if let Ok(acceptor) = &result {
                         *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor.clone();
                         *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
-                        shared.prepared.resize(config.proxy.prepared_connections);
+                        shared.prepared.resize(
+                            config.proxy.prepared_connections,
+                            config.proxy.reuse_connections,
+                        );
                         shared.router.forget_routes();
                         worker.config = config;
                         worker.tls = tls;

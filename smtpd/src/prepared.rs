@@ -6,9 +6,18 @@
 //! to `proxy.prepared_connections` connections per server connected, greeted
 //! and EHLO'd ([`Backend::prepare`]); a session takes one, forwards its
 //! client's identity on it ([`Backend::adopt`]: IPADDR FROM or XCLIENT, then
-//! AUTH) and goes on as with a connection of its own. A backend connection
-//! still serves exactly one client session: nothing of one client's session
-//! is ever seen by another's.
+//! AUTH) and goes on as with a connection of its own.
+//!
+//! Reuse (`proxy.reuse_connections`): when a session is over, its
+//! connection comes back ([`Prepared::give_back`]). One that may serve
+//! another session ([`Backend::reusable`]: an `ipaddr` or `none` server, no
+//! AUTH replayed, every reply read, no body in progress, within its count
+//! and age limits) says EHLO again ([`Backend::recycle`]: a later EHLO
+//! resets the backend's session as RSET does, and its 250 proves the backend
+//! is reading commands) and waits with the prepared ones, up to
+//! [`KEEP_RETURNED`] more per server; any other says QUIT. The next session
+//! forwards its own client's identity on it, so per message the backend sees
+//! what a new connection would show: EHLO, IPADDR FROM, MAIL, RCPT, DATA.
 //!
 //! When: a connection is prepared only after a session has used that server
 //! (taken a prepared connection or connected itself), so only servers that
@@ -42,11 +51,18 @@ use postern_shared::route::Route;
 /// How long a prepared connection may wait for a session.
 pub const KEEP: Duration = Duration::from_secs(2);
 
+/// Connections whose session is over kept per server (besides
+/// `prepared_connections`): enough for the sessions that end while others
+/// start under load, few enough not to hold many backend processes idle.
+pub const KEEP_RETURNED: usize = 16;
+
 /// The prepared connections of one smtpd process.
 #[derive(Default)]
 pub struct Prepared {
     /// `proxy.prepared_connections` in force (reloads change it).
     size: AtomicU32,
+    /// `proxy.reuse_connections` in force.
+    reuse: AtomicBool,
     /// Set by [`Prepared::close_all`]: the process is stopping.
     closed: AtomicBool,
     servers: Mutex<HashMap<(String, u16), Server>>,
@@ -62,16 +78,19 @@ struct Server {
 }
 
 impl Prepared {
-    /// A pool keeping `size` connections per server.
-    pub fn new(size: u32) -> Arc<Prepared> {
+    /// A pool keeping `size` connections per server, taking back those of
+    /// finished sessions with `reuse`.
+    pub fn new(size: u32, reuse: bool) -> Arc<Prepared> {
         let p = Prepared::default();
-        p.size.store(size, Ordering::Relaxed);
+        p.resize(size, reuse);
         Arc::new(p)
     }
 
-    /// Applies a reloaded `proxy.prepared_connections`.
-    pub fn resize(&self, size: u32) {
+    /// Applies a reloaded `proxy.prepared_connections` and
+    /// `proxy.reuse_connections`.
+    pub fn resize(&self, size: u32, reuse: bool) {
         self.size.store(size, Ordering::Relaxed);
+        self.reuse.store(reuse, Ordering::Relaxed);
     }
 
     /// A ready connection to `route`'s server, if there is a fresh one. Stale
@@ -82,12 +101,50 @@ impl Prepared {
         }
         let mut servers = self.servers.lock().ok()?;
         let server = servers.get_mut(&(route.host.clone(), route.port))?;
-        while let Some((since, mut b)) = server.ready.pop() {
+        // Newest first; one that forwarded another kind of identity (the
+        // server's was reloaded) is left to expire.
+        while let Some(i) = server.ready.iter().rposition(|(_, b)| b.fits(route)) {
+            let (since, mut b) = server.ready.remove(i);
             if since.elapsed() < KEEP && b.still_fresh() {
                 return Some(b);
             }
         }
         None
+    }
+
+    /// Takes back the connection of a session that is over: one that may
+    /// serve another session ([`Backend::reusable`]) says EHLO again and
+    /// waits among the ready ones (up to [`KEEP_RETURNED`] more than
+    /// `prepared_connections`); any other is closed with QUIT.
+    pub async fn give_back(self: Arc<Self>, mut b: Backend, hostname: String) {
+        let wanted =
+            |me: &Self| me.reuse.load(Ordering::Relaxed) && !me.closed.load(Ordering::Relaxed);
+        if !wanted(&self) || !b.reusable() {
+            return b.quit().await;
+        }
+        if let Err(e) = b.recycle(&hostname).await {
+            // Its state is unknown: dropped without a word.
+            tracing::debug!("reusing a connection to {}: {e}", b.route.name);
+            return;
+        }
+        let extra = {
+            let Ok(mut servers) = self.servers.lock() else {
+                return;
+            };
+            let server = servers
+                .entry((b.route.host.clone(), b.route.port))
+                .or_default();
+            let cap = self.size.load(Ordering::Relaxed) as usize + KEEP_RETURNED;
+            if wanted(&self) && server.ready.len() < cap {
+                server.ready.push((Instant::now(), b));
+                None
+            } else {
+                Some(b)
+            }
+        };
+        if let Some(b) = extra {
+            b.quit().await;
+        }
     }
 
     /// Prepares connections to `route`'s server in the background, up to

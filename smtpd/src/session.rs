@@ -235,10 +235,12 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         s.ctx.router.clone(),
         s.sid.clone(),
     );
-    drop(s);
     if let Some(b) = backend {
-        b.quit().await;
+        // Serves a later session, or is closed with QUIT.
+        let hostname = s.hostname().to_string();
+        tokio::spawn(s.ctx.prepared.clone().give_back(b, hostname));
     }
+    drop(s);
     // The client is gone: counting never delays it, and a failure only loses
     // these counts. The goodbye carries them; it also uncounts the session
     // (the router ignores it for a session it never counted), except for one
@@ -844,10 +846,10 @@ impl Session {
                 return Ok(());
             }
         }
-        if let Some(old) = self.backend.take() {
-            old.quit().await;
-        }
         let hostname = self.hostname().to_string();
+        if let Some(old) = self.backend.take() {
+            tokio::spawn(self.ctx.prepared.clone().give_back(old, hostname.clone()));
+        }
         let login = match route.cause {
             postern_shared::route::Cause::Auth => {
                 self.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str()))

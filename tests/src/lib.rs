@@ -164,6 +164,7 @@ struct Recorded {
     transcripts: Vec<Vec<u8>>,
     /// Connections that said QUIT without a MAIL command.
     quits_without_mail: usize,
+    quits: usize,
     /// Connections closed by `idle_close`.
     idle_closed: usize,
 }
@@ -230,6 +231,11 @@ impl RecordingBackend {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.0.lock().expect("lock").connections
+    }
+
+    /// Connections that ended with QUIT.
+    pub fn quits(&self) -> usize {
+        self.state.0.lock().expect("lock").quits
     }
 
     /// Connections that ended with QUIT and never started a transaction.
@@ -327,8 +333,16 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
         let text = String::from_utf8_lossy(&line)
             .trim_end_matches(['\r', '\n'])
             .to_string();
-        current.commands.push(text.clone());
         let verb = text.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        if verb == "EHLO" || verb == "HELO" {
+            // RFC 5321 §4.1.4: a later EHLO resets the transaction as RSET
+            // does; the record of one that had begun starts afresh.
+            rcpts = 0;
+            if current.position("MAIL").is_some() {
+                current = fresh();
+            }
+        }
+        current.commands.push(text.clone());
         if verb == "EHLO" && current.commands.len() == 1 {
             after_ehlo = Some(Instant::now());
         }
@@ -362,8 +376,10 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
             "NOOP" => b"250 2.0.0 Ok\r\n",
             "QUIT" => {
                 let _ = w.write_all(b"221 2.0.0 Bye\r\n");
+                let mut g = st.0.lock().expect("lock");
+                g.quits += 1;
                 if !mail {
-                    st.0.lock().expect("lock").quits_without_mail += 1;
+                    g.quits_without_mail += 1;
                 }
                 return;
             }

@@ -513,17 +513,148 @@ fn a_prepared_connection_that_dies_at_its_first_use_is_replaced() {
 }
 
 #[test]
-fn with_prepared_connections_0_each_session_connects_itself() {
+fn without_prepared_or_reused_connections_each_session_connects_itself() {
     let (p, one) = one_smtpd(
         "route-prepared-0",
         BackendOpts::default(),
-        "prepared_connections = 0\n",
+        "prepared_connections = 0\nreuse_connections = false\n",
     );
     for from in ["127.0.0.2", "127.0.0.3"] {
         assert!(one_message(&p, from, "u@one.test").starts_with("250 2.0.0"));
     }
     one.wait_messages(2);
     assert_eq!(one.connections(), 2);
+    wait_for("both connections to say QUIT", || {
+        (one.quits() == 2).then_some(())
+    });
+}
+
+/// The messages' dialogues the backend saw, as `(commands, data)`.
+fn dialogues(one: &RecordingBackend, n: usize) -> Vec<(Vec<String>, Vec<u8>)> {
+    one.wait_messages(n)
+        .into_iter()
+        .map(|m| (m.commands, m.data))
+        .collect()
+}
+
+/// EHLO commands the backend received.
+fn ehlos(one: &RecordingBackend) -> usize {
+    one.all_bytes()
+        .windows(b"\nEHLO ".len())
+        .filter(|w| w == b"\nEHLO ")
+        .count()
+        + usize::from(one.all_bytes().starts_with(b"EHLO "))
+}
+
+/// The usual dialogue of one message of `one_message`.
+fn usual(from: &str, rcpt: &str) -> (Vec<String>, Vec<u8>) {
+    let commands = [
+        "EHLO mx.postern.test".to_string(),
+        format!("IPADDR FROM {from}"),
+        "MAIL FROM:<a@example.org>".to_string(),
+        format!("RCPT TO:<{rcpt}>"),
+        "DATA".to_string(),
+    ];
+    let data = format!("Subject: from {from}\r\n\r\nhello\r\n");
+    (commands.to_vec(), data.into_bytes())
+}
+
+#[test]
+fn a_finished_sessions_connection_serves_the_next_client_under_its_own_identity() {
+    // No connection prepared ahead: only reuse can give the second session
+    // a connection it did not open.
+    let (p, one) = one_smtpd(
+        "route-reuse",
+        BackendOpts::default(),
+        "prepared_connections = 0\n",
+    );
+    assert!(one_message(&p, "127.0.0.2", "u@one.test").starts_with("250 2.0.0"));
+    // The connection is back among the ready ones once it said EHLO again.
+    one.wait_messages(1);
+    wait_for("the connection to say EHLO again", || {
+        (ehlos(&one) == 2).then_some(())
+    });
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    assert_eq!(one.connections(), 1, "one connection, two sessions");
+    // Each message's dialogue is a session's usual one (EHLO reset what
+    // came before), with its own client's address and nothing of the other.
+    assert_eq!(
+        dialogues(&one, 2),
+        [
+            usual("127.0.0.2", "u@one.test"),
+            usual("127.0.0.3", "v@one.test")
+        ]
+    );
+    // Unused, it is closed with QUIT after 2 s.
+    wait_for("the connection to say QUIT", || {
+        (one.quits() == 1).then_some(())
+    });
+}
+
+#[test]
+fn a_transaction_left_open_does_not_follow_the_connection_to_the_next_client() {
+    let (p, one) = one_smtpd(
+        "route-reuse-open",
+        BackendOpts::default(),
+        "prepared_connections = 0\n",
+    );
+    // MAIL and RCPT reach the backend, then the client leaves without DATA.
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(raw.cmd("RCPT TO:<left@one.test>").starts_with("250"));
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    wait_for("the connection to say EHLO again", || {
+        (ehlos(&one) == 2).then_some(())
+    });
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    assert_eq!(one.connections(), 1);
+    assert_eq!(dialogues(&one, 1), [usual("127.0.0.3", "v@one.test")]);
+}
+
+#[test]
+fn a_connection_left_in_a_body_or_tied_to_its_client_is_never_reused() {
+    // A client that leaves in the middle of its message: the backend still
+    // reads a body, its connection is dropped (the backend discards the
+    // part), and the next client gets a connection of its own.
+    let (p, one) = one_smtpd(
+        "route-reuse-body",
+        BackendOpts::default(),
+        "prepared_connections = 0\n",
+    );
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(raw.cmd("RCPT TO:<u@one.test>").starts_with("250"));
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(b"Subject: cut\r\n\r\npart of a body\r\n");
+    drop(raw);
+    p.wait_log("during DATA");
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    assert_eq!(one.connections(), 2);
+    assert_eq!(dialogues(&one, 1), [usual("127.0.0.3", "v@one.test")]);
+    assert_eq!(one.messages().len(), 1, "the cut message was not delivered");
+
+    // XCLIENT servers: a connection carries one client only.
+    let opts = BackendOpts {
+        xclient: true,
+        ..BackendOpts::default()
+    };
+    let one = RecordingBackend::start_with(opts);
+    let dir = TempDir::new("route-reuse-xclient");
+    let server = server_block("One", one.port(), &["one.test"]) + "client_identity = \"xclient\"\n";
+    let conf = config_text(&dir, &server)
+        .replace("[process]\n", "[process]\nsmtpd_processes = 1\n")
+        .replace("[proxy]\n", "[proxy]\nprepared_connections = 0\n");
+    let p = Postern::start(dir, &conf);
+    for from in ["127.0.0.2", "127.0.0.3"] {
+        assert!(one_message(&p, from, "u@one.test").starts_with("250 2.0.0"));
+    }
+    one.wait_messages(2);
+    assert_eq!(one.connections(), 2);
+    wait_for("both connections to say QUIT", || {
+        (one.quits() == 2).then_some(())
+    });
 }
 
 /// RFC 2920 as Postfix's client does it: MAIL, RCPT and DATA in one write.
