@@ -440,57 +440,83 @@ where
 /// message last: the same for span fields and event fields.
 struct Fields;
 
+/// The field formatter's text buffers, kept from one event to the next (the
+/// formatter runs for every log line: allocating them each time showed in
+/// profiles).
+#[derive(Default)]
+struct Buffers {
+    pairs: String,
+    message: String,
+    has_message: bool,
+    value: String,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
+}
+
 impl<'w> FormatFields<'w> for Fields {
     fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
-        let mut v = FieldVisitor::default();
-        fields.record(&mut v);
-        if let Some(m) = v.message {
-            if !v.pairs.is_empty() {
-                v.pairs.push(' ');
+        let mut format = |b: &mut Buffers| {
+            b.pairs.clear();
+            b.message.clear();
+            b.has_message = false;
+            fields.record(&mut FieldVisitor(b));
+            if b.has_message {
+                if !b.pairs.is_empty() {
+                    b.pairs.push(' ');
+                }
+                b.pairs.push_str(&b.message);
             }
-            v.pairs.push_str(&m);
-        }
-        w.write_str(&v.pairs)
+            w.write_str(&b.pairs)
+        };
+        // A value whose formatting logs would find the buffers taken.
+        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut b) => format(&mut b),
+            Err(_) => format(&mut Buffers::default()),
+        })
     }
 }
 
-#[derive(Default)]
-struct FieldVisitor {
-    pairs: String,
-    message: Option<String>,
-}
+struct FieldVisitor<'a>(&'a mut Buffers);
 
-impl FieldVisitor {
-    fn pair(&mut self, field: &Field, value: &str) {
+impl FieldVisitor<'_> {
+    fn pair(pairs: &mut String, field: &Field, value: &str) {
         if field.name().starts_with("log.") {
             return;
         }
-        if !self.pairs.is_empty() {
-            self.pairs.push(' ');
+        if !pairs.is_empty() {
+            pairs.push(' ');
         }
-        self.pairs.push_str(field.name());
-        self.pairs.push('=');
-        record::write_value(&mut self.pairs, value);
+        pairs.push_str(field.name());
+        pairs.push('=');
+        record::write_value(pairs, value);
     }
 }
 
-impl Visit for FieldVisitor {
+impl Visit for FieldVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        let b = &mut *self.0;
         if field.name() == "message" {
-            self.message = Some(value.to_string());
+            b.message.push_str(value);
+            b.has_message = true;
         } else {
-            self.pair(field, value);
+            Self::pair(&mut b.pairs, field, value);
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         // `%x` fields arrive here as Debug-that-is-Display, messages as
         // format_args: both print their text as is.
-        let text = format!("{value:?}");
+        use std::fmt::Write as _;
+        let b = &mut *self.0;
         if field.name() == "message" {
-            self.message = Some(text);
+            let _ = write!(b.message, "{value:?}");
+            b.has_message = true;
         } else {
-            self.pair(field, &text);
+            b.value.clear();
+            let _ = write!(b.value, "{value:?}");
+            Self::pair(&mut b.pairs, field, &b.value);
         }
     }
 }

@@ -72,7 +72,8 @@ pub fn needs_quotes(v: &str) -> bool {
 /// Appends `v` to `out`, quoted when [`needs_quotes`] says so.
 pub fn write_value(out: &mut String, v: &str) {
     if needs_quotes(v) {
-        out.push_str(&format!("{v:?}"));
+        use std::fmt::Write as _;
+        let _ = write!(out, "{v:?}");
     } else {
         out.push_str(v);
     }
