@@ -249,6 +249,8 @@ pub struct Backend {
     authenticated: bool,
     /// The identity forwarded on it so far (`None`: none yet).
     identity: Option<ClientIdentity>,
+    /// The reply line being read, kept between replies.
+    line: Vec<u8>,
 }
 
 /// Client sessions one backend connection serves at most, one after the
@@ -398,6 +400,7 @@ impl Backend {
             closing: false,
             authenticated: false,
             identity: None,
+            line: Vec::with_capacity(128),
             r: Reader::with_capacity(8192, r),
             w: BufWriter::with_capacity(WRITE_BUFFER, w),
         };
@@ -482,14 +485,18 @@ impl Backend {
         let ehlo = self.command(&format!("EHLO {hostname}")).await?;
         if ehlo.is_ok() {
             for line in ehlo.lines().skip(1) {
-                let text = String::from_utf8_lossy(&line[4..]).to_ascii_uppercase();
-                let mut words = text.split(' ');
-                match words.next().unwrap_or_default() {
-                    "SIZE" => self.caps.size = true,
-                    "8BITMIME" => self.caps.eightbit = true,
-                    "PIPELINING" => self.caps.pipelining = true,
-                    "XCLIENT" => self.caps.xclient = Some(words.map(str::to_string).collect()),
-                    _ => {}
+                let mut words = line[4..].split(|&b| b == b' ');
+                let keyword = words.next().unwrap_or_default();
+                let is = |k: &[u8]| keyword.eq_ignore_ascii_case(k);
+                if is(b"SIZE") {
+                    self.caps.size = true;
+                } else if is(b"8BITMIME") {
+                    self.caps.eightbit = true;
+                } else if is(b"PIPELINING") {
+                    self.caps.pipelining = true;
+                } else if is(b"XCLIENT") {
+                    let attrs = words.map(|w| String::from_utf8_lossy(w).to_ascii_uppercase());
+                    self.caps.xclient = Some(attrs.collect());
                 }
             }
             return Ok(());
@@ -560,13 +567,28 @@ impl Backend {
 
     async fn read_one_reply(&mut self) -> Result<BackendReply, BackendError> {
         let mut raw = Vec::with_capacity(64);
-        let mut line = Vec::with_capacity(128);
+        let mut line = std::mem::take(&mut self.line);
+        let reply = self.read_reply_lines(&mut raw, &mut line).await;
+        self.line = line;
+        let code = reply?;
+        // The reply after a 354 is the body's final one.
+        self.in_body = code == 354;
+        self.closing |= code == 421;
+        Ok(BackendReply { code, raw })
+    }
+
+    /// Reads the lines of one reply into `raw` (`line`: scratch); its code.
+    async fn read_reply_lines(
+        &mut self,
+        raw: &mut Vec<u8>,
+        line: &mut Vec<u8>,
+    ) -> Result<u16, BackendError> {
         let mut code = None;
         for _ in 0..MAX_REPLY_LINES {
             line.clear();
             let n = (&mut self.r)
                 .take(MAX_REPLY_LINE as u64)
-                .read_until(b'\n', &mut line)
+                .read_until(b'\n', line)
                 .await?;
             if n == 0 {
                 return Err(BackendError::Protocol("connection closed"));
@@ -590,15 +612,10 @@ impl Backend {
                 return Err(BackendError::Protocol("inconsistent reply code"));
             }
             code = Some(this);
-            raw.extend_from_slice(&line);
+            raw.extend_from_slice(line);
             raw.extend_from_slice(b"\r\n");
             match line.get(3) {
-                None | Some(b' ') => {
-                    // The reply after a 354 is the body's final one.
-                    self.in_body = this == 354;
-                    self.closing |= this == 421;
-                    return Ok(BackendReply { code: this, raw });
-                }
+                None | Some(b' ') => return Ok(this),
                 Some(b'-') => continue,
                 Some(_) => return Err(BackendError::Protocol("malformed reply")),
             }

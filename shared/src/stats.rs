@@ -138,15 +138,27 @@ impl Counter {
 
     /// The stable name (wire, file, JSON keys).
     pub fn name(self) -> String {
+        self.as_str().to_string()
+    }
+
+    /// [`Counter::name`] without an allocation (sessions count often).
+    pub fn as_str(self) -> &'static str {
         match self {
-            Counter::Connections => "connections".into(),
-            Counter::Forwarded(c) => format!("forwarded.{}", c.as_str()),
-            Counter::RelayDenied => "relay_denied".into(),
-            Counter::Rejected(r) => format!("rejected.{}", r.as_str()),
-            Counter::Greylisted => "greylisted".into(),
-            Counter::GreylistPassed => "greylist_passed".into(),
-            Counter::Messages => "messages".into(),
-            Counter::Bytes => "bytes".into(),
+            Counter::Connections => "connections",
+            Counter::Forwarded(Cause::Domain) => "forwarded.domain",
+            Counter::Forwarded(Cause::IpAddr) => "forwarded.ip-addr",
+            Counter::Forwarded(Cause::Auth) => "forwarded.auth",
+            Counter::RelayDenied => "relay_denied",
+            Counter::Rejected(Rejection::Limit) => "rejected.limit",
+            Counter::Rejected(Rejection::Syntax) => "rejected.syntax",
+            Counter::Rejected(Rejection::Smuggling) => "rejected.smuggling",
+            Counter::Rejected(Rejection::Access) => "rejected.access",
+            Counter::Rejected(Rejection::Dnsbl) => "rejected.dnsbl",
+            Counter::Rejected(Rejection::Restriction) => "rejected.restriction",
+            Counter::Greylisted => "greylisted",
+            Counter::GreylistPassed => "greylist_passed",
+            Counter::Messages => "messages",
+            Counter::Bytes => "bytes",
         }
     }
 
@@ -165,7 +177,7 @@ pub struct Counts {
 impl Counts {
     /// Adds `n` to a counter.
     pub fn add(&mut self, c: Counter, n: u64) {
-        self.add_named(&c.name(), n);
+        self.add_named(c.as_str(), n);
     }
 
     /// Adds `n` to a counter by name (the name is not checked).
@@ -173,13 +185,17 @@ impl Counts {
         if n == 0 {
             return;
         }
-        let v = self.values.entry(name.to_string()).or_default();
-        *v = v.saturating_add(n);
+        match self.values.get_mut(name) {
+            Some(v) => *v = v.saturating_add(n),
+            None => {
+                self.values.insert(name.to_string(), n);
+            }
+        }
     }
 
     /// A counter's value.
     pub fn get(&self, c: Counter) -> u64 {
-        self.values.get(&c.name()).copied().unwrap_or(0)
+        self.values.get(c.as_str()).copied().unwrap_or(0)
     }
 
     /// Adds every counter of `other`.
@@ -528,6 +544,19 @@ mod tests {
 
     fn d(s: &str) -> Day {
         Day::parse(s).expect("valid date")
+    }
+
+    #[test]
+    fn counter_names_follow_their_kind_and_parse_back() {
+        for c in Counter::all() {
+            let expected = match c {
+                Counter::Forwarded(cause) => format!("forwarded.{}", cause.as_str()),
+                Counter::Rejected(r) => format!("rejected.{}", r.as_str()),
+                _ => c.name(),
+            };
+            assert_eq!(c.as_str(), expected);
+            assert_eq!(Counter::parse(c.as_str()), Some(c));
+        }
     }
 
     #[test]
