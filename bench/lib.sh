@@ -19,12 +19,13 @@ install_missing() {
     { [ -x /usr/sbin/smtp-source ] && [ -x /usr/sbin/smtp-sink ]; } || need+=(postfix)
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] || need+=(libnginx-mod-mail)
+    command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
     [ ${#need[@]} -gt 0 ] || return 0
     log "installing ${need[*]}"
     # "No configuration": postfix is only a package of programs here.
     echo 'postfix postfix/main_mailer_type select No configuration' | as_root debconf-set-selections
-    # A policy-rc.d answering 101 keeps the packages from starting Postfix or
-    # nginx. Keep one that exists; remove ours afterwards, even on failure.
+    # A policy-rc.d answering 101 keeps the packages from starting Postfix,
+    # nginx or HAProxy. Keep one that exists; remove ours afterwards, even on failure.
     local policy=/usr/sbin/policy-rc.d ours=no
     if [ ! -e "$policy" ]; then
         ours=yes

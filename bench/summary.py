@@ -142,6 +142,29 @@ def main():
           "(/proc/PID/stat of master and workers) / messages. Peak RSS: largest VmHWM "
           "of a postern-smtpd (an nginx worker), reset before the load.")
         p()
+        if any(r["target"] == "haproxy" for r in rows):
+            p("#### The floor: a relay of bytes (HAProxy, `mode tcp`, 2 threads)")
+            p()
+            p("| configuration | direct | HAProxy TCP (ratio to direct) | postern / HAProxy "
+              "| nginx / HAProxy | CPU µs/msg HAProxy | trials ok |")
+            p("|---|---|---|---|---|---|---|")
+            for c, label in THROUGHPUT:
+                if c not in configs or not run.count(c, "haproxy")[1]:
+                    continue
+                ok, all_ = run.count(c, "haproxy")
+                p("| %s | %s | %s (%s) | %s | %s | %s | %d/%d |" % (
+                    label, fmt(run.median(c, "direct", "msgs_per_s")),
+                    fmt(run.median(c, "haproxy", "msgs_per_s")),
+                    fmt(run.ratio(c, "haproxy", "direct", "msgs_per_s"), 2),
+                    fmt(run.ratio(c, "postern", "haproxy", "msgs_per_s"), 2),
+                    fmt(run.ratio(c, "nginx", "haproxy", "msgs_per_s"), 2),
+                    fmt(run.median(c, "haproxy", "cpu_us_per_msg")), ok, all_))
+            p()
+            p("HAProxy relays bytes without reading SMTP: no parsing, no routing, no "
+              "accounting, one backend connection per client connection. It is the least "
+              "work any proxy in the path can do, so its ratio to direct bounds what any "
+              "proxy can reach on this machine.")
+            p()
 
     if configs & {"lockstep", "pipelined"}:
         p("### Session latency (ms; median over repetitions of each run's p50 and p99; "
