@@ -101,6 +101,11 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
 }
 
+/// The router's answer to the connection count, polled by the session
+/// itself (a task of its own cost more than the request).
+type Pending =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Admission, RouterError>> + Send>>;
+
 /// Why a session ends early.
 enum End {
     /// The client went away or the socket failed.
@@ -145,7 +150,7 @@ struct Session {
     quit: bool,
     /// The router's answer to the connection count, while it is awaited
     /// ([`Session::greet_and_admit`]).
-    admission: Option<tokio::task::JoinHandle<Result<Admission, RouterError>>>,
+    admission: Option<Pending>,
     /// The router refused this connection (over a limit): it was not
     /// counted. Any other session says goodbye with `request=disconnect`,
     /// which the router ignores for a session it did not count.
@@ -212,7 +217,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // Uncounting needs the count's answer (a client may leave, or say QUIT,
     // before it): no reply any more, the session is over.
     if let Some(pending) = s.admission.take() {
-        if let Ok(Ok(Admission::Refused(why))) = pending.await {
+        if let Ok(Admission::Refused(why)) = pending.await {
             warn!("refused connection from {ip}: {why}");
             s.counts.add(Counter::Rejected(Rejection::Limit), 1);
             s.refused = true;
@@ -235,11 +240,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         s.ctx.router.clone(),
         s.sid.clone(),
     );
-    if let Some(b) = backend {
-        // Serves a later session, or is closed with QUIT.
-        let hostname = s.hostname().to_string();
-        tokio::spawn(s.ctx.prepared.clone().give_back(b, hostname));
-    }
+    let (prepared, hostname) = (s.ctx.prepared.clone(), s.hostname().to_string());
     drop(s);
     // The client is gone: counting never delays it, and a failure only loses
     // these counts. The goodbye carries them; it also uncounts the session
@@ -263,6 +264,10 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         debug!("statistics of the session lost: {e}");
     }
     info!("disconnect from {ip}");
+    // The backend connection serves a later session, or is closed with QUIT.
+    if let Some(b) = backend {
+        prepared.give_back(b, hostname).await;
+    }
 }
 
 impl Session {
@@ -344,7 +349,7 @@ impl Session {
             Read(std::io::Result<usize>),
             TimedOut,
             Stop,
-            Count(Result<Result<Admission, RouterError>, tokio::task::JoinError>),
+            Count(Result<Admission, RouterError>),
         }
         loop {
             // The connection count, while it is awaited, comes first: a
@@ -1141,7 +1146,9 @@ impl Session {
     async fn greet_and_admit(&mut self) -> bool {
         let router = self.ctx.router.clone();
         let (sid, ip) = (self.sid.clone(), self.ip());
-        self.admission = Some(tokio::spawn(async move {
+        // Polled first right after the greeting is written, then while
+        // commands are read.
+        self.admission = Some(Box::pin(async move {
             router
                 .connect(&sid, ip, postern_shared::logging::pid(), ACCOUNTING_TIMEOUT)
                 .await
@@ -1162,17 +1169,14 @@ impl Session {
     /// Applies the router's count: the client's `ip-addr` route, or over a
     /// limit a 421 and the end. No answer in time: the session goes on
     /// uncounted (accounting never refuses service).
-    fn admit(
-        &mut self,
-        verdict: Result<Result<Admission, RouterError>, tokio::task::JoinError>,
-    ) -> Result<(), End> {
+    fn admit(&mut self, verdict: Result<Admission, RouterError>) -> Result<(), End> {
         match verdict {
-            Ok(Ok(Admission::Allowed(route))) => {
+            Ok(Admission::Allowed(route)) => {
                 self.relay = route;
                 self.client_checked = true;
                 Ok(())
             }
-            Ok(Ok(Admission::Refused(why))) => {
+            Ok(Admission::Refused(why)) => {
                 self.refused = true;
                 warn!("refused connection from {}: {why}", self.ip());
                 self.counts.add(Counter::Rejected(Rejection::Limit), 1);
@@ -1180,12 +1184,8 @@ impl Session {
                 self.reply(Reply::new(421, "4.7.0", &text));
                 Err(End::Closed)
             }
-            Ok(Err(e)) => {
-                debug!("connection not counted: {e}");
-                Ok(())
-            }
             Err(e) => {
-                debug!("connection not counted: the request failed: {e}");
+                debug!("connection not counted: {e}");
                 Ok(())
             }
         }
