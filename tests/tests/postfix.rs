@@ -153,3 +153,40 @@ fn postfix_logs_the_original_client_behind_postern_with_proxy_v2() {
     pf.wait_log("connect from unknown[127.0.0.4]");
     assert_all_clients_are(&pf, "127.0.0.4");
 }
+
+/// With the default `ipaddr` identity a real Postfix answers each IPADDR FROM
+/// with an error (it does not know the seed's command); a connection reused
+/// by session after session must keep delivering all the same: EHLO again
+/// resets the session, and Postfix forgives the errors of a client that
+/// delivers mail.
+#[test]
+fn a_real_postfix_takes_session_after_session_on_one_reused_connection() {
+    let pf = PostfixBackend::start();
+    let dir = TempDir::new("pf-reuse");
+    let servers = server_block("Postfix", pf.xclient_port, &[PostfixBackend::DOMAIN]);
+    let conf = config_text(&dir, &servers)
+        .replace("[process]\n", "[process]\nsmtpd_processes = 1\n")
+        .replace("[proxy]\n", "[proxy]\nprepared_connections = 0\n");
+    let p = Postern::start(dir, &conf);
+    // More sessions than Postfix's smtpd_hard_error_limit (20): were the
+    // 500s of IPADDR FROM counted against the connection, it would be
+    // closed before the last one.
+    let sessions = 25;
+    for i in 0..sessions {
+        send_from(&p, &pf, if i % 2 == 0 { "127.0.0.2" } else { "127.0.0.3" });
+    }
+    wait_for("Postfix to take every message", || {
+        (pf.clients().len() == sessions).then_some(())
+    });
+    let log = pf.log();
+    assert_eq!(
+        log.matches("connect from").count() - log.matches("disconnect from").count(),
+        1,
+        "one connection for every session:\n{log}"
+    );
+    assert!(
+        !p.log().contains(" 451 ") && !p.log().contains("421"),
+        "{}",
+        p.log()
+    );
+}
