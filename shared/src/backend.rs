@@ -251,7 +251,19 @@ pub struct Backend {
     identity: Option<ClientIdentity>,
     /// The reply line being read, kept between replies.
     line: Vec<u8>,
+    /// Error replies (4xx, 5xx) since the last message the backend accepted:
+    /// servers hold them against the connection (Postfix slows down after
+    /// 10, closes at 20), so a connection with more than
+    /// [`MAX_ERRORS_TO_REUSE`] serves no other client.
+    errors: u32,
+    /// Whether the backend accepted this connection's first IPADDR FROM.
+    ipaddr_accepted: Option<bool>,
 }
+
+/// Error replies since the last accepted message above which a connection
+/// is not reused ([`Backend::reusable`]): an IPADDR FROM refused by a server
+/// that does not know it, and a refused recipient or two.
+pub const MAX_ERRORS_TO_REUSE: u32 = 3;
 
 /// Client sessions one backend connection serves at most, one after the
 /// other ([`Backend::recycle`]).
@@ -331,13 +343,16 @@ impl Backend {
     /// (`ipaddr`, `none`: not XCLIENT, whose repetition servers treat
     /// differently, nor PROXY headers), no AUTH was replayed on it, every
     /// reply has been read and nothing is left unsent, the backend is not
-    /// reading a body nor closing, and it is within
+    /// reading a body nor closing, it answered at most
+    /// [`MAX_ERRORS_TO_REUSE`] errors since its last accepted message (one
+    /// client's errors are not held against the next), and it is within
     /// [`MAX_SESSIONS_PER_CONNECTION`] and [`MAX_CONNECTION_AGE`].
     pub fn reusable(&self) -> bool {
         matches!(
             self.route.identity,
             ClientIdentity::Ipaddr | ClientIdentity::None
         ) && !self.authenticated
+            && self.errors <= MAX_ERRORS_TO_REUSE
             && !self.in_body
             && !self.closing
             && self.skip == 0
@@ -360,9 +375,17 @@ impl Backend {
     }
 
     /// Whether a connection from the pool may serve a session of `route`:
-    /// one that forwarded an identity already forwards the same kind.
+    /// one that forwarded an identity already forwards the same kind, and a
+    /// reused one is still within its count and age limits.
     pub fn fits(&self, route: &Route) -> bool {
         self.identity.is_none_or(|i| i == route.identity)
+            && self.sessions < MAX_SESSIONS_PER_CONNECTION
+            && self.born.elapsed() < MAX_CONNECTION_AGE
+    }
+
+    /// Whether it served a session already (it came back to the pool).
+    pub fn reused(&self) -> bool {
+        self.identity.is_some()
     }
 
     /// Whether a connection that waited unused is still fit: the backend has
@@ -401,6 +424,8 @@ impl Backend {
             authenticated: false,
             identity: None,
             line: Vec::with_capacity(128),
+            errors: 0,
+            ipaddr_accepted: None,
             r: Reader::with_capacity(8192, r),
             w: BufWriter::with_capacity(WRITE_BUFFER, w),
         };
@@ -445,7 +470,8 @@ impl Backend {
                     b.w.write_all(b"\r\n").await?;
                     b.skip += 1;
                 } else {
-                    b.command(&line).await?;
+                    let r = b.command(&line).await?;
+                    b.check_ipaddr_reply(r.code)?;
                 }
             }
             ClientIdentity::Xclient => match b.caps.xclient.clone() {
@@ -560,9 +586,29 @@ impl Backend {
     async fn read_reply_inner(&mut self) -> Result<BackendReply, BackendError> {
         while self.skip > 0 {
             self.skip -= 1;
-            self.read_one_reply().await?;
+            let r = self.read_one_reply().await?;
+            self.check_ipaddr_reply(r.code)?;
         }
         self.read_one_reply().await
+    }
+
+    /// The reply to IPADDR FROM is ignored (SPEC §5: other servers answer
+    /// 500), except on a reused connection whose first IPADDR FROM the
+    /// backend accepted: refusing a later one would leave the previous
+    /// client's address in force, so the exchange fails (and the session
+    /// connects anew).
+    fn check_ipaddr_reply(&mut self, code: u16) -> Result<(), BackendError> {
+        let ok = (200..300).contains(&code);
+        match self.ipaddr_accepted {
+            None => self.ipaddr_accepted = Some(ok),
+            Some(true) if !ok => {
+                return Err(BackendError::Protocol(
+                    "refused IPADDR FROM on a reused connection",
+                ))
+            }
+            Some(_) => {}
+        }
+        Ok(())
     }
 
     async fn read_one_reply(&mut self) -> Result<BackendReply, BackendError> {
@@ -571,6 +617,12 @@ impl Backend {
         let reply = self.read_reply_lines(&mut raw, &mut line).await;
         self.line = line;
         let code = reply?;
+        if code >= 400 {
+            self.errors += 1;
+        } else if self.in_body {
+            // A message accepted: servers forgive the errors before it.
+            self.errors = 0;
+        }
         // The reply after a 354 is the body's final one.
         self.in_body = code == 354;
         self.closing |= code == 421;
@@ -625,6 +677,11 @@ impl Backend {
 
     /// Ends the session politely, without waiting long for the answer.
     pub async fn quit(mut self) {
+        if self.in_body {
+            // QUIT would be a line of the message: closing is the goodbye
+            // (the backend discards the unfinished message).
+            return;
+        }
         if self.w.write_all(b"QUIT\r\n").await.is_ok() && self.w.flush().await.is_ok() {
             let _ = self.read_reply_within(Duration::from_secs(2)).await;
         }

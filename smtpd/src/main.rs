@@ -157,6 +157,7 @@ async fn run() -> anyhow::Result<()> {
     };
     // Stop accepting; a stop (not a drain) also tells idle sessions to go.
     let _ = accept_tx.send(false);
+    shared.prepared.stop();
     if stopping {
         let _ = stop_tx.send(true);
     }

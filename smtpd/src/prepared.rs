@@ -108,8 +108,14 @@ impl Prepared {
         let mut servers = self.servers.lock().ok()?;
         let server = servers.get_mut(&(route.host.clone(), route.port))?;
         // Newest first; one that forwarded another kind of identity (the
-        // server's was reloaded) is left to expire.
-        while let Some(i) = server.ready.iter().rposition(|(_, b)| b.fits(route)) {
+        // server's was reloaded) or reached its limits, or a reused one once
+        // reuse is off (a reload, a stop), is left to expire.
+        let reuse = self.reuse.load(Ordering::Relaxed) && !self.closed.load(Ordering::Relaxed);
+        while let Some(i) = server
+            .ready
+            .iter()
+            .rposition(|(_, b)| b.fits(route) && (reuse || !b.reused()))
+        {
             let (since, mut b) = server.ready.remove(i);
             if since.elapsed() < KEEP && b.still_fresh() {
                 return Some(b);
@@ -129,15 +135,29 @@ impl Prepared {
             return b.quit().await;
         }
         let key = (b.route.host.clone(), b.route.port);
+        let cap = self.size.load(Ordering::Relaxed) as usize + KEEP_RETURNED;
         // Counted while it says EHLO, so that no connection is prepared in
-        // its place meanwhile.
+        // its place meanwhile; none says EHLO if the pool is full already.
+        let room = match self.servers.lock() {
+            Ok(mut servers) => {
+                let server = servers.entry(key.clone()).or_default();
+                let room = server.ready.len() + (server.returning as usize) < cap;
+                if room {
+                    server.returning += 1;
+                }
+                room
+            }
+            Err(_) => false,
+        };
+        if !room {
+            return b.quit().await;
+        }
         let count = |delta: i32| {
             if let Ok(mut servers) = self.servers.lock() {
                 let server = servers.entry(key.clone()).or_default();
                 server.returning = server.returning.saturating_add_signed(delta);
             }
         };
-        count(1);
         let recycled = b.recycle(&hostname).await;
         count(-1);
         if let Err(e) = recycled {
@@ -150,8 +170,8 @@ impl Prepared {
                 return;
             };
             let server = servers.entry(key).or_default();
-            let cap = self.size.load(Ordering::Relaxed) as usize + KEEP_RETURNED;
             if wanted(&self) && server.ready.len() < cap {
+                tracing::debug!("connection to {} kept for another session", b.route.name);
                 server.ready.push((Instant::now(), b));
                 None
             } else {
@@ -244,10 +264,16 @@ impl Prepared {
         }
     }
 
+    /// Prepares and takes back no more connections (the process stops
+    /// accepting: its last sessions end with QUIT to their backends).
+    pub fn stop(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
     /// Closes every ready connection with QUIT and prepares no more (the
     /// process is stopping).
     pub async fn close_all(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.stop();
         let quits: Vec<_> = self
             .expired(true)
             .into_iter()

@@ -77,6 +77,9 @@ pub(crate) const COMMAND_BUFFER: usize = 4 * 1024;
 /// below glibc's 64 KB, whose frees make malloc consolidate its free lists.
 const DATA_BUFFER: usize = 32 * 1024;
 
+/// Replies held back while pipelined commands are read (bytes).
+const MAX_HELD_REPLIES: usize = 16 * 1024;
+
 /// How long connection accounting may take before the session goes on uncounted.
 const ACCOUNTING_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -101,10 +104,12 @@ pub struct Ctx {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// The router's answer to the connection count, polled by the session
-/// itself (a task of its own cost more than the request).
-type Pending =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Admission, RouterError>> + Send>>;
+/// The router's answer to the connection count. A task of its own, not a
+/// future the session polls: the request may wait for the router
+/// connection's lock (while it is reopened), and a waiter that is not polled
+/// — its session blocked writing to a client that does not read — would
+/// hold that lock for every session of the process.
+type Pending = tokio::task::JoinHandle<Result<Admission, RouterError>>;
 
 /// Why a session ends early.
 enum End {
@@ -133,6 +138,10 @@ struct Tx {
     /// The backend's reply to a DATA sent ahead with the last RCPT (the
     /// client had pipelined its DATA behind it), for [`Session::data`].
     data_ahead: Option<BackendReply>,
+    /// The backend connection was lost after it accepted recipients: the
+    /// client was told 250 for them, so the message must not go on
+    /// without them. RCPT and DATA get 451 until the transaction ends.
+    lost: bool,
 }
 
 struct Session {
@@ -217,7 +226,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // Uncounting needs the count's answer (a client may leave, or say QUIT,
     // before it): no reply any more, the session is over.
     if let Some(pending) = s.admission.take() {
-        if let Ok(Admission::Refused(why)) = pending.await {
+        if let Ok(Ok(Admission::Refused(why))) = pending.await {
             warn!("refused connection from {ip}: {why}");
             s.counts.add(Counter::Rejected(Rejection::Limit), 1);
             s.refused = true;
@@ -286,19 +295,40 @@ impl Session {
         self.out.extend_from_slice(&r.raw);
     }
 
+    /// Writes the queued replies. A client that reads none of them for
+    /// `command_timeout` is gone (as Postfix's smtpd_timeout covers writes):
+    /// its session does not hang on a full socket.
     async fn flush(&mut self) -> Result<(), End> {
         if !self.out.is_empty() {
+            let timeout = self.ctx.config.proxy.command_timeout.0;
             let w = self.client.get_mut();
-            w.write_all(&self.out).await.map_err(|_| End::Gone)?;
-            w.flush().await.map_err(|_| End::Gone)?;
+            let write = async {
+                w.write_all(&self.out).await?;
+                w.flush().await
+            };
+            let written = tokio::time::timeout(timeout, write).await;
+            // Written or given up: nothing is tried twice.
             self.out.clear();
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::Gone),
+                Err(_) => {
+                    info!(
+                        "timeout after {timeout:?} writing to {}: it reads no reply",
+                        self.ip()
+                    );
+                    return Err(End::Gone);
+                }
+            }
         }
         Ok(())
     }
 
-    /// Writes queued replies unless more pipelined commands are already buffered.
+    /// Writes queued replies unless more pipelined commands are already
+    /// buffered — or the replies reach [`MAX_HELD_REPLIES`] bytes: a client
+    /// pipelining without end does not make them grow without end.
     async fn flush_if_idle(&mut self) -> Result<(), End> {
-        if self.client.buffer().is_empty() {
+        if self.client.buffer().is_empty() || self.out.len() >= MAX_HELD_REPLIES {
             self.flush().await
         } else {
             Ok(())
@@ -349,7 +379,7 @@ impl Session {
             Read(std::io::Result<usize>),
             TimedOut,
             Stop,
-            Count(Result<Admission, RouterError>),
+            Count(Result<Result<Admission, RouterError>, tokio::task::JoinError>),
         }
         loop {
             // The connection count, while it is awaited, comes first: a
@@ -580,6 +610,7 @@ impl Session {
             rcpts: 0,
             update: false,
             data_ahead: None,
+            lost: false,
         });
         self.reply(Reply::new(250, "2.1.0", "Ok"));
     }
@@ -594,6 +625,9 @@ impl Session {
             return self.reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
         }
         tx.rcpts += 1;
+        if tx.lost {
+            return self.reply(lost_transaction());
+        }
         if let Some(p) = params.first() {
             let text = format!("Unsupported option: {}", p.name);
             return self.syntax_error(Reply::new(555, "5.5.4", &text));
@@ -764,6 +798,7 @@ impl Session {
         if ahead.code == 354 {
             self.backend = None;
             if let Some(tx) = self.tx.as_mut() {
+                tx.lost |= tx.accepted > 0;
                 tx.backend_mail = false;
                 tx.accepted = 0;
                 tx.recipients.clear();
@@ -797,6 +832,7 @@ impl Session {
         self.backend = None;
         if let Some(tx) = self.tx.as_mut() {
             // Whatever the lost connection accepted is gone with it.
+            tx.lost |= tx.accepted > 0;
             tx.backend_mail = false;
             tx.accepted = 0;
             tx.recipients.clear();
@@ -929,6 +965,12 @@ impl Session {
             self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
             return Ok(());
         };
+        if tx.lost {
+            // The whole message again later, with every recipient.
+            self.tx = None;
+            self.reply(lost_transaction());
+            return Ok(());
+        }
         if tx.accepted == 0 || !(tx.backend_mail || tx.update) {
             if let Some(tx) = self.tx.as_mut() {
                 tx.data_ahead = ahead;
@@ -1146,9 +1188,7 @@ impl Session {
     async fn greet_and_admit(&mut self) -> bool {
         let router = self.ctx.router.clone();
         let (sid, ip) = (self.sid.clone(), self.ip());
-        // Polled first right after the greeting is written, then while
-        // commands are read.
-        self.admission = Some(Box::pin(async move {
+        self.admission = Some(tokio::spawn(async move {
             router
                 .connect(&sid, ip, postern_shared::logging::pid(), ACCOUNTING_TIMEOUT)
                 .await
@@ -1169,7 +1209,17 @@ impl Session {
     /// Applies the router's count: the client's `ip-addr` route, or over a
     /// limit a 421 and the end. No answer in time: the session goes on
     /// uncounted (accounting never refuses service).
-    fn admit(&mut self, verdict: Result<Admission, RouterError>) -> Result<(), End> {
+    fn admit(
+        &mut self,
+        verdict: Result<Result<Admission, RouterError>, tokio::task::JoinError>,
+    ) -> Result<(), End> {
+        let verdict = match verdict {
+            Ok(v) => v,
+            Err(e) => {
+                debug!("connection not counted: the request failed: {e}");
+                return Ok(());
+            }
+        };
         match verdict {
             Ok(Admission::Allowed(route)) => {
                 self.relay = route;
@@ -1203,6 +1253,16 @@ impl Session {
         self.client_checked = true;
         Ok(())
     }
+}
+
+/// The reply to RCPT and DATA in a transaction whose backend connection was
+/// lost after it accepted recipients.
+fn lost_transaction() -> Reply {
+    Reply::new(
+        451,
+        "4.4.1",
+        "Error: the mail server connection was lost during this transaction, send it again later",
+    )
 }
 
 fn same_server(a: &Route, b: &Route) -> bool {

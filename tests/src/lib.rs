@@ -148,6 +148,11 @@ pub struct BackendOpts {
     pub idle_close: Option<Duration>,
     /// Refuse this recipient (`RCPT TO:<…>`, exact) with `550 5.1.1`.
     pub refuse_rcpt: Option<&'static str>,
+    /// Drop the connection, without a reply, at `RCPT TO:<this>`.
+    pub drop_at_rcpt: Option<&'static str>,
+    /// Accept the connection's first IPADDR FROM (250) and refuse any
+    /// later one (503), as a server that takes the address once would.
+    pub ipaddr_once: bool,
     /// A connection whose first command after EHLO comes this long after
     /// EHLO is closed without a reply: like a server whose idle timer fired
     /// just as the client spoke.
@@ -305,6 +310,7 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
     let mut mail = false;
     let mut rcpts = 0;
     let mut after_ehlo: Option<Instant> = None;
+    let mut ipaddrs = 0;
     let mut line = Vec::new();
     loop {
         line.clear();
@@ -356,10 +362,21 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
             "XCLIENT" if opts.xclient => b"220 backend.test ESMTP after XCLIENT\r\n",
             "AUTH" => b"235 2.7.0 Authentication successful\r\n",
             "HELO" => b"250 backend.test\r\n",
+            "IPADDR" if opts.ipaddr_once => {
+                ipaddrs += 1;
+                if ipaddrs == 1 {
+                    b"250 2.0.0 Ok\r\n"
+                } else {
+                    b"503 5.5.1 Error: IPADDR FROM already given\r\n"
+                }
+            }
             "IPADDR" => b"500 5.5.2 Error: command not recognized\r\n",
             "MAIL" => {
                 mail = true;
                 b"250 2.1.0 Ok\r\n"
+            }
+            "RCPT" if opts.drop_at_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
+                return;
             }
             "RCPT" if opts.refuse_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
                 b"550 5.1.1 Recipient address rejected: User unknown\r\n"

@@ -787,3 +787,32 @@ fn connection_limits_hold_across_smtpd_processes() {
         (a.starts_with("220 ") && b.starts_with("220 ")).then_some(())
     });
 }
+
+/// A client that pipelines commands and never reads the replies: postern
+/// stops holding replies past 16 KB, and a write that cannot finish within
+/// `command_timeout` ends the session.
+#[test]
+fn a_client_that_reads_no_reply_is_dropped_after_the_command_timeout() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("px-no-read");
+    let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
+        .replace("command_timeout = \"30s\"", "command_timeout = \"1s\"");
+    let p = Postern::start(dir, &conf);
+    let mut c = connect_from("127.0.0.2", p.addr);
+    c.set_write_timeout(Some(std::time::Duration::from_millis(500)))
+        .expect("write timeout");
+    let chunk = b"NOOP\r\n".repeat(10_000);
+    let mut sent = 0;
+    // Bounded: at most 200 chunks (12 MB); the buffers fill long before.
+    for _ in 0..200 {
+        match std::io::Write::write_all(&mut c, &chunk) {
+            Ok(()) => sent += 1,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        sent < 200,
+        "postern kept reading without writing its replies"
+    );
+    p.wait_log("writing to 127.0.0.2: it reads no reply");
+}

@@ -402,13 +402,15 @@ fn a_client_that_stops_sending_its_message_gets_421_and_nothing_is_delivered() {
 }
 
 /// One customer, one smtpd (so that consecutive sessions meet the same
-/// process's prepared connections), `proxy_extra` added to `[proxy]`.
+/// process's prepared connections), `proxy_extra` added to `[proxy]`; debug
+/// log lines, which say when a connection is kept for another session.
 fn one_smtpd(tag: &str, opts: BackendOpts, proxy_extra: &str) -> (Postern, RecordingBackend) {
     let one = RecordingBackend::start_with(opts);
     let dir = TempDir::new(tag);
     let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
         .replace("[process]\n", "[process]\nsmtpd_processes = 1\n")
-        .replace("[proxy]\n", &format!("[proxy]\n{proxy_extra}"));
+        .replace("[proxy]\n", &format!("[proxy]\n{proxy_extra}"))
+        + "\n[log]\nlevel = \"debug\"\n";
     (Postern::start(dir, &conf), one)
 }
 
@@ -570,10 +572,7 @@ fn a_finished_sessions_connection_serves_the_next_client_under_its_own_identity(
     );
     assert!(one_message(&p, "127.0.0.2", "u@one.test").starts_with("250 2.0.0"));
     // The connection is back among the ready ones once it said EHLO again.
-    one.wait_messages(1);
-    wait_for("the connection to say EHLO again", || {
-        (ehlos(&one) == 2).then_some(())
-    });
+    p.wait_log("kept for another session");
     assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
     assert_eq!(one.connections(), 1, "one connection, two sessions");
     // Each message's dialogue is a session's usual one (EHLO reset what
@@ -604,9 +603,7 @@ fn a_transaction_left_open_does_not_follow_the_connection_to_the_next_client() {
     assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert!(raw.cmd("RCPT TO:<left@one.test>").starts_with("250"));
     assert!(raw.cmd("QUIT").starts_with("221"));
-    wait_for("the connection to say EHLO again", || {
-        (ehlos(&one) == 2).then_some(())
-    });
+    p.wait_log("kept for another session");
     assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
     assert_eq!(one.connections(), 1);
     assert_eq!(dialogues(&one, 1), [usual("127.0.0.3", "v@one.test")]);
@@ -693,4 +690,79 @@ fn a_pipelined_data_travels_with_its_rcpt_and_a_refused_one_changes_nothing() {
         m[0].commands,
         ["MAIL FROM:<a@example.org>", "RCPT TO:<u@one.test>", "DATA"]
     );
+}
+
+#[test]
+fn recipients_accepted_on_a_lost_backend_connection_fail_the_whole_transaction() {
+    let opts = BackendOpts {
+        drop_at_rcpt: Some("drop@one.test"),
+        ..BackendOpts::default()
+    };
+    let (p, one) = one_smtpd("route-lost-tx", opts, "");
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(raw.cmd("RCPT TO:<first@one.test>").starts_with("250"));
+    // The backend connection breaks: first@ was accepted on it and is gone.
+    assert!(raw.cmd("RCPT TO:<drop@one.test>").starts_with("451 4.4.1"));
+    // So no recipient may be accepted on a new connection, and DATA may not
+    // deliver the message without first@: the sender retries it whole.
+    assert!(raw.cmd("RCPT TO:<third@one.test>").starts_with("451 4.4.1"));
+    assert!(raw.cmd("DATA").starts_with("451 4.4.1"));
+    // The next transaction goes through.
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(raw.cmd("RCPT TO:<first@one.test>").starts_with("250"));
+    assert!(raw.cmd("DATA").starts_with("354"));
+    raw.send(b"Subject: again\r\n\r\nwhole\r\n.\r\n");
+    assert!(raw.reply().starts_with("250"));
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    let m = one.wait_messages(1);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].position("RCPT TO:<third@one.test>"), None);
+    assert_eq!(m[0].data, b"Subject: again\r\n\r\nwhole\r\n");
+}
+
+#[test]
+fn a_connection_with_errors_of_its_client_is_not_passed_to_the_next() {
+    let opts = BackendOpts {
+        refuse_rcpt: Some("nobody@one.test"),
+        ..BackendOpts::default()
+    };
+    let (p, one) = one_smtpd("route-reuse-errors", opts, "prepared_connections = 0\n");
+    // Refused recipients and no message: the backend holds those errors
+    // against the connection (as Postfix does until mail is delivered).
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    for _ in 0..4 {
+        assert!(raw.cmd("RCPT TO:<nobody@one.test>").starts_with("550"));
+    }
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    // Its backend connection either says QUIT or EHLO again (readied for
+    // another client): QUIT it must be.
+    wait_for("the connection to say QUIT or EHLO", || {
+        (one.quits() + ehlos(&one) >= 2).then_some(())
+    });
+    assert_eq!(one.quits(), 1, "closed, not readied for another client");
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    assert_eq!(one.connections(), 2, "a connection of its own");
+}
+
+#[test]
+fn a_refused_ipaddr_from_on_a_reused_connection_means_a_new_connection() {
+    // This backend takes IPADDR FROM once per connection: on a reused one,
+    // the previous client's address would stay in force.
+    let opts = BackendOpts {
+        ipaddr_once: true,
+        ..BackendOpts::default()
+    };
+    let (p, one) = one_smtpd("route-reuse-ipaddr", opts, "prepared_connections = 0\n");
+    assert!(one_message(&p, "127.0.0.2", "u@one.test").starts_with("250 2.0.0"));
+    p.wait_log("kept for another session");
+    assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
+    let m = one.wait_messages(2);
+    assert_eq!(m.len(), 2, "no message under the other client's address");
+    assert_eq!(one.connections(), 2);
+    assert_eq!(m[1].commands, usual("127.0.0.3", "v@one.test").0);
+    assert!(m[1].connected_at > m[0].connected_at, "a new connection");
 }
