@@ -232,7 +232,7 @@ pub struct Backend {
     pub caps: Caps,
     r: Reader<OwnedReadHalf>,
     /// Buffered writer to the backend; DATA streams through it.
-    pub w: BufWriter<OwnedWriteHalf>,
+    w: BufWriter<OwnedWriteHalf>,
     /// Replies owed for commands sent but not waited for (`IPADDR FROM` to a
     /// pipelining backend): read and dropped before the next reply.
     skip: u32,
@@ -537,10 +537,46 @@ impl Backend {
 
     /// Sends one command line (CRLF added) and reads its reply.
     pub async fn command(&mut self, line: &str) -> Result<BackendReply, BackendError> {
-        self.w.write_all(line.as_bytes()).await?;
-        self.w.write_all(b"\r\n").await?;
-        self.w.flush().await?;
+        self.send(&[line]).await?;
         self.read_reply().await
+    }
+
+    /// Writes `lines` (CRLF added to each) and flushes them, within the
+    /// route's timeout: a backend that stops reading does not hold the
+    /// session for ever.
+    async fn send(&mut self, lines: &[&str]) -> Result<(), BackendError> {
+        let t = self.route.timeout;
+        let w = &mut self.w;
+        let write = async {
+            for line in lines {
+                w.write_all(line.as_bytes()).await?;
+                w.write_all(b"\r\n").await?;
+            }
+            w.flush().await
+        };
+        tokio::time::timeout(t, write)
+            .await
+            .map_err(|_| BackendError::Timeout(t))??;
+        Ok(())
+    }
+
+    /// Writes part of a message body (buffered; see [`Backend::flush`])
+    /// within the route's timeout.
+    pub async fn write_body(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        let t = self.route.timeout;
+        tokio::time::timeout(t, self.w.write_all(bytes))
+            .await
+            .map_err(|_| BackendError::Timeout(t))??;
+        Ok(())
+    }
+
+    /// Sends what is buffered within the route's timeout.
+    pub async fn flush(&mut self) -> Result<(), BackendError> {
+        let t = self.route.timeout;
+        tokio::time::timeout(t, self.w.flush())
+            .await
+            .map_err(|_| BackendError::Timeout(t))??;
+        Ok(())
     }
 
     /// Reads one (possibly multi-line) reply within the route's timeout.
@@ -571,11 +607,7 @@ impl Backend {
             }
             return Ok(out);
         }
-        for line in lines {
-            self.w.write_all(line.as_bytes()).await?;
-            self.w.write_all(b"\r\n").await?;
-        }
-        self.w.flush().await?;
+        self.send(lines).await?;
         let mut out = Vec::with_capacity(lines.len());
         for _ in lines {
             out.push(self.read_reply().await?);

@@ -1046,12 +1046,12 @@ impl Session {
             return Ok(());
         }
         let done = match self.backend.as_mut() {
-            Some(b) => match b.w.flush().await {
+            Some(b) => match b.flush().await {
                 Ok(()) => {
                     b.read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout))
                         .await
                 }
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             },
             None => Err(BackendError::Protocol("no backend connection")),
         };
@@ -1134,13 +1134,13 @@ impl Session {
                 } else if let Some(b) = self.backend.as_mut() {
                     let mut result = Ok(());
                     if held_cr {
-                        result = b.w.write_all(b"\r").await;
+                        result = b.write_body(b"\r").await;
                     }
                     if result.is_ok() {
-                        result = b.w.write_all(piece).await;
+                        result = b.write_body(piece).await;
                     }
                     if let Err(e) = result {
-                        backend_err = Some(e.into());
+                        backend_err = Some(e);
                     }
                 }
             }

@@ -150,6 +150,8 @@ pub struct BackendOpts {
     pub refuse_rcpt: Option<&'static str>,
     /// Drop the connection, without a reply, at `RCPT TO:<this>`.
     pub drop_at_rcpt: Option<&'static str>,
+    /// After 354, stop reading (for a minute), as a stuck server would.
+    pub stall_in_data: bool,
     /// Accept the connection's first IPADDR FROM (250) and refuse any
     /// later one (503), as a server that takes the address once would.
     pub ipaddr_once: bool,
@@ -401,6 +403,11 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
                 return;
             }
             "DATA" if rcpts == 0 => b"554 5.5.1 Error: no valid recipients\r\n",
+            "DATA" if opts.stall_in_data => {
+                let _ = w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                std::thread::sleep(Duration::from_secs(60));
+                return;
+            }
             "DATA" => {
                 rcpts = 0;
                 let _ = w.write_all(b"354 End data with <CR><LF>.<CR><LF>\r\n");
@@ -803,6 +810,8 @@ impl Raw {
 
     fn wrap(stream: TcpStream) -> Raw {
         stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        // A server that stops reading fails the test instead of hanging it.
+        stream.set_write_timeout(Some(DEADLINE)).expect("timeout");
         let mut raw = Raw {
             r: BufReader::new(stream.try_clone().expect("clone")),
             w: stream,

@@ -816,3 +816,37 @@ fn a_client_that_reads_no_reply_is_dropped_after_the_command_timeout() {
     );
     p.wait_log("writing to 127.0.0.2: it reads no reply");
 }
+
+/// A backend that stops reading in the middle of a message: the session
+/// does not hang on it. Once the writes to it have waited the server's
+/// `timeout`, the rest of the body is read and the client gets 451 at its
+/// end (the sender retries; nothing was accepted).
+#[test]
+fn a_backend_that_stops_reading_a_body_gives_451_after_its_timeout() {
+    let backend = RecordingBackend::start_with(BackendOpts {
+        stall_in_data: true,
+        ..BackendOpts::default()
+    });
+    let dir = TempDir::new("px-stall");
+    let server = server_block("One", backend.port(), &["one.test"])
+        .replace("timeout = \"5s\"", "timeout = \"1s\"");
+    let conf = config_text(&dir, &server);
+    let p = Postern::start(dir, &conf);
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(raw.cmd("RCPT TO:<u@one.test>").starts_with("250"));
+    assert!(raw.cmd("DATA").starts_with("354"));
+    // Far more than the loopback buffers hold: the backend's side fills up.
+    let line = format!("{}\r\n", "x".repeat(998));
+    let block = line.repeat(1024);
+    for _ in 0..32 {
+        raw.send(block.as_bytes());
+    }
+    raw.send(b".\r\n");
+    let r = raw.reply();
+    assert!(r.starts_with("451 4.4.1"), "{r}");
+    assert!(raw.cmd("QUIT").starts_with("221"));
+    p.wait_log("timed out after 1s");
+    assert!(backend.messages().is_empty());
+}

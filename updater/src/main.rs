@@ -625,11 +625,10 @@ async fn deliver(server: &Server, hostname: &str, msg: &Message) -> Outcome {
         Ok(r) => return decide(&r).unwrap_or(Outcome::Deferred(r.summary())),
         Err(e) => return temp(e),
     }
-    use tokio::io::AsyncWriteExt;
     let sent = async {
-        b.w.write_all(&msg.body).await?;
-        b.w.write_all(b".\r\n").await?;
-        b.w.flush().await
+        b.write_body(&msg.body).await?;
+        b.write_body(b".\r\n").await?;
+        b.flush().await
     };
     if let Err(e) = sent.await {
         return Outcome::Deferred(e.to_string());
