@@ -796,13 +796,19 @@ impl Session {
             return;
         };
         if ahead.code == 354 {
-            self.backend = None;
-            if let Some(tx) = self.tx.as_mut() {
-                tx.lost |= tx.accepted > 0;
-                tx.backend_mail = false;
-                tx.accepted = 0;
-                tx.recipients.clear();
-            }
+            self.lose_backend();
+        }
+    }
+
+    /// Drops the backend connection; whatever it accepted of the current
+    /// transaction is gone with it (see `Tx::lost`).
+    fn lose_backend(&mut self) {
+        self.backend = None;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.lost |= tx.accepted > 0;
+            tx.backend_mail = false;
+            tx.accepted = 0;
+            tx.recipients.clear();
         }
     }
 
@@ -829,14 +835,7 @@ impl Session {
             route.host,
             route.port
         );
-        self.backend = None;
-        if let Some(tx) = self.tx.as_mut() {
-            // Whatever the lost connection accepted is gone with it.
-            tx.lost |= tx.accepted > 0;
-            tx.backend_mail = false;
-            tx.accepted = 0;
-            tx.recipients.clear();
-        }
+        self.lose_backend();
         self.reply(Reply::new(
             451,
             "4.4.1",

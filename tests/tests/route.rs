@@ -548,6 +548,15 @@ fn ehlos(one: &RecordingBackend) -> usize {
         + usize::from(one.all_bytes().starts_with(b"EHLO "))
 }
 
+/// A session from `from` that has MAIL and RCPT `rcpt` accepted.
+fn open_transaction(p: &Postern, from: &str, rcpt: &str) -> Raw {
+    let mut raw = Raw::connect_from(from, p.addr);
+    assert!(raw.cmd("EHLO client.example").starts_with("250"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(raw.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    raw
+}
+
 /// The usual dialogue of one message of `one_message`.
 fn usual(from: &str, rcpt: &str) -> (Vec<String>, Vec<u8>) {
     let commands = [
@@ -598,10 +607,7 @@ fn a_transaction_left_open_does_not_follow_the_connection_to_the_next_client() {
         "prepared_connections = 0\n",
     );
     // MAIL and RCPT reach the backend, then the client leaves without DATA.
-    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
-    assert!(raw.cmd("EHLO client.example").starts_with("250"));
-    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
-    assert!(raw.cmd("RCPT TO:<left@one.test>").starts_with("250"));
+    let mut raw = open_transaction(&p, "127.0.0.2", "left@one.test");
     assert!(raw.cmd("QUIT").starts_with("221"));
     p.wait_log("kept for another session");
     assert!(one_message(&p, "127.0.0.3", "v@one.test").starts_with("250 2.0.0"));
@@ -619,10 +625,7 @@ fn a_connection_left_in_a_body_or_tied_to_its_client_is_never_reused() {
         BackendOpts::default(),
         "prepared_connections = 0\n",
     );
-    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
-    assert!(raw.cmd("EHLO client.example").starts_with("250"));
-    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
-    assert!(raw.cmd("RCPT TO:<u@one.test>").starts_with("250"));
+    let mut raw = open_transaction(&p, "127.0.0.2", "u@one.test");
     assert!(raw.cmd("DATA").starts_with("354"));
     raw.send(b"Subject: cut\r\n\r\npart of a body\r\n");
     drop(raw);
@@ -699,10 +702,7 @@ fn recipients_accepted_on_a_lost_backend_connection_fail_the_whole_transaction()
         ..BackendOpts::default()
     };
     let (p, one) = one_smtpd("route-lost-tx", opts, "");
-    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
-    assert!(raw.cmd("EHLO client.example").starts_with("250"));
-    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
-    assert!(raw.cmd("RCPT TO:<first@one.test>").starts_with("250"));
+    let mut raw = open_transaction(&p, "127.0.0.2", "first@one.test");
     // The backend connection breaks: first@ was accepted on it and is gone.
     assert!(raw.cmd("RCPT TO:<drop@one.test>").starts_with("451 4.4.1"));
     // So no recipient may be accepted on a new connection, and DATA may not
