@@ -67,7 +67,7 @@ pub struct Prepared {
     size: AtomicU32,
     /// `proxy.reuse_connections` in force.
     reuse: AtomicBool,
-    /// Set by [`Prepared::close_all`]: the process is stopping.
+    /// Set by [`Prepared::stop`]: the process no longer accepts sessions.
     closed: AtomicBool,
     servers: Mutex<HashMap<(String, u16), Server>>,
 }
@@ -152,14 +152,11 @@ impl Prepared {
         if !room {
             return b.quit().await;
         }
-        let count = |delta: i32| {
-            if let Ok(mut servers) = self.servers.lock() {
-                let server = servers.entry(key.clone()).or_default();
-                server.returning = server.returning.saturating_add_signed(delta);
-            }
-        };
         let recycled = b.recycle(&hostname).await;
-        count(-1);
+        if let Ok(mut servers) = self.servers.lock() {
+            let server = servers.entry(key.clone()).or_default();
+            server.returning = server.returning.saturating_sub(1);
+        }
         if let Err(e) = recycled {
             // Its state is unknown: dropped without a word.
             tracing::debug!("reusing a connection to {}: {e}", b.route.name);
