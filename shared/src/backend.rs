@@ -714,9 +714,14 @@ impl Backend {
             // (the backend discards the unfinished message).
             return;
         }
-        if self.w.write_all(b"QUIT\r\n").await.is_ok() && self.w.flush().await.is_ok() {
-            let _ = self.read_reply_within(Duration::from_secs(2)).await;
-        }
+        // At most 2 s for the whole goodbye, writing included: a backend
+        // that stopped reading does not keep the session waiting.
+        let bye = async {
+            self.w.write_all(b"QUIT\r\n").await?;
+            self.w.flush().await?;
+            self.read_reply_inner().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), bye).await;
         // Closing sends the FIN: no shutdown(2) first (dropping the write
         // half would make one), the backend has said goodbye.
         self.w.into_inner().forget();
