@@ -256,7 +256,8 @@ pub struct Backend {
     /// 10, closes at 20), so a connection with more than
     /// [`MAX_ERRORS_TO_REUSE`] serves no other client.
     errors: u32,
-    /// Whether the backend accepted this connection's first IPADDR FROM.
+    /// Whether the backend accepted an IPADDR FROM on this connection
+    /// (`Some(false)`: it refused every one so far).
     ipaddr_accepted: Option<bool>,
 }
 
@@ -560,13 +561,17 @@ impl Backend {
         Ok(())
     }
 
-    /// Writes part of a message body (buffered; see [`Backend::flush`])
-    /// within the route's timeout.
+    /// Writes part of a message body (buffered; see [`Backend::flush`]),
+    /// each piece of up to [`WRITE_BUFFER`] bytes within the route's
+    /// timeout: a large body to a slow backend that keeps reading is not cut
+    /// short, one that stops reading is.
     pub async fn write_body(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
         let t = self.route.timeout;
-        tokio::time::timeout(t, self.w.write_all(bytes))
-            .await
-            .map_err(|_| BackendError::Timeout(t))??;
+        for piece in bytes.chunks(WRITE_BUFFER) {
+            tokio::time::timeout(t, self.w.write_all(piece))
+                .await
+                .map_err(|_| BackendError::Timeout(t))??;
+        }
         Ok(())
     }
 
@@ -631,14 +636,14 @@ impl Backend {
     /// connects anew).
     fn check_ipaddr_reply(&mut self, code: u16) -> Result<(), BackendError> {
         let ok = (200..300).contains(&code);
-        match self.ipaddr_accepted {
-            None => self.ipaddr_accepted = Some(ok),
-            Some(true) if !ok => {
-                return Err(BackendError::Protocol(
-                    "refused IPADDR FROM on a reused connection",
-                ))
-            }
-            Some(_) => {}
+        if !ok && self.ipaddr_accepted == Some(true) {
+            return Err(BackendError::Protocol(
+                "refused IPADDR FROM on a reused connection",
+            ));
+        }
+        // Once one is accepted, a later refusal is never ignored.
+        if ok || self.ipaddr_accepted.is_none() {
+            self.ipaddr_accepted = Some(ok);
         }
         Ok(())
     }

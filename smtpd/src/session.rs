@@ -242,7 +242,10 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // closing then would send a reset that can overtake our last reply:
     // shutdown(2) sends the FIN first. TLS always says goodbye (close_notify).
     if s.tls || !s.quit {
-        let _ = s.client.get_mut().shutdown().await;
+        // Bounded: TLS's close_notify waits for what is still unsent, which
+        // a client that reads nothing never takes.
+        let shutdown = s.client.get_mut().shutdown();
+        let _ = tokio::time::timeout(Duration::from_secs(2), shutdown).await;
     }
     let (counts, router, sid) = (
         std::mem::take(&mut s.counts),
@@ -428,9 +431,21 @@ impl Session {
             return Err(End::Gone);
         }
         if buf.last() != Some(&b'\n') {
-            // Longer than the limit: discard up to the end of the line.
+            // Longer than the limit: discard up to the end of the line,
+            // within the command's time as the line itself.
             self.errors += 1;
-            self.discard_line().await?;
+            match tokio::time::timeout_at(deadline, self.discard_line()).await {
+                Ok(discarded) => discarded?,
+                Err(_) => {
+                    info!(
+                        "timeout after {timeout:?} waiting for the end of a line from {}",
+                        self.ip()
+                    );
+                    let text = format!("{} Error: timeout exceeded", self.hostname());
+                    self.reply(Reply::new(421, "4.4.2", &text));
+                    return Err(End::Closed);
+                }
+            }
             self.reply(too_long);
             return Ok(None);
         }

@@ -850,3 +850,20 @@ fn a_backend_that_stops_reading_a_body_gives_451_after_its_timeout() {
     p.wait_log("timed out after 1s");
     assert!(backend.messages().is_empty());
 }
+
+/// A command line longer than the limit whose end never comes: the session
+/// does not wait for it longer than for any command.
+#[test]
+fn an_overlong_line_that_never_ends_times_out_like_a_command() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("px-long-silent");
+    let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
+        .replace("command_timeout = \"30s\"", "command_timeout = \"1s\"");
+    let p = Postern::start(dir, &conf);
+    let mut raw = Raw::connect_from("127.0.0.2", p.addr);
+    raw.send(&[b'x'; 4096]);
+    let r = raw.reply();
+    assert!(r.starts_with("421 4.4.2"), "{r}");
+    assert!(raw.closed());
+    p.wait_log("waiting for the end of a line from 127.0.0.2");
+}
