@@ -415,15 +415,7 @@ impl Session {
                 }
                 Got::Read(Ok(_)) => break,
                 Got::Read(Err(_)) => return Err(End::Gone),
-                Got::TimedOut => {
-                    info!(
-                        "timeout after {timeout:?} waiting for a command from {}",
-                        self.ip()
-                    );
-                    let text = format!("{} Error: timeout exceeded", self.hostname());
-                    self.reply(Reply::new(421, "4.4.2", &text));
-                    return Err(End::Closed);
-                }
+                Got::TimedOut => return Err(self.timed_out(timeout, "a command")),
                 Got::Stop => return Err(self.shutting_down()),
             }
         }
@@ -436,15 +428,7 @@ impl Session {
             self.errors += 1;
             match tokio::time::timeout_at(deadline, self.discard_line()).await {
                 Ok(discarded) => discarded?,
-                Err(_) => {
-                    info!(
-                        "timeout after {timeout:?} waiting for the end of a line from {}",
-                        self.ip()
-                    );
-                    let text = format!("{} Error: timeout exceeded", self.hostname());
-                    self.reply(Reply::new(421, "4.4.2", &text));
-                    return Err(End::Closed);
-                }
+                Err(_) => return Err(self.timed_out(timeout, "the end of a line")),
             }
             self.reply(too_long);
             return Ok(None);
@@ -486,6 +470,17 @@ impl Session {
             let n = buf.len();
             self.client.consume(n);
         }
+    }
+
+    /// The client sent nothing of `what` within `timeout`: 421, the end.
+    fn timed_out(&mut self, timeout: Duration, what: &str) -> End {
+        info!(
+            "timeout after {timeout:?} waiting for {what} from {}",
+            self.ip()
+        );
+        let text = format!("{} Error: timeout exceeded", self.hostname());
+        self.reply(Reply::new(421, "4.4.2", &text));
+        End::Closed
     }
 
     fn shutting_down(&mut self) -> End {

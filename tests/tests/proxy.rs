@@ -793,11 +793,7 @@ fn connection_limits_hold_across_smtpd_processes() {
 /// `command_timeout` ends the session.
 #[test]
 fn a_client_that_reads_no_reply_is_dropped_after_the_command_timeout() {
-    let backend = RecordingBackend::start();
-    let dir = TempDir::new("px-no-read");
-    let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
-        .replace("command_timeout = \"30s\"", "command_timeout = \"1s\"");
-    let p = Postern::start(dir, &conf);
+    let (p, _backend) = with_command_timeout_1s("px-no-read");
     let mut c = connect_from("127.0.0.2", p.addr);
     c.set_write_timeout(Some(std::time::Duration::from_millis(500)))
         .expect("write timeout");
@@ -855,15 +851,20 @@ fn a_backend_that_stops_reading_a_body_gives_451_after_its_timeout() {
 /// does not wait for it longer than for any command.
 #[test]
 fn an_overlong_line_that_never_ends_times_out_like_a_command() {
-    let backend = RecordingBackend::start();
-    let dir = TempDir::new("px-long-silent");
-    let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
-        .replace("command_timeout = \"30s\"", "command_timeout = \"1s\"");
-    let p = Postern::start(dir, &conf);
+    let (p, _backend) = with_command_timeout_1s("px-long-silent");
     let mut raw = Raw::connect_from("127.0.0.2", p.addr);
     raw.send(&[b'x'; 4096]);
     let r = raw.reply();
     assert!(r.starts_with("421 4.4.2"), "{r}");
     assert!(raw.closed());
     p.wait_log("waiting for the end of a line from 127.0.0.2");
+}
+
+/// postern with `command_timeout = "1s"` in front of one recording backend.
+fn with_command_timeout_1s(tag: &str) -> (Postern, RecordingBackend) {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
+        .replace("command_timeout = \"30s\"", "command_timeout = \"1s\"");
+    (Postern::start(dir, &conf), backend)
 }
