@@ -627,7 +627,7 @@ async fn deliver(server: &Server, hostname: &str, msg: &Message) -> Outcome {
     }
     let sent = async {
         b.write_body(&msg.body).await?;
-        b.write_body(b".\r\n").await?;
+        b.write_body(terminator(&msg.body)).await?;
         b.flush().await
     };
     if let Err(e) = sent.await {
@@ -642,6 +642,21 @@ async fn deliver(server: &Server, hostname: &str, msg: &Message) -> Outcome {
     };
     b.quit().await;
     outcome
+}
+
+/// What must follow a stored body so that it ends with exactly one
+/// `CRLF.CRLF`. smtpd stores the message without its terminator, but
+/// spools written before that kept it: a dot-stuffed body can end with
+/// `CRLF.CRLF` only if that is the terminator, so it is never sent twice
+/// (a second one would reach the backend as a stray `.` command).
+fn terminator(body: &[u8]) -> &'static [u8] {
+    if body == b".\r\n" || body.ends_with(b"\r\n.\r\n") {
+        b""
+    } else if body.is_empty() || body.ends_with(b"\r\n") {
+        b".\r\n"
+    } else {
+        b"\r\n.\r\n"
+    }
 }
 
 async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>) {
@@ -671,5 +686,23 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>) {
     }
     if let Ok(answer) = reply_rx.await {
         let _ = proto::write(&mut conn, &answer).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminator;
+
+    #[test]
+    fn a_copy_ends_with_exactly_one_terminator() {
+        // As smtpd stores it now: the message without its end.
+        assert_eq!(terminator(b"Subject: x\r\n\r\nhi\r\n"), b".\r\n");
+        assert_eq!(terminator(b""), b".\r\n");
+        assert_eq!(terminator(b"no line end"), b"\r\n.\r\n");
+        // As older spools kept it: the end already there.
+        assert_eq!(terminator(b"Subject: x\r\n\r\nhi\r\n.\r\n"), b"");
+        assert_eq!(terminator(b".\r\n"), b"");
+        // A dot-stuffed line of one dot is content, not an end.
+        assert_eq!(terminator(b"a\r\n..\r\n"), b".\r\n");
     }
 }

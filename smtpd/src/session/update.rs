@@ -64,6 +64,12 @@ impl Session {
             self.refuse_body(fault, &from);
             return Ok(());
         }
+        // The spool keeps the message, not its end: the updater writes the
+        // terminator when it delivers a copy.
+        let kept = body.len().saturating_sub(3);
+        if body[kept..] == *b".\r\n" {
+            body.truncate(kept);
+        }
         let recipient = self
             .ctx
             .config
