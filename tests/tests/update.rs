@@ -123,6 +123,21 @@ fn an_update_mail_reaches_every_backend_with_its_credentials() {
         );
         assert_eq!(String::from_utf8_lossy(&m.data), sent, "{name}");
     }
+    p.wait_log(&format!("update {id} done: delivered to 3/3 servers"));
+    for (name, backend) in [("A", &a), ("B", &b), ("C", &c)] {
+        // One end of data per copy: a second `.` line would reach the
+        // backend as a command of its own.
+        let transcript = wait_for(&format!("{name}'s QUIT"), || {
+            let t = String::from_utf8_lossy(&backend.all_bytes()).into_owned();
+            t.contains("\r\nQUIT\r\n").then_some(t)
+        });
+        let ends = transcript.split("\r\n").filter(|l| *l == ".").count();
+        assert_eq!(ends, 1, "{name}: {transcript}");
+        assert!(
+            transcript.ends_with("\r\n.\r\nQUIT\r\n"),
+            "{name}: {transcript}"
+        );
+    }
     let a_cmds = &a.messages()[0].commands;
     assert_eq!(
         a_cmds[a.messages()[0]
