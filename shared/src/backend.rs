@@ -28,7 +28,9 @@
 //! [`Health`] remembers backends that keep failing: after
 //! [`FAILURES_BEFORE_SKIP`] failed connections in a row a backend is skipped
 //! for [`SKIP_FOR`] (the client gets its 4xx at once instead of waiting out
-//! the timeout each time).
+//! the timeout each time). Only steps 1 to 4 count: a backend that greeted
+//! and answered EHLO is up, and a failure at step 5 or 6 comes from what
+//! this client sent (its HELO name, its login), not from the server.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -284,19 +286,15 @@ impl Backend {
         if let Some(left) = health.and_then(|h| h.skipped(route)) {
             return Err(BackendError::Skipped(left));
         }
-        let result = Self::open(route, hostname, client).await;
+        // Health says whether the backend answers: connected, greeted and
+        // EHLO'd. What fails after that (the client's identity, its AUTH)
+        // depends on this client's input, and one client must not get the
+        // server skipped for everybody.
+        let greeted = Self::greet(route, hostname, Some(client)).await;
         if let Some(h) = health {
-            h.record(route, result.is_ok());
+            h.record(route, greeted.is_ok());
         }
-        result
-    }
-
-    async fn open(
-        route: &Route,
-        hostname: &str,
-        client: &ClientInfo<'_>,
-    ) -> Result<Backend, BackendError> {
-        let mut b = Self::greet(route, hostname, Some(client)).await?;
+        let mut b = greeted?;
         b.identify(hostname, client).await?;
         Ok(b)
     }
@@ -733,34 +731,69 @@ impl Backend {
     }
 }
 
-/// `XCLIENT` with the advertised attributes only, HELO and PROTO first, ADDR last.
+/// Longest XCLIENT command line sent, CRLF excluded: RFC 5321's 512-octet
+/// command line (§4.5.3.1.4). Postfix accepts up to its `line_length_limit`
+/// (2048) and drops the connection beyond it; a client's own HELO must never
+/// bring a line there.
+pub const MAX_XCLIENT_LINE: usize = 510;
+
+/// Longest HELO name forwarded: a domain has at most 255 octets (RFC 1035),
+/// so a longer argument is no name, and the backend learns `[UNAVAILABLE]`.
+const MAX_HELO_NAME: usize = 255;
+
+/// `XCLIENT` with the advertised attributes only, HELO and PROTO first, ADDR
+/// last. A value that would take the line past [`MAX_XCLIENT_LINE`] is sent
+/// as `[UNAVAILABLE]` (the value Postfix defines for "not known"), so the
+/// line always fits whatever the client said.
 fn xclient_command(advertised: &[String], c: &ClientInfo<'_>) -> String {
+    const UNAVAILABLE: &str = "[UNAVAILABLE]";
     let ip = unmap(c.peer.ip());
     let addr = match ip {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("IPV6:{v6}"),
     };
+    let helo = c.helo.map(|h| {
+        if h.len() > MAX_HELO_NAME {
+            UNAVAILABLE.to_string()
+        } else {
+            xtext(h)
+        }
+    });
     let candidates = [
-        ("HELO", c.helo.map(xtext)),
+        ("HELO", helo),
         (
             "PROTO",
             Some(if c.esmtp { "ESMTP" } else { "SMTP" }.to_string()),
         ),
         ("LOGIN", c.login.map(|(u, _)| xtext(u))),
-        ("NAME", Some("[UNAVAILABLE]".to_string())),
+        ("NAME", Some(UNAVAILABLE.to_string())),
         ("PORT", Some(c.peer.port().to_string())),
         ("ADDR", Some(addr)),
     ];
+    let sent: Vec<(&str, String)> = candidates
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .filter(|(name, _)| advertised.iter().any(|a| a == name))
+        .collect();
+    // Room for every attribute at its shortest ("NAME=[UNAVAILABLE]"; ADDR,
+    // PORT and PROTO are short already), then the longer values in order
+    // while they fit.
+    let shortest = |name: &str, v: &str| 2 + name.len() + v.len().min(UNAVAILABLE.len());
+    let mut room = MAX_XCLIENT_LINE
+        .saturating_sub("XCLIENT".len() + sent.iter().map(|(n, v)| shortest(n, v)).sum::<usize>());
     let mut line = String::from("XCLIENT");
-    for (name, value) in candidates {
-        if let Some(v) = value {
-            if advertised.iter().any(|a| a == name) {
-                line.push(' ');
-                line.push_str(name);
-                line.push('=');
-                line.push_str(&v);
-            }
-        }
+    for (name, value) in sent {
+        let extra = value.len().saturating_sub(UNAVAILABLE.len());
+        let value = if extra <= room {
+            room -= extra;
+            value
+        } else {
+            UNAVAILABLE.to_string()
+        };
+        line.push(' ');
+        line.push_str(name);
+        line.push('=');
+        line.push_str(&value);
     }
     line
 }
@@ -889,5 +922,49 @@ mod tests {
             xclient_command(&all, &v6),
             "XCLIENT HELO=client+20host PROTO=ESMTP LOGIN=joe NAME=[UNAVAILABLE] PORT=7 ADDR=IPV6:2001:db8::5"
         );
+    }
+
+    #[test]
+    fn an_xclient_line_fits_whatever_the_client_said() {
+        let all: Vec<String> = ["NAME", "ADDR", "PORT", "PROTO", "HELO", "LOGIN"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let long = "a".repeat(2000);
+        let c = ClientInfo {
+            peer: sa("127.0.0.3:5555"),
+            local: sa("127.0.0.1:25"),
+            helo: Some(&long),
+            esmtp: true,
+            login: None,
+        };
+        // Longer than a domain can be: no name at all.
+        assert_eq!(
+            xclient_command(&all, &c),
+            "XCLIENT HELO=[UNAVAILABLE] PROTO=ESMTP NAME=[UNAVAILABLE] PORT=5555 ADDR=127.0.0.3"
+        );
+        // 255 octets that xtext triples: the name does not fit, the rest does.
+        let specials = "+".repeat(255);
+        let login = "l".repeat(300);
+        let c = ClientInfo {
+            helo: Some(&specials),
+            login: Some((&login, "pw")),
+            ..c
+        };
+        let line = xclient_command(&all, &c);
+        assert!(line.len() <= MAX_XCLIENT_LINE, "{} octets", line.len());
+        assert!(
+            line.starts_with("XCLIENT HELO=[UNAVAILABLE] PROTO=ESMTP LOGIN=lll"),
+            "{line}"
+        );
+        assert!(line.ends_with(" ADDR=127.0.0.3"), "{line}");
+        // A name that fits is sent as it is.
+        let name = format!("{}.example", "h".repeat(240));
+        let c = ClientInfo {
+            helo: Some(&name),
+            login: None,
+            ..c
+        };
+        assert!(xclient_command(&all, &c).starts_with(&format!("XCLIENT HELO={name} ")));
     }
 }

@@ -190,3 +190,47 @@ fn a_real_postfix_takes_session_after_session_on_one_reused_connection() {
     // No backend trouble on the way (postern warns of each).
     assert!(!p.log().contains(" WARN "), "{}", p.log());
 }
+
+/// A client's 2,000-character EHLO once made an XCLIENT line longer than
+/// Postfix takes (2,048 octets): Postfix dropped the connection, postern
+/// counted a backend failure, and after three such sessions the customer's
+/// server was skipped for everybody. The name is no domain: Postfix must
+/// learn `HELO=[UNAVAILABLE]`, take the mail, and the server stay in use.
+#[test]
+fn an_overlong_ehlo_never_takes_an_xclient_backend_out() {
+    let pf = PostfixBackend::start();
+    let p = postern_in_front("pf-long-helo", pf.xclient_port, "xclient");
+    let script = r#"
+import smtplib, sys
+host, port, rcpt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+for i in range(6):
+    s = smtplib.SMTP(host, port, source_address=("127.0.0.5", 0), timeout=20)
+    code, _ = s.ehlo("h" * 2000)
+    refused = s.sendmail("sender@example.org", [rcpt], "Subject: long helo\r\n\r\nhi\r\n")
+    print("session", i, code, refused)
+    s.quit()
+"#;
+    let out = python(
+        script,
+        &[
+            &p.addr.ip().to_string(),
+            &p.addr.port().to_string(),
+            &rcpt(),
+        ],
+    );
+    assert_eq!(out.matches(" 250 {}").count(), 6, "{out}\n{}", p.log());
+    // Everyone else still reaches the server.
+    send_from(&p, &pf, "127.0.0.3");
+    pf.wait_delivered_from("127.0.0.3");
+    wait_for("Postfix to take the 6 long-EHLO messages", || {
+        let from_long = pf
+            .clients()
+            .iter()
+            .filter(|(_, c)| c.ends_with("[127.0.0.5]"))
+            .count();
+        (from_long == 6).then_some(())
+    });
+    let log = p.log();
+    assert!(!log.contains("skipping it"), "{log}");
+    assert!(!log.contains("451 4."), "{log}");
+}
