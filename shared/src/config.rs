@@ -564,10 +564,19 @@ impl Config {
             })?
         };
         config.fill_defaults();
-        let problems = config.validate();
+        let mut problems = config.validate();
         if problems.is_empty() {
             Ok(config)
         } else {
+            if let Ok(text) = std::fs::read_to_string(path) {
+                let lines = server_lines(&text);
+                if lines.len() == config.servers.len() {
+                    for p in &mut problems {
+                        p.key = with_server_lines(&p.key, &lines);
+                        p.message = with_server_lines(&p.message, &lines);
+                    }
+                }
+            }
             Err(ConfigError {
                 path: name,
                 problems,
@@ -824,8 +833,26 @@ impl Config {
 
         let mut owner: std::collections::HashMap<String, usize> = Default::default();
         let mut users: std::collections::HashMap<String, usize> = Default::default();
+        let mut names: std::collections::HashMap<String, usize> = Default::default();
         for (i, s) in self.servers.iter().enumerate() {
             let k = |f: &str| format!("server[{}].{f}", i + 1);
+            // Every per-server record (update copies, restarts, health,
+            // logs) is keyed by this name: two servers must never share it.
+            let name = s.display_name();
+            if let Some(prev) = names.insert(name.to_lowercase(), i) {
+                let unnamed = if s.name.is_none() {
+                    " (host:port, as it has no name)"
+                } else {
+                    ""
+                };
+                bad(
+                    k("name"),
+                    format!(
+                        "{name:?}{unnamed} is also the name of server[{}]: give each server a name of its own",
+                        prev + 1
+                    ),
+                );
+            }
             if s.host.trim().is_empty() {
                 bad(k("host"), "is required".into());
             }
@@ -889,6 +916,62 @@ impl Config {
         }
         out
     }
+}
+
+/// The line (from 1) of each `[[server]]` header of a TOML text, in order.
+fn server_lines(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let bare: String = l
+                .chars()
+                .take_while(|&c| c != '#')
+                .filter(|c| !c.is_whitespace())
+                .collect();
+            bare == "[[server]]"
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// `server[N]` in a key or message, followed by the line of its block:
+/// `server[2] (line 14)`, so that a problem between two servers names both.
+fn with_server_lines(text: &str, lines: &[usize]) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut rest = text;
+    while let Some(at) = rest.find("server[") {
+        let (before, from) = rest.split_at(at);
+        out.push_str(before);
+        let digits = &from["server[".len()..];
+        let n_len = digits
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(digits.len());
+        let line = digits[..n_len]
+            .parse::<usize>()
+            .ok()
+            .filter(|_| digits[n_len..].starts_with(']'))
+            .and_then(|n| lines.get(n.wrapping_sub(1)));
+        match line {
+            Some(line) => {
+                let end = "server[".len() + n_len + 1;
+                // After the key's field (`server[2].name`), not inside it.
+                let field_end = from[end..]
+                    .find(|c: char| {
+                        c != '.' && c != '_' && c != '[' && c != ']' && !c.is_ascii_alphanumeric()
+                    })
+                    .map_or(from.len(), |i| end + i);
+                out.push_str(&from[..field_end]);
+                out.push_str(&format!(" (line {line})"));
+                rest = &from[field_end..];
+            }
+            None => {
+                out.push_str("server[");
+                rest = &from["server[".len()..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Lower-cases a domain and removes one trailing dot.
@@ -1007,6 +1090,49 @@ domains = ["A.test."]
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn two_servers_never_share_a_name() {
+        let dir = std::env::temp_dir().join(format!("postern-dup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("postern.toml");
+        let text = r#"[proxy]
+listen = ["127.0.0.1:2525"]
+
+[[server]]
+name = "Customer One"
+host = "127.0.0.1"
+port = 1025
+domains = ["one.test"]
+
+[[server]]
+name = "customer one"
+host = "127.0.0.1"
+port = 1026
+domains = ["two.test"]
+
+[[server]]
+host = "127.0.0.1"
+port = 1027
+domains = ["three.test"]
+
+  [[ server ]]   # the same backend again, unnamed
+host = "127.0.0.1"
+port = 1027
+domains = ["four.test"]
+"#;
+        std::fs::write(&path, text).expect("write");
+        let err = Config::load(&path).expect_err("duplicate names");
+        std::fs::remove_dir_all(&dir).expect("clean");
+        let lines: Vec<String> = err.problems.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "server[2].name (line 10): \"customer one\" is also the name of server[1] (line 4): give each server a name of its own",
+                "server[4].name (line 21): \"127.0.0.1:1027\" (host:port, as it has no name) is also the name of server[3] (line 16): give each server a name of its own",
+            ]
+        );
     }
 
     #[test]

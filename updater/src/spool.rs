@@ -189,7 +189,15 @@ impl Spool {
                 }
             };
             let copies = match self.read_state(id) {
-                Ok(Some(c)) => c,
+                Ok(Some(mut c)) => {
+                    // One copy per server name: a state written when two
+                    // servers could share a name (an earlier postern)
+                    // listed that name twice, and the second copy was
+                    // delivered again and again to the first server.
+                    let mut seen = std::collections::HashSet::new();
+                    c.retain(|copy| seen.insert(copy.server.clone()));
+                    c
+                }
                 Ok(None) => {
                     let c: Vec<Copy> = servers.iter().map(|s| Copy::pending(s)).collect();
                     self.save_state(id, &c)?;
@@ -327,6 +335,34 @@ mod tests {
         assert_eq!(all[0].1, vec![Copy::pending("one"), Copy::pending("three")]);
         spool.delete("ABC").expect("delete");
         assert!(spool.load_all(&[]).expect("load").is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_state_naming_a_server_twice_loads_one_copy() {
+        let dir = std::env::temp_dir().join(format!("postern-spool-dup-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        let spool = Spool::open(&dir).expect("open");
+        let m = Message {
+            id: "DUP".into(),
+            sender: "admin@example.net".into(),
+            recipient: "update@mx.test".into(),
+            received: 1_700_000_000,
+            sid: "S1".into(),
+            body: b"Subject: x\r\n\r\nhi\r\n".to_vec(),
+        };
+        // As an earlier postern wrote it for two servers both named "A".
+        let mut delivered = Copy::pending("A");
+        delivered.status = Status::Delivered;
+        let copies = [delivered, Copy::pending("A"), Copy::pending("B")];
+        spool.store(&m, &copies).expect("store");
+        let all = spool.load_all(&[]).expect("load");
+        let loaded: Vec<(&str, Status)> = all[0]
+            .1
+            .iter()
+            .map(|c| (c.server.as_str(), c.status))
+            .collect();
+        assert_eq!(loaded, [("A", Status::Delivered), ("B", Status::Pending)]);
         let _ = fs::remove_dir_all(&dir);
     }
 }
