@@ -1,6 +1,8 @@
 //! postern-shared: what postern's processes have in common.
 //!
+//! - [`access`]: the access lists' entries, patterns and file;
 //! - [`config`]: the TOML configuration, its validation and defaults;
+//! - [`durable`]: files replaced whole or not at all;
 //! - [`base64`]: the codec of SMTP AUTH;
 //! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
 //! - [`backend`]: the SMTP client side of a backend connection (smtpd relays
@@ -17,10 +19,12 @@
 //!
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
+pub mod access;
 pub mod backend;
 pub mod base64;
 pub mod bufread;
 pub mod config;
+pub mod durable;
 pub mod legacy;
 pub mod logging;
 pub mod net;

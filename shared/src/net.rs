@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 /// An IPv4 or IPv6 network, `10.1.0.0/16` or `::1/128`; a bare address is a host network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct IpNet {
     addr: IpAddr,
     prefix: u8,
@@ -19,6 +19,37 @@ pub struct IpNet {
 pub struct BadPattern;
 
 impl IpNet {
+    /// The network's address as written (see [`IpNet::normalized`]).
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// True for a single address (`/32`, `/128`).
+    pub fn is_host(&self) -> bool {
+        self.prefix == if self.addr.is_ipv4() { 32 } else { 128 }
+    }
+
+    /// The same network with its host bits cleared, an IPv4-mapped IPv6
+    /// network (`::ffff:10.0.0.0/104`) written as IPv4 (`10.0.0.0/8`).
+    pub fn normalized(self) -> IpNet {
+        let (addr, prefix) = match self.addr {
+            IpAddr::V6(v6) if self.prefix >= 96 && v6.to_ipv4_mapped().is_some() => (
+                IpAddr::V4(v6.to_ipv4_mapped().expect("checked just above")),
+                self.prefix - 96,
+            ),
+            a => (a, self.prefix),
+        };
+        IpNet {
+            addr: mask(addr, prefix),
+            prefix,
+        }
+    }
+
     /// True when `ip` is inside this network. IPv4-mapped IPv6 clients match IPv4 networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = unmap(ip);
@@ -115,6 +146,25 @@ impl FromStr for IpPattern {
     }
 }
 
+/// `ip` with every bit after the first `prefix` cleared (IPv4 prefixes
+/// count from 32, IPv6 from 128; longer ones change nothing).
+pub fn mask(ip: IpAddr, prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => {
+            let m = u32::MAX
+                .checked_shl(32 - u32::from(prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & m).into())
+        }
+        IpAddr::V6(v6) => {
+            let m = u128::MAX
+                .checked_shl(128 - u32::from(prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & m).into())
+        }
+    }
+}
+
 /// `::ffff:1.2.3.4` → `1.2.3.4`, so that IPv4 rules apply to clients of a dual-stack socket.
 pub fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
@@ -143,6 +193,11 @@ mod tests {
         assert!(v6.contains(ip("::1")) && !v6.contains(ip("::2")));
         assert!("10.0.0.0/33".parse::<IpNet>().is_err());
         assert!("host.example".parse::<IpNet>().is_err());
+        let mapped: IpNet = "::ffff:10.1.2.3/104".parse().expect("net");
+        assert_eq!(mapped.normalized().to_string(), "10.0.0.0/8");
+        let loose: IpNet = "2001:db8::1/32".parse().expect("net");
+        assert_eq!(loose.normalized().to_string(), "2001:db8::/32");
+        assert!(!loose.is_host() && "::1".parse::<IpNet>().expect("net").is_host());
     }
 
     #[test]
