@@ -8,9 +8,11 @@
 //! a running master over `run_dir/master.sock` ([`client`]). Errors are one
 //! line on stderr and a non-zero exit status.
 
+mod access;
 mod client;
 mod logsearch;
 mod master;
+mod oneshot;
 mod sockets;
 mod spawn;
 mod stats;
@@ -38,6 +40,7 @@ commands:
   queue [list|flush|delete ID]    the update queue (mailq / postqueue -f / postsuper -d)
   restarts [list|cancel ID]       scheduled backend restarts
   stats [--weeks N] [--json]      weekly statistics with the spam rate
+  access [list|add|remove|test]   accept and reject lists for mail from the internet
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -58,6 +61,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
         "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
         "stats" => stats::HELP,
+        "access" => access::HELP,
         _ => return None,
     })
 }
@@ -111,7 +115,12 @@ fn main() -> ExitCode {
             [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
         };
     }
-    if rest.len() > 1 && !matches!(cmd.as_str(), "queue" | "restarts" | "restart" | "stats") {
+    if rest.len() > 1
+        && !matches!(
+            cmd.as_str(),
+            "queue" | "restarts" | "restart" | "stats" | "access"
+        )
+    {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
@@ -147,6 +156,13 @@ fn main() -> ExitCode {
             (Ok(c), Some(worker)) if rest.len() == 2 => client::restart(worker, &c),
             (Ok(_), _) => fail("restart needs one worker kind: smtpd, router or updater"),
             (Err(e), _) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        "access" => match Config::load(&path) {
+            Ok(c) => access::run(&rest[1..], &c),
+            Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }

@@ -8,11 +8,9 @@
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use postern_shared::config::Config;
-use postern_shared::proto::{self, Attrs};
-use postern_shared::route::PROTOCOL;
+use postern_shared::proto::Attrs;
 use postern_shared::stats::{Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS};
 
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
@@ -134,36 +132,7 @@ fn fetch(config: &Config) -> Result<(Stats, Source), String> {
 }
 
 fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    let reply = rt.block_on(async {
-        let talk = async {
-            let stream = tokio::net::UnixStream::connect(sock)
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut conn = tokio::io::BufStream::new(stream);
-            let hello = proto::read(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("closed before its greeting")?;
-            if hello.get("protocol") != Some(PROTOCOL) {
-                return Err("not a router socket".to_string());
-            }
-            let req = Attrs::new().with("request", "stats").with("id", 1);
-            proto::write(&mut conn, &req)
-                .await
-                .map_err(|e| e.to_string())?;
-            proto::read(&mut conn)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| "closed without answering".to_string())
-        };
-        tokio::time::timeout(Duration::from_secs(10), talk)
-            .await
-            .map_err(|_| "no answer within 10s".to_string())?
-    })?;
+    let reply = crate::oneshot::router(sock, Attrs::new().with("request", "stats"))?;
     if reply.get("status") != Some("ok") {
         return Err(reply.get("reason").unwrap_or("refused").to_string());
     }

@@ -17,6 +17,7 @@
 
 mod anvil;
 mod metrics;
+mod policy;
 mod stats;
 mod table;
 
@@ -45,6 +46,8 @@ struct State {
     anvil: Mutex<Anvil>,
     /// The statistics.
     stats: Arc<stats::Recorder>,
+    /// The access lists (SPEC §8).
+    access: policy::access::Lists,
 }
 
 type Shared = Arc<State>;
@@ -62,6 +65,7 @@ async fn run() -> anyhow::Result<()> {
         stats: Arc::new(stats::Recorder::load(
             worker.config.process.state_dir.clone(),
         )),
+        access: policy::access::Lists::load(worker.config.access_file()),
     });
     tokio::spawn(sweep_loop(table.clone()));
     tokio::spawn(stats::save_loop(table.stats.clone()));
@@ -109,6 +113,7 @@ async fn run() -> anyhow::Result<()> {
                 let new = Arc::new(load(&config));
                 *table.table.write().unwrap_or_else(|p| p.into_inner()) = new;
                 *table.limits.write().unwrap_or_else(|p| p.into_inner()) = limits(&config);
+                table.access.reload(config.access_file());
                 worker.config = config;
                 worker.ack(&id, Ok(())).await;
             }
@@ -150,6 +155,8 @@ async fn accept_loop(listener: UnixListener, table: Shared) {
 /// written together when no complete request is left in the read buffer, so
 /// a burst of requests costs one read and one write.
 async fn serve(stream: UnixStream, table: Shared) {
+    // Who is at the other end: access-list changes record it.
+    let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     let hello = Attrs::new().with("protocol", PROTOCOL).with("version", 1);
@@ -184,6 +191,16 @@ async fn serve(stream: UnixStream, table: Shared) {
             }
             Some("count") => table.stats.count(&req),
             Some("stats") => table.stats.report(&req),
+            Some("policy") => match postern_shared::policy::Query::from_attrs(&req) {
+                Ok(q) => policy::decide(&table.access, &q).to_attrs(req.get("id").unwrap_or("")),
+                Err(why) => Attrs::new()
+                    .with("id", req.get("id").unwrap_or(""))
+                    .with("status", Status::TempFail.as_str())
+                    .with("reason", why),
+            },
+            Some("access-list" | "access-add" | "access-remove") => {
+                manage_access(&table.access, &req, peer_uid)
+            }
             _ => {
                 let current = table
                     .table
@@ -289,6 +306,81 @@ fn account(state: &State, req: &Attrs) -> Attrs {
                 .with("status", Status::Reject.as_str())
                 .with("reason", reason)
         }
+    }
+}
+
+/// `postern access list|add|remove`: the lists in force, or a change that
+/// is written to the file before it takes effect.
+fn manage_access(lists: &policy::access::Lists, req: &Attrs, peer_uid: Option<u32>) -> Attrs {
+    use policy::access::ChangeError;
+    use postern_shared::access::{is_date, Action, Entry, Method, Pattern};
+    let id = req.get("id").unwrap_or("");
+    let reply = |status: Status| Attrs::new().with("id", id).with("status", status.as_str());
+    let refuse = |why: String| reply(Status::Reject).with("reason", why);
+    if req.get("request") == Some("access-list") {
+        return reply(Status::Ok).with_body(lists.text().into_bytes());
+    }
+    let (action, method) = match (
+        req.get("action").unwrap_or("").parse::<Action>(),
+        req.get("method").unwrap_or("").parse::<Method>(),
+    ) {
+        (Ok(a), Ok(m)) => (a, m),
+        (Err(e), _) | (_, Err(e)) => return refuse(e),
+    };
+    let pattern = match Pattern::parse(method, req.get("pattern").unwrap_or("")) {
+        Ok(p) => p,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let result = if req.get("request") == Some("access-remove") {
+        lists.remove(action, method, &pattern)
+    } else {
+        let keep_until = req.get("keep_until").filter(|k| !k.is_empty());
+        if let Some(k) = keep_until.filter(|k| !is_date(k)) {
+            return refuse(format!("keep-until {k:?} is not a date such as 2027-01-31"));
+        }
+        let user = peer_uid
+            .and_then(|uid| nix::unistd::User::from_uid(uid.into()).ok().flatten())
+            .map(|u| u.name);
+        // The CLI says who ran it; the socket's peer says which account did.
+        let added_by = match (req.get("by").filter(|b| !b.is_empty()), user) {
+            (Some(by), Some(u)) if by != u => format!("{by} (as {u})"),
+            (Some(by), _) => by.to_string(),
+            (None, Some(u)) => u,
+            (None, None) => "unknown".to_string(),
+        };
+        lists.add(Entry {
+            action,
+            method,
+            pattern,
+            comment: req.get("comment").unwrap_or_default().to_string(),
+            keep_until: keep_until.map(str::to_string),
+            added: Some(
+                postern_shared::logging::Timestamp(std::time::SystemTime::now()).to_string(),
+            ),
+            added_by: Some(added_by),
+        })
+    };
+    match result {
+        Ok(()) => {
+            tracing::info!(
+                "access lists: {} {} {} {}",
+                if req.get("request") == Some("access-remove") {
+                    "removed"
+                } else {
+                    "added"
+                },
+                req.get("action").unwrap_or(""),
+                req.get("method").unwrap_or(""),
+                req.get("pattern").unwrap_or("")
+            );
+            reply(Status::Ok)
+        }
+        Err(ChangeError::NotFound) => reply(Status::NotFound),
+        Err(e @ ChangeError::Io(..)) => {
+            tracing::error!("access lists: {e}");
+            refuse(e.to_string())
+        }
+        Err(e) => refuse(e.to_string()),
     }
 }
 

@@ -47,7 +47,7 @@ pub struct Config {
     /// The update queue and scheduled backend restarts (SPEC §7).
     #[serde(default)]
     pub update: Update,
-    /// Anti-spam policy (SPEC §8). No policy key exists yet: the table must be empty.
+    /// Anti-spam policy for mail from the internet (SPEC §8): access lists so far.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     pub policy: Policy,
     /// The Prometheus metrics endpoint (an addition to SPEC §3).
@@ -339,14 +339,22 @@ impl Server {
     }
 }
 
-/// `[policy]`: reserved for SPEC §8; no key is accepted yet.
+/// `[policy]`: the anti-spam policy (SPEC §8). Of its keys, the access
+/// lists' file is implemented; restrictions, blocklists and greylisting are
+/// not yet, and their keys are refused as unknown rather than ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Policy {}
+pub struct Policy {
+    /// The access lists (`[[accept]]`/`[[reject]]` entries); default
+    /// `process.state_dir/access.toml`. The router writes it: it must be
+    /// writable by `process.user`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_file: Option<PathBuf>,
+}
 
 impl Policy {
     fn is_empty(&self) -> bool {
-        true
+        self.access_file.is_none()
     }
 }
 
@@ -565,6 +573,12 @@ impl Config {
         };
         config.fill_defaults();
         let mut problems = config.validate();
+        if let Err(e) = crate::access::AccessFile::load(&config.access_file()) {
+            problems.extend(e.0.into_iter().map(|message| Problem {
+                key: "policy.access_file".into(),
+                message,
+            }));
+        }
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -617,6 +631,14 @@ impl Config {
     /// The configuration as TOML text, as the master sends it to its workers.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serializes: every field is a plain value")
+    }
+
+    /// The access lists' file: `policy.access_file`, or `state_dir/access.toml`.
+    pub fn access_file(&self) -> PathBuf {
+        self.policy
+            .access_file
+            .clone()
+            .unwrap_or_else(|| self.process.state_dir.join("access.toml"))
     }
 
     /// The listen addresses, parsed (validate() has checked them).
@@ -736,6 +758,15 @@ impl Config {
                         format!("{} is not an absolute path", path.display()),
                     );
                 }
+            }
+        }
+
+        if let Some(f) = &self.policy.access_file {
+            if !f.is_absolute() {
+                bad(
+                    "policy.access_file".into(),
+                    format!("{} is not an absolute path", f.display()),
+                );
             }
         }
 

@@ -8,6 +8,8 @@
 //! - [`backend`]: the SMTP client side of a backend connection (smtpd relays
 //!   through it, the updater delivers with it);
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
+//! - [`policy`]: the router's policy protocol (a verdict per recipient) and
+//!   the access-list management requests, typed;
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
 //! - [`stats`]: the statistics counters, local days and ISO weeks, the
@@ -28,6 +30,7 @@ pub mod durable;
 pub mod legacy;
 pub mod logging;
 pub mod net;
+pub mod policy;
 pub mod proto;
 pub mod route;
 pub mod smtp;

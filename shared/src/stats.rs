@@ -64,7 +64,7 @@ pub enum Rejection {
     Syntax,
     /// A message with a bare CR or LF in its body (`550 5.5.2`, SMTP smuggling).
     Smuggling,
-    /// Refused by an access list (reserved: the policy issue).
+    /// A recipient refused by a reject entry of the access lists (`554 5.7.1`).
     Access,
     /// Refused by a DNS blocklist (reserved: the policy issue).
     Dnsbl,
@@ -93,6 +93,11 @@ impl Rejection {
             Rejection::Dnsbl => "dnsbl",
             Rejection::Restriction => "restriction",
         }
+    }
+
+    /// The kind of a name ([`Rejection::as_str`]).
+    pub fn parse(name: &str) -> Option<Rejection> {
+        Rejection::ALL.into_iter().find(|r| r.as_str() == name)
     }
 }
 

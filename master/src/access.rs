@@ -1,0 +1,395 @@
+//! `postern access list|add|remove|test` (SPEC §8): the access lists.
+//!
+//! While postern runs, every command goes to the router, which owns the
+//! file: a change is written and in force when the command returns, and the
+//! verdict of `test` is the one a client would get. When postern is not
+//! running, `list` and `test` read the file and `add`/`remove` write it
+//! (atomically, owned like its directory so that the router can write it
+//! later); the router reads it at its start.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use postern_shared::access::{is_date, AccessFile, AccessIndex, Action, Entry, Method, Pattern};
+use postern_shared::config::Config;
+use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
+use postern_shared::proto::Attrs;
+use postern_shared::stats::Day;
+
+use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
+
+/// `postern access --help`.
+pub const HELP: &str = "\
+usage: postern [-c FILE] access list [accept|reject] [--method connect|from|to] [--expired]
+       postern [-c FILE] access add (accept|reject) (connect|from|to) PATTERN
+                                    [--comment TEXT] [--keep-until YYYY-MM-DD]
+       postern [-c FILE] access remove (accept|reject) (connect|from|to) PATTERN
+       postern [-c FILE] access test --client IP [--helo NAME] [--from ADDR] --to ADDR
+
+Access lists for mail from the internet: an accept entry skips the other
+checks (never relay control), a reject entry refuses with 554 5.7.1.
+connect: the client: 192.0.2.7, 123.45 (an octet prefix), 192.0.2.0/24,
+  2001:db8::/32, host.example.com or .example.com (the client's
+  forward-confirmed reverse name only).
+from, to: user@example.com, user@, example.com, .example.com; <> (from only).
+
+list: every entry with its comment, keep-until date, when and by whom it was
+added; --expired: only entries whose keep-until date has passed (nothing is
+removed by itself). add, remove: in force at once in the running postern,
+and kept in policy.access_file. test: the verdict for one recipient and the
+entry that decides; nothing is stored or counted.
+";
+
+/// Runs `postern access ARGS`.
+pub fn run(args: &[String], config: &Config) -> ExitCode {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match words.split_first() {
+        None => list(&[], config),
+        Some((&"list", rest)) => list(rest, config),
+        Some((&"add", rest)) => change(true, rest, config),
+        Some((&"remove", rest)) => change(false, rest, config),
+        Some((&"test", rest)) => test(rest, config),
+        Some((other, _)) => Err(Usage(format!("unknown access command {other:?}"))),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Usage(msg)) => {
+            eprintln!("postern: access: {msg}; see postern access --help");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// A command line that does not parse: exit status 2.
+struct Usage(String);
+
+/// The router socket when postern runs, else `None`.
+fn router(config: &Config) -> Option<std::path::PathBuf> {
+    running_pid(&config.process.run_dir.join(PID_FILE))
+        .map(|_| config.process.run_dir.join(ROUTER_SOCKET))
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("postern: access: {msg}");
+    ExitCode::FAILURE
+}
+
+/// Takes `--name VALUE` out of `args`.
+fn option<'a>(args: &mut Vec<&'a str>, name: &str) -> Result<Option<&'a str>, Usage> {
+    match args.iter().position(|a| *a == name) {
+        None => Ok(None),
+        Some(i) if i + 1 < args.len() => {
+            let v = args.remove(i + 1);
+            args.remove(i);
+            Ok(Some(v))
+        }
+        Some(_) => Err(Usage(format!("{name} needs a value"))),
+    }
+}
+
+fn flag(args: &mut Vec<&str>, name: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| *a != name);
+    args.len() != before
+}
+
+fn list(rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
+    let mut args = rest.to_vec();
+    let method = option(&mut args, "--method")?
+        .map(|m| m.parse::<Method>().map_err(Usage))
+        .transpose()?;
+    let expired = flag(&mut args, "--expired");
+    let action = match args.as_slice() {
+        [] => None,
+        [a] => Some(a.parse::<Action>().map_err(Usage)?),
+        [_, extra, ..] => return Err(Usage(format!("unexpected argument {extra:?}"))),
+    };
+    let file = match router(config) {
+        Some(sock) => {
+            let reply =
+                match crate::oneshot::router(&sock, Attrs::new().with("request", "access-list")) {
+                    Ok(r) if r.get("status") == Some("ok") => r,
+                    Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
+                    Err(e) => {
+                        return Ok(fail(format!(
+                            "the router at {} did not answer: {e}",
+                            sock.display()
+                        )))
+                    }
+                };
+            let text =
+                String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default()).into_owned();
+            match AccessFile::parse(&text) {
+                Ok(f) => f,
+                Err(e) => return Ok(fail(e)),
+            }
+        }
+        None => match AccessFile::load(&config.access_file()) {
+            Ok(f) => f,
+            Err(e) => return Ok(fail(e)),
+        },
+    };
+    let today = Day::today().to_string();
+    let shown: Vec<&Entry> = file
+        .entries
+        .iter()
+        .filter(|e| action.is_none_or(|a| e.action == a))
+        .filter(|e| method.is_none_or(|m| e.method == m))
+        .filter(|e| !expired || e.expired(&today))
+        .collect();
+    print!("{}", table(&shown, &today));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per entry under a header; a keep-until date that has passed is
+/// marked with `*` and explained below the table.
+fn table(entries: &[&Entry], today: &str) -> String {
+    if entries.is_empty() {
+        return "no access entries\n".to_string();
+    }
+    let rows: Vec<[String; 7]> = entries
+        .iter()
+        .map(|e| {
+            let keep = match &e.keep_until {
+                Some(k) if e.expired(today) => format!("{k}*"),
+                Some(k) => k.clone(),
+                None => "-".into(),
+            };
+            [
+                e.action.as_str().to_string(),
+                e.method.as_str().to_string(),
+                e.pattern.to_string(),
+                keep,
+                e.added.clone().unwrap_or_else(|| "-".into()),
+                e.added_by.clone().unwrap_or_else(|| "-".into()),
+                e.comment.clone(),
+            ]
+        })
+        .collect();
+    let header = [
+        "ACTION",
+        "METHOD",
+        "PATTERN",
+        "KEEP_UNTIL",
+        "ADDED",
+        "ADDED_BY",
+        "COMMENT",
+    ];
+    let mut width = header.map(str::len);
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(header.map(String::from)).chain(rows) {
+        let mut line = String::new();
+        for (i, (c, w)) in r.iter().zip(width).enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if entries.iter().any(|e| e.expired(today)) {
+        out.push_str("* keep_until has passed: review the entry (nothing is removed by itself)\n");
+    }
+    out
+}
+
+fn change(add: bool, rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
+    let mut args = rest.to_vec();
+    let comment = option(&mut args, "--comment")?.unwrap_or_default();
+    let keep_until = option(&mut args, "--keep-until")?;
+    if !add && (!comment.is_empty() || keep_until.is_some()) {
+        return Err(Usage("remove takes no --comment or --keep-until".into()));
+    }
+    let [action, method, pattern] = args.as_slice() else {
+        return Err(Usage(
+            "needs (accept|reject) (connect|from|to) PATTERN".into(),
+        ));
+    };
+    let action: Action = action.parse().map_err(Usage)?;
+    let method: Method = method.parse().map_err(Usage)?;
+    let parsed = match Pattern::parse(method, pattern) {
+        Ok(p) => p,
+        Err(e) => return Ok(fail(format!("{} {} {e}", action.as_str(), method.as_str()))),
+    };
+    if let Some(k) = keep_until.filter(|k| !is_date(k)) {
+        return Ok(fail(format!(
+            "--keep-until {k:?} is not a date such as 2027-01-31"
+        )));
+    }
+    if comment.contains(['\r', '\n']) {
+        return Ok(fail("--comment must be one line"));
+    }
+    let what = format!("{} {} {parsed}", action.as_str(), method.as_str());
+    if add && matches!(parsed, Pattern::Host(_) | Pattern::Under(_)) {
+        eprintln!(
+            "postern: access: warning: {what} matches a client's forward-confirmed reverse name, \
+             which postern does not look up yet (it comes with the DNS blocklists): \
+             until then the entry matches only through the policy server's client_name"
+        );
+    }
+    let by = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
+    if let Some(sock) = router(config) {
+        let mut req = Attrs::new()
+            .with("request", if add { "access-add" } else { "access-remove" })
+            .with("action", action.as_str())
+            .with("method", method.as_str())
+            .with("pattern", parsed.to_string());
+        if add {
+            req = req.with("comment", comment);
+            if let Some(k) = keep_until {
+                req = req.with("keep_until", k);
+            }
+            if let Some(b) = &by {
+                req = req.with("by", b);
+            }
+        }
+        return Ok(match crate::oneshot::router(&sock, req) {
+            Ok(r) if r.get("status") == Some("ok") => {
+                println!(
+                    "postern: access: {} {what}",
+                    if add { "added" } else { "removed" }
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(r) if r.get("status") == Some("notfound") => fail(format!("{what} is not listed")),
+            Ok(r) => fail(r.get("reason").unwrap_or("the router refused")),
+            Err(e) => fail(format!(
+                "the router at {} did not answer: {e}",
+                sock.display()
+            )),
+        });
+    }
+    // Not running: the file itself.
+    let path = config.access_file();
+    let mut file = match AccessFile::load(&path) {
+        Ok(f) => f,
+        Err(e) => return Ok(fail(e)),
+    };
+    if add {
+        let user = by.or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        });
+        let entry = Entry {
+            action,
+            method,
+            pattern: parsed,
+            comment: comment.to_string(),
+            keep_until: keep_until.map(str::to_string),
+            added: Some(
+                postern_shared::logging::Timestamp(std::time::SystemTime::now()).to_string(),
+            ),
+            added_by: user,
+        };
+        if let Err(e) = file.add(entry) {
+            return Ok(fail(e));
+        }
+    } else if !file.remove(action, method, &parsed) {
+        return Ok(fail(format!("{what} is not listed")));
+    }
+    if let Err(e) = save_like_its_directory(&file, &path) {
+        return Ok(fail(format!("cannot write {}: {e}", path.display())));
+    }
+    println!(
+        "postern: access: {} {what} (postern is not running: {} is read at its start)",
+        if add { "added" } else { "removed" },
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes the file, then gives it to its directory's owner: written by
+/// root while postern is stopped, it must stay writable by the router.
+fn save_like_its_directory(file: &AccessFile, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    file.save(path)?;
+    if let Some(dir) = path.parent() {
+        let meta = std::fs::metadata(dir)?;
+        if nix::unistd::getuid().is_root() {
+            nix::unistd::chown(path, Some(meta.uid().into()), Some(meta.gid().into()))
+                .map_err(std::io::Error::from)?;
+        }
+    }
+    Ok(())
+}
+
+fn test(rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
+    let mut args = rest.to_vec();
+    let client =
+        option(&mut args, "--client")?.ok_or_else(|| Usage("--client IP is required".into()))?;
+    let helo = option(&mut args, "--helo")?;
+    let from = option(&mut args, "--from")?.unwrap_or_default();
+    let to = option(&mut args, "--to")?.ok_or_else(|| Usage("--to ADDR is required".into()))?;
+    if let Some(extra) = args.first() {
+        return Err(Usage(format!("unexpected argument {extra:?}")));
+    }
+    let Ok(ip) = client.parse::<std::net::IpAddr>() else {
+        return Err(Usage(format!("--client {client:?} is not an IP address")));
+    };
+    let bare = |a: &str| a.trim_start_matches('<').trim_end_matches('>').to_string();
+    let (from, to) = (bare(from), bare(to));
+    let q = Query {
+        sid: "test".into(),
+        client: ip,
+        client_name: None,
+        helo: helo.map(str::to_string),
+        sender: from,
+        recipient: to,
+        dry: true,
+    };
+    match router(config) {
+        Some(sock) => Ok(match crate::oneshot::router(&sock, q.to_attrs()) {
+            Ok(r) if r.get("status") == Some("ok") => match PolicyVerdict::from_attrs(&r) {
+                Some(v) => {
+                    print!("{}", describe(&v));
+                    ExitCode::SUCCESS
+                }
+                None => fail("the router's answer is not a verdict"),
+            },
+            Ok(r) => fail(r.get("reason").unwrap_or("the router could not decide")),
+            Err(e) => fail(format!(
+                "the router at {} did not answer: {e}",
+                sock.display()
+            )),
+        }),
+        None => {
+            let file = match AccessFile::load(&config.access_file()) {
+                Ok(f) => f,
+                Err(e) => return Ok(fail(e)),
+            };
+            print!(
+                "{}",
+                describe(&access_verdict(&AccessIndex::new(&file), &q))
+            );
+            println!(
+                "(postern is not running: the verdict of {})",
+                config.access_file().display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn describe(v: &PolicyVerdict) -> String {
+    match v {
+        PolicyVerdict::Dunno => {
+            "verdict: dunno (no access entry matches: the mail goes on to the server)\n".into()
+        }
+        PolicyVerdict::Accept { rule } => {
+            format!("verdict: accept (the other checks are skipped)\nrule: {rule}\n")
+        }
+        PolicyVerdict::Refuse(r) => format!(
+            "verdict: reject\nreply: {} {} {}\nrule: {}\n",
+            r.code, r.enhanced, r.text, r.rule
+        ),
+    }
+}

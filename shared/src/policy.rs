@@ -1,0 +1,280 @@
+//! The router's policy protocol, typed (SPEC §8): what smtpd asks once per
+//! recipient of a domain-routed session, and the access-list management of
+//! `postern access`.
+//!
+//! ```text
+//! smtpd → router                     router → smtpd
+//! request=policy                     id=9
+//! id=9                               status=ok
+//! sid=4F2A9C01                       action=reject
+//! client=203.0.113.9                 code=554
+//! helo=mail.example.org              enhanced=5.7.1
+//! sender=a@example.org               text=<a@example.org>: Sender address rejected: Access denied
+//! recipient=u@one.test               kind=access
+//!                                    rule=reject from a@example.org
+//! ```
+//!
+//! `action` is `dunno` (nothing against it: go on), `accept` (an accept
+//! entry: the rest of the checks is skipped) or `reject` (with the reply
+//! to give). `dry=yes` asks for the verdict only (`postern access test`):
+//! nothing is counted or stored. A router that cannot decide answers
+//! `status=tempfail`; smtpd then answers `451 4.3.0`, never 5xx.
+//!
+//! Management (`postern access …`, one request per connection):
+//! `request=access-list` answers `status=ok` with the access file's text as
+//! body; `request=access-add action= method= pattern= [comment=]
+//! [keep_until=] [by=]` and `request=access-remove action= method=
+//! pattern=` answer `status=ok`, `status=notfound` (remove: no such entry)
+//! or `status=reject reason=` (a bad pattern, a duplicate, a file that
+//! cannot be written).
+
+use std::net::IpAddr;
+
+use crate::access::{AccessIndex, Address, Client, Entry, Method, Verdict as Access};
+use crate::proto::{Attrs, Status};
+use crate::stats::Rejection;
+
+/// One recipient's question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    /// The session, for the log.
+    pub sid: String,
+    /// The client's address.
+    pub client: IpAddr,
+    /// Its forward-confirmed reverse name, when known.
+    pub client_name: Option<String>,
+    /// Its HELO/EHLO argument.
+    pub helo: Option<String>,
+    /// The envelope sender, without angle brackets; empty for `<>`.
+    pub sender: String,
+    /// The recipient, without angle brackets.
+    pub recipient: String,
+    /// Only the verdict: count nothing, store nothing.
+    pub dry: bool,
+}
+
+impl Query {
+    /// The request attributes.
+    pub fn to_attrs(&self) -> Attrs {
+        let mut a = Attrs::new()
+            .with("request", "policy")
+            .with("sid", &self.sid)
+            .with("client", self.client)
+            .with("sender", &self.sender)
+            .with("recipient", &self.recipient);
+        if let Some(n) = &self.client_name {
+            a = a.with("client_name", n);
+        }
+        if let Some(h) = &self.helo {
+            a = a.with("helo", h);
+        }
+        if self.dry {
+            a = a.with("dry", "yes");
+        }
+        a
+    }
+
+    /// Reads a request; `Err` names what is missing or malformed.
+    pub fn from_attrs(a: &Attrs) -> Result<Query, &'static str> {
+        Ok(Query {
+            sid: a.get("sid").unwrap_or("-").to_string(),
+            client: a
+                .get("client")
+                .and_then(|c| c.parse().ok())
+                .ok_or("policy request without a valid client address")?,
+            client_name: a
+                .get("client_name")
+                .filter(|n| !n.is_empty())
+                .map(str::to_string),
+            helo: a.get("helo").map(str::to_string),
+            sender: a
+                .get("sender")
+                .ok_or("policy request without sender")?
+                .to_string(),
+            recipient: a
+                .get("recipient")
+                .filter(|r| !r.is_empty())
+                .ok_or("policy request without recipient")?
+                .to_string(),
+            dry: a.get("dry") == Some("yes"),
+        })
+    }
+}
+
+/// The router's answer for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Nothing against it: go on.
+    Dunno,
+    /// An accept entry: the remaining checks are skipped. `rule` says which.
+    Accept {
+        /// The entry, as `postern access list` shows it.
+        rule: String,
+    },
+    /// Refused, with the reply to give.
+    Refuse(Refusal),
+}
+
+/// A refusal: the SMTP reply and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Reply code (554, 504, 450, 451…).
+    pub code: u16,
+    /// Enhanced status code (`5.7.1`).
+    pub enhanced: String,
+    /// Reply text.
+    pub text: String,
+    /// Which statistics counter it counts in.
+    pub kind: Rejection,
+    /// What decided, for the log.
+    pub rule: String,
+}
+
+impl Verdict {
+    /// The reply attributes.
+    pub fn to_attrs(&self, id: &str) -> Attrs {
+        let a = Attrs::new()
+            .with("id", id)
+            .with("status", Status::Ok.as_str());
+        match self {
+            Verdict::Dunno => a.with("action", "dunno"),
+            Verdict::Accept { rule } => a.with("action", "accept").with("rule", rule),
+            Verdict::Refuse(r) => a
+                .with("action", "reject")
+                .with("code", r.code)
+                .with("enhanced", &r.enhanced)
+                .with("text", &r.text)
+                .with("kind", r.kind.as_str())
+                .with("rule", &r.rule),
+        }
+    }
+
+    /// Reads a reply with `status=ok`; `None` when it is not a verdict.
+    pub fn from_attrs(a: &Attrs) -> Option<Verdict> {
+        match a.get("action")? {
+            "dunno" => Some(Verdict::Dunno),
+            "accept" => Some(Verdict::Accept {
+                rule: a.get("rule").unwrap_or_default().to_string(),
+            }),
+            "reject" => {
+                let code: u16 = a.get("code")?.parse().ok()?;
+                let enhanced = a.get("enhanced")?.to_string();
+                // A refusal is 4xx or 5xx with a matching enhanced class.
+                let class = enhanced.split('.').next()?;
+                if !(400..600).contains(&code) || class != (code / 100).to_string() {
+                    return None;
+                }
+                Some(Verdict::Refuse(Refusal {
+                    code,
+                    enhanced,
+                    text: a.get("text")?.to_string(),
+                    kind: Rejection::parse(a.get("kind")?)?,
+                    rule: a.get("rule").unwrap_or_default().to_string(),
+                }))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The access entry as `postern access list` words it: `reject from a@b.test`.
+pub fn rule(e: &Entry) -> String {
+    format!("{} {} {}", e.action.as_str(), e.method.as_str(), e.pattern)
+}
+
+/// The access lists' verdict for one recipient, with Postfix's reply texts:
+/// `554 5.7.1 <unknown[192.0.2.9]>: Client host rejected: Access denied`,
+/// `… <a@b.test>: Sender address rejected: …`, `… Recipient address rejected: …`.
+pub fn access_verdict(index: &AccessIndex, q: &Query) -> Verdict {
+    let client = Client {
+        ip: crate::net::unmap(q.client),
+        verified_name: q.client_name.as_ref().map(|n| n.to_lowercase()),
+    };
+    let sender = Address::parse(&q.sender);
+    let recipient = Address::parse(&q.recipient);
+    match index.decide(&client, &sender, &recipient) {
+        Access::None => Verdict::Dunno,
+        Access::Accept(e) => Verdict::Accept { rule: rule(e) },
+        Access::Reject(e) => {
+            let text = match e.method {
+                Method::Connect => format!(
+                    "<{}[{}]>: Client host rejected: Access denied",
+                    client.verified_name.as_deref().unwrap_or("unknown"),
+                    client.ip
+                ),
+                Method::From => format!("<{}>: Sender address rejected: Access denied", q.sender),
+                Method::To => format!(
+                    "<{}>: Recipient address rejected: Access denied",
+                    q.recipient
+                ),
+            };
+            Verdict::Refuse(Refusal {
+                code: 554,
+                enhanced: "5.7.1".into(),
+                text,
+                kind: Rejection::Access,
+                rule: rule(e),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_and_verdicts_round_trip() {
+        let q = Query {
+            sid: "S1".into(),
+            client: "::ffff:192.0.2.1".parse().expect("ip"),
+            client_name: Some("mail.example.org".into()),
+            helo: Some("mail.example.org".into()),
+            sender: String::new(),
+            recipient: "u@one.test".into(),
+            dry: true,
+        };
+        let wire = q.to_attrs().encode().expect("encodes");
+        let back = crate::proto::decode(&wire)
+            .expect("decodes")
+            .expect("one message");
+        assert_eq!(Query::from_attrs(&back), Ok(q));
+        for v in [
+            Verdict::Dunno,
+            Verdict::Accept {
+                rule: "accept connect 192.0.2.0/24".into(),
+            },
+            Verdict::Refuse(Refusal {
+                code: 554,
+                enhanced: "5.7.1".into(),
+                text: "<a@b.test>: Sender address rejected: Access denied".into(),
+                kind: Rejection::Access,
+                rule: "reject from a@b.test".into(),
+            }),
+        ] {
+            let wire = v.to_attrs("7").encode().expect("encodes");
+            let back = crate::proto::decode(&wire)
+                .expect("decodes")
+                .expect("one message");
+            assert_eq!(back.get("id"), Some("7"));
+            assert_eq!(Verdict::from_attrs(&back), Some(v));
+        }
+    }
+
+    #[test]
+    fn a_refusal_must_be_a_refusal() {
+        let reply = |code: &str, enhanced: &str| {
+            Attrs::new()
+                .with("action", "reject")
+                .with("code", code)
+                .with("enhanced", enhanced)
+                .with("text", "no")
+                .with("kind", "access")
+        };
+        assert!(Verdict::from_attrs(&reply("554", "5.7.1")).is_some());
+        assert!(Verdict::from_attrs(&reply("250", "2.0.0")).is_none());
+        assert!(Verdict::from_attrs(&reply("451", "5.7.1")).is_none());
+        assert!(Verdict::from_attrs(&Attrs::new().with("action", "maybe")).is_none());
+        assert!(Query::from_attrs(&Attrs::new().with("client", "x")).is_err());
+    }
+}
