@@ -101,6 +101,14 @@ impl Query {
     }
 }
 
+/// The enhanced status codes a policy refusal may carry (SPEC §8): access
+/// lists and blocklists `5.7.1`, HELO and address syntax `5.5.2`, unknown
+/// domains `4.1.8`/`4.1.2`, pipelining `5.5.0`, greylisting `4.7.1`, a store
+/// or lookup failure `4.3.0`. A verdict with another one is not a verdict.
+pub const ENHANCED: [&str; 7] = [
+    "5.7.1", "5.5.2", "4.1.8", "4.1.2", "5.5.0", "4.7.1", "4.3.0",
+];
+
 /// The router's answer for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -120,8 +128,8 @@ pub enum Verdict {
 pub struct Refusal {
     /// Reply code (554, 504, 450, 451…).
     pub code: u16,
-    /// Enhanced status code (`5.7.1`).
-    pub enhanced: String,
+    /// Enhanced status code (`5.7.1`), one of [`ENHANCED`].
+    pub enhanced: &'static str,
     /// Reply text.
     pub text: String,
     /// Which statistics counter it counts in.
@@ -142,7 +150,7 @@ impl Verdict {
             Verdict::Refuse(r) => a
                 .with("action", "reject")
                 .with("code", r.code)
-                .with("enhanced", &r.enhanced)
+                .with("enhanced", r.enhanced)
                 .with("text", &r.text)
                 .with("kind", r.kind.as_str())
                 .with("rule", &r.rule),
@@ -158,10 +166,11 @@ impl Verdict {
             }),
             "reject" => {
                 let code: u16 = a.get("code")?.parse().ok()?;
-                let enhanced = a.get("enhanced")?.to_string();
+                let enhanced = ENHANCED
+                    .into_iter()
+                    .find(|e| Some(*e) == a.get("enhanced"))?;
                 // A refusal is 4xx or 5xx with a matching enhanced class.
-                let class = enhanced.split('.').next()?;
-                if !(400..600).contains(&code) || class != (code / 100).to_string() {
+                if !(400..600).contains(&code) || enhanced[..1] != (code / 100).to_string() {
                     return None;
                 }
                 Some(Verdict::Refuse(Refusal {
@@ -210,7 +219,7 @@ pub fn access_verdict(index: &AccessIndex, q: &Query) -> Verdict {
             };
             Verdict::Refuse(Refusal {
                 code: 554,
-                enhanced: "5.7.1".into(),
+                enhanced: "5.7.1",
                 text,
                 kind: Rejection::Access,
                 rule: rule(e),
@@ -246,7 +255,7 @@ mod tests {
             },
             Verdict::Refuse(Refusal {
                 code: 554,
-                enhanced: "5.7.1".into(),
+                enhanced: "5.7.1",
                 text: "<a@b.test>: Sender address rejected: Access denied".into(),
                 kind: Rejection::Access,
                 rule: "reject from a@b.test".into(),
@@ -274,6 +283,7 @@ mod tests {
         assert!(Verdict::from_attrs(&reply("554", "5.7.1")).is_some());
         assert!(Verdict::from_attrs(&reply("250", "2.0.0")).is_none());
         assert!(Verdict::from_attrs(&reply("451", "5.7.1")).is_none());
+        assert!(Verdict::from_attrs(&reply("554", "5.9.9")).is_none());
         assert!(Verdict::from_attrs(&Attrs::new().with("action", "maybe")).is_none());
         assert!(Query::from_attrs(&Attrs::new().with("client", "x")).is_err());
     }

@@ -515,6 +515,25 @@ impl RouterClient {
         self.lookup(req).await
     }
 
+    /// Asks the policy's verdict for one recipient (SPEC §8). Never cached:
+    /// the answer depends on the recipient, the sender and, with
+    /// greylisting, on time.
+    pub async fn policy(
+        &self,
+        query: &crate::policy::Query,
+    ) -> Result<crate::policy::Verdict, RouterError> {
+        let reply = self.call(query.to_attrs()).await?;
+        match reply.get("status").and_then(Status::parse) {
+            Some(Status::Ok) => {
+                crate::policy::Verdict::from_attrs(&reply).ok_or(RouterError::BadReply)
+            }
+            Some(Status::TempFail) => Err(RouterError::TempFail(
+                reply.get("reason").unwrap_or("unknown").to_string(),
+            )),
+            _ => Err(RouterError::BadReply),
+        }
+    }
+
     /// Asks to count a new connection from `client` (served by process `pid`).
     /// Allowed: the client's `ip-addr` route, if any. Refused: why (a limit).
     pub async fn connect(

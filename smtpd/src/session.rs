@@ -50,6 +50,7 @@ const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 
 mod admin;
 mod auth;
+mod policy;
 mod tls;
 mod update;
 
@@ -694,6 +695,13 @@ impl Session {
                     route.name, current.name
                 );
                 return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+            }
+        }
+        // Policy (SPEC §8) for mail from the internet only: relay clients
+        // chose their server themselves.
+        if self.relay.is_none() {
+            if let Some(refusal) = self.policy_check(&to).await {
+                return self.reply(refusal);
             }
         }
         if let Err(e) = self.ensure_backend(&route, false).await {

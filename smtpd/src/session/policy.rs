@@ -1,0 +1,54 @@
+//! The policy phase of RCPT (SPEC §8): for a domain-routed session, once a
+//! recipient has a server and before the backend sees it, the router's
+//! verdict for this (client, sender, recipient). Relay clients (ip-addr,
+//! auth) and update mails never get here; relay control came first, so no
+//! verdict can open the relay. Verdicts are never cached: the next
+//! recipient asks again.
+
+use tracing::{info, warn};
+
+use super::Session;
+use postern_shared::policy::{Query, Verdict};
+use postern_shared::smtp::{Path, Reply};
+use postern_shared::stats::Counter;
+
+impl Session {
+    /// `None`: the recipient may go on to the backend. `Some(reply)`: the
+    /// reply that refuses it (the router's, or `451 4.3.0` when the router
+    /// cannot decide: a lookup failure is never a refusal for good).
+    pub(super) async fn policy_check(&mut self, to: &Path) -> Option<Reply> {
+        let sender = self
+            .tx
+            .as_ref()
+            .map(|t| t.from.to_string())
+            .unwrap_or_default();
+        let query = Query {
+            sid: self.sid.clone(),
+            client: self.ip(),
+            client_name: None,
+            helo: self.helo.clone(),
+            sender,
+            recipient: to.to_string(),
+            dry: false,
+        };
+        match self.ctx.router.policy(&query).await {
+            Ok(Verdict::Dunno | Verdict::Accept { .. }) => None,
+            Ok(Verdict::Refuse(r)) => {
+                info!(
+                    sender = %query.sender,
+                    recipient = %to,
+                    reply = %format!("{} {} {}", r.code, r.enhanced, r.text),
+                    "rcpt <{to}> refused by policy: {}",
+                    r.rule
+                );
+                self.counts.add(Counter::Rejected(r.kind), 1);
+                Some(Reply::new(r.code, r.enhanced, &r.text))
+            }
+            Err(e) => {
+                warn!("cannot ask the policy for <{to}>: {e}");
+                let text = format!("<{to}>: Temporary lookup failure");
+                Some(Reply::new(451, "4.3.0", &text))
+            }
+        }
+    }
+}
