@@ -81,6 +81,9 @@ fn build_package(dir: &TempDir) -> PathBuf {
             "--no-build",
             "--fast",
         ])
+        // A release package's symbols go to a -dbgsym package; the debug
+        // build's are simply stripped.
+        .args(["--strip", "--no-dbgsym"])
         .arg("--output")
         .arg(&deb));
     assert!(
