@@ -19,7 +19,9 @@
 //! client address, sender or recipients, and prints one line per session,
 //! oldest first: id, time of its first line, client, sender, recipients,
 //! server, last reply. `session` prints the session's lines in log order.
-//! Nothing found: a line on stderr and exit status 1.
+//! `search` says on stderr where it looked (`searched FILE and N rotated
+//! files`, or `searched the journal`). Nothing found: a line on stderr and
+//! exit status 1.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -38,7 +40,8 @@ usage: postern [-c FILE] log search PATTERN [--since WHEN]
 
 search   prints the sessions whose client address, sender or a recipient
          contains PATTERN (case-insensitive), one line each: id, time,
-         client, sender, recipients, server, last reply.
+         client, sender, recipients, server, last reply; and on stderr
+         where it looked (the log file and its rotated files, or the journal).
 session  prints every line of session ID, from every process, in order.
 
 WHEN is a duration back from now (30m, 2h, 7d) or a local date and time
@@ -142,21 +145,25 @@ fn source(config: &Config) -> Result<Source, String> {
 }
 
 fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<bool, String> {
-    let lines = match source {
+    // Where the lines came from, said on stderr: a search that finds nothing
+    // in the wrong place must not look like a session that never happened.
+    let (lines, looked) = match source {
         Source::File(path) => {
             let mut files = Vec::new();
             if let Some(t) = since {
                 files.extend(rotated_since(path, t));
             }
+            let rotated = files.len();
             files.push(path.clone());
             let mut all = Vec::new();
             for f in files {
                 all.extend(read_file(&f)?);
             }
-            all
+            (all, searched_files(path, rotated))
         }
-        Source::Journal => journal(&[], since)?,
+        Source::Journal => (journal(&[], since)?, "searched the journal".to_string()),
     };
+    eprintln!("postern: {looked}");
     let sessions = summarize(
         lines
             .iter()
@@ -213,6 +220,15 @@ fn session(source: &Source, id: &str, since: Option<i64>) -> Result<bool, String
         eprintln!("postern: no line has sid {id}");
     }
     Ok(!lines.is_empty())
+}
+
+/// `searched FILE`, with how many of its rotated siblings were read too.
+fn searched_files(path: &Path, rotated: usize) -> String {
+    match rotated {
+        0 => format!("searched {}", path.display()),
+        1 => format!("searched {} and 1 rotated file", path.display()),
+        n => format!("searched {} and {n} rotated files", path.display()),
+    }
 }
 
 /// The rotated files that may hold lines from `since` on: those dated that

@@ -45,6 +45,7 @@ commands:
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
   -h, --help
+  -V, --version
 ";
 
 fn help_for(cmd: &str) -> Option<&'static str> {
@@ -88,6 +89,11 @@ fn main() -> ExitCode {
     };
     if cmd == "-h" || cmd == "--help" || cmd == "help" {
         print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if cmd == "-V" || cmd == "--version" {
+        // The workspace's version: the workers are built and shipped with it.
+        println!("postern {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
     if rest.iter().skip(1).any(|a| a == "-h" || a == "--help") {

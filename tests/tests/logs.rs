@@ -164,11 +164,18 @@ fn a_sessions_path_and_searches_come_from_the_log_file() {
     let sids: Vec<&str> = found.lines().filter_map(|l| l.split(' ').next()).collect();
     assert_eq!(sids, [sid1.as_str(), sid2.as_str(), sid3.as_str()]);
 
-    // Nothing found: exit status 1 and a line on stderr.
+    // Nothing found: exit status 1 and a line on stderr, after the one that
+    // says where the search looked.
     let o = p.cli(&["log", "search", "127.0.0.99"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         out(&o).is_empty() && err(&o).contains("no session matches"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(
+        err(&o).lines().next(),
+        Some(format!("postern: searched {}", file.display()).as_str()),
         "{}",
         err(&o)
     );
@@ -380,6 +387,10 @@ fn an_old_file_is_rotated_and_still_searched() {
         "{}{}",
         out(&o),
         err(&o)
+    );
+    assert_eq!(
+        err(&o).trim(),
+        format!("postern: searched {} and 1 rotated file", file.display()),
     );
     let day = date(then - 86_400, &["+%Y-%m-%d"]);
     let o = p.cli(&["log", "search", "old@one", "--since", &day]);
@@ -668,6 +679,7 @@ fn a_session_in_a_private_journal() {
         found.starts_with(&format!("{sid} ")) && found.contains("client=127.0.0.2"),
         "{found}"
     );
+    assert_eq!(err(&o).trim(), "postern: searched the journal");
     // With journald, nothing goes to stderr: systemd would store it twice.
     assert_eq!(read(&dir.path("stderr")), "");
 }
