@@ -2,6 +2,7 @@
 //!
 //! - [`access`]: the access lists' entries, patterns and file;
 //! - [`config`]: the TOML configuration, its validation and defaults;
+//! - [`dnsbl`]: DNS blocklist zones, filters, answers and zone health (sans-IO);
 //! - [`durable`]: files replaced whole or not at all;
 //! - [`base64`]: the codec of SMTP AUTH;
 //! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
@@ -26,6 +27,7 @@ pub mod backend;
 pub mod base64;
 pub mod bufread;
 pub mod config;
+pub mod dnsbl;
 pub mod durable;
 pub mod legacy;
 pub mod logging;

@@ -7,6 +7,7 @@
 //! bytes they received. Nothing sleeps to wait for a condition: every wait
 //! polls for the event (a log line, a pid, a message) under a deadline.
 
+pub mod dns;
 pub mod postfix;
 
 use std::fs;

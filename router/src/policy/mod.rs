@@ -16,6 +16,7 @@
 //! reply.
 
 pub mod access;
+pub mod dns;
 
 use postern_shared::access::Client;
 use postern_shared::policy::{access_verdict, Query, Verdict};
