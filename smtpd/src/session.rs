@@ -1174,6 +1174,15 @@ impl Session {
                     "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
                 )
             }
+            Fault::Nul => {
+                warn!(sender = %from, "refused message from <{from}>: NUL character in the body");
+                self.counts.add(Counter::Rejected(Rejection::Smuggling), 1);
+                Reply::new(
+                    550,
+                    "5.5.2",
+                    "Error: NUL character in message; messages must not contain NUL",
+                )
+            }
             Fault::TooBig => {
                 let limit = self.ctx.config.proxy.max_message_size.0;
                 warn!(sender = %from, "refused message from <{from}>: larger than {limit} bytes");

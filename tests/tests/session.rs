@@ -1,0 +1,63 @@
+//! The SMTP session's edges (issue 18): bodies with NUL, the update address
+//! in its other spellings, ESMTP parameters and trailing white space that
+//! real clients send, when AUTH is advertised, and clients that pipeline
+//! without end and never read.
+
+use postern_tests::*;
+
+/// One customer behind postern, with extra `[proxy]` lines.
+fn one_customer(tag: &str, proxy_extra: &str) -> (Postern, RecordingBackend) {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
+        .replace("hostname = ", &format!("{proxy_extra}\nhostname = "));
+    (Postern::start(dir, &conf), backend)
+}
+
+/// `CRLF NUL . CRLF` (an SMTP-smuggling scanner's sequence) and a NUL
+/// anywhere else: the message is refused, the backend transaction aborted,
+/// nothing delivered, no NUL byte ever reaches the backend, and the refusal
+/// counts as smuggling.
+#[test]
+fn a_body_with_nul_is_refused_and_never_reaches_the_backend() {
+    let (p, backend) = one_customer("ses-nul", "");
+    let smuggled = b"MAIL FROM:<s@x.test>\r\nRCPT TO:<v@one.test>\r\nDATA\r\nsmuggled\r\n";
+    for (name, seq) in [
+        ("CRLF NUL . CRLF", &b"body\r\n\x00.\r\n"[..]),
+        ("NUL in a line", b"a\x00b\r\n"),
+    ] {
+        let mut raw = Raw::connect(p.addr);
+        raw.cmd("EHLO client.example");
+        raw.cmd("MAIL FROM:<a@example.org>");
+        assert!(raw.cmd("RCPT TO:<u@one.test>").starts_with("250"));
+        assert!(raw.cmd("DATA").starts_with("354"));
+        let mut body = b"Subject: nul\r\n\r\n".to_vec();
+        body.extend_from_slice(seq);
+        body.extend_from_slice(smuggled);
+        body.extend_from_slice(b"\r\n.\r\n");
+        raw.send(&body);
+        let r = raw.reply();
+        assert!(
+            r.starts_with("550 5.5.2") && r.contains("NUL"),
+            "{name}: {r}"
+        );
+        assert!(raw.cmd("NOOP").starts_with("250"), "{name}: out of sync");
+        assert!(raw.cmd("QUIT").starts_with("221"));
+    }
+    p.wait_log_count("refused message from <a@example.org>: NUL character", 2);
+    // A proper message afterwards is the only one the backend got.
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
+    assert!(ok, "{out}");
+    assert_eq!(backend.wait_messages(1).len(), 1);
+    let bytes = backend.all_bytes();
+    assert!(!bytes.contains(&0), "a NUL reached the backend");
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains("smuggled"),
+        "smuggled content reached the backend"
+    );
+    wait_for("two smuggling refusals in the statistics", || {
+        let out = p.cli(&["stats", "--json"]);
+        let json = String::from_utf8_lossy(&out.stdout).into_owned();
+        json.contains("\"smuggling\": 2").then_some(())
+    });
+}
