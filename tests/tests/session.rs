@@ -61,3 +61,56 @@ fn a_body_with_nul_is_refused_and_never_reaches_the_backend() {
         json.contains("\"smuggling\": 2").then_some(())
     });
 }
+
+/// The update address written otherwise — quoted local part, trailing dot,
+/// other case — is still the update address: refused from a relay client
+/// outside `admin_networks` (never forwarded to its server as ordinary
+/// mail), queued from an admin network.
+#[test]
+fn the_update_address_is_recognised_in_every_spelling() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("ses-update");
+    let server = server_block("One", backend.port(), &["one.test"])
+        .replace("domains = ", "relay = [\"127.0.0.2\"]\ndomains = ");
+    let conf = config_text(&dir, &server).replace(
+        "hostname = ",
+        "update_address = \"update@mx.postern.test\"\nadmin_networks = [\"127.0.0.1/32\"]\nhostname = ",
+    );
+    let p = Postern::start(dir, &conf);
+    let spellings = [
+        "\"update\"@mx.postern.test",
+        "update@mx.postern.test.",
+        "Update@MX.Postern.Test",
+        "\"up\\date\"@mx.postern.test.",
+    ];
+    let mut relay = Raw::connect_from("127.0.0.2", p.addr);
+    relay.cmd("EHLO relay.example");
+    assert!(relay.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    for to in spellings {
+        let r = relay.cmd(&format!("RCPT TO:<{to}>"));
+        assert!(r.starts_with("550 5.7.1"), "{to}: {r}");
+    }
+    // An ordinary recipient still goes to the relay client's server.
+    assert!(relay.cmd("RCPT TO:<x@elsewhere.test>").starts_with("250"));
+    relay.cmd("QUIT");
+    for to in spellings {
+        let mut admin = Raw::connect(p.addr);
+        admin.cmd("EHLO admin.example");
+        assert!(admin
+            .cmd("MAIL FROM:<admin@example.org>")
+            .starts_with("250"));
+        let r = admin.cmd(&format!("RCPT TO:<{to}>"));
+        assert!(r.starts_with("250 2.1.5"), "{to}: {r}");
+        assert!(admin.cmd("DATA").starts_with("354"));
+        let r = admin.cmd("Subject: update\r\n\r\nnothing to restart\r\n.");
+        assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{to}: {r}");
+        admin.cmd("QUIT");
+    }
+    let said = String::from_utf8_lossy(&backend.all_bytes()).into_owned();
+    for to in spellings {
+        assert!(
+            !said.contains(&format!("RCPT TO:<{to}>")),
+            "{to} was forwarded: {said}"
+        );
+    }
+}
