@@ -156,8 +156,11 @@ impl Mailbox {
 /// Longest path accepted (RFC 5321 §4.5.3.1.3: 256 octets including the brackets).
 pub const MAX_PATH: usize = 256;
 
-/// Parses one command line (without CRLF).
+/// Parses one command line (without CRLF). White space at the end of the
+/// line is no argument (`DATA␠␠`, `QUIT<TAB>`), as Postfix's smtpd reads it:
+/// clients that pad their commands are not refused.
 pub fn parse_command(line: &str) -> Command {
+    let line = line.trim_end_matches([' ', '\t']);
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
@@ -506,6 +509,19 @@ mod tests {
         ));
         assert_eq!(parse_command("DATA"), Command::Data);
         assert!(matches!(parse_command("DATA x"), Command::Invalid(_)));
+        for (line, command) in [
+            ("DATA  ", Command::Data),
+            ("DATA\t", Command::Data),
+            ("rset \t ", Command::Rset),
+            ("QUIT  ", Command::Quit),
+            ("STARTTLS ", Command::Starttls),
+        ] {
+            assert_eq!(parse_command(line), command, "{line:?}");
+        }
+        assert_eq!(
+            parse_command("AUTH PLAIN AGJvYgBidWlsZGVy "),
+            Command::Auth("PLAIN".into(), Some("AGJvYgBidWlsZGVy".into()))
+        );
         assert_eq!(parse_command("XYZZY"), Command::Unknown("XYZZY".into()));
         assert_eq!(parse_command("STARTTLS"), Command::Starttls);
         assert!(matches!(parse_command("STARTTLS now"), Command::Invalid(r) if r.code == 501));

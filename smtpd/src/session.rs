@@ -601,6 +601,18 @@ impl Session {
                 },
                 ("BODY", Some(v))
                     if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                // RFC 4954 §5: the submitter's identity, `<>` when unknown.
+                // Accepted where AUTH is offered (and after one), never
+                // passed on: the backend behaves as if it were `<>`.
+                ("AUTH", Some(v)) if self.login.is_some() || self.auth_offered() => {
+                    if !auth_param_ok(v) {
+                        return self.syntax_error(Reply::new(
+                            501,
+                            "5.5.4",
+                            "Bad AUTH parameter syntax",
+                        ));
+                    }
+                }
                 _ => {
                     return self.syntax_error(Reply::new(
                         555,
@@ -1283,6 +1295,49 @@ fn lost_transaction() -> Reply {
     )
 }
 
+/// The value of MAIL's `AUTH=` (RFC 4954 §5): `<>` or an xtext
+/// (RFC 3461 §4: `!`..`~` but `+` and `=`, which only `+XX` may write).
+fn auth_param_ok(v: &str) -> bool {
+    if v == "<>" {
+        return true;
+    }
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = |at: usize| {
+                    b.get(at)
+                        .is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+                };
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'=' => return false,
+            b'!'..=b'~' => i += 1,
+            _ => return false,
+        }
+    }
+    !v.is_empty()
+}
+
 fn same_server(a: &Route, b: &Route) -> bool {
     a.server == b.server && a.host == b.host && a.port == b.port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_parameter_values() {
+        for ok in ["<>", "alice@example.org", "e+3Dmc2@example.com", "x"] {
+            assert!(auth_param_ok(ok), "{ok}");
+        }
+        for bad in ["", "a=b", "a+3", "a+zz", "a b", "caf\u{e9}"] {
+            assert!(!auth_param_ok(bad), "{bad}");
+        }
+    }
 }

@@ -114,3 +114,71 @@ fn the_update_address_is_recognised_in_every_spelling() {
         );
     }
 }
+
+/// RFC 4954 §5: after AUTH, `MAIL FROM:<…> AUTH=<>` is accepted (Python's
+/// smtplib, a real client, sends it so); the parameter is not passed on.
+#[test]
+fn mail_with_auth_parameter_is_accepted_after_auth() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("ses-auth-param");
+    let server = server_block("One", backend.port(), &["one.test"]).replace(
+        "domains = ",
+        "user = \"alice\"\npassword = \"wonderland\"\ndomains = ",
+    );
+    let conf = config_text(&dir, &server);
+    let p = Postern::start(dir, &conf);
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), timeout=20)
+s.ehlo("client.example")
+s.login("alice", "wonderland")
+print(s.mail("sender@example.org", ["AUTH=<>"]))
+print(s.rcpt("far@elsewhere.test"))
+print(s.data(b"Subject: auth param\r\n\r\nhello\r\n"))
+print(s.mail("sender@example.org", ["AUTH=sender+40example.org"]))
+print(s.rset())
+print(s.mail("sender@example.org", ["AUTH=bad=value"]))
+s.quit()
+"#;
+    let out = python(
+        script,
+        &[&p.addr.ip().to_string(), &p.addr.port().to_string()],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("(250"), "{out}");
+    assert!(lines[1].starts_with("(250"), "{out}");
+    assert!(lines[2].starts_with("(250"), "{out}");
+    assert!(lines[3].starts_with("(250"), "{out}");
+    assert!(lines[5].starts_with("(501"), "{out}");
+    let m = backend.wait_messages(1);
+    let mail = m[0].position("MAIL FROM:").expect("MAIL");
+    assert_eq!(m[0].commands[mail], "MAIL FROM:<sender@example.org>");
+}
+
+/// White space after a command without arguments is no argument (as
+/// Postfix reads it): `DATA␠␠`, `DATA<TAB>`, `RSET␠␠`, `QUIT␠␠`.
+#[test]
+fn trailing_white_space_after_a_command_is_accepted() {
+    let (p, backend) = one_customer("ses-trailing", "");
+    let mut raw = Raw::connect(p.addr);
+    assert!(raw.cmd("EHLO client.example ").starts_with("250"));
+    for data in ["DATA  ", "DATA\t"] {
+        assert!(raw.cmd("MAIL FROM:<a@example.org>  ").starts_with("250"));
+        assert!(raw.cmd("RCPT TO:<u@one.test> ").starts_with("250"));
+        let r = raw.cmd(data);
+        assert!(r.starts_with("354"), "{data:?}: {r}");
+        let r = raw.cmd("Subject: padded\r\n\r\nhello\r\n.");
+        assert!(r.starts_with("250 2.0.0"), "{data:?}: {r}");
+    }
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    let r = raw.cmd("RSET  ");
+    assert!(r.starts_with("250"), "{r}");
+    assert!(
+        raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"),
+        "RSET ended the transaction"
+    );
+    let r = raw.cmd("QUIT  ");
+    assert!(r.starts_with("221"), "{r}");
+    assert!(raw.closed());
+    assert_eq!(backend.wait_messages(2).len(), 2);
+}
