@@ -90,6 +90,9 @@ pub struct Ctx {
     pub config: Arc<Config>,
     /// STARTTLS, when `[tls]` is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Some server has SMTP AUTH credentials (the session's configuration
+    /// holds no server table): AUTH may be worth offering.
+    pub auth_servers: bool,
     /// The router client shared by the process.
     pub router: Arc<RouterClient>,
     /// Backends that keep failing, shared by the process.

@@ -182,3 +182,136 @@ fn trailing_white_space_after_a_command_is_accepted() {
     assert!(raw.closed());
     assert_eq!(backend.wait_messages(2).len(), 2);
 }
+
+/// A self-signed certificate for mx.postern.test, made with openssl.
+fn certificate(dir: &TempDir) -> (String, String) {
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec"])
+        .args(["-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+        .args(["-days", "2", "-subj", "/CN=mx.postern.test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// EHLO's capabilities before and after STARTTLS (when `tls`), and the
+/// reply to AUTH PLAIN with `user`/`password` in each, from Python's
+/// smtplib (a real client), by name: `plain-ehlo`, `plain-auth`,
+/// `tls-ehlo`, `tls-auth`.
+fn auth_in_and_out_of_tls(
+    p: &Postern,
+    user: &str,
+    password: &str,
+    tls: bool,
+) -> std::collections::HashMap<String, String> {
+    let script = r#"
+import base64, smtplib, ssl, sys
+host, port, user, password, tls = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+creds = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+s = smtplib.SMTP(host, port, timeout=20)
+s.ehlo("client.example")
+print("plain-ehlo", " ".join(sorted(s.esmtp_features)))
+print("plain-auth", s.docmd("AUTH", "PLAIN " + creds)[0])
+if tls == "yes":
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s.starttls(context=ctx)
+    s.ehlo("client.example")
+    print("tls-ehlo", " ".join(sorted(s.esmtp_features)))
+    print("tls-auth", s.docmd("AUTH", "PLAIN " + creds)[0])
+s.quit()
+"#;
+    let (ip, port) = (p.addr.ip().to_string(), p.addr.port().to_string());
+    let tls = if tls { "yes" } else { "no" };
+    python(script, &[&ip, &port, user, password, tls])
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// postern with one server (with `server_extra` lines), `proxy_extra`
+/// lines, and `[tls]` when `tls`.
+fn auth_postern(tag: &str, server_extra: &str, proxy_extra: &str, tls: bool) -> Postern {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let server = server_block("One", backend.port(), &["one.test"])
+        .replace("domains = ", &format!("{server_extra}\ndomains = "));
+    let mut conf =
+        config_text(&dir, &server).replace("hostname = ", &format!("{proxy_extra}\nhostname = "));
+    if tls {
+        let (cert, key) = certificate(&dir);
+        conf += &format!("[tls]\ncert = \"{cert}\"\nkey = \"{key}\"\n");
+    }
+    // The backend's threads outlive this handle; nothing is sent to it.
+    drop(backend);
+    Postern::start(dir, &conf)
+}
+
+const ADMIN: &str = "admin_user = \"admin\"\nadmin_password = \"s3cret\"";
+const CREDS: &str = "user = \"alice\"\npassword = \"wonderland\"";
+
+fn offers_auth(ehlo: &str) -> bool {
+    ehlo.split(' ').any(|f| f == "auth")
+}
+
+/// SPEC §4, §7 and issue 18: AUTH is advertised only when someone could
+/// authenticate, and the admin user authenticates only inside TLS when
+/// `[tls]` is set, whatever `auth_requires_tls` says.
+#[test]
+fn auth_is_offered_only_when_someone_can_authenticate() {
+    // Nobody: no server credentials, no admin user.
+    let p = auth_postern("ses-auth-nobody", "", "", false);
+    let got = auth_in_and_out_of_tls(&p, "alice", "wonderland", false);
+    assert!(!offers_auth(&got["plain-ehlo"]), "{got:?}");
+    assert_eq!(got["plain-auth"], "503", "{got:?}");
+    drop(p);
+
+    // The admin user alone, without [tls]: in plaintext.
+    let p = auth_postern("ses-auth-admin", "", ADMIN, false);
+    let got = auth_in_and_out_of_tls(&p, "admin", "s3cret", false);
+    assert!(offers_auth(&got["plain-ehlo"]), "{got:?}");
+    assert_eq!(got["plain-auth"], "235", "{got:?}");
+    drop(p);
+
+    // The admin user alone, with [tls] and auth_requires_tls = false: only
+    // inside TLS.
+    let p = auth_postern(
+        "ses-auth-admin-tls",
+        "",
+        &format!("{ADMIN}\nauth_requires_tls = false"),
+        true,
+    );
+    let got = auth_in_and_out_of_tls(&p, "admin", "s3cret", true);
+    assert!(!offers_auth(&got["plain-ehlo"]), "{got:?}");
+    assert_eq!(got["plain-auth"], "530", "{got:?}");
+    assert!(offers_auth(&got["tls-ehlo"]), "{got:?}");
+    assert_eq!(got["tls-auth"], "235", "{got:?}");
+    drop(p);
+
+    // A server's credentials too: AUTH is offered in plaintext, where the
+    // server's credentials work and the admin's do not.
+    let p = auth_postern(
+        "ses-auth-both-tls",
+        CREDS,
+        &format!("{ADMIN}\nauth_requires_tls = false"),
+        true,
+    );
+    let got = auth_in_and_out_of_tls(&p, "alice", "wonderland", false);
+    assert!(offers_auth(&got["plain-ehlo"]), "{got:?}");
+    assert_eq!(got["plain-auth"], "235", "{got:?}");
+    let got = auth_in_and_out_of_tls(&p, "admin", "s3cret", true);
+    assert_eq!(got["plain-auth"], "535", "{got:?}");
+    assert_eq!(got["tls-auth"], "235", "{got:?}");
+    p.wait_log("authentication as the admin user refused from 127.0.0.1: only inside TLS");
+}
