@@ -50,6 +50,7 @@ const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 
 mod admin;
 mod auth;
+mod brake;
 mod tls;
 mod update;
 
@@ -181,6 +182,9 @@ struct Session {
     login: Option<(String, String)>,
     /// Failed RELOAD/SHUTDOWN attempts in a row.
     admin_failures: u32,
+    /// Failed authentications (AUTH, RELOAD, SHUTDOWN) in this session, for
+    /// the brake's delay when the router cannot count them.
+    auth_failures: u32,
     /// The client authenticated as the admin user (may send update mails).
     admin_login: bool,
     tx: Option<Tx>,
@@ -213,6 +217,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         relay: None,
         login: None,
         admin_failures: 0,
+        auth_failures: 0,
         admin_login: false,
         tx: None,
         backend: None,

@@ -7,6 +7,9 @@
 //! (`ip-addr`, which comes first) keeps that route. Credentials never appear
 //! in a log line; a failure logs the client's address only.
 //!
+//! Every check of credentials goes through the brake (`brake.rs`): an
+//! address locked out gets `454 4.7.0`, each failure's `535` is delayed.
+//!
 //! AUTH is offered only when someone could authenticate: a server has
 //! credentials, or there is an admin user. When `[tls]` is set, the admin
 //! user authenticates only inside TLS, whatever `auth_requires_tls` says
@@ -72,6 +75,10 @@ impl Session {
             self.syntax_error(r);
             return Ok(());
         }
+        // An address locked out gets 454 before it says anything secret.
+        if !self.brake_check().await {
+            return Ok(());
+        }
         let creds = match mech {
             "PLAIN" => self.sasl_plain(initial).await?,
             "LOGIN" => self.sasl_login(initial).await?,
@@ -80,6 +87,12 @@ impl Session {
         let (user, password) = match creds {
             Ok(c) => c,
             Err(r) => {
+                // 535: credentials that do not match (an authzid not the
+                // user's); the rest (501, 504) checked none.
+                if r.code == 535 {
+                    warn!("authentication failed from {}", self.ip());
+                    self.brake_failure().await;
+                }
                 self.syntax_error(r);
                 return Ok(());
             }
@@ -100,6 +113,7 @@ impl Session {
                     "authentication as the admin user refused from {}: only inside TLS",
                     self.ip()
                 );
+                self.brake_failure().await;
                 self.syntax_error(Reply::new(535, "5.7.8", "Error: authentication failed"));
                 return Ok(());
             }
@@ -134,6 +148,7 @@ impl Session {
             }
             Ok(Lookup::NotFound) => {
                 warn!("authentication failed from {}", self.ip());
+                self.brake_failure().await;
                 self.syntax_error(Reply::new(535, "5.7.8", "Error: authentication failed"));
             }
             Err(e) => {
