@@ -315,3 +315,119 @@ fn auth_is_offered_only_when_someone_can_authenticate() {
     assert_eq!(got["tls-auth"], "235", "{got:?}");
     p.wait_log("authentication as the admin user refused from 127.0.0.1: only inside TLS");
 }
+
+/// Connects from `from`, writes `bytes` without reading anything, then
+/// returns all the server says until it closes the connection.
+fn said_after_writing(from: &str, to: std::net::SocketAddr, bytes: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut c = connect_from(from, to);
+    c.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    c.set_write_timeout(Some(DEADLINE)).expect("timeout");
+    c.write_all(bytes).expect("send");
+    let mut said = Vec::new();
+    let _ = c.read_to_end(&mut said);
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+/// The probe's client: MAIL, RCPT, RSET pipelined without end, never
+/// reading. The 101st junk command (RSET, NOOP, VRFY, HELP; Postfix's
+/// `smtpd_junk_command_limit`) gets `421 4.7.0` and the session ends,
+/// releasing its backend connection. A delivered message forgives them.
+#[test]
+fn a_client_that_pipelines_transactions_without_end_is_let_go() {
+    let (p, backend) = one_customer(
+        "ses-junk",
+        "prepared_connections = 0\nreuse_connections = false",
+    );
+    let group = b"MAIL FROM:<a@example.org>\r\nRCPT TO:<u@one.test>\r\nRSET\r\n";
+    let mut bytes = b"EHLO junk.example\r\n".to_vec();
+    for _ in 0..150 {
+        bytes.extend_from_slice(group);
+    }
+    let said = said_after_writing("127.0.0.2", p.addr, &bytes);
+    let last = said.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("421 4.7.0 mx.postern.test Error: too many junk commands"),
+        "{last}"
+    );
+    assert_eq!(
+        said.lines().filter(|l| *l == "250 2.0.0 Ok").count(),
+        100,
+        "100 RSETs answered"
+    );
+    p.wait_log("too many junk commands from 127.0.0.2");
+    wait_for("the backend connection to be released", || {
+        (backend.connections() == 1 && backend.quits() == 1).then_some(())
+    });
+
+    // A delivered message starts the count afresh.
+    let mut raw = Raw::connect_from("127.0.0.3", p.addr);
+    raw.cmd("EHLO patient.example");
+    raw.send(&b"NOOP\r\n".repeat(100));
+    for _ in 0..100 {
+        assert!(raw.reply().starts_with("250"));
+    }
+    raw.cmd("MAIL FROM:<a@example.org>");
+    raw.cmd("RCPT TO:<u@one.test>");
+    assert!(raw.cmd("DATA").starts_with("354"));
+    assert!(raw.cmd("Subject: x\r\n\r\nx\r\n.").starts_with("250"));
+    raw.send(&b"VRFY u\r\nHELP\r\n".repeat(50));
+    for _ in 0..100 {
+        assert!(raw.reply().starts_with("2"));
+    }
+    assert!(raw.cmd("NOOP").starts_with("421 4.7.0"));
+    assert!(raw.closed());
+}
+
+/// A client that keeps opening transactions and never sends a message
+/// (MAIL, RCPT, EHLO: no junk command, no error), faster than the command
+/// timeout: dropped `command_timeout` after its first MAIL, with its
+/// backend connection released.
+#[test]
+fn a_transaction_that_makes_no_progress_ends_the_session() {
+    use std::io::{Read, Write};
+    let (p, backend) = one_customer(
+        "ses-progress",
+        "prepared_connections = 0\nreuse_connections = false",
+    );
+    let config = std::fs::read_to_string(p.config_path()).expect("config");
+    std::fs::write(
+        p.config_path(),
+        config.replace("command_timeout = \"30s\"", "command_timeout = \"1s\""),
+    )
+    .expect("config");
+    assert!(p.cli(&["reload"]).status.success());
+    p.wait_log("configuration reloaded");
+    let mut c = connect_from("127.0.0.2", p.addr);
+    let mut reader = c.try_clone().expect("clone");
+    reader.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let said = std::thread::spawn(move || {
+        let mut said = Vec::new();
+        let _ = reader.read_to_end(&mut said);
+        String::from_utf8_lossy(&said).into_owned()
+    });
+    let start = std::time::Instant::now();
+    // Bounded: 100 groups, 100 ms apart (10 s); the session ends after 1 s.
+    for _ in 0..100 {
+        let group = b"EHLO busy.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<u@one.test>\r\n";
+        if c.write_all(group).is_err() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if said.is_finished() {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let said = said.join().expect("reader");
+    assert!(elapsed < std::time::Duration::from_secs(5), "{elapsed:?}");
+    let last = said.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("421 4.4.2 mx.postern.test Error: timeout exceeded"),
+        "{said}"
+    );
+    p.wait_log("no message from 127.0.0.2 within 1s of its first MAIL");
+    wait_for("the backend connection to be released", || {
+        (backend.connections() >= 1 && backend.quits() == backend.connections()).then_some(())
+    });
+}

@@ -58,6 +58,7 @@ impl Session {
     }
 
     pub(super) async fn data_update(&mut self) -> Result<(), End> {
+        self.progress_deadline = None;
         self.reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         self.flush().await?;
         let mut body = Vec::new();
@@ -88,6 +89,7 @@ impl Session {
             Ok(Ok(answer)) if answer.get("status") == Some("ok") => {
                 let id = answer.get("queue_id").unwrap_or("?").to_string();
                 info!("update mail from <{from}> queued as {id}");
+                self.junk = 0;
                 self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             other => {
