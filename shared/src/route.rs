@@ -970,6 +970,55 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn brake_answers_are_typed() {
+        let path = socket_path("brake");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            let (mut r, mut w) = accept(&listener).await;
+            let mut asked = Vec::new();
+            for answer in [
+                &[("status", "ok"), ("failures", "2")][..],
+                &[
+                    ("status", "reject"),
+                    ("failures", "5"),
+                    ("retry_after", "600"),
+                ],
+                &[("status", "reject")],
+            ] {
+                let req = proto::read(&mut r).await.expect("read").expect("request");
+                let mut reply = Attrs::new().with("id", req.get("id").expect("id"));
+                for (n, v) in answer {
+                    reply.push(n, v);
+                }
+                w.write_all(&reply.encode().expect("encode"))
+                    .await
+                    .expect("reply");
+                asked.push(req);
+            }
+            asked
+        });
+        let ip: IpAddr = "127.0.0.5".parse().expect("ip");
+        let open = client.brake("S1", ip, true).await.expect("answer");
+        assert_eq!((open.failures, open.locked), (2, None));
+        let locked = client.brake("S2", ip, false).await.expect("answer");
+        assert_eq!(
+            (locked.failures, locked.locked),
+            (5, Some(Duration::from_secs(600)))
+        );
+        assert!(matches!(
+            client.brake("S3", ip, false).await,
+            Err(RouterError::BadReply)
+        ));
+        let asked = server.await.expect("server");
+        assert_eq!(asked[0].get("request"), Some("brake"));
+        assert_eq!(asked[0].get("client"), Some("127.0.0.5"));
+        assert_eq!(asked[0].get("failed"), Some("1"));
+        assert_eq!(asked[1].get("failed"), Some("0"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
     async fn a_connect_is_never_sent_twice() {
         let path = socket_path("connect-once");
         let listener = UnixListener::bind(&path).expect("bind");
