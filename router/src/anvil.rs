@@ -130,7 +130,7 @@ impl Anvil {
     }
 }
 
-/// Failed authentications from one address that lock it out (Postfix-like
+/// Failed authentications from one address that lock it out (fail2ban's
 /// numbers: a handful of typing mistakes pass, a guesser does not).
 pub const AUTH_FAILURE_LIMIT: usize = 5;
 /// The window in which [`AUTH_FAILURE_LIMIT`] failures lock an address out.
