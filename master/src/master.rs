@@ -433,9 +433,11 @@ impl Master {
 
     /// The body of a `request=config` message.
     /// Each worker gets only what it uses: smtpd asks the router for every
-    /// route, so it gets no server table (which may hold 100,000 domains);
+    /// route, so it gets no server table (which may hold 100,000 domains),
+    /// only whether some server has credentials (to offer AUTH or not);
     /// only smtpd gets the TLS key.
     fn worker_config(&self, kind: Kind) -> String {
+        let auth_servers = WorkerConfig::has_auth_servers(&self.config);
         let mut config = (*self.config).clone();
         let tls = match kind {
             Kind::Smtpd => {
@@ -444,7 +446,12 @@ impl Master {
             }
             Kind::Router | Kind::Updater => None,
         };
-        WorkerConfig { config, tls }.to_toml()
+        WorkerConfig {
+            config,
+            tls,
+            auth_servers,
+        }
+        .to_toml()
     }
 
     fn schedule_restart(&mut self, i: usize, why: &str) {

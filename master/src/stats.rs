@@ -35,8 +35,8 @@ a backend, and the spam rate; then the refusals by kind.
   relaying denied  recipients refused with 554 5.7.1 Relaying denied
   rejected         limit: over a connection limit (421); syntax: closed for
                    protocol errors (too many errors, content pipelined after
-                   DATA); smuggling: a message with a bare CR or LF (550
-                   5.5.2); access, dnsbl, restriction: the anti-spam policy
+                   DATA); smuggling: a message with a bare CR or LF, or
+                   a NUL (550 5.5.2); access, dnsbl, restriction: the anti-spam policy
                    (not yet: 0)
   greylisted, greylist passed   greylisting (not yet: 0)
   messages, bytes  messages a backend accepted (2xx after DATA), body bytes

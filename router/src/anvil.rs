@@ -17,10 +17,19 @@
 //! restarts starts from zero: until the sessions open at that moment end,
 //! they are not counted (an undercount, never a refusal of a legitimate
 //! client).
+//!
+//! The anvil also brakes password guessing ([`AuthBrake`]): smtpd reports
+//! each failed authentication — AUTH, and the credentials of RELOAD and
+//! SHUTDOWN — with `request=brake failed=1`, and asks `request=brake
+//! failed=0` before it checks any credentials. Failures are counted per
+//! client address, whichever smtpd process saw them: after
+//! [`AUTH_FAILURE_LIMIT`] within [`AUTH_FAILURE_WINDOW`], the address is
+//! locked out for [`AUTH_LOCKOUT`] (smtpd answers `454 4.7.0` without
+//! looking at the credentials), and the router logs one warning line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often the counts of dead smtpd processes are dropped.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
@@ -121,6 +130,147 @@ impl Anvil {
     }
 }
 
+/// Failed authentications from one address that lock it out (fail2ban's
+/// numbers: a handful of typing mistakes pass, a guesser does not).
+pub const AUTH_FAILURE_LIMIT: usize = 5;
+/// The window in which [`AUTH_FAILURE_LIMIT`] failures lock an address out.
+pub const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(600);
+/// How long an address stays locked out.
+pub const AUTH_LOCKOUT: Duration = Duration::from_secs(600);
+/// Addresses tracked at most; beyond, the one quiet for longest is forgotten.
+const AUTH_TRACKED_MAX: usize = 100_000;
+
+/// Failed authentications per client address, across every smtpd process.
+#[derive(Debug, Default)]
+pub struct AuthBrake {
+    per_ip: HashMap<IpAddr, Failures>,
+}
+
+/// One address's record.
+#[derive(Debug, Default)]
+struct Failures {
+    /// When its failures within the window happened, oldest first.
+    recent: VecDeque<Instant>,
+    /// Locked out until then.
+    locked_until: Option<Instant>,
+}
+
+impl Failures {
+    /// The lock-out still in force at `now`, if any.
+    fn locked(&self, now: Instant) -> Option<Duration> {
+        self.locked_until
+            .and_then(|t| t.checked_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
+    fn forget_old(&mut self, now: Instant) {
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= AUTH_FAILURE_WINDOW)
+        {
+            self.recent.pop_front();
+        }
+        if self.locked(now).is_none() {
+            self.locked_until = None;
+        }
+    }
+
+    fn last(&self) -> Option<Instant> {
+        self.recent.back().copied().max(self.locked_until)
+    }
+}
+
+/// What the brake says about an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Braking {
+    /// Failures counted within the window (the one just reported included).
+    pub failures: u32,
+    /// Locked out for this long still.
+    pub locked: Option<Duration>,
+    /// This failure is the one that locked it out.
+    pub newly_locked: bool,
+}
+
+impl AuthBrake {
+    /// The state of `ip` at `now`, nothing recorded.
+    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Braking {
+        let Some(f) = self.per_ip.get_mut(&ip) else {
+            return Braking {
+                failures: 0,
+                locked: None,
+                newly_locked: false,
+            };
+        };
+        f.forget_old(now);
+        Braking {
+            failures: f.recent.len() as u32,
+            locked: f.locked(now),
+            newly_locked: false,
+        }
+    }
+
+    /// Records a failed authentication from `ip` at `now`. The
+    /// [`AUTH_FAILURE_LIMIT`]-th within the window locks the address out
+    /// for [`AUTH_LOCKOUT`] and starts its count afresh for afterwards; a
+    /// failure reported while it is locked out (checked just before the
+    /// lock came) changes nothing.
+    pub fn fail(&mut self, ip: IpAddr, now: Instant) -> Braking {
+        if !self.per_ip.contains_key(&ip) && self.per_ip.len() >= AUTH_TRACKED_MAX {
+            self.sweep(now);
+            if self.per_ip.len() >= AUTH_TRACKED_MAX {
+                let quietest = self
+                    .per_ip
+                    .iter()
+                    .min_by_key(|(_, f)| f.last())
+                    .map(|(ip, _)| *ip);
+                if let Some(q) = quietest {
+                    self.per_ip.remove(&q);
+                }
+            }
+        }
+        let f = self.per_ip.entry(ip).or_default();
+        f.forget_old(now);
+        if let Some(left) = f.locked(now) {
+            return Braking {
+                failures: f.recent.len() as u32,
+                locked: Some(left),
+                newly_locked: false,
+            };
+        }
+        f.recent.push_back(now);
+        let failures = f.recent.len() as u32;
+        if f.recent.len() < AUTH_FAILURE_LIMIT {
+            return Braking {
+                failures,
+                locked: None,
+                newly_locked: false,
+            };
+        }
+        f.recent.clear();
+        f.locked_until = Some(now + AUTH_LOCKOUT);
+        Braking {
+            failures,
+            locked: Some(AUTH_LOCKOUT),
+            newly_locked: true,
+        }
+    }
+
+    /// Forgets addresses with no failure in the window and no lock-out.
+    pub fn sweep(&mut self, now: Instant) {
+        self.per_ip.retain(|_, f| {
+            f.forget_old(now);
+            !f.recent.is_empty() || f.locked_until.is_some()
+        });
+    }
+
+    /// Addresses tracked now.
+    #[cfg(test)]
+    pub fn tracked(&self) -> usize {
+        self.per_ip.len()
+    }
+}
+
 /// True while `/proc/<pid>` exists (visible whatever the process's user).
 pub fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
@@ -153,6 +303,56 @@ mod tests {
         anvil.disconnect(13, "s9");
         assert_eq!(anvil.open(), 3);
         assert_eq!(anvil.connect(14, "s10", a, 3, 2), Err(Refusal::Total(3)));
+    }
+
+    #[test]
+    fn five_failures_in_the_window_lock_an_address_out_for_a_while() {
+        let a: IpAddr = "127.0.0.5".parse().expect("ip");
+        let b: IpAddr = "127.0.0.6".parse().expect("ip");
+        let t0 = Instant::now();
+        let mut brake = AuthBrake::default();
+        for n in 1..AUTH_FAILURE_LIMIT as u32 {
+            let v = brake.fail(a, t0 + Duration::from_secs(u64::from(n)));
+            assert_eq!((v.failures, v.locked, v.newly_locked), (n, None, false));
+        }
+        assert_eq!(brake.check(b, t0).failures, 0, "another address");
+        let fifth = t0 + Duration::from_secs(5);
+        let v = brake.fail(a, fifth);
+        assert_eq!(v.failures, 5);
+        assert_eq!(v.locked, Some(AUTH_LOCKOUT));
+        assert!(v.newly_locked);
+        // Locked: a check says so, a late failure changes nothing.
+        let later = fifth + Duration::from_secs(60);
+        assert_eq!(
+            brake.check(a, later).locked,
+            Some(AUTH_LOCKOUT - Duration::from_secs(60))
+        );
+        let v = brake.fail(a, later);
+        assert!(v.locked.is_some() && !v.newly_locked);
+        // After the lock-out, a fresh count.
+        let after = fifth + AUTH_LOCKOUT;
+        let v = brake.check(a, after);
+        assert_eq!((v.failures, v.locked), (0, None));
+        assert_eq!(brake.fail(a, after).failures, 1);
+    }
+
+    #[test]
+    fn failures_older_than_the_window_do_not_count() {
+        let a: IpAddr = "127.0.0.5".parse().expect("ip");
+        let t0 = Instant::now();
+        let mut brake = AuthBrake::default();
+        for n in 0..4 {
+            brake.fail(a, t0 + Duration::from_secs(n));
+        }
+        let late = t0 + AUTH_FAILURE_WINDOW + Duration::from_secs(2);
+        let v = brake.fail(a, late);
+        assert_eq!(
+            (v.failures, v.locked),
+            (2, None),
+            "two of the first four expired"
+        );
+        brake.sweep(late + AUTH_FAILURE_WINDOW);
+        assert_eq!(brake.tracked(), 0);
     }
 
     #[test]

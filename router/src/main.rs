@@ -9,6 +9,10 @@
 //! swaps it in atomically; lookups in flight finish on the old one.
 //! A peer that sends garbage loses its connection, never the process.
 //!
+//! The router also counts connections and failed authentications per
+//! client address across every smtpd process ([`anvil`]: `request=connect`,
+//! `request=disconnect`, `request=brake`).
+//!
 //! The router also keeps the statistics ([`stats`]: `request=count` from
 //! smtpd at the end of each session, `request=stats` for `postern stats`,
 //! persisted in `process.state_dir/stats`) and, when the master passes it a
@@ -33,7 +37,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use anvil::{Anvil, Refusal};
+use anvil::{Anvil, AuthBrake, Refusal};
 use table::Table;
 
 /// What every router connection shares.
@@ -44,6 +48,8 @@ struct State {
     limits: RwLock<(u32, u32)>,
     /// Connection counts.
     anvil: Mutex<Anvil>,
+    /// Failed authentications per client address.
+    brake: Mutex<AuthBrake>,
     /// The statistics.
     stats: Arc<stats::Recorder>,
     /// The access lists (SPEC §8).
@@ -62,6 +68,7 @@ async fn run() -> anyhow::Result<()> {
         table: RwLock::new(Arc::new(load(&worker.config))),
         limits: RwLock::new(limits(&worker.config)),
         anvil: Mutex::new(Anvil::default()),
+        brake: Mutex::new(AuthBrake::default()),
         stats: Arc::new(stats::Recorder::load(
             worker.config.process.state_dir.clone(),
         )),
@@ -190,6 +197,7 @@ async fn serve(stream: UnixStream, table: Shared) {
                 account(&table, &req)
             }
             Some("count") => table.stats.count(&req),
+            Some("brake") => brake(&table, &req),
             Some("stats") => table.stats.report(&req),
             Some("policy") => match postern_shared::policy::Query::from_attrs(&req) {
                 Ok(q) => policy::decide(&table.access, &q).to_attrs(req.get("id").unwrap_or("")),
@@ -248,6 +256,9 @@ async fn sweep_loop(state: Shared) {
             .unwrap_or(0);
         if dropped > 0 {
             tracing::info!("dropped {dropped} connection(s) of smtpd processes that died");
+        }
+        if let Ok(mut brake) = state.brake.lock() {
+            brake.sweep(std::time::Instant::now());
         }
     }
 }
@@ -382,6 +393,62 @@ fn manage_access(lists: &policy::access::Lists, req: &Attrs, peer_uid: Option<u3
         }
         Err(e) => refuse(e.to_string()),
     }
+}
+
+/// `request=brake client= failed=0|1`: where the address stands with its
+/// failed authentications, after recording one with `failed=1`. Answered
+/// `status=ok failures=N`, or `status=reject failures=N retry_after=SECONDS`
+/// while it is locked out. The failure that locks it out is logged, once,
+/// whichever smtpd process reported it.
+fn brake(state: &State, req: &Attrs) -> Attrs {
+    let id = req.get("id").unwrap_or("");
+    let sid = req.get("sid").unwrap_or("-");
+    let (Some(ip), Some(failed)) = (
+        req.get("client")
+            .and_then(|c| c.parse::<std::net::IpAddr>().ok()),
+        req.get("failed").filter(|f| matches!(*f, "0" | "1")),
+    ) else {
+        return Attrs::new()
+            .with("id", id)
+            .with("status", Status::TempFail.as_str())
+            .with("reason", "brake request needs client and failed=0|1");
+    };
+    let Ok(mut brake) = state.brake.lock() else {
+        return Attrs::new()
+            .with("id", id)
+            .with("status", Status::TempFail.as_str());
+    };
+    let now = std::time::Instant::now();
+    let v = if failed == "1" {
+        brake.fail(ip, now)
+    } else {
+        brake.check(ip, now)
+    };
+    drop(brake);
+    if v.newly_locked {
+        tracing::warn!(
+            sid,
+            "client {ip} locked out of authentication for {}s after {} failures within {}s",
+            anvil::AUTH_LOCKOUT.as_secs(),
+            v.failures,
+            anvil::AUTH_FAILURE_WINDOW.as_secs()
+        );
+    }
+    let mut reply = Attrs::new().with("id", id);
+    match v.locked {
+        Some(left) => {
+            reply.push("status", Status::Reject.as_str());
+            reply.push("failures", v.failures);
+            // Rounded up: never 0 while it holds.
+            let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            reply.push("retry_after", secs);
+        }
+        None => {
+            reply.push("status", Status::Ok.as_str());
+            reply.push("failures", v.failures);
+        }
+    }
+    reply
 }
 
 /// Answers one request against one table.

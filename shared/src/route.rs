@@ -15,7 +15,10 @@
 //!
 //! The other lookups are `request=client client=<ip>` (the `ip-addr` route)
 //! and `request=auth user=… password=…` (the `auth` route), with the same
-//! replies. `request=count sid= <counter>=<n>…` adds a session's counts to
+//! replies. `request=brake client=<ip> failed=0|1` asks (and with
+//! `failed=1` first records) the address's failed authentications:
+//! `status=ok failures=N`, or `status=reject failures=N retry_after=S`
+//! while it is locked out ([`Brake`]). `request=count sid= <counter>=<n>…` adds a session's counts to
 //! the statistics ([`crate::stats`]); it and `request=disconnect` are
 //! notices, sent with `reply=no`, which the router does not answer; `request=stats` answers `status=ok`
 //! with the statistics file's text as its body. Three outcomes, as in Postfix's lookup tables: found (`ok`), not found
@@ -134,6 +137,18 @@ pub enum Admission {
     Allowed(Option<Route>),
     /// Over a limit: why.
     Refused(String),
+}
+
+/// Where a client address stands with its failed authentications, as the
+/// router's anvil counts them across every smtpd process
+/// ([`RouterClient::brake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Brake {
+    /// Failed authentications from the address within the router's window
+    /// (the one just reported included).
+    pub failures: u32,
+    /// Locked out for this long still: refuse without checking credentials.
+    pub locked: Option<Duration>,
 }
 
 /// Why a lookup could not be made: always temporary for the client.
@@ -527,6 +542,48 @@ impl RouterClient {
             Some(Status::Ok) => {
                 crate::policy::Verdict::from_attrs(&reply).ok_or(RouterError::BadReply)
             }
+            Some(Status::TempFail) => Err(RouterError::TempFail(
+                reply.get("reason").unwrap_or("unknown").to_string(),
+            )),
+            _ => Err(RouterError::BadReply),
+        }
+    }
+
+    /// Asks where `client` stands with its failed authentications; with
+    /// `failed`, records one first (`request=brake client= failed=0|1`).
+    /// smtpd asks before it checks any credentials (AUTH, RELOAD, SHUTDOWN)
+    /// and reports each failure; the answer's count sets the failure's
+    /// delay, its lock-out the next attempts' `454 4.7.0`.
+    pub async fn brake(
+        &self,
+        sid: &str,
+        client: IpAddr,
+        failed: bool,
+    ) -> Result<Brake, RouterError> {
+        let req = Attrs::new()
+            .with("request", "brake")
+            .with("sid", sid)
+            .with("client", client)
+            .with("failed", u8::from(failed));
+        let reply = self.call(req).await?;
+        let failures = reply
+            .get("failures")
+            .and_then(|n| n.parse().ok())
+            .ok_or(RouterError::BadReply);
+        match reply.get("status").and_then(Status::parse) {
+            Some(Status::Ok) => Ok(Brake {
+                failures: failures?,
+                locked: None,
+            }),
+            Some(Status::Reject) => Ok(Brake {
+                failures: failures?,
+                locked: Some(Duration::from_secs(
+                    reply
+                        .get("retry_after")
+                        .and_then(|s| s.parse().ok())
+                        .ok_or(RouterError::BadReply)?,
+                )),
+            }),
             Some(Status::TempFail) => Err(RouterError::TempFail(
                 reply.get("reason").unwrap_or("unknown").to_string(),
             )),
@@ -928,6 +985,55 @@ mod tests {
         assert_eq!(second.get("request"), Some("route"));
         assert_eq!(third.get("request"), Some("count"));
         assert_eq!(third.get("reply"), Some("no"));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[tokio::test]
+    async fn brake_answers_are_typed() {
+        let path = socket_path("brake");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let client = RouterClient::new(path.clone(), Duration::from_secs(5));
+        let server = tokio::spawn(async move {
+            let (mut r, mut w) = accept(&listener).await;
+            let mut asked = Vec::new();
+            for answer in [
+                &[("status", "ok"), ("failures", "2")][..],
+                &[
+                    ("status", "reject"),
+                    ("failures", "5"),
+                    ("retry_after", "600"),
+                ],
+                &[("status", "reject")],
+            ] {
+                let req = proto::read(&mut r).await.expect("read").expect("request");
+                let mut reply = Attrs::new().with("id", req.get("id").expect("id"));
+                for (n, v) in answer {
+                    reply.push(n, v);
+                }
+                w.write_all(&reply.encode().expect("encode"))
+                    .await
+                    .expect("reply");
+                asked.push(req);
+            }
+            asked
+        });
+        let ip: IpAddr = "127.0.0.5".parse().expect("ip");
+        let open = client.brake("S1", ip, true).await.expect("answer");
+        assert_eq!((open.failures, open.locked), (2, None));
+        let locked = client.brake("S2", ip, false).await.expect("answer");
+        assert_eq!(
+            (locked.failures, locked.locked),
+            (5, Some(Duration::from_secs(600)))
+        );
+        assert!(matches!(
+            client.brake("S3", ip, false).await,
+            Err(RouterError::BadReply)
+        ));
+        let asked = server.await.expect("server");
+        assert_eq!(asked[0].get("request"), Some("brake"));
+        assert_eq!(asked[0].get("client"), Some("127.0.0.5"));
+        assert_eq!(asked[0].get("failed"), Some("1"));
+        assert_eq!(asked[1].get("failed"), Some("0"));
         let _ = std::fs::remove_file(&path);
     }
 

@@ -106,13 +106,61 @@ impl Mailbox {
         }
         Some(crate::config::normalize_domain(&self.domain))
     }
+
+    /// The local part as the mailbox's owner knows it: a quoted string
+    /// without its quotes and backslashes (`"up\date"` is `update`), a
+    /// dot-string as it is.
+    pub fn unquoted_local(&self) -> String {
+        let Some(body) = self
+            .local
+            .strip_prefix('"')
+            .and_then(|l| l.strip_suffix('"'))
+        else {
+            return self.local.clone();
+        };
+        let mut out = String::with_capacity(body.len());
+        let mut escaped = false;
+        for c in body.chars() {
+            if c == '\\' && !escaped {
+                escaped = true;
+                continue;
+            }
+            escaped = false;
+            out.push(c);
+        }
+        out
+    }
+
+    /// Whether two mailboxes are the same address, whatever their spelling:
+    /// local parts unquoted ([`Mailbox::unquoted_local`]) and compared
+    /// without regard to case, domains lower-cased without a trailing dot.
+    /// `<"update"@Host.>` is `<update@host>`; `<"update@host"@other>` is not.
+    pub fn same_address(&self, other: &Mailbox) -> bool {
+        self.unquoted_local()
+            .eq_ignore_ascii_case(&other.unquoted_local())
+            && crate::config::normalize_domain(&self.domain)
+                == crate::config::normalize_domain(&other.domain)
+    }
+
+    /// `local@domain` split at its last `@`, as written (no syntax check:
+    /// for addresses from the configuration, validated at load).
+    pub fn split(address: &str) -> Option<Mailbox> {
+        let (local, domain) = address.rsplit_once('@')?;
+        Some(Mailbox {
+            local: local.into(),
+            domain: domain.into(),
+        })
+    }
 }
 
 /// Longest path accepted (RFC 5321 §4.5.3.1.3: 256 octets including the brackets).
 pub const MAX_PATH: usize = 256;
 
-/// Parses one command line (without CRLF).
+/// Parses one command line (without CRLF). White space at the end of the
+/// line is no argument (`DATA␠␠`, `QUIT<TAB>`), as Postfix's smtpd reads it:
+/// clients that pad their commands are not refused.
 pub fn parse_command(line: &str) -> Command {
+    let line = line.trim_end_matches([' ', '\t']);
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
@@ -461,6 +509,19 @@ mod tests {
         ));
         assert_eq!(parse_command("DATA"), Command::Data);
         assert!(matches!(parse_command("DATA x"), Command::Invalid(_)));
+        for (line, command) in [
+            ("DATA  ", Command::Data),
+            ("DATA\t", Command::Data),
+            ("rset \t ", Command::Rset),
+            ("QUIT  ", Command::Quit),
+            ("STARTTLS ", Command::Starttls),
+        ] {
+            assert_eq!(parse_command(line), command, "{line:?}");
+        }
+        assert_eq!(
+            parse_command("AUTH PLAIN AGJvYgBidWlsZGVy "),
+            Command::Auth("PLAIN".into(), Some("AGJvYgBidWlsZGVy".into()))
+        );
         assert_eq!(parse_command("XYZZY"), Command::Unknown("XYZZY".into()));
         assert_eq!(parse_command("STARTTLS"), Command::Starttls);
         assert!(matches!(parse_command("STARTTLS now"), Command::Invalid(r) if r.code == 501));
@@ -488,6 +549,39 @@ mod tests {
         );
         assert_eq!(parse_command("RELOAD"), Command::Reload(None));
         assert_eq!(parse_command("RELOAD admin"), Command::Reload(None));
+    }
+
+    #[test]
+    fn the_same_address_in_other_spellings() {
+        let update = Mailbox::split("update@mx.example.net").expect("address");
+        for same in [
+            "update@mx.example.net",
+            "\"update\"@mx.example.net",
+            "update@mx.example.net.",
+            "UPDATE@MX.Example.NET.",
+            "\"up\\date\"@mx.example.net",
+        ] {
+            assert!(
+                rcpt(&format!("RCPT TO:<{same}>"))
+                    .expect(same)
+                    .same_address(&update),
+                "{same}"
+            );
+        }
+        for other in [
+            "update2@mx.example.net",
+            "\"update@mx.example.net\"@mx.example.net",
+            "update@mx.example.net.other",
+            "update@[127.0.0.1]",
+            "\"update \"@mx.example.net",
+        ] {
+            assert!(
+                !rcpt(&format!("RCPT TO:<{other}>"))
+                    .expect(other)
+                    .same_address(&update),
+                "{other}"
+            );
+        }
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub enum Rejection {
     /// Closed for protocol violations: too many errors (`421 4.7.0`), content
     /// pipelined behind DATA (`554 5.5.0`).
     Syntax,
-    /// A message with a bare CR or LF in its body (`550 5.5.2`, SMTP smuggling).
+    /// A message with a bare CR or LF, or a NUL, in its body (`550 5.5.2`,
+    /// SMTP smuggling).
     Smuggling,
     /// A recipient refused by a reject entry of the access lists (`554 5.7.1`).
     Access,

@@ -57,6 +57,8 @@ pub enum Event {
         config: Arc<Config>,
         /// The TLS certificate and key named by the new configuration.
         tls: Option<Arc<TlsPem>>,
+        /// Some server of the new configuration has SMTP AUTH credentials.
+        auth_servers: bool,
     },
     /// The master's answer to a [`Worker::request`].
     Reply(Attrs),
@@ -75,6 +77,8 @@ pub struct Worker {
     pub config: Arc<Config>,
     /// The TLS certificate and key of that configuration, if `[tls]` is set.
     pub tls: Option<Arc<TlsPem>>,
+    /// Some server has SMTP AUTH credentials ([`WorkerConfig::auth_servers`]).
+    pub auth_servers: bool,
     next_request: u64,
     listeners: Vec<(String, OwnedFd)>,
     to_master: Option<OwnedWriteHalf>,
@@ -102,7 +106,14 @@ impl Worker {
             .position(|(n, _)| n == MASTER_FD_NAME)
             .map(|i| listeners.remove(i).1);
         let (tx, events) = mpsc::channel(4);
-        let (WorkerConfig { config, tls }, to_master) = match master {
+        let (
+            WorkerConfig {
+                config,
+                tls,
+                auth_servers,
+            },
+            to_master,
+        ) = match master {
             Some(fd) => {
                 let std = std::os::unix::net::UnixStream::from(fd);
                 std.set_nonblocking(true)?;
@@ -125,7 +136,15 @@ impl Worker {
                 // Without a master, nobody sends events: keep the sender alive so that
                 // `next_event` waits for signals only.
                 std::mem::forget(tx);
-                (WorkerConfig { config, tls }, None)
+                let auth_servers = WorkerConfig::has_auth_servers(&config);
+                (
+                    WorkerConfig {
+                        config,
+                        tls,
+                        auth_servers,
+                    },
+                    None,
+                )
             }
         };
         let chrooted = drop_privileges(&config, opts)?;
@@ -134,6 +153,7 @@ impl Worker {
             name,
             config: Arc::new(config),
             tls: tls.map(Arc::new),
+            auth_servers,
             next_request: 0,
             listeners,
             to_master,
@@ -264,6 +284,7 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                         id: msg.get("id").unwrap_or("0").to_string(),
                         config: Arc::new(c.config),
                         tls: c.tls.map(Arc::new),
+                        auth_servers: c.auth_servers,
                     },
                     Err(e) => {
                         tracing::error!("the master sent an unusable configuration: {e:#}");
@@ -317,9 +338,22 @@ pub struct WorkerConfig {
     /// The certificate and key named by `[tls]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsPem>,
+    /// Some `[[server]]` has SMTP AUTH credentials. smtpd gets no server
+    /// table (see the master's `worker_config`), yet must know whether to
+    /// offer AUTH at all.
+    #[serde(default)]
+    pub auth_servers: bool,
 }
 
 impl WorkerConfig {
+    /// Whether some server of `config` has SMTP AUTH credentials.
+    pub fn has_auth_servers(config: &Config) -> bool {
+        config
+            .servers
+            .iter()
+            .any(|s| s.user.is_some() && s.password.is_some())
+    }
+
     /// The TOML body of a `request=config` message.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a WorkerConfig always serializes: plain values only")

@@ -9,7 +9,9 @@
 //!   `CRLF.LF`, `.CR CRLF` and the like never end it;
 //! - whether it is acceptable: a bare CR or a bare LF anywhere makes it
 //!   [`Fault::BareLineEnd`], so that no byte sequence can end a message for
-//!   the backend that did not end it for postern (SMTP smuggling). Once a
+//!   the backend that did not end it for postern (SMTP smuggling); a NUL
+//!   byte makes it [`Fault::Nul`] (never stripped: a backend that drops NUL
+//!   bytes would read `CRLF NUL . CRLF` as the end). Once a
 //!   fault is found, the session stops forwarding, drains the rest of the body
 //!   up to the real end, aborts the backend transaction and refuses the message.
 
@@ -18,6 +20,8 @@
 pub enum Fault {
     /// A CR not followed by LF, or an LF not preceded by CR.
     BareLineEnd,
+    /// A NUL byte (RFC 5321 §2.3.8 text has none, 8BITMIME neither).
+    Nul,
     /// More bytes than the size limit.
     TooBig,
 }
@@ -58,12 +62,12 @@ impl Scanner {
     pub fn scan(&mut self, chunk: &[u8]) -> Option<usize> {
         let mut i = 0;
         while i < chunk.len() {
-            // Fast path: inside a line, nothing pending, only CR and LF matter:
-            // jump to the next one (most of a body is plain text).
+            // Fast path: inside a line, nothing pending, only CR, LF and NUL
+            // matter: jump to the next one (most of a body is plain text).
             if !self.cr && !self.line_start && self.dot == 0 {
                 loop {
                     let rest = &chunk[i..];
-                    let skip = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    let skip = memchr::memchr3(b'\r', b'\n', 0, rest).unwrap_or(rest.len());
                     self.size += skip as u64;
                     i += skip;
                     if self.size > self.limit {
@@ -79,7 +83,7 @@ impl Scanner {
                     if chunk[i] == b'\r'
                         && i + 2 < chunk.len()
                         && chunk[i + 1] == b'\n'
-                        && !matches!(chunk[i + 2], b'.' | b'\r' | b'\n')
+                        && !matches!(chunk[i + 2], b'.' | b'\r' | b'\n' | 0)
                     {
                         i += 3;
                         self.size += 3;
@@ -117,6 +121,10 @@ impl Scanner {
                 }
                 b'\n' => {
                     self.fault(Fault::BareLineEnd);
+                    self.dot = 0;
+                }
+                0 => {
+                    self.fault(Fault::Nul);
                     self.dot = 0;
                 }
                 b'.' if self.line_start => self.dot = 1,
@@ -192,10 +200,18 @@ mod tests {
         }
     }
 
+    /// The scanner's `CRLF NUL . CRLF`: not the end (a backend that drops
+    /// NUL would end the message there), and refused.
     #[test]
-    fn nul_is_not_dropped() {
+    fn nul_is_neither_an_end_nor_accepted() {
         let body = b"body\r\n\x00.\r\nnext\r\n.\r\n";
-        assert_eq!(scan(body), (Some(body.len()), None));
+        assert_eq!(scan(body), (Some(body.len()), Some(Fault::Nul)));
+        assert_eq!(scan(b"a\x00b\r\n.\r\n"), (Some(8), Some(Fault::Nul)));
+        assert_eq!(
+            scan(b"long line without end\x00\r\n.\r\n"),
+            (Some(27), Some(Fault::Nul)),
+            "found by the fast path too"
+        );
     }
 
     /// The byte-at-a-time definition the fast path must agree with.
@@ -224,6 +240,10 @@ mod tests {
                 }
                 b'\n' => {
                     fault.get_or_insert(Fault::BareLineEnd);
+                    dot = 0;
+                }
+                0 => {
+                    fault.get_or_insert(Fault::Nul);
                     dot = 0;
                 }
                 b'.' if line_start => dot = 1,

@@ -13,7 +13,7 @@ mod session;
 
 use std::os::fd::OwnedFd;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -38,6 +38,9 @@ const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
 struct Shared {
     config: RwLock<Arc<Config>>,
     tls: RwLock<Option<TlsAcceptor>>,
+    /// Some server has SMTP AUTH credentials (from the master: smtpd has
+    /// no server table).
+    auth_servers: AtomicBool,
     health: Arc<Health>,
     prepared: Arc<Prepared>,
     admin: mpsc::Sender<AdminRequest>,
@@ -67,6 +70,7 @@ async fn run() -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         config: RwLock::new(worker.config.clone()),
         tls: RwLock::new(tls),
+        auth_servers: AtomicBool::new(worker.auth_servers),
         health: Arc::new(Health::default()),
         prepared: Prepared::new(
             worker.config.proxy.prepared_connections,
@@ -109,7 +113,7 @@ async fn run() -> anyhow::Result<()> {
                 }
             }
             event = worker.next_event() => match event {
-                Event::Reload { id, config, tls } => {
+                Event::Reload { id, config, tls, auth_servers } => {
                     // New sessions take the new configuration; running ones keep theirs.
                     let result = acceptor(tls.as_deref()).map_err(|e| format!("{e:#}"));
                     if let Ok(acceptor) = &result {
@@ -120,6 +124,7 @@ async fn run() -> anyhow::Result<()> {
                             config.proxy.reuse_connections,
                         );
                         shared.router.forget_routes();
+                        shared.auth_servers.store(auth_servers, Ordering::SeqCst);
                         worker.config = config;
                         worker.tls = tls;
                     }
@@ -232,6 +237,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             tls: shared.tls.read().unwrap_or_else(|p| p.into_inner()).clone(),
+            auth_servers: shared.auth_servers.load(Ordering::SeqCst),
             router: shared.router.clone(),
             health: shared.health.clone(),
             prepared: shared.prepared.clone(),

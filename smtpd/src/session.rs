@@ -14,6 +14,12 @@
 //! in flight (its input buffer is empty), so a pipelined group gets its
 //! replies in one segment, in order.
 //!
+//! A client that pipelines without end and never reads is bounded: replies
+//! held back stop at [`MAX_HELD_REPLIES`], a write waits at most
+//! `command_timeout`, more than [`MAX_JUNK_COMMANDS`] RSET/NOOP/VRFY/HELP end
+//! the session, and so does a transaction that begins no message body
+//! within `command_timeout` of its first MAIL (`Session::progress_deadline`).
+//!
 //! Error mapping lives in one place, [`Session::temp_failure`]: router or
 //! backend trouble is always 4xx.
 //!
@@ -44,12 +50,17 @@ use postern_shared::backend::{Backend, BackendError, BackendReply, ClientInfo, H
 const MAX_COMMAND_LINE: usize = 2048;
 /// Errors in one session before it is closed (Postfix's `smtpd_hard_error_limit`).
 const MAX_ERRORS: u32 = 20;
+/// RSET, NOOP, VRFY and HELP commands since the session's last accepted
+/// message (Postfix's `smtpd_junk_command_limit`); one more gets `421 4.7.0`
+/// and the session ends.
+const MAX_JUNK_COMMANDS: u32 = 100;
 /// How long to wait for the backend's reply to the end of a message
 /// (Postfix's `smtp_data_done_timeout`): content filters may take long.
 const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 
 mod admin;
 mod auth;
+mod brake;
 mod policy;
 mod tls;
 mod update;
@@ -91,6 +102,9 @@ pub struct Ctx {
     pub config: Arc<Config>,
     /// STARTTLS, when `[tls]` is set.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Some server has SMTP AUTH credentials (the session's configuration
+    /// holds no server table): AUTH may be worth offering.
+    pub auth_servers: bool,
     /// The router client shared by the process.
     pub router: Arc<RouterClient>,
     /// Backends that keep failing, shared by the process.
@@ -179,6 +193,9 @@ struct Session {
     login: Option<(String, String)>,
     /// Failed RELOAD/SHUTDOWN attempts in a row.
     admin_failures: u32,
+    /// Failed authentications (AUTH, RELOAD, SHUTDOWN) in this session, for
+    /// the brake's delay when the router cannot count them.
+    auth_failures: u32,
     /// The client authenticated as the admin user (may send update mails).
     admin_login: bool,
     tx: Option<Tx>,
@@ -186,6 +203,13 @@ struct Session {
     /// A backend was reached at least once (for the seed's "forwarded" line).
     forwarded_to: Option<u32>,
     errors: u32,
+    /// Junk commands (RSET, NOOP, VRFY, HELP) since the last accepted message.
+    junk: u32,
+    /// A transaction began (MAIL) and no message body has begun since: by
+    /// then one must have, or the session ends (`421 4.4.2`). Abandoning a
+    /// transaction (RSET, EHLO) does not move it, so a client that opens
+    /// transactions without end — holding a backend connection — is let go.
+    progress_deadline: Option<tokio::time::Instant>,
     /// What this session counts for the statistics, sent to the router when it ends.
     counts: Counts,
 }
@@ -211,11 +235,14 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         relay: None,
         login: None,
         admin_failures: 0,
+        auth_failures: 0,
         admin_login: false,
         tx: None,
         backend: None,
         forwarded_to: None,
         errors: 0,
+        junk: 0,
+        progress_deadline: None,
         counts: Counts::default(),
     };
     let ip = s.ip();
@@ -375,7 +402,16 @@ impl Session {
             return Err(self.shutting_down());
         }
         let timeout = self.ctx.config.proxy.command_timeout.0;
-        let deadline = tokio::time::Instant::now() + timeout;
+        let now = tokio::time::Instant::now();
+        // Checked before reading: a client that keeps sending never makes
+        // a read wait, let alone time out.
+        if self.progress_deadline.is_some_and(|d| d <= now) {
+            return Err(self.no_progress());
+        }
+        let deadline = match self.progress_deadline {
+            Some(d) => d.min(now + timeout),
+            None => now + timeout,
+        };
         let mut shutdown = self.ctx.shutdown.clone();
         let mut buf = Vec::with_capacity(128);
         /// What ended a wait for (the rest of) the line.
@@ -416,6 +452,9 @@ impl Session {
                 }
                 Got::Read(Ok(_)) => break,
                 Got::Read(Err(_)) => return Err(End::Gone),
+                Got::TimedOut if self.progress_deadline.is_some_and(|d| d <= deadline) => {
+                    return Err(self.no_progress())
+                }
                 Got::TimedOut => return Err(self.timed_out(timeout, "a command")),
                 Got::Stop => return Err(self.shutting_down()),
             }
@@ -546,23 +585,33 @@ impl Session {
             Command::Rcpt(to, params) => self.rcpt(to, params).await,
             Command::Data => return self.data().await,
             Command::Rset => {
+                self.junk_command()?;
                 self.reset_tx().await;
                 self.reply(Reply::new(250, "2.0.0", "Ok"));
             }
-            Command::Noop => self.reply(Reply::new(250, "2.0.0", "Ok")),
-            Command::Vrfy => self.reply(Reply::new(
-                252,
-                "2.0.0",
-                "Cannot VRFY user, but will accept message and attempt delivery",
-            )),
+            Command::Noop => {
+                self.junk_command()?;
+                self.reply(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Vrfy => {
+                self.junk_command()?;
+                self.reply(Reply::new(
+                    252,
+                    "2.0.0",
+                    "Cannot VRFY user, but will accept message and attempt delivery",
+                ))
+            }
             Command::Expn => {
                 self.syntax_error(Reply::new(502, "5.5.1", "Error: EXPN not supported"))
             }
-            Command::Help => self.reply(Reply::new(
-                214,
-                "2.0.0",
-                "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
-            )),
+            Command::Help => {
+                self.junk_command()?;
+                self.reply(Reply::new(
+                    214,
+                    "2.0.0",
+                    "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP VRFY HELP QUIT",
+                ))
+            }
             Command::Quit => {
                 self.reply(Reply::new(221, "2.0.0", "Bye"));
                 self.quit = true;
@@ -602,6 +651,18 @@ impl Session {
                 },
                 ("BODY", Some(v))
                     if v.eq_ignore_ascii_case("7BIT") || v.eq_ignore_ascii_case("8BITMIME") => {}
+                // RFC 4954 §5: the submitter's identity, `<>` when unknown.
+                // Accepted where AUTH is offered (and after one), never
+                // passed on: the backend behaves as if it were `<>`.
+                ("AUTH", Some(v)) if self.login.is_some() || self.auth_offered() => {
+                    if !auth_param_ok(v) {
+                        return self.syntax_error(Reply::new(
+                            501,
+                            "5.5.4",
+                            "Bad AUTH parameter syntax",
+                        ));
+                    }
+                }
                 _ => {
                     return self.syntax_error(Reply::new(
                         555,
@@ -623,7 +684,43 @@ impl Session {
             data_ahead: None,
             lost: false,
         });
+        let timeout = self.ctx.config.proxy.command_timeout.0;
+        self.progress_deadline
+            .get_or_insert_with(|| tokio::time::Instant::now() + timeout);
         self.reply(Reply::new(250, "2.1.0", "Ok"));
+    }
+
+    /// Counts a junk command (RSET, NOOP, VRFY, HELP); over
+    /// [`MAX_JUNK_COMMANDS`] since the last accepted message, `421 4.7.0`
+    /// and the end of the session, as Postfix's `smtpd_junk_command_limit`
+    /// (which counts errors from there): a client that repeats them — or
+    /// pipelines MAIL, RCPT, RSET without end — is not held for ever.
+    fn junk_command(&mut self) -> Result<(), End> {
+        self.junk += 1;
+        if self.junk <= MAX_JUNK_COMMANDS {
+            return Ok(());
+        }
+        warn!("too many junk commands from {}", self.ip());
+        self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
+        let text = format!("{} Error: too many junk commands", self.hostname());
+        self.reply(Reply::new(421, "4.7.0", &text));
+        Err(End::Closed)
+    }
+
+    /// The transaction made no progress by its deadline (see
+    /// `Session::progress_deadline`): 421, the end.
+    fn no_progress(&mut self) -> End {
+        let timeout = self.ctx.config.proxy.command_timeout.0;
+        info!(
+            "no message from {} within {timeout:?} of its first MAIL: closing",
+            self.ip()
+        );
+        let text = format!(
+            "{} Error: timeout exceeded, no message completed",
+            self.hostname()
+        );
+        self.reply(Reply::new(421, "4.4.2", &text));
+        End::Closed
     }
 
     async fn rcpt(&mut self, to: Path, params: Vec<Param>) {
@@ -1032,7 +1129,11 @@ impl Session {
             None => self.backend_command("DATA").await,
         };
         match reply {
-            Ok(r) if r.code == 354 => self.relay(&r),
+            Ok(r) if r.code == 354 => {
+                // The body begins: progress (data_timeout governs it now).
+                self.progress_deadline = None;
+                self.relay(&r)
+            }
             Ok(r) => {
                 self.relay(&r);
                 self.reset_tx().await;
@@ -1087,6 +1188,8 @@ impl Session {
                 if r.is_ok() {
                     self.counts.add(Counter::Messages, 1);
                     self.counts.add(Counter::Bytes, scanner.size);
+                    // As Postfix forgives a client that delivered a message.
+                    self.junk = 0;
                 }
                 self.relay(&r);
             }
@@ -1180,6 +1283,15 @@ impl Session {
                     550,
                     "5.5.2",
                     "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
+                )
+            }
+            Fault::Nul => {
+                warn!(sender = %from, "refused message from <{from}>: NUL character in the body");
+                self.counts.add(Counter::Rejected(Rejection::Smuggling), 1);
+                Reply::new(
+                    550,
+                    "5.5.2",
+                    "Error: NUL character in message; messages must not contain NUL",
                 )
             }
             Fault::TooBig => {
@@ -1282,6 +1394,49 @@ fn lost_transaction() -> Reply {
     )
 }
 
+/// The value of MAIL's `AUTH=` (RFC 4954 §5): `<>` or an xtext
+/// (RFC 3461 §4: `!`..`~` but `+` and `=`, which only `+XX` may write).
+fn auth_param_ok(v: &str) -> bool {
+    if v == "<>" {
+        return true;
+    }
+    let b = v.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = |at: usize| {
+                    b.get(at)
+                        .is_some_and(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(c))
+                };
+                if !(hex(i + 1) && hex(i + 2)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b'=' => return false,
+            b'!'..=b'~' => i += 1,
+            _ => return false,
+        }
+    }
+    !v.is_empty()
+}
+
 fn same_server(a: &Route, b: &Route) -> bool {
     a.server == b.server && a.host == b.host && a.port == b.port
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_parameter_values() {
+        for ok in ["<>", "alice@example.org", "e+3Dmc2@example.com", "x"] {
+            assert!(auth_param_ok(ok), "{ok}");
+        }
+        for bad in ["", "a=b", "a+3", "a+zz", "a b", "caf\u{e9}"] {
+            assert!(!auth_param_ok(bad), "{bad}");
+        }
+    }
 }

@@ -4,7 +4,10 @@
 //! Checked here, in order: the commands exist only when `admin_user` and
 //! `admin_password` are set (502 otherwise); the client's address must be in
 //! `admin_networks` for RELOAD, loopback for SHUTDOWN (550); the credentials
-//! must match (535). Every failure is logged and counted; after
+//! must match (535); before they are checked, the brake (`brake.rs`) may
+//! say the address is locked out (454), and a failure's reply is delayed
+//! and counted by the router's anvil with AUTH's. Every failure is logged
+//! and counted; after
 //! [`MAX_ADMIN_FAILURES`] in a row the session is closed. Only then does the
 //! request go to the master, through the process's main loop, and its answer
 //! becomes the reply: `250 2.0.0` or `451 4.3.5 <why>` for RELOAD, `221 2.0.0`
@@ -54,24 +57,24 @@ impl Session {
                 "5.7.1",
                 &format!("Error: {verb} is not allowed from {ip}"),
             ))
+        } else if !self.brake_check().await {
+            // Locked out (454, queued): the credentials are not looked at.
+            self.admin_failures += 1;
+            return self.admin_failed();
         } else {
             let good = creds
                 .as_ref()
                 .is_some_and(|(u, pw)| secret_eq(u, &user) & secret_eq(pw, &password));
-            (!good).then(|| {
+            if !good {
                 warn!("{verb} refused: bad credentials from {ip}");
-                Reply::new(535, "5.7.8", "Error: authentication failed")
-            })
+                self.brake_failure().await;
+            }
+            (!good).then(|| Reply::new(535, "5.7.8", "Error: authentication failed"))
         };
         if let Some(r) = failure {
             self.admin_failures += 1;
             self.syntax_error(r);
-            if self.admin_failures >= MAX_ADMIN_FAILURES {
-                let text = format!("{} Error: too many failed admin commands", self.hostname());
-                self.reply(Reply::new(421, "4.7.0", &text));
-                return Err(End::Closed);
-            }
-            return Ok(());
+            return self.admin_failed();
         }
         self.admin_failures = 0;
         info!("{verb} accepted from {ip}");
@@ -105,6 +108,17 @@ impl Session {
                 self.reply(Reply::new(451, "4.3.5", &why));
             }
             _ => unreachable!("request is reload or stop"),
+        }
+        Ok(())
+    }
+
+    /// After a failed admin command: the session ends at
+    /// [`MAX_ADMIN_FAILURES`] in a row.
+    fn admin_failed(&mut self) -> Result<(), End> {
+        if self.admin_failures >= MAX_ADMIN_FAILURES {
+            let text = format!("{} Error: too many failed admin commands", self.hostname());
+            self.reply(Reply::new(421, "4.7.0", &text));
+            return Err(End::Closed);
         }
         Ok(())
     }

@@ -6,6 +6,14 @@
 //! is connected. A client whose address already made it a relay client
 //! (`ip-addr`, which comes first) keeps that route. Credentials never appear
 //! in a log line; a failure logs the client's address only.
+//!
+//! Every check of credentials goes through the brake (`brake.rs`): an
+//! address locked out gets `454 4.7.0`, each failure's `535` is delayed.
+//!
+//! AUTH is offered only when someone could authenticate: a server has
+//! credentials, or there is an admin user. When `[tls]` is set, the admin
+//! user authenticates only inside TLS, whatever `auth_requires_tls` says
+//! (SPEC §7); outside it, the admin's credentials fail like wrong ones.
 
 use tracing::{info, warn};
 
@@ -18,11 +26,26 @@ const MAX_AUTH_LINE: usize = 12288;
 
 impl Session {
     /// AUTH is advertised and accepted: under TLS, or anywhere when
-    /// `auth_requires_tls` is false (its default without `[tls]`).
+    /// `auth_requires_tls` is false (its default without `[tls]`) — and
+    /// only when someone could authenticate ([`Session::auth_possible`]).
     pub(super) fn auth_offered(&self) -> bool {
         let p = &self.ctx.config.proxy;
         let requires = p.auth_requires_tls.unwrap_or(self.ctx.config.tls.is_some());
-        self.tls || !requires
+        (self.tls || !requires) && self.auth_possible(self.tls)
+    }
+
+    /// Whether some credentials could succeed in a session with (`tls`) or
+    /// without TLS: a server's, or the admin user's — which, when `[tls]`
+    /// is set, count only inside TLS whatever `auth_requires_tls` says
+    /// (SPEC §7: they let a client queue update mails).
+    fn auth_possible(&self, tls: bool) -> bool {
+        let c = &self.ctx.config;
+        self.ctx.auth_servers || (self.admin_configured() && (c.tls.is_none() || tls))
+    }
+
+    fn admin_configured(&self) -> bool {
+        let p = &self.ctx.config.proxy;
+        p.admin_user.is_some() && p.admin_password.is_some()
     }
 
     pub(super) async fn auth(&mut self, mech: &str, initial: Option<String>) -> Result<(), End> {
@@ -37,16 +60,23 @@ impl Session {
                 "Error: MAIL transaction in progress",
             ))
         } else if !self.auth_offered() {
-            Some(if self.ctx.tls.is_some() {
-                Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
-            } else {
-                Reply::new(503, "5.5.1", "Error: authentication not enabled")
-            })
+            // STARTTLS first, when AUTH would be offered inside TLS.
+            Some(
+                if self.ctx.tls.is_some() && !self.tls && self.auth_possible(true) {
+                    Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+                } else {
+                    Reply::new(503, "5.5.1", "Error: authentication not enabled")
+                },
+            )
         } else {
             None
         };
         if let Some(r) = refuse {
             self.syntax_error(r);
+            return Ok(());
+        }
+        // An address locked out gets 454 before it says anything secret.
+        if !self.brake_check().await {
             return Ok(());
         }
         let creds = match mech {
@@ -57,6 +87,12 @@ impl Session {
         let (user, password) = match creds {
             Ok(c) => c,
             Err(r) => {
+                // 535: credentials that do not match (an authzid not the
+                // user's); the rest (501, 504) checked none.
+                if r.code == 535 {
+                    warn!("authentication failed from {}", self.ip());
+                    self.brake_failure().await;
+                }
                 self.syntax_error(r);
                 return Ok(());
             }
@@ -68,9 +104,20 @@ impl Session {
         }
         let p = &self.ctx.config.proxy;
         if let (Some(admin), Some(secret)) = (&p.admin_user, &p.admin_password) {
-            if postern_shared::smtp::secret_eq(&user, admin)
-                & postern_shared::smtp::secret_eq(&password, secret)
-            {
+            let admin_ok = postern_shared::smtp::secret_eq(&user, admin)
+                & postern_shared::smtp::secret_eq(&password, secret);
+            if admin_ok && self.ctx.config.tls.is_some() && !self.tls {
+                // Not even checked against the servers' credentials: these
+                // are the admin's, and they travelled in clear.
+                warn!(
+                    "authentication as the admin user refused from {}: only inside TLS",
+                    self.ip()
+                );
+                self.brake_failure().await;
+                self.syntax_error(Reply::new(535, "5.7.8", "Error: authentication failed"));
+                return Ok(());
+            }
+            if admin_ok {
                 // The admin may send update mails; that makes it no relay client.
                 info!("authenticated as the admin user");
                 self.admin_login = true;
@@ -101,6 +148,7 @@ impl Session {
             }
             Ok(Lookup::NotFound) => {
                 warn!("authentication failed from {}", self.ip());
+                self.brake_failure().await;
                 self.syntax_error(Reply::new(535, "5.7.8", "Error: authentication failed"));
             }
             Err(e) => {

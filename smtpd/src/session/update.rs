@@ -1,6 +1,7 @@
 //! Update mails (SPEC §7): mail to `proxy.update_address` is postern's own.
 //!
-//! The recipient is accepted only from `admin_networks` or from a client
+//! The recipient is recognised by its parsed address, whatever its spelling
+//! (`<"update"@host>`, `<update@HOST.>`). It is accepted only from `admin_networks` or from a client
 //! authenticated as the admin user (`550 5.7.1` otherwise), and only alone in
 //! its transaction (`452 4.5.3` for a recipient on either side of it, which
 //! the sender retries separately). The body goes through the same scanner as
@@ -18,15 +19,21 @@ use tracing::{info, warn};
 use super::{End, Session};
 use postern_shared::config::in_networks;
 use postern_shared::proto::{self, Attrs};
-use postern_shared::smtp::{Path, Reply};
+use postern_shared::smtp::{Mailbox, Path, Reply};
 
 /// How long the updater may take to store a mail (an fsync or two).
 const UPDATER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Session {
+    /// Whether `to` is `proxy.update_address`, however it is spelled: the
+    /// parsed addresses are compared ([`Mailbox::same_address`]: local part
+    /// unquoted, domain lower-cased without its trailing dot), never the
+    /// text, so that `<"update"@host>` or `<update@host.>` cannot pass for
+    /// an ordinary recipient and be forwarded.
     pub(super) fn is_update_address(&self, to: &Path) -> bool {
-        match (&self.ctx.config.proxy.update_address, to) {
-            (Some(addr), Path::Mailbox(m)) => m.to_string().eq_ignore_ascii_case(addr),
+        let update = self.ctx.config.proxy.update_address.as_deref();
+        match (update.and_then(Mailbox::split), to) {
+            (Some(update), Path::Mailbox(m)) => m.same_address(&update),
             _ => false,
         }
     }
@@ -51,6 +58,7 @@ impl Session {
     }
 
     pub(super) async fn data_update(&mut self) -> Result<(), End> {
+        self.progress_deadline = None;
         self.reply(Reply::plain(354, "End data with <CR><LF>.<CR><LF>"));
         self.flush().await?;
         let mut body = Vec::new();
@@ -87,6 +95,7 @@ impl Session {
             Ok(Ok(answer)) if answer.get("status") == Some("ok") => {
                 let id = answer.get("queue_id").unwrap_or("?").to_string();
                 info!("update mail from <{from}> queued as {id}");
+                self.junk = 0;
                 self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             other => {
