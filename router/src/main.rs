@@ -158,28 +158,32 @@ async fn accept_loop(listener: UnixListener, table: Shared) {
 }
 
 /// Serves one smtpd connection. smtpd multiplexes its sessions' requests on
-/// one connection and may write many at once: the replies are gathered and
-/// written together when no complete request is left in the read buffer, so
-/// a burst of requests costs one read and one write.
+/// one connection and may write many at once. Requests answered from memory
+/// (routes, counts, the access lists) are answered in turn, and their
+/// replies gathered and handed to the writer when no complete request is
+/// left in the read buffer, so a burst of requests costs one read and one
+/// write. A policy question may wait for DNS: it is answered by a task of
+/// its own, so that one slow lookup never holds another session's route.
+/// The writer sends whatever is ready in one write; replies carry the
+/// request's `id`, so their order does not matter.
 async fn serve(stream: UnixStream, table: Shared) {
     // Who is at the other end: access-list changes record it.
     let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
-    let (r, mut w) = stream.into_split();
+    let (r, w) = stream.into_split();
     let mut r = BufReader::new(r);
     let hello = Attrs::new().with("protocol", PROTOCOL).with("version", 1);
     let mut out = match hello.encode() {
         Ok(bytes) => bytes,
         Err(_) => return,
     };
+    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    tokio::spawn(write_replies(w, rx));
     loop {
-        if !out.is_empty() && !complete_request(r.buffer()) {
-            // Log lines first: the route line comes before smtpd's lines
-            // about the route (see proto::write).
-            postern_shared::logging::flush();
-            if w.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
+        if !out.is_empty()
+            && !complete_request(r.buffer())
+            && tx.send(std::mem::take(&mut out)).is_err()
+        {
+            return;
         }
         let req = match proto::read(&mut r).await {
             Ok(Some(r)) => r,
@@ -199,13 +203,26 @@ async fn serve(stream: UnixStream, table: Shared) {
             Some("count") => table.stats.count(&req),
             Some("brake") => brake(&table, &req),
             Some("stats") => table.stats.report(&req),
-            Some("policy") => match postern_shared::policy::Query::from_attrs(&req) {
-                Ok(q) => policy::decide(&table.access, &q).to_attrs(req.get("id").unwrap_or("")),
-                Err(why) => Attrs::new()
-                    .with("id", req.get("id").unwrap_or(""))
-                    .with("status", Status::TempFail.as_str())
-                    .with("reason", why),
-            },
+            Some("policy") => {
+                let id = req.get("id").unwrap_or("").to_string();
+                let reply = match postern_shared::policy::Query::from_attrs(&req) {
+                    Ok(q) => {
+                        let (table, tx) = (table.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let verdict = policy::decide(&table.access, &q).await;
+                            if let Ok(bytes) = verdict.to_attrs(&id).encode() {
+                                let _ = tx.send(bytes);
+                            }
+                        });
+                        continue;
+                    }
+                    Err(why) => Attrs::new()
+                        .with("id", id)
+                        .with("status", Status::TempFail.as_str())
+                        .with("reason", why),
+                };
+                reply
+            }
             Some("access-list" | "access-add" | "access-remove") => {
                 manage_access(&table.access, &req, peer_uid)
             }
@@ -228,6 +245,26 @@ async fn serve(stream: UnixStream, table: Shared) {
                 tracing::warn!("cannot encode a reply: {e}");
                 return;
             }
+        }
+    }
+}
+
+/// Writes one connection's replies: everything ready goes in one write.
+/// Ends when the connection breaks, or when the reader and every task
+/// answering for it are done.
+async fn write_replies(
+    mut w: tokio::net::unix::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    while let Some(mut bytes) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            bytes.extend_from_slice(&more);
+        }
+        // Log lines first: the route line comes before smtpd's lines about
+        // the route (see proto::write).
+        postern_shared::logging::flush();
+        if w.write_all(&bytes).await.is_err() {
+            return;
         }
     }
 }

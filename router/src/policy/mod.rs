@@ -22,7 +22,7 @@ use postern_shared::access::Client;
 use postern_shared::policy::{access_verdict, Query, Verdict};
 
 /// Decides for one recipient.
-pub fn decide(lists: &access::Lists, q: &Query) -> Verdict {
+pub async fn decide(lists: &access::Lists, q: &Query) -> Verdict {
     let verdict = access_verdict(&lists.index(), q);
     if !q.dry {
         let client = Client::new(q.client);
@@ -75,6 +75,13 @@ mod tests {
         l
     }
 
+    fn decide_now(l: &access::Lists, q: &Query) -> Verdict {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(decide(l, q))
+    }
+
     fn query(client: &str, sender: &str, recipient: &str) -> Query {
         Query {
             sid: "S".into(),
@@ -107,7 +114,7 @@ mod tests {
             "554 5.7.1 <unknown[192.0.2.9]>: Client host rejected: Access denied"
         );
         assert_eq!(
-            text(decide(&l, &query("198.51.100.1", "", "u@one.test"))),
+            text(decide_now(&l, &query("198.51.100.1", "", "u@one.test"))),
             "554 5.7.1 <>: Sender address rejected: Access denied"
         );
         assert_eq!(
@@ -118,13 +125,13 @@ mod tests {
             "554 5.7.1 <Closed@one.test>: Recipient address rejected: Access denied"
         );
         assert_eq!(
-            decide(&l, &query("192.0.2.9", "", "postmaster@one.test")),
+            decide_now(&l, &query("192.0.2.9", "", "postmaster@one.test")),
             Verdict::Accept {
                 rule: "accept to postmaster@one.test".into()
             }
         );
         assert_eq!(
-            decide(&l, &query("198.51.100.1", "a@b.test", "u@one.test")),
+            decide_now(&l, &query("198.51.100.1", "a@b.test", "u@one.test")),
             Verdict::Dunno
         );
     }
