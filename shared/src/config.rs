@@ -625,6 +625,16 @@ impl Config {
         let mut bad = |key: String, message: String| out.push(Problem { key, message });
         let p = &self.proxy;
 
+        // Issue 18 item 7: without a server every recipient gets a permanent
+        // 554; such a file is a mistake (a policy server alone, SPEC §8's
+        // `[policy_server]`, is not served yet, so nothing excuses it).
+        if self.servers.is_empty() {
+            bad(
+                "server".into(),
+                "at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied".into(),
+            );
+        }
+
         if p.listen.is_empty() {
             bad(
                 "proxy.listen".into(),
@@ -1007,6 +1017,17 @@ domains = ["A.test."]
         ] {
             assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
         }
+    }
+
+    #[test]
+    fn a_file_without_servers_is_refused() {
+        let c = Config::parse("[proxy]\nlisten = [\"127.0.0.1:25\"]\n").expect("parses");
+        let problems = c.validate();
+        assert!(
+            problems.iter().any(|p| p.to_string()
+                == "server: at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied"),
+            "{problems:?}"
+        );
     }
 
     #[test]

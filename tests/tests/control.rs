@@ -325,3 +325,34 @@ fn status_shows_sessions_in_progress_and_backend_health() {
         status().contains("sessions in progress: 0").then_some(())
     });
 }
+
+#[test]
+fn a_configuration_without_servers_is_refused_by_check_and_reload() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-noserver");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &conf);
+    let empty = config_text(&p.dir, "");
+    let lone = p.dir.path("empty.toml");
+    std::fs::write(&lone, &empty).expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", lone.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!(
+        "{}: server: at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied",
+        lone.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), want);
+
+    std::fs::write(p.config_path(), &empty).expect("rewrite");
+    let bad = p.cli(&["reload"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("server: at least one [[server]] is needed"),
+        "{err}"
+    );
+    send_ok(&p, "still@one.test");
+}
