@@ -177,6 +177,14 @@ fn start(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The log file's directory is created like run_dir, spool_dir and
+    // state_dir (the master's, as systemd's LogsDirectory would be).
+    if let Some(dir) = log_dir(&config) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("postern: log.file: creating {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let mut log = postern_shared::logging::Settings::of(&config.log);
     log.group = match log_group(&config) {
         Ok(g) => g,
@@ -205,6 +213,14 @@ fn start(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The directory of `log.file`, when one is set.
+fn log_dir(config: &Config) -> Option<&std::path::Path> {
+    if config.log.file.is_empty() {
+        return None;
+    }
+    std::path::Path::new(&config.log.file).parent()
 }
 
 /// The group of a new log file: the workers' group when the master (root)
@@ -266,9 +282,22 @@ fn converted_toml(config: &Config, source: &str) -> String {
         }
         out.push_str(line);
         out.push('\n');
+        if line == "[process]" && config.process.user.is_none() {
+            out.push_str(PROCESS_USER_LINES);
+        }
     }
     out
 }
+
+/// What `postern convert` writes under `[process]`: the legacy proxy had no
+/// workers, and without `process.user` postern's would keep the master's
+/// user, root.
+const PROCESS_USER_LINES: &str = "\
+# Unprivileged user of the workers (the master stays root to bind port 25).
+# Without this key the workers run as root. The Debian package creates the
+# user postern; elsewhere create it (useradd --system postern) or name another.
+user = \"postern\"
+";
 
 fn masked(mut c: Config) -> Config {
     const MASK: &str = "********";

@@ -1306,9 +1306,16 @@ fn warn_plaintext_auth(config: &Config) {
     }
 }
 
+/// The warning of a master started as root without `process.user`.
+pub const ROOT_WORKERS: &str =
+    "process.user: not set: the workers run as root (set it to an unprivileged user such as \"postern\")";
+
 /// The workers' user, when privileges are to be dropped.
 fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
     let Some(name) = &config.process.user else {
+        if nix::unistd::geteuid().is_root() {
+            warn!("{ROOT_WORKERS}");
+        }
         return Ok(None);
     };
     if !nix::unistd::geteuid().is_root() {

@@ -356,3 +356,30 @@ fn a_configuration_without_servers_is_refused_by_check_and_reload() {
     );
     send_ok(&p, "still@one.test");
 }
+
+#[test]
+fn start_creates_the_log_directory_and_warns_when_workers_run_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks the warning of a root master and must run as root (CI does)"
+    );
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-logdir");
+    let file = dir.path("logs/deeper/postern.log");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
+        "[process]\n",
+        &format!(
+            "[log]\nfile = {:?}\n\n[process]\n",
+            file.display().to_string()
+        ),
+    );
+    let p = Postern::start(dir, &conf);
+    assert!(file.is_file(), "{} was not created", file.display());
+    let warning = p.wait_log("process.user: not set");
+    assert!(
+        warning.contains("WARN") && warning.contains("the workers run as root"),
+        "{warning}"
+    );
+    let in_file = std::fs::read_to_string(&file).expect("log file");
+    assert!(in_file.contains("listening on"), "{in_file}");
+}
