@@ -13,6 +13,15 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
     let run_dir = &config.process.run_dir;
     let sock = run_dir.join(CONTROL_SOCKET);
     let pid_file = run_dir.join(PID_FILE);
+    if let Err(e) = std::fs::File::open(&pid_file) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            eprintln!(
+                "postern: {cmd}: permission denied: cannot read {} (run it as root or as the master's user)",
+                pid_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let master_pid = running_pid(&pid_file);
     if master_pid.is_none() {
         eprintln!(
@@ -104,10 +113,18 @@ pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
 /// is printed as one line and becomes the exit status.
 fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs, ExitCode> {
     let reply = request(sock, req).map_err(|e| {
-        eprintln!(
-            "postern: cannot talk to the {who} at {}: {e}",
-            sock.display()
-        );
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            // Not "not running": the socket is there, this user may not use it.
+            eprintln!(
+                "postern: {cmd}: permission denied: cannot talk to the {who} at {} (run it as root or as the master's user)",
+                sock.display()
+            );
+        } else {
+            eprintln!(
+                "postern: cannot talk to the {who} at {}: {e}",
+                sock.display()
+            );
+        }
         ExitCode::FAILURE
     })?;
     if reply.get("status") != Some("ok") {

@@ -1356,10 +1356,15 @@ fn private_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<
     Ok(())
 }
 
-/// The pid in `path` if that process is alive.
+/// The pid in `path` if that process is alive. A process this user may not
+/// signal (`EPERM`: a root master seen by another user) is alive too.
 pub fn running_pid(path: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+    let alive = match kill(Pid::from_raw(pid), None) {
+        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+        Err(_) => false,
+    };
+    (pid > 0 && alive).then_some(pid)
 }
 
 fn notify(state: &[NotifyState]) {

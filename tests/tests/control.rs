@@ -383,3 +383,35 @@ fn start_creates_the_log_directory_and_warns_when_workers_run_as_root() {
     let in_file = std::fs::read_to_string(&file).expect("log file");
     assert!(in_file.contains("listening on"), "{in_file}");
 }
+
+#[test]
+fn status_and_stop_by_another_user_say_permission_denied_not_not_running() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs the CLI as nobody against a root master and must run as root (CI does)"
+    );
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-eperm");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &conf);
+    for cmd in ["status", "stop", "reload"] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(bin("postern"))
+            .arg("-c")
+            .arg(p.config_path())
+            .arg(cmd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("setpriv (util-linux) runs the CLI as nobody");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert_eq!(err.lines().count(), 1, "{cmd}: {err}");
+        assert!(
+            err.starts_with(&format!("postern: {cmd}: permission denied: ")),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(alive(p.pid()), "the master still runs");
+    send_ok(&p, "u@one.test");
+}
