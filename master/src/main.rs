@@ -116,7 +116,8 @@ fn main() -> ExitCode {
     }
     match cmd.as_str() {
         "check" => match Config::load(&path) {
-            Ok(_) => {
+            Ok(c) => {
+                print_warnings(&c);
                 println!("{}: configuration is valid", path.display());
                 ExitCode::SUCCESS
             }
@@ -159,7 +160,15 @@ fn main() -> ExitCode {
             }
         },
         "stop" | "reload" | "status" => match Config::load(&path) {
-            Ok(c) => client::run(&cmd, &c),
+            Ok(c) => {
+                let code = client::run(&cmd, &c);
+                if cmd == "reload" && code == ExitCode::SUCCESS {
+                    for w in c.warnings() {
+                        eprintln!("warning: {w}");
+                    }
+                }
+                code
+            }
             Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
@@ -310,6 +319,21 @@ fn masked(mut c: Config) -> Config {
         }
     }
     c
+}
+
+/// `warning: KEY: text` on stderr for each of [`Config::warnings`] (SPEC §8),
+/// and for a missing `process.user`, which start logs when run as root.
+fn print_warnings(config: &Config) {
+    let mut all = config.warnings();
+    if config.process.user.is_none() {
+        all.push(postern_shared::config::Problem {
+            key: "process.user".into(),
+            message: "not set: workers started by root run as root".into(),
+        });
+    }
+    for w in all {
+        eprintln!("warning: {w}");
+    }
 }
 
 fn fail(msg: &str) -> ExitCode {

@@ -200,6 +200,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
     warn_plaintext_auth(&config);
+    log_warnings(&config);
     raise_open_files_limit();
     let owner = worker_user(&config)?;
     let tls = TlsPem::read(&config)?;
@@ -946,6 +947,7 @@ impl Master {
             }
         };
         warn_plaintext_auth(&new);
+        log_warnings(&new);
         for key in restart_only_changes(&self.config, &new) {
             warn!("{key} changed: this takes effect only after a restart of postern");
         }
@@ -1303,6 +1305,14 @@ fn warn_plaintext_auth(config: &Config) {
     let auth_used = config.servers.iter().any(|s| s.user.is_some());
     if auth_used && config.tls.is_none() && config.proxy.auth_requires_tls != Some(true) {
         warn!("SMTP AUTH is offered without TLS: passwords cross the network in clear (set [tls])");
+    }
+}
+
+/// Logs [`Config::warnings`] (wide relay lists and admin networks), one
+/// line each, at start and at every reload.
+fn log_warnings(config: &Config) {
+    for w in config.warnings() {
+        warn!("{w}");
     }
 }
 

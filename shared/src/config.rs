@@ -930,9 +930,74 @@ pub fn in_networks(ip: IpAddr, networks: &[String]) -> bool {
         .any(|n| n.contains(ip))
 }
 
+impl Config {
+    /// What is valid but probably a mistake, each named by its key; printed
+    /// by `check` as `warning: KEY: text` (SPEC §8) and logged at start and
+    /// at each reload. Warnings never refuse a file.
+    ///
+    /// Today: relay lists and `admin_networks` that are *wide* (more than a
+    /// /8 of IPv4 or a /16 of IPv6, see [`IpNet::wide`]): every client in
+    /// them may relay to any domain, or send RELOAD and update mails.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for (i, n) in self.proxy.admin_networks.iter().enumerate() {
+            if let Some(why) = n.parse::<IpNet>().ok().and_then(|n| n.wide()) {
+                out.push(Problem {
+                    key: format!("proxy.admin_networks[{i}]"),
+                    message: format!(
+                        "{n:?} {why}: every client in it may send RELOAD and update mails"
+                    ),
+                });
+            }
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            for (j, r) in s.relay.iter().enumerate() {
+                if let Some(why) = r.parse::<IpPattern>().ok().and_then(|p| p.wide()) {
+                    out.push(Problem {
+                        key: format!("server[{}].relay[{j}]", i + 1),
+                        message: format!(
+                            "{r:?} {why}: every client in it may relay mail to any domain through {} (an open relay)",
+                            s.display_name()
+                        ),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_relay_lists_and_admin_networks_are_warnings() {
+        let c = Config::parse(
+            r#"
+[proxy]
+hostname = "mx.example.net"
+admin_networks = ["127.0.0.0/8", "::/0"]
+[[server]]
+name = "One"
+host = "h"
+port = 25
+domains = ["a.test"]
+relay = ["10.0.0.0/8", "0.0.0.0/0", "*.*.*.*", "192.0.2.1"]
+"#,
+        )
+        .expect("parses");
+        assert_eq!(c.validate(), vec![], "warnings do not refuse");
+        let lines: Vec<String> = c.warnings().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "proxy.admin_networks[1]: \"::/0\" covers every IPv6 address: every client in it may send RELOAD and update mails",
+                "server[1].relay[1]: \"0.0.0.0/0\" covers every IPv4 address: every client in it may relay mail to any domain through One (an open relay)",
+                "server[1].relay[2]: \"*.*.*.*\" covers every IPv4 address: every client in it may relay mail to any domain through One (an open relay)",
+            ]
+        );
+    }
 
     const FULL: &str = r#"
 [proxy]

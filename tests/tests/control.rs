@@ -415,3 +415,47 @@ fn status_and_stop_by_another_user_say_permission_denied_not_not_running() {
     assert!(alive(p.pid()), "the master still runs");
     send_ok(&p, "u@one.test");
 }
+
+#[test]
+fn wide_relay_and_admin_networks_warn_in_check_at_start_and_at_reload() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-wide");
+    let conf = config_text(
+        &dir,
+        &server_block("One", one.port(), &["one.test"]).replace(
+            "domains = ",
+            "relay = [\"10.0.0.0/8\", \"*.*.*.*\"]\ndomains = ",
+        ),
+    )
+    .replace(
+        "hostname = ",
+        "admin_networks = [\"127.0.0.0/8\", \"::/0\"]\nhostname = ",
+    )
+    .replace("[process]\n", "[process]\nuser = \"nobody\"\n");
+    let path = dir.path("wide.toml");
+    std::fs::write(&path, &conf).expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", path.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail a check");
+    let relay = "server[1].relay[1]: \"*.*.*.*\" covers every IPv4 address: every client in it may relay mail to any domain through One (an open relay)";
+    let admin = "proxy.admin_networks[1]: \"::/0\" covers every IPv6 address: every client in it may send RELOAD and update mails";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("warning: {admin}\nwarning: {relay}\n")
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("configuration is valid\n"));
+
+    let p = Postern::start(dir, &conf);
+    p.wait_log(relay);
+    p.wait_log(admin);
+    let reload = p.cli(&["reload"]);
+    assert!(reload.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&reload.stderr),
+        format!("warning: {admin}\nwarning: {relay}\n")
+    );
+    p.wait_log_count(relay, 2);
+    p.wait_log_count(admin, 2);
+}
