@@ -159,6 +159,9 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        // These must reach a running master even when its file no longer
+        // loads (issue 18 item 13): then the file says where it is as far
+        // as it can still be read, and a warning says the file is broken.
         "stop" | "reload" | "status" => match Config::load(&path) {
             Ok(c) => {
                 let code = client::run(&cmd, &c);
@@ -170,8 +173,14 @@ fn main() -> ExitCode {
                 code
             }
             Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+                let (c, from) = client::salvage(&path);
+                eprintln!(
+                    "warning: {}: does not load, the running master keeps its configuration ({}); its run_dir {} is {from}",
+                    path.display(),
+                    e.one_line(),
+                    c.process.run_dir.display(),
+                );
+                client::run(&cmd, &c)
             }
         },
         other => fail(&format!("unknown command {other:?}; see postern --help")),

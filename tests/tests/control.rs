@@ -417,6 +417,59 @@ fn status_and_stop_by_another_user_say_permission_denied_not_not_running() {
 }
 
 #[test]
+fn status_reload_and_stop_reach_the_master_when_its_file_no_longer_parses() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-broken");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let mut p = Postern::start(dir, &conf);
+    // Not TOML any more: an unclosed table header above [process].
+    std::fs::write(p.config_path(), conf.replace("[proxy]", "[proxy")).expect("break");
+    let warned = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let first = err.lines().next().unwrap_or("").to_string();
+        assert!(
+            first.starts_with(&format!(
+                "warning: {}: does not load, the running master keeps its configuration (line 1",
+                p.config_path().display()
+            )) && first.ends_with("is from the file"),
+            "{err}"
+        );
+        err
+    };
+
+    let status = p.cli(&["status"]);
+    warned(&status);
+    assert!(status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stdout).starts_with(&format!("master pid {}", p.pid())),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    let reload = p.cli(&["reload"]);
+    let err = warned(&reload);
+    assert_eq!(reload.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("postern: reload failed: ")),
+        "the master refused it and said why:\n{err}"
+    );
+    send_ok(&p, "still@one.test");
+
+    let stop = p.cli(&["stop"]);
+    warned(&stop);
+    assert!(stop.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stdout).trim(),
+        "postern: stopped"
+    );
+    let mut child = p.child.take().expect("running");
+    let exit = wait_for("the master to exit", || child.try_wait().expect("wait"));
+    assert!(exit.success());
+}
+
+#[test]
 fn wide_relay_and_admin_networks_warn_in_check_at_start_and_at_reload() {
     let one = RecordingBackend::start();
     let dir = TempDir::new("ctl-wide");
