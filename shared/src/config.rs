@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use crate::net::{IpNet, IpPattern};
 
+mod explain;
+
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
 
@@ -520,16 +522,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn one(path: &str, key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            problems: vec![Problem {
-                key: key.into(),
-                message: message.into(),
-            }],
-        }
-    }
-
     /// All problems on one line, for SMTP replies and single log lines.
     pub fn one_line(&self) -> String {
         self.problems
@@ -543,35 +535,68 @@ impl ConfigError {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let mut config = if path
+        match Config::examine(path) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError {
+                path: path.display().to_string(),
+                problems,
+            }),
+        }
+    }
+
+    /// Reads, parses and validates a configuration file, gathering every
+    /// problem (type errors included, see `config/explain.rs`), with the
+    /// configuration as far as it could be read — without its bad keys, for
+    /// further checks (`postern check`) — or `None`.
+    pub fn examine(path: &Path) -> (Option<Config>, Vec<Problem>) {
+        if !path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
         {
-            // The legacy format (seed 000 §IV); its bytes decide their encoding.
-            let bytes = std::fs::read(path)
-                .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
-            crate::legacy::parse(&bytes).map_err(|e| ConfigError {
-                path: name.clone(),
-                problems: vec![e.into()],
-            })?
-        } else {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
-            Config::parse(&text).map_err(|p| ConfigError {
-                path: name.clone(),
-                problems: vec![p],
-            })?
-        };
-        config.fill_defaults();
-        let problems = config.validate();
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            Err(ConfigError {
-                path: name,
-                problems,
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let message = format!("cannot read: {e}");
+                    return (
+                        None,
+                        vec![Problem {
+                            key: String::new(),
+                            message,
+                        }],
+                    );
+                }
+            };
+            let parsed = explain::parse(&text);
+            let mut problems = parsed.problems;
+            let Some(mut config) = parsed.config else {
+                return (None, problems);
+            };
+            config.fill_defaults();
+            // A bad key was reported as it was written; validate() sees the
+            // placeholder put in its place and is not asked twice.
+            for p in config.validate() {
+                let reported =
+                    |q: &Problem| q.key == p.key || q.key.starts_with(&format!("{}[", p.key));
+                if !problems.iter().any(reported) {
+                    problems.push(p);
+                }
+            }
+            return (Some(config), problems);
+        }
+        // The legacy format (seed 000 §IV); its bytes decide their encoding.
+        let parsed = std::fs::read(path)
+            .map_err(|e| Problem {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
             })
+            .and_then(|bytes| crate::legacy::parse(&bytes).map_err(Problem::from));
+        match parsed {
+            Ok(mut config) => {
+                config.fill_defaults();
+                let problems = config.validate();
+                (Some(config), problems)
+            }
+            Err(p) => (None, vec![p]),
         }
     }
 

@@ -227,7 +227,14 @@ fn check_prints_every_problem_with_its_key() {
         err.contains("line 3, column 1") && err.contains("unknown field `colour`"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // An unknown key does not hide the other problems.
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with(": server: at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied")),
+        "{err}"
+    );
 
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/postern.toml");
     let out = std::process::Command::new(bin("postern"))
