@@ -11,6 +11,7 @@
 mod client;
 mod logsearch;
 mod master;
+mod preflight;
 mod sockets;
 mod spawn;
 mod stats;
@@ -115,7 +116,7 @@ fn main() -> ExitCode {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
-        "check" => match Config::load(&path) {
+        "check" => match examine(&path) {
             Ok(c) => {
                 print_warnings(&c);
                 println!("{}: configuration is valid", path.display());
@@ -187,8 +188,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// The file's problems and those `start` would meet on this machine
+/// ([`preflight`]), all of them: what `check` prints and `start` refuses.
+fn examine(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let (config, mut problems) = Config::examine(path);
+    if let Some(c) = &config {
+        // A key the file check refused (a placeholder may stand in its
+        // place) is not reported twice.
+        let refused: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+        problems.extend(
+            preflight::problems(c)
+                .into_iter()
+                .filter(|p| !refused.contains(&p.key)),
+        );
+    }
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            path: path.display().to_string(),
+            problems,
+        }),
+    }
+}
+
 fn start(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    // Everything `check` checks, before anything is bound or created.
+    let config = match examine(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");

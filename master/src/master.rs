@@ -227,14 +227,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_path.display()))?;
 
-    let daemon_dir = match &config.process.daemon_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("locating the postern executable")?
-            .parent()
-            .context("the postern executable has no directory")?
-            .to_path_buf(),
-    };
+    let daemon_dir = crate::preflight::daemon_dir(&config).map_err(anyhow::Error::msg)?;
     let (tx, mut rx) = mpsc::channel(64);
     let control = std::os::unix::net::UnixListener::from(control);
     control.set_nonblocking(true)?;
