@@ -1,6 +1,6 @@
 //! What `postern start` checks on the machine before it binds anything:
 //! the worker programs, the TLS files, the workers' user, the directories
-//! it creates and the log file. `postern check` runs the same checks, so
+//! it creates, the log file and, with `journald = "yes"`, the journal. `postern check` runs the same checks, so
 //! that it says "valid" only for a file `start` takes, and both list every
 //! problem at once, each named by its key like `Config::validate`'s.
 //!
@@ -82,6 +82,16 @@ pub fn problems(config: &Config) -> Vec<Problem> {
         if let Some(why) = cannot_create(dir) {
             bad(key, why);
         }
+    }
+    let journal = Path::new(postern_shared::logging::JOURNAL_SOCKET);
+    if config.log.journald == "yes" && !journal.exists() {
+        bad(
+            "log.journald",
+            format!(
+                "\"yes\" but there is no journal socket {} (\"auto\" falls back to stderr)",
+                journal.display()
+            ),
+        );
     }
     if !config.log.file.is_empty() {
         let file = Path::new(&config.log.file);
@@ -169,6 +179,17 @@ fn cannot_create(dir: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn journald_yes_needs_the_journal_socket() {
+        let mut config = Config::default();
+        config.log.journald = "yes".into();
+        let said = problems(&config).iter().any(|p| p.key == "log.journald");
+        let socket = Path::new(postern_shared::logging::JOURNAL_SOCKET).exists();
+        assert_eq!(said, !socket);
+        config.log.journald = "auto".into();
+        assert!(!problems(&config).iter().any(|p| p.key == "log.journald"));
+    }
 
     #[test]
     fn directories_are_usable_or_creatable_under_a_directory() {
