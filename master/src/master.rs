@@ -1360,14 +1360,21 @@ fn private_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<
 }
 
 /// The pid in `path` if that process is alive. A process this user may not
-/// signal (`EPERM`: a root master seen by another user) is alive too.
+/// signal (`EPERM`: a root master seen by another user) is alive too,
+/// unless `/proc` shows it is another program (a stale pid file whose pid
+/// was reused).
 pub fn running_pid(path: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+    if pid <= 0 {
+        return None;
+    }
     let alive = match kill(Pid::from_raw(pid), None) {
-        Ok(()) | Err(nix::errno::Errno::EPERM) => true,
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map_or(true, |comm| comm.trim() == "postern"),
         Err(_) => false,
     };
-    (pid > 0 && alive).then_some(pid)
+    alive.then_some(pid)
 }
 
 fn notify(state: &[NotifyState]) {
