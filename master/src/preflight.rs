@@ -88,7 +88,7 @@ pub fn problems(config: &Config) -> Vec<Problem> {
         bad(
             "log.journald",
             format!(
-                "\"yes\" but there is no journal socket {} (\"auto\" falls back to stderr)",
+                "cannot write to the journal ({}): no such socket (\"auto\" logs to stderr then)",
                 journal.display()
             ),
         );
