@@ -41,6 +41,7 @@ pub fn parse(text: &str) -> Parsed {
     // (line, problem): sorted by line at the end, as a reader goes through the file.
     let mut found: Vec<(usize, Problem)> = Vec::new();
     let mut config = None;
+    let mut last: Option<(usize, String)> = None;
     for _ in 0..MAX_ROUNDS {
         let err = match toml::from_str::<Config>(&patched) {
             Ok(c) => {
@@ -62,6 +63,11 @@ pub fn parse(text: &str) -> Parsed {
         };
         // The patched copy has every line where the file has it.
         let line = line_of(&patched, at);
+        if last.as_ref() == Some(&(at, message.clone())) {
+            // The patch did not take the problem away: it is said once.
+            break;
+        }
+        last = Some((at, message.clone()));
         let Ok(doc) = DeTable::parse(&patched) else {
             // A syntax error: as toml says it, with its place.
             found.push((
