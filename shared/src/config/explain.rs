@@ -254,6 +254,9 @@ fn human(path: &str, message: &str) -> String {
             "u32" => not("must be a whole number from 0 to 4294967295"),
             "u64" => not("must be a whole number, 0 or more"),
             "a boolean" => not("must be true or false"),
+            "a string" if is_duration(field) => {
+                not("must be a duration in quotes, such as \"10s\"")
+            }
             "a string" => not("must be a string in quotes"),
             "a sequence" => not("must be a list, such as [\"…\"]"),
             e if e.starts_with("struct ") || e == "a map" => not("must be a table"),
@@ -271,6 +274,12 @@ fn human(path: &str, message: &str) -> String {
         return not("must be a size such as \"50MB\", or a number of bytes");
     }
     message.to_string()
+}
+
+/// True for the keys whose values are durations (`"10s"`).
+fn is_duration(field: &str) -> bool {
+    field.ends_with("timeout")
+        || ["retry_min", "retry_max", "max_age", "restart_interval"].contains(&field)
 }
 
 /// The offending value in serde's `invalid type: string "x", expected …`
@@ -361,6 +370,17 @@ mod tests {
                 "line 2, column 1: unknown field `colour`, expected one of `listen`, `hostname`, `banner`, `admin_user`, `admin_password`, `admin_networks`, `update_address`, `max_message_size`, `max_recipients`, `max_connections`, `max_connections_per_ip`, `command_timeout`, `data_timeout`, `auth_requires_tls`, `prepared_connections`, `reuse_connections`",
                 "proxy.command_timeout: invalid duration \"10\": the unit must be ms, s, m, h, d or w (line 3)",
                 "line 5, column 1: unknown field `smtpd`, expected one of `user`, `smtpd_processes`, `chroot`, `run_dir`, `state_dir`, `spool_dir`, `daemon_dir`, `stop_timeout`",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_duration_without_quotes_is_named_a_duration() {
+        assert_eq!(
+            lines("[proxy]\ncommand_timeout = 300\n[update]\nmax_age = 5\n"),
+            [
+                "proxy.command_timeout: must be a duration in quotes, such as \"10s\", not 300 (line 2)",
+                "update.max_age: must be a duration in quotes, such as \"10s\", not 5 (line 4)",
             ]
         );
     }
