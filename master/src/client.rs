@@ -1,5 +1,6 @@
 //! The admin CLI's side of `run_dir/master.sock`: one request, one reply.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,15 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
     let run_dir = &config.process.run_dir;
     let sock = run_dir.join(CONTROL_SOCKET);
     let pid_file = run_dir.join(PID_FILE);
+    if let Err(e) = std::fs::File::open(&pid_file) {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            eprintln!(
+                "postern: {cmd}: permission denied: cannot read {} (run it as root or as the master's user)",
+                pid_file.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    }
     let master_pid = running_pid(&pid_file);
     if master_pid.is_none() {
         eprintln!(
@@ -48,6 +58,90 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
         _ => {}
     }
     ExitCode::SUCCESS
+}
+
+/// What the CLI knows of a configuration file that does not load, so that
+/// `status`, `stop` and `reload` still reach the running master: the file's
+/// `process.run_dir` (and `stop_timeout`) as far as the file can still be
+/// read, else the defaults; and where the run_dir came from, for the warning.
+///
+/// In order: the file parses but does not validate (its values are used);
+/// it is TOML with wrong types elsewhere (its `[process]` table is read
+/// key by key); it is not even TOML (the `run_dir = "…"` line under a
+/// `[process]` header); otherwise the default `/run/postern`.
+pub fn salvage(path: &Path) -> (Config, &'static str) {
+    let mut config = Config::default();
+    let Ok(bytes) = std::fs::read(path) else {
+        return (config, "the default (the file cannot be read)");
+    };
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
+    {
+        // The legacy format has no run_dir.
+        return (config, "the default");
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    if let Ok(c) = Config::parse(&text) {
+        return (c, "from the file");
+    }
+    let mut found = None;
+    if let Ok(table) = text.parse::<toml::Table>() {
+        let process = table.get("process").and_then(|p| p.as_table());
+        if let Some(p) = process {
+            found = p.get("run_dir").and_then(|d| d.as_str()).map(PathBuf::from);
+            if let Some(t) = p
+                .get("stop_timeout")
+                .and_then(|t| t.as_str())
+                .and_then(|t| postern_shared::config::Duration::parse(t).ok())
+            {
+                config.process.stop_timeout = t;
+            }
+        }
+    } else {
+        found = run_dir_line(&text);
+    }
+    match found.filter(|d| d.is_absolute()) {
+        Some(d) => {
+            config.process.run_dir = d;
+            (config, "from the file")
+        }
+        None => (config, "the default"),
+    }
+}
+
+/// The value of a `run_dir = "…"` line under a `[process]` header, read
+/// line by line from a file that is not valid TOML.
+fn run_dir_line(text: &str) -> Option<PathBuf> {
+    let mut in_process = false;
+    for line in text.lines() {
+        let l = line.trim();
+        if let Some(header) = l.strip_prefix('[') {
+            in_process = header
+                .split(']')
+                .next()
+                .is_some_and(|h| h.trim() == "process");
+            continue;
+        }
+        if !in_process {
+            continue;
+        }
+        let Some(value) = l
+            .strip_prefix("run_dir")
+            .and_then(|r| r.trim_start().strip_prefix('='))
+        else {
+            continue;
+        };
+        let v = value.trim();
+        let quoted = v
+            .strip_prefix('"')
+            .and_then(|q| q.split_once('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|q| q.split_once('\'')));
+        if let Some((dir, _)) = quoted {
+            return Some(PathBuf::from(dir));
+        }
+    }
+    None
 }
 
 /// `postern restart WORKER`: the master replaces that kind of worker.
@@ -104,10 +198,18 @@ pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
 /// is printed as one line and becomes the exit status.
 fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs, ExitCode> {
     let reply = request(sock, req).map_err(|e| {
-        eprintln!(
-            "postern: cannot talk to the {who} at {}: {e}",
-            sock.display()
-        );
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            // Not "not running": the socket is there, this user may not use it.
+            eprintln!(
+                "postern: {cmd}: permission denied: cannot talk to the {who} at {} (run it as root or as the master's user)",
+                sock.display()
+            );
+        } else {
+            eprintln!(
+                "postern: cannot talk to the {who} at {}: {e}",
+                sock.display()
+            );
+        }
         ExitCode::FAILURE
     })?;
     if reply.get("status") != Some("ok") {
@@ -138,4 +240,41 @@ fn request(sock: &std::path::Path, req: Attrs) -> std::io::Result<Attrs> {
             }),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_file_still_names_its_run_dir() {
+        let dir = std::env::temp_dir().join(format!("postern-salvage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("p.toml");
+        let cases = [
+            // Valid TOML, invalid values.
+            (
+                "[process]\nrun_dir = \"/x/one\"\nsmtpd_processes = 0\n",
+                "/x/one",
+            ),
+            // A type error elsewhere.
+            (
+                "[proxy]\nmax_recipients = \"many\"\n[process]\nrun_dir = \"/x/two\"\n",
+                "/x/two",
+            ),
+            // Not TOML at all.
+            (
+                "[proxy\nlisten = \n[process] # ours\n run_dir = '/x/three'\n",
+                "/x/three",
+            ),
+            ("[proxy\nrun_dir = \"/x/not-process\"\n", "/run/postern"),
+            ("[process]\nrun_dir = \"relative\"\nbad =\n", "/run/postern"),
+        ];
+        for (text, want) in cases {
+            std::fs::write(&file, text).expect("write");
+            let (c, _) = salvage(&file);
+            assert_eq!(c.process.run_dir, PathBuf::from(want), "{text}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -13,6 +13,7 @@ mod client;
 mod logsearch;
 mod master;
 mod oneshot;
+mod preflight;
 mod sockets;
 mod spawn;
 mod stats;
@@ -53,8 +54,8 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "start" => "usage: postern [-c FILE] start\n\nRuns the master in the foreground: validates the configuration, binds the\nlisteners, starts the router and the smtpd workers and supervises them.\nSIGHUP reloads, SIGTERM stops gracefully.\n",
         "stop" => "usage: postern [-c FILE] stop\n\nAsks the running master to stop gracefully and waits until it has exited.\n",
         "reload" => "usage: postern [-c FILE] reload\n\nAsks the running master to re-read its configuration file. An invalid file\nchanges nothing; the reason is printed and the exit status is 1.\n",
-        "status" => "usage: postern [-c FILE] status\n\nShows the master and each worker: pid, uptime, restarts, last exit.\n",
-        "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file. Exit 0 when valid; otherwise every\nproblem is printed, one per line, and the exit status is 1.\n",
+        "status" => "usage: postern [-c FILE] status\n\nShows the master and each worker: pid, uptime, restarts, last exit.\nstatus, stop and reload work when the file no longer loads: a warning says\nso and the master is found through the file's run_dir as far as it can\nstill be read, else /run/postern.\n",
+        "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file and runs every check of `start` on this\nmachine (worker programs, [tls] files, process.user, directories, log file).\nExit 0 when valid; otherwise every problem is printed, one per line, with\nits key, and the exit status is 1. Warnings (`warning: KEY: text`, such as a\nrelay list wider than a /8) do not fail the check.\n",
         "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
         "log" => logsearch::HELP,
         "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
@@ -130,8 +131,9 @@ fn main() -> ExitCode {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
     }
     match cmd.as_str() {
-        "check" => match Config::load(&path) {
-            Ok(_) => {
+        "check" => match examine(&path) {
+            Ok(c) => {
+                print_warnings(&c);
                 println!("{}: configuration is valid", path.display());
                 ExitCode::SUCCESS
             }
@@ -180,25 +182,74 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        // These must reach a running master even when its file no longer
+        // loads (issue 18 item 13): then the file says where it is as far
+        // as it can still be read, and a warning says the file is broken.
         "stop" | "reload" | "status" => match Config::load(&path) {
-            Ok(c) => client::run(&cmd, &c),
+            Ok(c) => {
+                let code = client::run(&cmd, &c);
+                if cmd == "reload" && code == ExitCode::SUCCESS {
+                    for w in c.warnings() {
+                        eprintln!("warning: {w}");
+                    }
+                }
+                code
+            }
             Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+                let (c, from) = client::salvage(&path);
+                eprintln!(
+                    "warning: {}: does not load, the running master keeps its configuration ({}); its run_dir {} is {from}",
+                    path.display(),
+                    e.one_line(),
+                    c.process.run_dir.display(),
+                );
+                client::run(&cmd, &c)
             }
         },
         other => fail(&format!("unknown command {other:?}; see postern --help")),
     }
 }
 
+/// The file's problems and those `start` would meet on this machine
+/// ([`preflight`]), all of them: what `check` prints and `start` refuses.
+fn examine(path: &std::path::Path) -> Result<Config, ConfigError> {
+    let (config, mut problems) = Config::examine(path);
+    if let Some(c) = &config {
+        // A key the file check refused (a placeholder may stand in its
+        // place) is not reported twice.
+        let refused: Vec<String> = problems.iter().map(|p| p.key.clone()).collect();
+        problems.extend(
+            preflight::problems(c)
+                .into_iter()
+                .filter(|p| !refused.contains(&p.key)),
+        );
+    }
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            path: path.display().to_string(),
+            problems,
+        }),
+    }
+}
+
 fn start(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path) {
+    // Everything `check` checks, before anything is bound or created.
+    let config = match examine(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
+    // The log file's directory is created like run_dir, spool_dir and
+    // state_dir (the master's, as systemd's LogsDirectory would be).
+    if let Some(dir) = log_dir(&config) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("postern: log.file: creating {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
     let mut log = postern_shared::logging::Settings::of(&config.log);
     log.group = match log_group(&config) {
         Ok(g) => g,
@@ -227,6 +278,14 @@ fn start(path: PathBuf) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The directory of `log.file`, when one is set.
+fn log_dir(config: &Config) -> Option<&std::path::Path> {
+    if config.log.file.is_empty() {
+        return None;
+    }
+    std::path::Path::new(&config.log.file).parent()
 }
 
 /// The group of a new log file: the workers' group when the master (root)
@@ -288,9 +347,22 @@ fn converted_toml(config: &Config, source: &str) -> String {
         }
         out.push_str(line);
         out.push('\n');
+        if line == "[process]" && config.process.user.is_none() {
+            out.push_str(PROCESS_USER_LINES);
+        }
     }
     out
 }
+
+/// What `postern convert` writes under `[process]`: the legacy proxy had no
+/// workers, and without `process.user` postern's would keep the master's
+/// user, root.
+const PROCESS_USER_LINES: &str = "\
+# Unprivileged user of the workers (the master stays root to bind port 25).
+# Without this key the workers run as root. The Debian package creates the
+# user postern; elsewhere create it (useradd --system postern) or name another.
+user = \"postern\"
+";
 
 fn masked(mut c: Config) -> Config {
     const MASK: &str = "********";
@@ -303,6 +375,21 @@ fn masked(mut c: Config) -> Config {
         }
     }
     c
+}
+
+/// `warning: KEY: text` on stderr for each of [`Config::warnings`] (SPEC §8),
+/// and for a missing `process.user`, which start logs when run as root.
+fn print_warnings(config: &Config) {
+    let mut all = config.warnings();
+    if config.process.user.is_none() {
+        all.push(postern_shared::config::Problem {
+            key: "process.user".into(),
+            message: "not set: workers started by root run as root".into(),
+        });
+    }
+    for w in all {
+        eprintln!("warning: {w}");
+    }
 }
 
 fn fail(msg: &str) -> ExitCode {

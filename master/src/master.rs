@@ -200,6 +200,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
 
     warn_plaintext_auth(&config);
+    log_warnings(&config);
     raise_open_files_limit();
     let owner = worker_user(&config)?;
     let tls = TlsPem::read(&config)?;
@@ -226,14 +227,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     std::fs::write(&pid_path, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pid_path.display()))?;
 
-    let daemon_dir = match &config.process.daemon_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .context("locating the postern executable")?
-            .parent()
-            .context("the postern executable has no directory")?
-            .to_path_buf(),
-    };
+    let daemon_dir = crate::preflight::daemon_dir(&config).map_err(anyhow::Error::msg)?;
     let (tx, mut rx) = mpsc::channel(64);
     let control = std::os::unix::net::UnixListener::from(control);
     control.set_nonblocking(true)?;
@@ -953,6 +947,7 @@ impl Master {
             }
         };
         warn_plaintext_auth(&new);
+        log_warnings(&new);
         for key in restart_only_changes(&self.config, &new) {
             warn!("{key} changed: this takes effect only after a restart of postern");
         }
@@ -1313,9 +1308,24 @@ fn warn_plaintext_auth(config: &Config) {
     }
 }
 
+/// Logs [`Config::warnings`] (wide relay lists and admin networks), one
+/// line each, at start and at every reload.
+fn log_warnings(config: &Config) {
+    for w in config.warnings() {
+        warn!("{w}");
+    }
+}
+
+/// The warning of a master started as root without `process.user`.
+pub const ROOT_WORKERS: &str =
+    "process.user: not set: the workers run as root (set it to an unprivileged user such as \"postern\")";
+
 /// The workers' user, when privileges are to be dropped.
 fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
     let Some(name) = &config.process.user else {
+        if nix::unistd::geteuid().is_root() {
+            warn!("{ROOT_WORKERS}");
+        }
         return Ok(None);
     };
     if !nix::unistd::geteuid().is_root() {
@@ -1356,10 +1366,22 @@ fn private_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<
     Ok(())
 }
 
-/// The pid in `path` if that process is alive.
+/// The pid in `path` if that process is alive. A process this user may not
+/// signal (`EPERM`: a root master seen by another user) is alive too,
+/// unless `/proc` shows it is another program (a stale pid file whose pid
+/// was reused).
 pub fn running_pid(path: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
-    (pid > 0 && kill(Pid::from_raw(pid), None).is_ok()).then_some(pid)
+    if pid <= 0 {
+        return None;
+    }
+    let alive = match kill(Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(nix::errno::Errno::EPERM) => std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .map_or(true, |comm| comm.trim() == "postern"),
+        Err(_) => false,
+    };
+    alive.then_some(pid)
 }
 
 fn notify(state: &[NotifyState]) {

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use crate::net::{IpNet, IpPattern};
 
+mod explain;
+
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
 
@@ -528,16 +530,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl ConfigError {
-    fn one(path: &str, key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            path: path.into(),
-            problems: vec![Problem {
-                key: key.into(),
-                message: message.into(),
-            }],
-        }
-    }
-
     /// All problems on one line, for SMTP replies and single log lines.
     pub fn one_line(&self) -> String {
         self.problems
@@ -551,50 +543,74 @@ impl ConfigError {
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let name = path.display().to_string();
-        let mut config = if path
+        match Config::examine(path) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError {
+                path: path.display().to_string(),
+                problems,
+            }),
+        }
+    }
+
+    /// Reads, parses and validates a configuration file, gathering every
+    /// problem (type errors included, see `config/explain.rs`), with the
+    /// configuration as far as it could be read — without its bad keys, for
+    /// further checks (`postern check`) — or `None`.
+    pub fn examine(path: &Path) -> (Option<Config>, Vec<Problem>) {
+        if !path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("xml"))
         {
-            // The legacy format (seed 000 §IV); its bytes decide their encoding.
-            let bytes = std::fs::read(path)
-                .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
-            crate::legacy::parse(&bytes).map_err(|e| ConfigError {
-                path: name.clone(),
-                problems: vec![e.into()],
-            })?
-        } else {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::one(&name, "", format!("cannot read: {e}")))?;
-            Config::parse(&text).map_err(|p| ConfigError {
-                path: name.clone(),
-                problems: vec![p],
-            })?
-        };
-        config.fill_defaults();
-        let mut problems = config.validate();
-        if let Err(e) = crate::access::AccessFile::load(&config.access_file()) {
-            problems.extend(e.0.into_iter().map(|message| Problem {
-                key: "policy.access_file".into(),
-                message,
-            }));
-        }
-        if problems.is_empty() {
-            Ok(config)
-        } else {
-            if let Ok(text) = std::fs::read_to_string(path) {
-                let lines = server_lines(&text);
-                if lines.len() == config.servers.len() {
-                    for p in &mut problems {
-                        p.key = with_server_lines(&p.key, &lines);
-                        p.message = with_server_lines(&p.message, &lines);
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    let message = format!("cannot read: {e}");
+                    return (
+                        None,
+                        vec![Problem {
+                            key: String::new(),
+                            message,
+                        }],
+                    );
+                }
+            };
+            let parsed = explain::parse(&text);
+            let mut problems = parsed.problems;
+            let Some(mut config) = parsed.config else {
+                return (None, problems);
+            };
+            config.fill_defaults();
+            // A bad key was reported as it was written; validate() sees the
+            // placeholder put in its place and is not asked twice.
+            let lines = server_lines(&text);
+            for mut p in config.validate() {
+                let reported =
+                    |q: &Problem| q.key == p.key || q.key.starts_with(&format!("{}[", p.key));
+                if !problems.iter().any(reported) {
+                    if lines.len() == config.servers.len() {
+                        with_server_lines(&mut p, &lines);
                     }
+                    problems.push(p);
                 }
             }
-            Err(ConfigError {
-                path: name,
-                problems,
+            problems.extend(config.access_problems());
+            return (Some(config), problems);
+        }
+        // The legacy format (seed 000 §IV); its bytes decide their encoding.
+        let parsed = std::fs::read(path)
+            .map_err(|e| Problem {
+                key: String::new(),
+                message: format!("cannot read: {e}"),
             })
+            .and_then(|bytes| crate::legacy::parse(&bytes).map_err(Problem::from));
+        match parsed {
+            Ok(mut config) => {
+                config.fill_defaults();
+                let mut problems = config.validate();
+                problems.extend(config.access_problems());
+                (Some(config), problems)
+            }
+            Err(p) => (None, vec![p]),
         }
     }
 
@@ -641,6 +657,22 @@ impl Config {
             .unwrap_or_else(|| self.process.state_dir.join("access.toml"))
     }
 
+    /// The access file's problems, each with its line (an absent file is
+    /// empty lists, no problem).
+    fn access_problems(&self) -> Vec<Problem> {
+        match crate::access::AccessFile::load(&self.access_file()) {
+            Ok(_) => Vec::new(),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|message| Problem {
+                        key: "policy.access_file".into(),
+                        message,
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// The listen addresses, parsed (validate() has checked them).
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
         self.proxy
@@ -655,6 +687,16 @@ impl Config {
         let mut out = Vec::new();
         let mut bad = |key: String, message: String| out.push(Problem { key, message });
         let p = &self.proxy;
+
+        // Issue 18 item 7: without a server every recipient gets a permanent
+        // 554; such a file is a mistake (a policy server alone, SPEC §8's
+        // `[policy_server]`, is not served yet, so nothing excuses it).
+        if self.servers.is_empty() {
+            bad(
+                "server".into(),
+                "at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied".into(),
+            );
+        }
 
         if p.listen.is_empty() {
             bad(
@@ -965,44 +1007,40 @@ fn server_lines(text: &str) -> Vec<usize> {
         .collect()
 }
 
-/// `server[N]` in a key or message, followed by the line of its block:
-/// `server[2] (line 14)`, so that a problem between two servers names both.
-fn with_server_lines(text: &str, lines: &[usize]) -> String {
-    let mut out = String::with_capacity(text.len() + 16);
-    let mut rest = text;
+/// Gives a problem about a server the line of its block, at the end as
+/// the type errors have it (`server[2].port: … (line 14)`), and another
+/// server it names its line too (`… of server[1], at line 4`), so that a
+/// problem between two servers shows both places.
+fn with_server_lines(p: &mut Problem, lines: &[usize]) {
+    let block = |text: &str| -> Option<(usize, usize)> {
+        let rest = text.strip_prefix("server[")?;
+        let n_len = rest.find(|c: char| !c.is_ascii_digit())?;
+        let n: usize = rest[..n_len].parse().ok()?;
+        rest[n_len..].starts_with(']').then_some(())?;
+        Some((n, "server[".len() + n_len + 1))
+    };
+    let mut message = String::with_capacity(p.message.len() + 16);
+    let mut rest = p.message.as_str();
     while let Some(at) = rest.find("server[") {
         let (before, from) = rest.split_at(at);
-        out.push_str(before);
-        let digits = &from["server[".len()..];
-        let n_len = digits
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(digits.len());
-        let line = digits[..n_len]
-            .parse::<usize>()
-            .ok()
-            .filter(|_| digits[n_len..].starts_with(']'))
-            .and_then(|n| lines.get(n.wrapping_sub(1)));
-        match line {
-            Some(line) => {
-                let end = "server[".len() + n_len + 1;
-                // After the key's field (`server[2].name`), not inside it.
-                let field_end = from[end..]
-                    .find(|c: char| {
-                        c != '.' && c != '_' && c != '[' && c != ']' && !c.is_ascii_alphanumeric()
-                    })
-                    .map_or(from.len(), |i| end + i);
-                out.push_str(&from[..field_end]);
-                out.push_str(&format!(" (line {line})"));
-                rest = &from[field_end..];
+        message.push_str(before);
+        match block(from).and_then(|(n, len)| Some((lines.get(n.checked_sub(1)?)?, len))) {
+            Some((line, len)) => {
+                message.push_str(&from[..len]);
+                message.push_str(&format!(", at line {line}"));
+                rest = &from[len..];
             }
             None => {
-                out.push_str("server[");
+                message.push_str("server[");
                 rest = &from["server[".len()..];
             }
         }
     }
-    out.push_str(rest);
-    out
+    message.push_str(rest);
+    if let Some(line) = block(&p.key).and_then(|(n, _)| lines.get(n.checked_sub(1)?)) {
+        message.push_str(&format!(" (line {line})"));
+    }
+    p.message = message;
 }
 
 /// Lower-cases a domain and removes one trailing dot.
@@ -1034,9 +1072,74 @@ pub fn in_networks(ip: IpAddr, networks: &[String]) -> bool {
         .any(|n| n.contains(ip))
 }
 
+impl Config {
+    /// What is valid but probably a mistake, each named by its key; printed
+    /// by `check` as `warning: KEY: text` (SPEC §8) and logged at start and
+    /// at each reload. Warnings never refuse a file.
+    ///
+    /// Today: relay lists and `admin_networks` that are *wide* (more than a
+    /// /8 of IPv4 or a /16 of IPv6, see [`IpNet::wide`]): every client in
+    /// them may relay to any domain, or send RELOAD and update mails.
+    pub fn warnings(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        for (i, n) in self.proxy.admin_networks.iter().enumerate() {
+            if let Some(why) = n.parse::<IpNet>().ok().and_then(|n| n.wide()) {
+                out.push(Problem {
+                    key: format!("proxy.admin_networks[{i}]"),
+                    message: format!(
+                        "{n:?} {why}: every client in it may send RELOAD and update mails"
+                    ),
+                });
+            }
+        }
+        for (i, s) in self.servers.iter().enumerate() {
+            for (j, r) in s.relay.iter().enumerate() {
+                if let Some(why) = r.parse::<IpPattern>().ok().and_then(|p| p.wide()) {
+                    out.push(Problem {
+                        key: format!("server[{}].relay[{j}]", i + 1),
+                        message: format!(
+                            "{r:?} {why}: every client in it may relay mail to any domain through {} (an open relay)",
+                            s.display_name()
+                        ),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wide_relay_lists_and_admin_networks_are_warnings() {
+        let c = Config::parse(
+            r#"
+[proxy]
+hostname = "mx.example.net"
+admin_networks = ["127.0.0.0/8", "::/0"]
+[[server]]
+name = "One"
+host = "h"
+port = 25
+domains = ["a.test"]
+relay = ["10.0.0.0/8", "0.0.0.0/0", "*.*.*.*", "192.0.2.1"]
+"#,
+        )
+        .expect("parses");
+        assert_eq!(c.validate(), vec![], "warnings do not refuse");
+        let lines: Vec<String> = c.warnings().iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            lines,
+            [
+                "proxy.admin_networks[1]: \"::/0\" covers every IPv6 address: every client in it may send RELOAD and update mails",
+                "server[1].relay[1]: \"0.0.0.0/0\" covers every IPv4 address: every client in it may relay mail to any domain through One (an open relay)",
+                "server[1].relay[2]: \"*.*.*.*\" covers every IPv4 address: every client in it may relay mail to any domain through One (an open relay)",
+            ]
+        );
+    }
 
     const FULL: &str = r#"
 [proxy]
@@ -1160,9 +1263,20 @@ domains = ["four.test"]
         assert_eq!(
             lines,
             [
-                "server[2].name (line 10): \"customer one\" is also the name of server[1] (line 4): give each server a name of its own",
-                "server[4].name (line 21): \"127.0.0.1:1027\" (host:port, as it has no name) is also the name of server[3] (line 16): give each server a name of its own",
+                "server[2].name: \"customer one\" is also the name of server[1], at line 4: give each server a name of its own (line 10)",
+                "server[4].name: \"127.0.0.1:1027\" (host:port, as it has no name) is also the name of server[3], at line 16: give each server a name of its own (line 21)",
             ]
+        );
+    }
+
+    #[test]
+    fn a_file_without_servers_is_refused() {
+        let c = Config::parse("[proxy]\nlisten = [\"127.0.0.1:25\"]\n").expect("parses");
+        let problems = c.validate();
+        assert!(
+            problems.iter().any(|p| p.to_string()
+                == "server: at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied"),
+            "{problems:?}"
         );
     }
 

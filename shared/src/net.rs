@@ -71,6 +71,44 @@ impl IpNet {
     }
 }
 
+/// Networks shorter than these prefixes are *wide* ([`IpNet::wide`]): more
+/// than a /8 of IPv4 (16.7 million addresses, as much as the largest
+/// private range, 10/8), more than a /16 of IPv6 (outside the unique-local
+/// fc00::/7 and link-local fe80::/10, which are never wide).
+pub const WIDE_V4_PREFIX: u8 = 8;
+/// See [`WIDE_V4_PREFIX`].
+pub const WIDE_V6_PREFIX: u8 = 16;
+
+impl IpNet {
+    /// Why this network is too wide to trust (relay clients, admin
+    /// networks), or `None`: see [`WIDE_V4_PREFIX`].
+    pub fn wide(&self) -> Option<String> {
+        match self.addr {
+            IpAddr::V4(_) if self.prefix < WIDE_V4_PREFIX => Some(if self.prefix == 0 {
+                "covers every IPv4 address".into()
+            } else {
+                format!(
+                    "is wider than a /{WIDE_V4_PREFIX}: it covers 2^{} IPv4 addresses",
+                    32 - self.prefix
+                )
+            }),
+            IpAddr::V6(a) if self.prefix < WIDE_V6_PREFIX => {
+                let first = a.segments()[0];
+                let private = (self.prefix >= 7 && first & 0xfe00 == 0xfc00)
+                    || (self.prefix >= 10 && first & 0xffc0 == 0xfe80);
+                (!private).then(|| {
+                    if self.prefix == 0 {
+                        "covers every IPv6 address".into()
+                    } else {
+                        format!("is wider than a /{WIDE_V6_PREFIX} of IPv6")
+                    }
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 impl FromStr for IpNet {
     type Err = BadPattern;
     fn from_str(s: &str) -> Result<Self, BadPattern> {
@@ -120,6 +158,29 @@ impl IpPattern {
                     .all(|(want, got)| want.is_none_or(|w| w == got)),
                 IpAddr::V6(_) => false,
             },
+        }
+    }
+}
+
+impl IpPattern {
+    /// Why this pattern is too wide to trust, or `None`: a network as
+    /// [`IpNet::wide`]; a `*` pattern when it matches more than a /8, that
+    /// is when its first octet is `*` (`*.*.*.*`, `*.1.*.*`: every /8 of
+    /// the internet) or it has three `*`s.
+    pub fn wide(&self) -> Option<String> {
+        match self {
+            IpPattern::Net(n) => n.wide(),
+            IpPattern::Wildcard(octets) => {
+                let stars = octets.iter().filter(|o| o.is_none()).count();
+                if stars == 4 {
+                    Some("covers every IPv4 address".into())
+                } else if octets[0].is_none() {
+                    Some("matches addresses in every /8 of the IPv4 internet".into())
+                } else {
+                    // Three stars behind a fixed first octet is exactly a /8.
+                    None
+                }
+            }
         }
     }
 }
@@ -198,6 +259,39 @@ mod tests {
         let loose: IpNet = "2001:db8::1/32".parse().expect("net");
         assert_eq!(loose.normalized().to_string(), "2001:db8::/32");
         assert!(!loose.is_host() && "::1".parse::<IpNet>().expect("net").is_host());
+    }
+
+    #[test]
+    fn wide_networks_and_patterns() {
+        let wide = |s: &str| s.parse::<IpPattern>().expect("pattern").wide().is_some();
+        for w in [
+            "0.0.0.0/0",
+            "*.*.*.*",
+            "*.1.2.3",
+            "128.0.0.0/1",
+            "10.0.0.0/7",
+            "::/0",
+            "2000::/3",
+            "2001::/15",
+        ] {
+            assert!(wide(w), "{w} is wide");
+        }
+        for n in [
+            "10.0.0.0/8",
+            "10.*.*.*",
+            "172.16.0.0/12",
+            "193.56.147.87",
+            "172.16.*.*",
+            "2001:db8::/32",
+            "2001::/16",
+            "fc00::/7",
+            "fe80::/10",
+            "::1/128",
+        ] {
+            assert!(!wide(n), "{n} is not wide");
+        }
+        let all: IpNet = "0.0.0.0/0".parse().expect("net");
+        assert_eq!(all.wide().as_deref(), Some("covers every IPv4 address"));
     }
 
     #[test]

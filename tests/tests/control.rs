@@ -227,17 +227,106 @@ fn check_prints_every_problem_with_its_key() {
         err.contains("line 3, column 1") && err.contains("unknown field `colour`"),
         "{err}"
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // An unknown key does not hide the other problems.
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.ends_with(": server: at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied")),
+        "{err}"
+    );
 
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/postern.toml");
     let out = std::process::Command::new(bin("postern"))
         .args(["-c", example.to_str().expect("utf8"), "check"])
         .output()
         .expect("run");
+    // Its process.user, postern, is the package's (sysusers): a machine
+    // without it may say so, and nothing else.
+    let has_user = nix::unistd::User::from_name("postern")
+        .ok()
+        .flatten()
+        .is_some();
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "conf/postern.toml must be valid: {}",
-        String::from_utf8_lossy(&out.stderr)
+        out.status.success()
+            || (!has_user
+                && err.trim()
+                    == format!(
+                        "{}: process.user: user \"postern\" does not exist",
+                        example.display()
+                    )),
+        "conf/postern.toml must be valid: {err}"
+    );
+}
+
+/// A configuration `start` refuses on this machine for every reason `check`
+/// must see too: a port out of range, a worker program missing, TLS files
+/// missing or not PEM, a user that does not exist, a log directory that
+/// cannot be created.
+fn refused_everywhere(dir: &TempDir, port: u16) -> (String, Vec<String>) {
+    let not_pem = dir.path("key.pem");
+    std::fs::write(&not_pem, "not a key\n").expect("write");
+    let blocker = dir.path("blocker");
+    std::fs::write(&blocker, "a file, not a directory\n").expect("write");
+    let daemons = dir.path("daemons");
+    std::fs::create_dir_all(&daemons).expect("dir");
+    std::os::unix::fs::symlink(bin("postern-router"), daemons.join("postern-router"))
+        .expect("link");
+    let conf = config_text(dir, &server_block("One", 2525, &["one.test"]))
+        .replace("listen = [\"127.0.0.1:0\"]", &format!("listen = [\"127.0.0.1:{port}\"]"))
+        .replace("port = 2525", "port = 70000")
+        .replace(
+            "[process]\n",
+            &format!(
+                "[tls]\ncert = \"{missing}\"\nkey = \"{key}\"\n\n[log]\nfile = \"{log}\"\n\n[process]\nuser = \"no-such-user-postern\"\ndaemon_dir = \"{daemons}\"\n",
+                missing = dir.path("missing.pem").display(),
+                key = not_pem.display(),
+                log = blocker.join("postern.log").display(),
+                daemons = daemons.display(),
+            ),
+        );
+    let lines = vec![
+        format!("server[1].port: must be between 1 and 65535, not 70000 (line 24)"),
+        format!("process.daemon_dir: worker program {}/postern-updater is missing (process.daemon_dir is {})", daemons.display(), daemons.display()),
+        format!("process.daemon_dir: worker program {}/postern-smtpd is missing (process.daemon_dir is {})", daemons.display(), daemons.display()),
+        format!("tls.cert: cannot read {}: No such file or directory (os error 2)", dir.path("missing.pem").display()),
+        format!("tls.key: {} holds no PEM private key", not_pem.display()),
+        "process.user: user \"no-such-user-postern\" does not exist".to_string(),
+        format!("log.file: {} is not a directory", blocker.display()),
+    ];
+    (conf, lines)
+}
+
+#[test]
+fn check_runs_every_check_of_start_and_lists_every_problem_at_once() {
+    let dir = TempDir::new("ctl-preflight");
+    let port = closed_port();
+    let (conf, lines) = refused_everywhere(&dir, port);
+    let path = dir.path("postern.toml");
+    std::fs::write(&path, &conf).expect("write");
+    let expected: String = lines
+        .iter()
+        .map(|l| format!("{}: {l}\n", path.display()))
+        .collect();
+    for cmd in ["check", "start"] {
+        let out = std::process::Command::new(bin("postern"))
+            .args(["-c", path.to_str().expect("utf8"), cmd])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(1), "{cmd}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            expected,
+            "{cmd}:\n{conf}"
+        );
+    }
+    // start stopped before binding or creating anything.
+    assert!(!dir.path("run").exists(), "run_dir was created");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the port was bound"
     );
 }
 
@@ -324,4 +413,243 @@ fn status_shows_sessions_in_progress_and_backend_health() {
     wait_for("no session in progress", || {
         status().contains("sessions in progress: 0").then_some(())
     });
+}
+
+#[test]
+fn a_configuration_without_servers_is_refused_by_check_and_reload() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-noserver");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &conf);
+    let empty = config_text(&p.dir, "");
+    let lone = p.dir.path("empty.toml");
+    std::fs::write(&lone, &empty).expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", lone.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let want = format!(
+        "{}: server: at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied",
+        lone.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), want);
+
+    std::fs::write(p.config_path(), &empty).expect("rewrite");
+    let bad = p.cli(&["reload"]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("server: at least one [[server]] is needed"),
+        "{err}"
+    );
+    send_ok(&p, "still@one.test");
+}
+
+#[test]
+fn start_creates_the_log_directory_and_warns_when_workers_run_as_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test checks the warning of a root master and must run as root (CI does)"
+    );
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-logdir");
+    let file = dir.path("logs/deeper/postern.log");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
+        "[process]\n",
+        &format!(
+            "[log]\nfile = {:?}\n\n[process]\n",
+            file.display().to_string()
+        ),
+    );
+    let p = Postern::start(dir, &conf);
+    assert!(file.is_file(), "{} was not created", file.display());
+    let warning = p.wait_log("process.user: not set");
+    assert!(
+        warning.contains("WARN") && warning.contains("the workers run as root"),
+        "{warning}"
+    );
+    let in_file = std::fs::read_to_string(&file).expect("log file");
+    assert!(in_file.contains("listening on"), "{in_file}");
+}
+
+#[test]
+fn status_and_stop_by_another_user_say_permission_denied_not_not_running() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test runs the CLI as nobody against a root master and must run as root (CI does)"
+    );
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-eperm");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let p = Postern::start(dir, &conf);
+    for cmd in ["status", "stop", "reload"] {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+            .arg(bin("postern"))
+            .arg("-c")
+            .arg(p.config_path())
+            .arg(cmd)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("setpriv (util-linux) runs the CLI as nobody");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert_eq!(err.lines().count(), 1, "{cmd}: {err}");
+        assert!(
+            err.starts_with(&format!("postern: {cmd}: permission denied: ")),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(alive(p.pid()), "the master still runs");
+    send_ok(&p, "u@one.test");
+}
+
+#[test]
+fn status_reload_and_stop_reach_the_master_when_its_file_no_longer_parses() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-broken");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]));
+    let mut p = Postern::start(dir, &conf);
+    // Not TOML any more: an unclosed table header above [process].
+    std::fs::write(p.config_path(), conf.replace("[proxy]", "[proxy")).expect("break");
+    let warned = |out: &std::process::Output| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        let first = err.lines().next().unwrap_or("").to_string();
+        assert!(
+            first.starts_with(&format!(
+                "warning: {}: does not load, the running master keeps its configuration (line 1",
+                p.config_path().display()
+            )) && first.ends_with("is from the file"),
+            "{err}"
+        );
+        err
+    };
+
+    let status = p.cli(&["status"]);
+    warned(&status);
+    assert!(status.status.success());
+    assert!(
+        String::from_utf8_lossy(&status.stdout).starts_with(&format!("master pid {}", p.pid())),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+
+    let reload = p.cli(&["reload"]);
+    let err = warned(&reload);
+    assert_eq!(reload.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("postern: reload failed: ")),
+        "the master refused it and said why:\n{err}"
+    );
+    send_ok(&p, "still@one.test");
+
+    let stop = p.cli(&["stop"]);
+    warned(&stop);
+    assert!(stop.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&stop.stdout).trim(),
+        "postern: stopped"
+    );
+    let mut child = p.child.take().expect("running");
+    let exit = wait_for("the master to exit", || child.try_wait().expect("wait"));
+    assert!(exit.success());
+}
+
+#[test]
+fn wide_relay_and_admin_networks_warn_in_check_at_start_and_at_reload() {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("ctl-wide");
+    let conf = config_text(
+        &dir,
+        &server_block("One", one.port(), &["one.test"]).replace(
+            "domains = ",
+            "relay = [\"10.0.0.0/8\", \"*.*.*.*\"]\ndomains = ",
+        ),
+    )
+    .replace(
+        "hostname = ",
+        "admin_networks = [\"127.0.0.0/8\", \"::/0\"]\nhostname = ",
+    )
+    .replace("[process]\n", "[process]\nuser = \"nobody\"\n");
+    let path = dir.path("wide.toml");
+    std::fs::write(&path, &conf).expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", path.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "warnings do not fail a check");
+    let relay = "server[1].relay[1]: \"*.*.*.*\" covers every IPv4 address: every client in it may relay mail to any domain through One (an open relay)";
+    let admin = "proxy.admin_networks[1]: \"::/0\" covers every IPv6 address: every client in it may send RELOAD and update mails";
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("warning: {admin}\nwarning: {relay}\n")
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).ends_with("configuration is valid\n"));
+
+    let p = Postern::start(dir, &conf);
+    p.wait_log(relay);
+    p.wait_log(admin);
+    let reload = p.cli(&["reload"]);
+    assert!(reload.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&reload.stderr),
+        format!("warning: {admin}\nwarning: {relay}\n")
+    );
+    p.wait_log_count(relay, 2);
+    p.wait_log_count(admin, 2);
+}
+
+#[test]
+fn start_with_a_worker_program_missing_stops_before_binding_and_names_where_it_looked() {
+    let dir = TempDir::new("ctl-nodaemon");
+    let port = closed_port();
+    let daemons = dir.path("empty");
+    std::fs::create_dir_all(&daemons).expect("dir");
+    let conf = config_text(&dir, &server_block("One", 2525, &["one.test"]))
+        .replace(
+            "listen = [\"127.0.0.1:0\"]",
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+        )
+        .replace(
+            "[process]\n",
+            &format!("[process]\ndaemon_dir = \"{}\"\n", daemons.display()),
+        );
+    let path = dir.path("postern.toml");
+    std::fs::write(&path, &conf).expect("write");
+    // Without the check, the master would serve on and on, restarting the
+    // missing workers: a deadline, and the guard stops it.
+    let mut master = ChildGuard(
+        std::process::Command::new(bin("postern"))
+            .args(["-c", path.to_str().expect("utf8"), "start"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run"),
+    );
+    let status = wait_for("start to refuse", || master.0.try_wait().expect("wait"));
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut master.0.stderr.take().expect("piped"), &mut stderr)
+        .expect("read stderr");
+    let expected: String = ["postern-router", "postern-updater", "postern-smtpd"]
+        .iter()
+        .map(|w| {
+            format!(
+                "{}: process.daemon_dir: worker program {}/{w} is missing (process.daemon_dir is {})\n",
+                path.display(),
+                daemons.display(),
+                daemons.display()
+            )
+        })
+        .collect();
+    assert_eq!(stderr, expected);
+    assert!(!dir.path("run").exists(), "run_dir was created");
+    assert!(
+        std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
+        "the port was bound"
+    );
 }

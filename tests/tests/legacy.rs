@@ -95,8 +95,43 @@ fn convert_prints_the_shipped_example_as_equivalent_toml() {
     );
 
     // The XML and its conversion are the same configuration to `check`,
-    // whatever it thinks of the keys that are not supported yet.
-    assert_eq!(with_config(&xml, "check"), with_config(&toml_path, "check"));
+    // whatever it thinks of the keys that are not supported yet, but for
+    // the workers' user, which the conversion adds.
+    let plain = without_process_user(&toml_path, &dir);
+    assert_eq!(with_config(&xml, "check"), with_config(&plain, "check"));
+}
+
+/// The converted file at `path` without the `process.user` that `convert`
+/// adds (the legacy proxy had no workers to drop); its new path.
+fn without_process_user(path: &Path, dir: &TempDir) -> PathBuf {
+    let toml = std::fs::read_to_string(path).expect("read converted file");
+    let (head, tail) = toml.split_once("[process]\n").expect("a [process] table");
+    let tail = tail.replacen("user = \"postern\"\n", "", 1);
+    let plain = dir.path("without-user.toml");
+    std::fs::write(&plain, format!("{head}[process]\n{tail}")).expect("write");
+    plain
+}
+
+#[test]
+fn convert_adds_process_user_with_a_comment_so_that_workers_do_not_run_as_root() {
+    let dir = TempDir::new("legacy-user");
+    let (_, toml) = convert_to(&shipped_example(), &dir, "converted.toml");
+    let process = toml
+        .split_once("[process]\n")
+        .map(|(_, t)| t)
+        .expect("a [process] table");
+    let lines: Vec<&str> = process
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .collect();
+    let at = lines
+        .iter()
+        .position(|l| *l == "user = \"postern\"")
+        .unwrap_or_else(|| panic!("no process.user in:\n{toml}"));
+    assert!(
+        at > 0 && lines[at - 1].starts_with('#') && lines[..at].join(" ").contains("root"),
+        "process.user comes with a comment saying why:\n{toml}"
+    );
 }
 
 #[test]
@@ -115,6 +150,9 @@ fn a_converted_bare_fragment_checks_and_loads_as_the_xml_does() {
         "default timeout: {toml}"
     );
 
+    // Without the process.user that the conversion adds (a user this
+    // machine may not have), the two are the same configuration.
+    let toml_path = without_process_user(&toml_path, &dir);
     let (code, stdout, stderr) = with_config(&toml_path, "check");
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(stdout.trim(), "FILE: configuration is valid");

@@ -187,8 +187,14 @@ fn a_real_postfix_takes_session_after_session_on_one_reused_connection() {
         1,
         "one connection for every session:\n{log}"
     );
-    // No backend trouble on the way (postern warns of each).
-    assert!(!p.log().contains(" WARN "), "{}", p.log());
+    // No backend trouble on the way (postern warns of each); the warning
+    // of a root master without process.user is not about backends.
+    let log = p.log();
+    let trouble: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && !l.contains("WARN process.user: not set"))
+        .collect();
+    assert!(trouble.is_empty(), "{trouble:?}\n{log}");
 }
 
 /// A client's 2,000-character EHLO once made an XCLIENT line longer than

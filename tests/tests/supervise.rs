@@ -121,12 +121,14 @@ fn a_router_that_does_not_answer_gives_451() {
     child.stop();
 }
 
-/// A daemon_dir with the real smtpd and a router that exits 3 at once.
+/// A daemon_dir with the real smtpd and updater and a router that exits 3 at once.
 fn broken_router_dir(dir: &TempDir) -> std::path::PathBuf {
     let daemons = dir.path("daemons");
     std::fs::create_dir_all(&daemons).expect("mkdir");
-    std::os::unix::fs::symlink(bin("postern-smtpd"), daemons.join("postern-smtpd"))
-        .expect("symlink");
+    // Every worker program must be there: start refuses a missing one.
+    for real in ["postern-smtpd", "postern-updater"] {
+        std::os::unix::fs::symlink(bin(real), daemons.join(real)).expect("symlink");
+    }
     let router = daemons.join("postern-router");
     std::fs::write(
         &router,

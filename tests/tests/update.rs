@@ -527,9 +527,9 @@ fn two_servers_with_one_name_are_refused_and_each_server_gets_one_copy() {
             .expect("a server block")
     };
     let expected = format!(
-        "server[2].name (line {}): \"A\" is also the name of server[1] (line {})",
-        line_of(1),
-        line_of(0)
+        "server[2].name: \"A\" is also the name of server[1], at line {}: give each server a name of its own (line {})",
+        line_of(0),
+        line_of(1)
     );
     let check = p.cli(&["check"]);
     assert_eq!(check.status.code(), Some(1));

@@ -107,7 +107,7 @@ mod tests {
             other => format!("{other:?}"),
         };
         assert_eq!(
-            text(decide(
+            text(decide_now(
                 &l,
                 &query("::ffff:192.0.2.9", "a@b.test", "u@one.test")
             )),
@@ -118,7 +118,7 @@ mod tests {
             "554 5.7.1 <>: Sender address rejected: Access denied"
         );
         assert_eq!(
-            text(decide(
+            text(decide_now(
                 &l,
                 &query("198.51.100.1", "a@b.test", "Closed@one.test")
             )),
