@@ -344,6 +344,7 @@ fn test(rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
         helo: helo.map(str::to_string),
         sender: from,
         recipient: to,
+        improper_pipelining: false,
         dry: true,
     };
     match router(config) {

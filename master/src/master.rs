@@ -1163,6 +1163,25 @@ impl Master {
                 format!("{}:{}", s.host, s.port)
             ));
         }
+        // The router's view of the DNS blocklists (SPEC §8).
+        let zones: Vec<&str> = loads.iter().flat_map(|a| a.get_all("zone")).collect();
+        if !zones.is_empty() {
+            text.push_str("BLOCKLIST ZONE                 STATE\n");
+            for z in zones {
+                let mut f = z.splitn(3, '|');
+                let (name, state, why) = (
+                    f.next().unwrap_or(""),
+                    f.next().unwrap_or(""),
+                    f.next().unwrap_or(""),
+                );
+                let state = match state {
+                    "ok" => "in use".to_string(),
+                    "degraded" => format!("in use, degraded: {why}"),
+                    _ => format!("not in use: {why}"),
+                };
+                text.push_str(&format!("{name:<30} {state}\n"));
+            }
+        }
         text
     }
 }

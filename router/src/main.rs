@@ -52,8 +52,8 @@ struct State {
     brake: Mutex<AuthBrake>,
     /// The statistics.
     stats: Arc<stats::Recorder>,
-    /// The access lists (SPEC §8).
-    access: policy::access::Lists,
+    /// The policy for mail from the internet (SPEC §8).
+    policy: Arc<policy::Engine>,
 }
 
 type Shared = Arc<State>;
@@ -72,9 +72,10 @@ async fn run() -> anyhow::Result<()> {
         stats: Arc::new(stats::Recorder::load(
             worker.config.process.state_dir.clone(),
         )),
-        access: policy::access::Lists::load(worker.config.access_file()),
+        policy: Arc::new(policy::Engine::new(&worker.config)),
     });
     tokio::spawn(sweep_loop(table.clone()));
+    tokio::spawn(table.policy.clone().self_test_loop());
     tokio::spawn(stats::save_loop(table.stats.clone()));
     let listeners = worker.take_listeners("router");
     if listeners.is_empty() {
@@ -98,9 +99,24 @@ async fn run() -> anyhow::Result<()> {
     }
     drop(ask);
     worker.ready().await;
+    // What `postern status` shows of the policy: each blocklist zone's
+    // standing, sent to the master when it changes (checked every second).
+    let mut load_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut last_load = Attrs::new();
     loop {
         let event = tokio::select! {
             e = worker.next_event() => e,
+            _ = load_tick.tick() => {
+                let mut load = Attrs::new().with("event", "load");
+                for (zone, state, why) in table.policy.zones() {
+                    load.push("zone", format!("{zone}|{state}|{}", why.replace('|', "/")));
+                }
+                if load != last_load && worker.has_master() {
+                    worker.event(load.clone()).await;
+                    last_load = load;
+                }
+                continue;
+            }
             Some(reply_to) = asks.recv() => {
                 asked.retain(|_, waiting| !waiting.is_closed());
                 if worker.has_master() {
@@ -120,7 +136,7 @@ async fn run() -> anyhow::Result<()> {
                 let new = Arc::new(load(&config));
                 *table.table.write().unwrap_or_else(|p| p.into_inner()) = new;
                 *table.limits.write().unwrap_or_else(|p| p.into_inner()) = limits(&config);
-                table.access.reload(config.access_file());
+                table.policy.reload(&config);
                 worker.config = config;
                 worker.ack(&id, Ok(())).await;
             }
@@ -209,7 +225,7 @@ async fn serve(stream: UnixStream, table: Shared) {
                     Ok(q) => {
                         let (table, tx) = (table.clone(), tx.clone());
                         tokio::spawn(async move {
-                            let verdict = policy::decide(&table.access, &q).await;
+                            let verdict = table.policy.decide(&q).await;
                             if let Ok(bytes) = verdict.to_attrs(&id).encode() {
                                 let _ = tx.send(bytes);
                             }
@@ -224,7 +240,7 @@ async fn serve(stream: UnixStream, table: Shared) {
                 reply
             }
             Some("access-list" | "access-add" | "access-remove") => {
-                manage_access(&table.access, &req, peer_uid)
+                manage_access(&table.policy.access, &req, peer_uid)
             }
             _ => {
                 let current = table
@@ -338,9 +354,13 @@ fn account(state: &State, req: &Attrs) -> Attrs {
                 .clone();
             match table.by_client(ip) {
                 Some(route) => route.to_attrs(id),
-                None => Attrs::new()
-                    .with("id", id)
-                    .with("status", Status::NotFound.as_str()),
+                None => {
+                    // Mail from the internet: its policy lookups start now.
+                    state.policy.prefetch(ip);
+                    Attrs::new()
+                        .with("id", id)
+                        .with("status", Status::NotFound.as_str())
+                }
             }
         }
         Err(r) => {

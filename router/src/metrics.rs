@@ -19,6 +19,9 @@
 //!   Prometheus);
 //! - `postern_connections_open`: client connections open now (the router's
 //!   connection accounting);
+//! - per DNS blocklist zone, `postern_dnsbl_zone_up` (0 while out of use)
+//!   and `postern_dnsbl_zone_degraded` (error answers, timeouts or failures
+//!   in the last 10 minutes);
 //! - the worker states, as the master sees them: the router asks it over its
 //!   channel (`request=workers`) at each scrape; `postern_worker_up`,
 //!   `postern_worker_restarts_total`, `postern_worker_uptime_seconds` per
@@ -132,7 +135,7 @@ async fn exchange(stream: &mut TcpStream, state: &Shared, ask: &Ask) -> std::io:
         ("GET" | "HEAD", "/metrics") => {
             let workers = worker_states(ask).await;
             let (total, open) = (state.stats.total(), open_connections(state));
-            let body = render(&total, open, workers.as_ref());
+            let body = render(&total, open, &state.policy.zones(), workers.as_ref());
             if method == "HEAD" {
                 // The same headers, no body.
                 return respond_head(stream, version, 200, CONTENT_TYPE, body.len()).await;
@@ -211,7 +214,12 @@ async fn worker_states(ask: &Ask) -> Option<Attrs> {
 /// The exposition text. `workers`: the master's answer to `request=workers`,
 /// one `worker=<program> <slot> <pid|-> <state> <restarts> <uptime seconds>`
 /// attribute per worker slot.
-pub fn render(total: &Counts, open: u32, workers: Option<&Attrs>) -> String {
+pub fn render(
+    total: &Counts,
+    open: u32,
+    zones: &[(String, &str, String)],
+    workers: Option<&Attrs>,
+) -> String {
     let mut out = String::with_capacity(2048);
     let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -297,6 +305,26 @@ pub fn render(total: &Counts, open: u32, workers: Option<&Attrs>) -> String {
         "Client connections open now.",
         &[(String::new(), u64::from(open))],
     );
+    // Zone names are host names (checked at load): no label escaping needed.
+    let zone = |z: &str| format!("{{zone=\"{z}\"}}");
+    family(
+        "postern_dnsbl_zone_up",
+        "gauge",
+        "1 while a DNS blocklist zone is in use, 0 while its self-test fails or it timed out too often.",
+        &zones
+            .iter()
+            .map(|(z, state, _)| (zone(z), u64::from(*state != "disabled")))
+            .collect::<Vec<_>>(),
+    );
+    family(
+        "postern_dnsbl_zone_degraded",
+        "gauge",
+        "1 while a zone in use gave error answers, timeouts or failures in the last 10 minutes (never counted as listings).",
+        &zones
+            .iter()
+            .map(|(z, state, _)| (zone(z), u64::from(*state == "degraded")))
+            .collect::<Vec<_>>(),
+    );
     family(
         "postern_master_answered",
         "gauge",
@@ -356,7 +384,7 @@ mod tests {
         total.add(Counter::Forwarded(postern_shared::route::Cause::Auth), 1);
         total.add(Counter::Rejected(Rejection::Limit), 2);
         total.add(Counter::Bytes, 1234);
-        let text = render(&total, 3, None);
+        let text = render(&total, 3, &[], None);
         for line in [
             "postern_up 1",
             "postern_connections_total 9",
@@ -380,7 +408,20 @@ mod tests {
             .with("worker", "postern-router 0 41 ready 0 120")
             .with("worker", "postern-smtpd 2 - restarting 3 0")
             .with("worker", "bad\"label 3 1 ready 0 1");
-        let text = render(&total, 0, Some(&workers));
+        let text = render(
+            &total,
+            0,
+            &[("bl.example.net".into(), "degraded", "error answer".into())],
+            Some(&workers),
+        );
+        assert!(
+            text.contains("postern_dnsbl_zone_up{zone=\"bl.example.net\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("postern_dnsbl_zone_degraded{zone=\"bl.example.net\"} 1\n"),
+            "{text}"
+        );
         for line in [
             "postern_master_answered 1",
             "postern_worker_up{worker=\"postern-router\",slot=\"0\"} 1",

@@ -718,6 +718,14 @@ impl AccessIndex {
         ix
     }
 
+    /// Whether some connect entry names a host (`host.example.com`,
+    /// `.example.com`): only then is the client's verified name needed.
+    pub fn has_host_patterns(&self) -> bool {
+        [&self.accept, &self.reject]
+            .iter()
+            .any(|s| !s.hosts.is_empty() || !s.hosts_under.is_empty())
+    }
+
     /// How many entries it holds.
     pub fn len(&self) -> usize {
         self.entries.len()

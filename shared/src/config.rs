@@ -341,10 +341,12 @@ impl Server {
     }
 }
 
-/// `[policy]`: the anti-spam policy (SPEC §8). Of its keys, the access
-/// lists' file is implemented; restrictions, blocklists and greylisting are
-/// not yet, and their keys are refused as unknown rather than ignored.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+/// `[policy]`: the anti-spam policy for mail from the internet (SPEC §8):
+/// access lists, Postfix-style restrictions and DNS blocklists, answered at
+/// RCPT for domain-routed sessions. (Greylisting, `[greylist]`, and the
+/// policy server, `[policy_server]`, are not implemented yet: those tables
+/// are refused as unknown rather than ignored.)
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// The access lists (`[[accept]]`/`[[reject]]` entries); default
@@ -352,12 +354,97 @@ pub struct Policy {
     /// writable by `process.user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_file: Option<PathBuf>,
+    /// Postfix restriction names, applied in this order ([`RESTRICTIONS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restrictions: Vec<String>,
+    /// Client-address blocklists, `zone[=filter[=reply-name]]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dnsbl: Vec<String>,
+    /// Sender-domain blocklists, same syntax.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rhsbl: Vec<String>,
+    /// DNS servers (`"127.0.0.1:53"`, or an address for port 53); empty:
+    /// the nameservers of `/etc/resolv.conf`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resolvers: Vec<String>,
+    /// Per query; a recipient never waits for blocklists longer than twice this.
+    #[serde(default = "default_dns_timeout")]
+    pub dns_timeout: Duration,
+    /// Local parts of served domains never blocklisted (RFC 2142's).
+    #[serde(default = "default_exempt_recipients")]
+    pub exempt_recipients: Vec<String>,
+    /// Clients never looked up in blocklists (access lists still apply);
+    /// `[]` looks up every client.
+    #[serde(default = "default_skip_networks")]
+    pub skip_networks: Vec<String>,
+}
+
+/// The restrictions `policy.restrictions` may name (Postfix's).
+pub const RESTRICTIONS: [&str; 6] = [
+    "reject_invalid_helo_hostname",
+    "reject_non_fqdn_sender",
+    "reject_non_fqdn_recipient",
+    "reject_unknown_sender_domain",
+    "reject_unknown_recipient_domain",
+    "reject_unauth_pipelining",
+];
+
+fn default_dns_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_exempt_recipients() -> Vec<String> {
+    vec!["postmaster".into(), "abuse".into()]
+}
+
+fn default_skip_networks() -> Vec<String> {
+    vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            access_file: None,
+            restrictions: Vec::new(),
+            dnsbl: Vec::new(),
+            rhsbl: Vec::new(),
+            resolvers: Vec::new(),
+            dns_timeout: default_dns_timeout(),
+            exempt_recipients: default_exempt_recipients(),
+            skip_networks: default_skip_networks(),
+        }
+    }
 }
 
 impl Policy {
     fn is_empty(&self) -> bool {
-        self.access_file.is_none()
+        *self == Policy::default()
     }
+
+    /// Whether any check needs DNS (blocklists, unknown domains).
+    pub fn needs_dns(&self) -> bool {
+        !self.dnsbl.is_empty()
+            || !self.rhsbl.is_empty()
+            || self
+                .restrictions
+                .iter()
+                .any(|r| r.starts_with("reject_unknown_"))
+    }
+
+    /// The resolvers as socket addresses (validate() has checked them).
+    pub fn resolver_addrs(&self) -> Vec<SocketAddr> {
+        self.resolvers
+            .iter()
+            .filter_map(|r| parse_resolver(r))
+            .collect()
+    }
+}
+
+/// `"127.0.0.1:53"`, `"[::1]:5353"`, or a bare address for port 53.
+pub fn parse_resolver(r: &str) -> Option<SocketAddr> {
+    r.parse::<SocketAddr>()
+        .ok()
+        .or_else(|| r.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
 }
 
 /// A duration written `"90s"`, `"5m"`, `"48h"`, `"32d"` or `"250ms"`.
@@ -813,11 +900,67 @@ impl Config {
             }
         }
 
-        if let Some(f) = &self.policy.access_file {
+        let po = &self.policy;
+        if let Some(f) = &po.access_file {
             if !f.is_absolute() {
                 bad(
                     "policy.access_file".into(),
                     format!("{} is not an absolute path", f.display()),
+                );
+            }
+        }
+        for (i, r) in po.restrictions.iter().enumerate() {
+            if !RESTRICTIONS.contains(&r.as_str()) {
+                bad(
+                    format!("policy.restrictions[{i}]"),
+                    format!("{r:?} is not one of {}", RESTRICTIONS.join(", ")),
+                );
+            } else if po.restrictions[..i].contains(r) {
+                bad(
+                    format!("policy.restrictions[{i}]"),
+                    format!("{r:?} is listed twice"),
+                );
+            }
+        }
+        for (key, zones, kind) in [
+            ("policy.dnsbl", &po.dnsbl, crate::dnsbl::Kind::Client),
+            ("policy.rhsbl", &po.rhsbl, crate::dnsbl::Kind::SenderDomain),
+        ] {
+            for (i, z) in zones.iter().enumerate() {
+                if let Err(e) = crate::dnsbl::Zone::parse(z, kind) {
+                    bad(format!("{key}[{i}]"), e);
+                }
+            }
+        }
+        for (i, r) in po.resolvers.iter().enumerate() {
+            if parse_resolver(r).is_none() {
+                bad(
+                    format!("policy.resolvers[{i}]"),
+                    format!("{r:?} is not an address such as \"127.0.0.1\" or \"127.0.0.1:53\""),
+                );
+            }
+        }
+        if po.dns_timeout.0 < std::time::Duration::from_millis(100)
+            || po.dns_timeout.0 > std::time::Duration::from_secs(30)
+        {
+            bad(
+                "policy.dns_timeout".into(),
+                "must be between 100ms and 30s".into(),
+            );
+        }
+        for (i, l) in po.exempt_recipients.iter().enumerate() {
+            if l.is_empty() || l.contains(['@', ' ', '<', '>']) {
+                bad(
+                    format!("policy.exempt_recipients[{i}]"),
+                    format!("{l:?} is not a local part such as \"postmaster\""),
+                );
+            }
+        }
+        for (i, n) in po.skip_networks.iter().enumerate() {
+            if n.parse::<IpNet>().is_err() {
+                bad(
+                    format!("policy.skip_networks[{i}]"),
+                    format!("{n:?} is not an address or network such as \"127.0.0.0/8\""),
                 );
             }
         }

@@ -147,8 +147,10 @@ impl Zone {
         };
         let reply_name = match parts.next() {
             None | Some("") => name.clone(),
-            Some(r) if r.contains(|c: char| c.is_whitespace() || c.is_control()) => {
-                return Err(format!("{spec:?}: the reply name {r:?} has spaces"));
+            Some(r) if !crate::config::is_hostname(r.strip_suffix('.').unwrap_or(r)) => {
+                return Err(format!(
+                    "{spec:?}: the reply name {r:?} is not a name such as zen.spamhaus.org"
+                ));
             }
             Some(r) => r.to_string(),
         };

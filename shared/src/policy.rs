@@ -9,12 +9,15 @@
 //! sid=4F2A9C01                       action=reject
 //! client=203.0.113.9                 code=554
 //! helo=mail.example.org              enhanced=5.7.1
+//! client_name=mail.example.org
 //! sender=a@example.org               text=<a@example.org>: Sender address rejected: Access denied
 //! recipient=u@one.test               kind=access
 //!                                    rule=reject from a@example.org
 //! ```
 //!
-//! `action` is `dunno` (nothing against it: go on), `accept` (an accept
+//! `client_name` (the forward-confirmed reverse name, when the asker knows
+//! it) and `pipelining=improper` (the client broke the pipelining rules)
+//! are optional. `action` is `dunno` (nothing against it: go on), `accept` (an accept
 //! entry: the rest of the checks is skipped) or `reject` (with the reply
 //! to give). `dry=yes` asks for the verdict only (`postern access test`):
 //! nothing is counted or stored. A router that cannot decide answers
@@ -49,6 +52,9 @@ pub struct Query {
     pub sender: String,
     /// The recipient, without angle brackets.
     pub recipient: String,
+    /// The client sent a command ahead of a reply where pipelining is not
+    /// allowed (before the greeting, after HELO, before EHLO's reply).
+    pub improper_pipelining: bool,
     /// Only the verdict: count nothing, store nothing.
     pub dry: bool,
 }
@@ -67,6 +73,9 @@ impl Query {
         }
         if let Some(h) = &self.helo {
             a = a.with("helo", h);
+        }
+        if self.improper_pipelining {
+            a = a.with("pipelining", "improper");
         }
         if self.dry {
             a = a.with("dry", "yes");
@@ -96,6 +105,7 @@ impl Query {
                 .filter(|r| !r.is_empty())
                 .ok_or("policy request without recipient")?
                 .to_string(),
+            improper_pipelining: a.get("pipelining") == Some("improper"),
             dry: a.get("dry") == Some("yes"),
         })
     }
@@ -241,6 +251,7 @@ mod tests {
             helo: Some("mail.example.org".into()),
             sender: String::new(),
             recipient: "u@one.test".into(),
+            improper_pipelining: true,
             dry: true,
         };
         let wire = q.to_attrs().encode().expect("encodes");

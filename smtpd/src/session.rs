@@ -168,6 +168,10 @@ struct Session {
     out: Vec<u8>,
     helo: Option<String>,
     esmtp: bool,
+    /// The client sent a command ahead of a reply where pipelining is not
+    /// allowed: before EHLO's reply, after HELO, or before any HELO/EHLO
+    /// (for `reject_unauth_pipelining`, SPEC §8).
+    improper_pipelining: bool,
     /// TLS is active (after STARTTLS).
     tls: bool,
     /// The client said QUIT and got its 221.
@@ -224,6 +228,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         client: Reader::with_capacity(COMMAND_BUFFER, stream),
         out: Vec::with_capacity(512),
         helo: None,
+        improper_pipelining: false,
         esmtp: false,
         tls: false,
         quit: false,
@@ -539,6 +544,16 @@ impl Session {
 
     async fn command(&mut self, line: &str) -> Result<(), End> {
         let command = parse_command(line);
+        // More is already here: the client did not wait for this reply.
+        // Allowed only inside an EHLO session, and not behind EHLO itself
+        // (the client has not seen PIPELINING yet) nor behind HELO.
+        if !self.client.buffer().is_empty()
+            && (!self.esmtp || matches!(command, Command::Helo(_) | Command::Ehlo(_)))
+            && !self.improper_pipelining
+        {
+            debug!("{} pipelines where it may not", self.ip());
+            self.improper_pipelining = true;
+        }
         if !matches!(command, Command::Helo(_) | Command::Ehlo(_) | Command::Quit) {
             self.settle_admission().await?;
         }

@@ -114,8 +114,9 @@ impl Dns {
 
     async fn records(&self, name: &str, kind: RecordType) -> Answer<RData> {
         // The resolver has its own timeout; this one bounds everything else
-        // (a server pool trying TCP after UDP, say) to one more of it.
-        let lookup = tokio::time::timeout(2 * self.timeout, self.resolver.lookup(name, kind)).await;
+        // (a server pool trying another connection, say) to little more.
+        let bound = self.timeout + Duration::from_millis(200);
+        let lookup = tokio::time::timeout(bound, self.resolver.lookup(name, kind)).await;
         match lookup {
             Err(_) => Answer::Timeout,
             Ok(Ok(l)) => {

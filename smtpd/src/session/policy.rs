@@ -29,6 +29,7 @@ impl Session {
             helo: self.helo.clone(),
             sender,
             recipient: to.to_string(),
+            improper_pipelining: self.improper_pipelining,
             dry: false,
         };
         match self.ctx.router.policy(&query).await {
