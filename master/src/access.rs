@@ -227,13 +227,6 @@ fn change(add: bool, rest: &[&str], config: &Config) -> Result<ExitCode, Usage> 
         return Ok(fail("--comment must be one line"));
     }
     let what = format!("{} {} {parsed}", action.as_str(), method.as_str());
-    if add && matches!(parsed, Pattern::Host(_) | Pattern::Under(_)) {
-        eprintln!(
-            "postern: access: warning: {what} matches a client's forward-confirmed reverse name, \
-             which postern does not look up yet (it comes with the DNS blocklists): \
-             until then the entry matches only through the policy server's client_name"
-        );
-    }
     let by = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
     if let Some(sock) = router(config) {
         let mut req = Attrs::new()

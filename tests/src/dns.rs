@@ -34,6 +34,16 @@ impl Zones {
         self
     }
 
+    /// `ip`'s reverse name (PTR) is `name`, without an address record.
+    pub fn ptr(mut self, ip: &str, name: &str) -> Self {
+        let o: Vec<&str> = ip.split('.').collect();
+        self.args.push(format!(
+            "--ptr-record={}.{}.{}.{}.in-addr.arpa,{name}",
+            o[3], o[2], o[1], o[0]
+        ));
+        self
+    }
+
     /// `name` has a TXT record.
     pub fn txt(mut self, name: &str, text: &str) -> Self {
         self.args.push(format!("--txt-record={name},{text}"));

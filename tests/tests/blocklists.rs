@@ -309,3 +309,57 @@ print("slow", done["slow"][0], round(done["slow"][1], 2))
     );
     assert!(slow.1 >= 0.9, "the silent zone was not waited for: {out}");
 }
+
+/// Host patterns match the forward-confirmed reverse name only: a client
+/// whose PTR name does not point back at it is not that host. (Loopback
+/// clients are all `localhost` to the resolver, as RFC 6761 has it, so the
+/// clients here are documentation addresses asked about with `postern
+/// access test`, which goes through the running router's lookups.)
+#[test]
+fn host_entries_match_forward_confirmed_names_only() {
+    let dns = DnsServer::start(
+        Zones::default()
+            .local("client.example")
+            .local("in-addr.arpa")
+            // 192.0.2.5 <-> mail.client.example, both ways (host-record makes the PTR too).
+            .a("mail.client.example", "192.0.2.5")
+            // 192.0.2.6 claims a name whose address is another one.
+            .ptr("192.0.2.6", "forged.client.example")
+            .a("forged.client.example", "192.0.2.99"),
+    );
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("bl-fcrdns");
+    let conf = config(&dir, &dns, &one, "");
+    let p = Postern::start(dir, &conf);
+    let out = p.cli(&["access", "add", "reject", "connect", ".client.example"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let test = |client: &str| {
+        let out = p.cli(&[
+            "access",
+            "test",
+            "--client",
+            client,
+            "--from",
+            "a@good.example",
+            "--to",
+            "u@one.test",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(
+        test("192.0.2.5"),
+        "verdict: reject\nreply: 554 5.7.1 <mail.client.example[192.0.2.5]>: Client host rejected: Access denied\nrule: reject connect .client.example\n"
+    );
+    assert!(test("192.0.2.6").starts_with("verdict: dunno"));
+    // A client without any reverse name is no host either.
+    assert!(test("192.0.2.7").starts_with("verdict: dunno"));
+}

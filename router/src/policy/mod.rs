@@ -246,6 +246,11 @@ impl Engine {
             .unwrap_or_default()
         };
         let (facts, rhsbl) = tokio::join!(facts, rhsbl);
+        tracing::debug!(
+            sid = %q.sid,
+            "policy for {ip}: dns {}, facts {facts:?}, rhsbl {rhsbl:?}",
+            if s.dns.is_some() { "ready" } else { "none" }
+        );
         let mut query = q.clone();
         if query.client_name.is_none() {
             query.client_name = facts.and_then(|f| f.verified_name.clone());
