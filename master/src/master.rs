@@ -38,7 +38,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use postern_shared::config::Config;
+use postern_shared::config::{Config, PolicyListen};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::{TlsPem, WorkerConfig};
 use sd_notify::NotifyState;
@@ -176,6 +176,8 @@ struct Master {
     updater_sock: OwnedFd,
     /// `[metrics] listen`, handed to the router as `metrics`.
     metrics_sock: Option<OwnedFd>,
+    /// `[policy_server] listen`, handed to the router as `policy`.
+    policy_socks: Vec<OwnedFd>,
     /// Restart commands running, by pid.
     commands: HashMap<Pid, RunningCommand>,
     tx: mpsc::Sender<Msg>,
@@ -218,6 +220,28 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut policy_socks = Vec::new();
+    for l in config.policy_server.addrs() {
+        match l {
+            PolicyListen::Tcp(addr) => {
+                let (fd, bound) = sockets::bind_tcp(addr)?;
+                info!("policy server on {bound}");
+                policy_socks.push(fd);
+            }
+            PolicyListen::Unix(path) => {
+                // Postfix's smtpd, another user, connects to it: anyone may
+                // ask (the answers are verdicts, nothing changes).
+                let fd = sockets::bind_unix(&path, owner.as_ref())?;
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o666),
+                )
+                .with_context(|| format!("chmod {}", path.display()))?;
+                info!("policy server on unix:{}", path.display());
+                policy_socks.push(fd);
+            }
+        }
+    }
     let router_sock = sockets::bind_unix(&run_dir.join(ROUTER_SOCKET), owner.as_ref())?;
     let updater_sock = sockets::bind_unix(&run_dir.join(UPDATER_SOCKET), owner.as_ref())?;
     for dir in [&config.process.spool_dir, &config.process.state_dir] {
@@ -243,6 +267,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         router_sock,
         updater_sock,
         metrics_sock,
+        policy_socks,
         commands: HashMap::new(),
         tx,
         ready_sent: false,
@@ -315,6 +340,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     for f in [PID_FILE, CONTROL_SOCKET, ROUTER_SOCKET, UPDATER_SOCKET] {
         let _ = std::fs::remove_file(run_dir.join(f));
     }
+    for l in m.config.policy_server.addrs() {
+        if let PolicyListen::Unix(path) = l {
+            let _ = std::fs::remove_file(path);
+        }
+    }
     info!("stopped");
     Ok(())
 }
@@ -371,6 +401,9 @@ impl Master {
         }
         if let (Kind::Router, Some(m)) = (kind, &self.metrics_sock) {
             fds.push((m.as_fd(), "metrics"));
+        }
+        if kind == Kind::Router {
+            fds.extend(self.policy_socks.iter().map(|fd| (fd.as_fd(), "policy")));
         }
         // The level, and where the master logs (file, journald): see logging::worker_env.
         let env = postern_shared::logging::worker_env(&self.config.log.level);
@@ -1298,6 +1331,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.metrics != new.metrics {
         out.push("metrics.listen");
+    }
+    if old.policy_server != new.policy_server {
+        out.push("policy_server.listen");
     }
     out
 }

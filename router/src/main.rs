@@ -41,7 +41,7 @@ use anvil::{Anvil, AuthBrake, Refusal};
 use table::Table;
 
 /// What every router connection shares.
-struct State {
+pub struct State {
     /// The current table, swapped whole on reload.
     table: RwLock<Arc<Table>>,
     /// The limits in force: (max_connections, max_connections_per_ip).
@@ -56,7 +56,8 @@ struct State {
     policy: Arc<policy::Engine>,
 }
 
-type Shared = Arc<State>;
+/// What every task of the router shares.
+pub type Shared = Arc<State>;
 
 fn main() -> ExitCode {
     postern_shared::worker::main("postern-router", run())
@@ -98,6 +99,28 @@ async fn run() -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(listener, table.clone(), ask.clone()));
     }
     drop(ask);
+    for fd in worker.take_listeners("policy") {
+        let unix = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+        )
+        .is_ok_and(|a| {
+            nix::sys::socket::SockaddrLike::family(&a)
+                == Some(nix::sys::socket::AddressFamily::Unix)
+        });
+        if unix {
+            let std = std::os::unix::net::UnixListener::from(fd);
+            std.set_nonblocking(true)?;
+            tokio::spawn(policy::server::serve_unix(
+                UnixListener::from_std(std)?,
+                table.clone(),
+            ));
+        } else {
+            let std = std::net::TcpListener::from(fd);
+            std.set_nonblocking(true)?;
+            let listener = tokio::net::TcpListener::from_std(std)?;
+            tokio::spawn(policy::server::serve_tcp(listener, table.clone()));
+        }
+    }
     worker.ready().await;
     // What `postern status` shows of the policy: each blocklist zone's
     // standing, sent to the master when it changes (checked every second).

@@ -52,6 +52,9 @@ pub struct Config {
     /// Anti-spam policy for mail from the internet (SPEC §8): access lists so far.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     pub policy: Policy,
+    /// The Postfix policy delegation server (SPEC §8).
+    #[serde(default, skip_serializing_if = "PolicyServer::is_unset")]
+    pub policy_server: PolicyServer,
     /// The Prometheus metrics endpoint (an addition to SPEC §3).
     #[serde(default, skip_serializing_if = "Metrics::is_unset")]
     pub metrics: Metrics,
@@ -76,6 +79,50 @@ impl Metrics {
     /// The address to listen on, if set and valid (validate() has checked it).
     pub fn listen_addr(&self) -> Option<SocketAddr> {
         self.listen.as_deref().and_then(|l| l.parse().ok())
+    }
+}
+
+/// `[policy_server]`: the router answers Postfix's SMTPD access policy
+/// delegation protocol on these sockets (SPEC §8), so that an existing
+/// Postfix uses postern's policy with `check_policy_service`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyServer {
+    /// `"127.0.0.1:10023"` or `"unix:/run/postern/policy.sock"`. Changing it
+    /// needs a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
+}
+
+/// Where the policy server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyListen {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A Unix socket's path.
+    Unix(PathBuf),
+}
+
+impl PolicyServer {
+    fn is_unset(&self) -> bool {
+        self.listen.is_empty()
+    }
+
+    /// The listen addresses, parsed (validate() has checked them).
+    pub fn addrs(&self) -> Vec<PolicyListen> {
+        self.listen
+            .iter()
+            .filter_map(|l| parse_policy_listen(l))
+            .collect()
+    }
+}
+
+/// `"127.0.0.1:10023"`, `"[::1]:10023"` or `"unix:/absolute/path"`.
+pub fn parse_policy_listen(l: &str) -> Option<PolicyListen> {
+    match l.strip_prefix("unix:") {
+        Some(p) if Path::new(p).is_absolute() => Some(PolicyListen::Unix(p.into())),
+        Some(_) => None,
+        None => l.parse().ok().map(PolicyListen::Tcp),
     }
 }
 
@@ -785,10 +832,10 @@ impl Config {
         let mut bad = |key: String, message: String| out.push(Problem { key, message });
         let p = &self.proxy;
 
-        // Issue 18 item 7: without a server every recipient gets a permanent
-        // 554; such a file is a mistake (a policy server alone, SPEC §8's
-        // `[policy_server]`, is not served yet, so nothing excuses it).
-        if self.servers.is_empty() {
+        // Without a server every recipient gets a permanent 554: such a file
+        // is a mistake, unless postern only answers an existing Postfix's
+        // policy questions (`[policy_server]`).
+        if self.servers.is_empty() && self.policy_server.listen.is_empty() {
             bad(
                 "server".into(),
                 "at least one [[server]] is needed: without one every recipient gets 554 5.7.1 Relaying denied".into(),
@@ -900,6 +947,22 @@ impl Config {
             }
         }
 
+        for (i, l) in self.policy_server.listen.iter().enumerate() {
+            match parse_policy_listen(l) {
+                Some(PolicyListen::Unix(path)) if !path.starts_with(&self.process.run_dir) => bad(
+                    format!("policy_server.listen[{i}]"),
+                    format!(
+                        "{l:?}: a Unix socket lives in process.run_dir ({}), which the master owns",
+                        self.process.run_dir.display()
+                    ),
+                ),
+                Some(_) => {}
+                None => bad(
+                    format!("policy_server.listen[{i}]"),
+                    format!("{l:?} is not an address:port such as \"127.0.0.1:10023\" nor \"unix:/run/postern/policy.sock\""),
+                ),
+            }
+        }
         let po = &self.policy;
         if let Some(f) = &po.access_file {
             if !f.is_absolute() {
@@ -1253,6 +1316,18 @@ impl Config {
                         message: format!(
                             "{r:?} {why}: every client in it may relay mail to any domain through {} (an open relay)",
                             s.display_name()
+                        ),
+                    });
+                }
+            }
+        }
+        for (i, l) in self.policy_server.listen.iter().enumerate() {
+            if let Some(PolicyListen::Tcp(a)) = parse_policy_listen(l) {
+                if !a.ip().is_loopback() {
+                    out.push(Problem {
+                        key: format!("policy_server.listen[{i}]"),
+                        message: format!(
+                            "{l:?} is not a loopback address: whoever reaches it may ask the policy (firewall it to your Postfix hosts)"
                         ),
                     });
                 }

@@ -67,6 +67,12 @@ impl PostfixBackend {
 
     /// Starts an instance on two free loopback ports; returns once both listen.
     pub fn start() -> PostfixBackend {
+        Self::start_with("")
+    }
+
+    /// As [`PostfixBackend::start`], with `main_cf` lines appended to the
+    /// instance's `main.cf` (restrictions, say).
+    pub fn start_with(main_cf: &str) -> PostfixBackend {
         assert!(
             Path::new(POSTFIX).exists() && Path::new(MASTER).exists(),
             "Postfix is not installed: run `bash tests/run` (it installs Debian's postfix)"
@@ -84,7 +90,7 @@ impl PostfixBackend {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let (xclient_port, proxy_port) = two_ports();
-            write_config(&dir, xclient_port, proxy_port);
+            write_config(&dir, xclient_port, proxy_port, main_cf);
             // A failed attempt may leave a half-made queue; start from nothing.
             let _ = fs::remove_dir_all(dir.path("queue"));
             let _ = fs::remove_dir_all(dir.path("data"));
@@ -259,7 +265,7 @@ fn postfix_command(dir: &TempDir, verb: &str) -> Command {
 }
 
 /// Writes `conf/main.cf` and `conf/master.cf` for the two smtpd ports.
-fn write_config(dir: &TempDir, xclient_port: u16, proxy_port: u16) {
+fn write_config(dir: &TempDir, xclient_port: u16, proxy_port: u16, extra: &str) {
     let root = dir.0.display();
     let main_cf = format!(
         "# A private test instance: everything lives under {root}.
@@ -288,7 +294,7 @@ transport_maps = inline:{{{domain}=discard:}}
 default_transport = discard:
 relay_transport = discard:
 local_transport = discard:
-",
+{extra}",
         hostname = PostfixBackend::HOSTNAME,
         domain = PostfixBackend::DOMAIN,
     );

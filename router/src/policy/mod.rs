@@ -26,6 +26,7 @@
 
 pub mod access;
 pub mod dns;
+pub mod server;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
