@@ -20,6 +20,7 @@ install_missing() {
     command -v nginx >/dev/null 2>&1 || need+=(nginx)
     [ -e /usr/lib/nginx/modules/ngx_mail_module.so ] || need+=(libnginx-mod-mail)
     command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+    [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
     [ ${#need[@]} -gt 0 ] || return 0
     log "installing ${need[*]}"
     # "No configuration": postfix is only a package of programs here.
@@ -180,6 +181,48 @@ host = "127.0.0.1"
 port = $SINK_PORT
 domains = $domains
 EOF
+}
+
+# The policy configuration (bench/run's `policy`): the anti-spam policy
+# on, as a site would run it. 10,000 access entries (reject connect of
+# 10.x hosts, reject from of addresses, an accept to), four restrictions
+# (not the domain lookups, which would measure DNS rather than postern), and
+# two DNS blocklist zones served by a dnsmasq of the bench (bl1 holds the
+# RFC 5782 test entry only; bl2 also lists 127.0.0.5); skip_networks = []
+# so that smtp-source's 127.0.0.1 is looked up like any client.
+gen_policy() {          # dir (holding postern.toml)
+    local dir=$1
+    cat >>"$dir/postern.toml" <<EOF
+
+[policy]
+resolvers = ["127.0.0.1:$DNS_PORT"]
+skip_networks = []
+dnsbl = ["bl1.bench.test=127.0.0.[2..11]", "bl2.bench.test"]
+restrictions = ["reject_invalid_helo_hostname", "reject_non_fqdn_sender", "reject_non_fqdn_recipient", "reject_unauth_pipelining"]
+EOF
+    mkdir -p "$dir/state"
+    python3 - "$dir/state/access.toml" <<'PY'
+import sys
+with open(sys.argv[1], "w") as f:
+    f.write('[[accept]]\nmethod = "to"\npattern = "postmaster@bench.test"\n\n')
+    for i in range(9000):
+        f.write(f'[[reject]]\nmethod = "connect"\npattern = "10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"\n\n')
+    for i in range(999):
+        f.write(f'[[reject]]\nmethod = "from"\npattern = "spammer{i}@bulk.example"\n\n')
+PY
+}
+
+start_dns() {           # dir: dnsmasq on DNS_PORT with the bench's zones
+    local dir=$1
+    /usr/sbin/dnsmasq --keep-in-foreground --listen-address=127.0.0.1 --bind-interfaces \
+        --port="$DNS_PORT" --no-resolv --no-hosts --conf-file=/dev/null --pid-file= --user=nobody \
+        --local=/bench.test/ \
+        --host-record=2.0.0.127.bl1.bench.test,127.0.0.2 \
+        --host-record=2.0.0.127.bl2.bench.test,127.0.0.2 \
+        --host-record=5.0.0.127.bl2.bench.test,127.0.0.2 \
+        >"$dir/dns.log" 2>&1 &
+    dns_pid=$!
+    started+=("$dns_pid")
 }
 
 start_postern() {       # dir (holding postern.toml), smtpd processes to wait for (default 2)

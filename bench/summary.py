@@ -259,6 +259,19 @@ def main():
                 fmt(v / 1024 if v else None, 1, " MB"), notes or "–"))
         p()
 
+    if "policy" in configs:
+        p("### Policy (s100's load; 10,000 access entries, four restrictions, two blocklist zones)")
+        p()
+        p("| policy | messages/s | CPU µs/msg: all postern / router | trials ok |")
+        p("|---|---|---|---|")
+        for t, label in (("postern", "off"), ("postern-policy", "on")):
+            ok, n = run.count("policy", t)
+            p("| %s | %s | %s / %s | %d/%d |" % (
+                label, fmt(run.median("policy", t, "msgs_per_s")),
+                fmt(run.median("policy", t, "cpu_us_per_msg")),
+                fmt(run.median("policy", t, "router_cpu_us_per_msg")), ok, n))
+        p()
+
     if "idle" in configs:
         p("### Idle sessions (bench/idle.py; limits raised for this trial)")
         p()
@@ -309,6 +322,8 @@ def main():
         s = shares.get("postern-100k")
         target("router lookup < 5 % of session time (100,000 domains, 100 sessions)",
                s * 100 if s is not None else None, lambda v: v < 5, 1, " %")
+    target("with the policy on, CPU per message ≤ 1.15 × policy off",
+           run.ratio("policy", "postern-policy", "postern", "cpu_us_per_msg"), lambda v: v <= 1.15)
     target("p99 with reloads ≤ 2 × p99 without", run.ratio("reload", "postern-reload", "postern-steady", "p99_ms"),
            lambda v: v <= 2)
     p()
