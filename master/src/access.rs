@@ -376,7 +376,7 @@ fn test(rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
 fn describe(v: &PolicyVerdict) -> String {
     match v {
         PolicyVerdict::Dunno => {
-            "verdict: dunno (no access entry matches: the mail goes on to the server)\n".into()
+            "verdict: dunno (no access entry, restriction or blocklist refuses it: the mail goes on to the server)\n".into()
         }
         PolicyVerdict::Accept { rule } => {
             format!("verdict: accept (the other checks are skipped)\nrule: {rule}\n")

@@ -264,7 +264,7 @@ pub fn render(
     family(
         "postern_rejected_total",
         "counter",
-        "Connections, sessions or messages refused, by kind.",
+        "Connections, sessions, messages or recipients refused, by kind.",
         &Rejection::ALL
             .iter()
             .map(|r| {

@@ -353,9 +353,9 @@ pub struct FileError(pub Vec<String>);
 /// The header postern writes at the top of the file.
 const HEADER: &str = "\
 # postern access lists (postern access list|add|remove; `postern reload`
-# after editing by hand). [[accept]] entries skip blocklists and
-# greylisting, [[reject]] entries refuse with 554; method = connect, from
-# or to. keep_until is a reminder only: nothing expires by itself.
+# after editing by hand). [[accept]] entries skip every other policy check
+# (never relay control), [[reject]] entries refuse with 554; method =
+# connect, from or to. keep_until is a reminder only: nothing expires by itself.
 ";
 
 impl AccessFile {

@@ -49,7 +49,8 @@ pub struct Config {
     /// The update queue and scheduled backend restarts (SPEC §7).
     #[serde(default)]
     pub update: Update,
-    /// Anti-spam policy for mail from the internet (SPEC §8): access lists so far.
+    /// Anti-spam policy for mail from the internet (SPEC §8): access lists,
+    /// restrictions, DNS blocklists.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     pub policy: Policy,
     /// The Postfix policy delegation server (SPEC §8).

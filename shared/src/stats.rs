@@ -67,9 +67,9 @@ pub enum Rejection {
     Smuggling,
     /// A recipient refused by a reject entry of the access lists (`554 5.7.1`).
     Access,
-    /// Refused by a DNS blocklist (reserved: the policy issue).
+    /// A recipient refused because the client or the sender's domain is in a DNS blocklist.
     Dnsbl,
-    /// Refused by a Postfix-style restriction (reserved: the policy issue).
+    /// A recipient refused by a Postfix-style restriction (HELO, FQDN, unknown domain, pipelining).
     Restriction,
 }
 

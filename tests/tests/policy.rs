@@ -307,6 +307,18 @@ fn the_lists_persist_and_a_broken_file_keeps_the_lists_in_force() {
     assert_eq!(reload.status.code(), Some(1));
     let out = send(&p, "127.0.0.5", "a@good.test", "u@one.test");
     assert!(out.contains("<** 554 5.7.1"), "{out}");
+    // Even a router that dies and is restarted on the broken file keeps
+    // them: it serves the last good copy and says so.
+    let old = p.pids_of("postern-router");
+    assert_eq!(old.len(), 1, "{old:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill the router");
+    p.wait_log("serving the last good copy");
+    let out = send(&p, "127.0.0.5", "a@good.test", "u@one.test");
+    assert!(out.contains("<** 554 5.7.1"), "{out}");
     let out = send(&p, "127.0.0.6", "a@good.test", "u@one.test");
     assert!(out.contains("<-  250 2.0.0 Ok: queued as"), "{out}");
     one.wait_messages(1);

@@ -35,15 +35,30 @@ pub enum ChangeError {
 }
 
 impl Lists {
-    /// Reads `path` (a missing file is empty lists; an unreadable one is
-    /// logged and gives empty lists, which `postern check` would have named).
+    /// Reads `path` (a missing file is empty lists). A file broken by hand
+    /// since the master last checked it (a router restarted after an edit
+    /// without a reload) does not empty the lists: the last good copy,
+    /// kept beside it at every load and change, is served, and the error
+    /// says so.
     pub fn load(path: PathBuf) -> Lists {
         let file = match AccessFile::load(&path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!("access lists not loaded: {e}");
-                AccessFile::default()
+            Ok(f) => {
+                keep_good_copy(&path, &f);
+                f
             }
+            Err(e) => match AccessFile::load(&good_copy(&path)) {
+                Ok(f) if good_copy(&path).exists() => {
+                    tracing::error!(
+                        "access lists: {e}; serving the last good copy, {} (fix the file: postern check names the line)",
+                        good_copy(&path).display()
+                    );
+                    f
+                }
+                _ => {
+                    tracing::error!("access lists not loaded: {e}");
+                    AccessFile::default()
+                }
+            },
         };
         log_loaded(&path, &file);
         Lists {
@@ -56,6 +71,7 @@ impl Lists {
     pub fn reload(&self, path: PathBuf) {
         match AccessFile::load(&path) {
             Ok(file) => {
+                keep_good_copy(&path, &file);
                 log_loaded(&path, &file);
                 let index = Arc::new(AccessIndex::new(&file));
                 let mut held = self.file.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,10 +126,27 @@ impl Lists {
         edit(&mut next)?;
         next.save(&held.0)
             .map_err(|e| ChangeError::Io(held.0.display().to_string(), e))?;
+        keep_good_copy(&held.0, &next);
         let index = Arc::new(AccessIndex::new(&next));
         held.1 = next;
         *self.index.write().unwrap_or_else(|p| p.into_inner()) = index;
         Ok(())
+    }
+}
+
+/// Where the last good copy of `path` is kept: `.NAME.good` beside it.
+fn good_copy(path: &std::path::Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.good"))
+}
+
+/// Keeps a copy of lists known good; a failure only costs that copy.
+fn keep_good_copy(path: &std::path::Path, file: &AccessFile) {
+    if let Err(e) = file.save(&good_copy(path)) {
+        tracing::debug!("access lists: no good copy kept: {e}");
     }
 }
 

@@ -55,6 +55,8 @@ struct Settings {
     skip: Vec<IpNet>,
     dns: Option<Dns>,
     dns_timeout: Duration,
+    /// The servers the resolver was made for (empty: the system's).
+    dns_servers: Vec<std::net::SocketAddr>,
     /// Changes at every reload, so that facts looked up with the old zones
     /// are not used with the new ones.
     generation: u64,
@@ -288,7 +290,9 @@ impl Engine {
         let domain_of = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_string());
         for r in &s.restrictions {
             match r.as_str() {
-                "reject_invalid_helo_hostname" => {
+                // (Without a HELO — `postern access test` without --helo —
+                // there is nothing to judge; smtpd always has one.)
+                "reject_invalid_helo_hostname" if q.helo.is_some() => {
                     let helo = q.helo.as_deref().unwrap_or("");
                     if !valid_helo(helo) {
                         return refuse(
@@ -310,7 +314,11 @@ impl Engine {
                         r,
                     );
                 }
-                "reject_non_fqdn_recipient" if !fqdn_address(&q.recipient) => {
+                // `<Postmaster>` without a domain must be accepted (RFC 5321 §4.1.1.3).
+                "reject_non_fqdn_recipient"
+                    if !fqdn_address(&q.recipient)
+                        && !q.recipient.eq_ignore_ascii_case("postmaster") =>
+                {
                     return refuse(
                         504,
                         "5.5.2",
@@ -327,10 +335,15 @@ impl Engine {
                     let Some(domain) = domain_of(address).filter(|d| !d.starts_with('[')) else {
                         continue;
                     };
-                    let Some(dns) = &s.dns else { continue };
-                    let found = tokio::time::timeout(2 * s.dns_timeout, dns.domain_exists(&domain))
-                        .await
-                        .unwrap_or(Answer::Timeout);
+                    // No resolver is a lookup that failed: 450, as for any DNS failure.
+                    let found = match &s.dns {
+                        Some(dns) => {
+                            tokio::time::timeout(2 * s.dns_timeout, dns.domain_exists(&domain))
+                                .await
+                                .unwrap_or(Answer::Timeout)
+                        }
+                        None => Answer::Failed("no resolver".into()),
+                    };
                     if !matches!(found, Answer::Found(_)) {
                         // Not found, or not known: 450 either way (Postfix's
                         // unknown_address_reject_code), never a 5xx.
@@ -572,30 +585,37 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
     // verified name. Only a configuration that needs DNS hears about it.
     let needs_dns = p.needs_dns();
     let servers = p.resolver_addrs();
-    let dns = match Dns::new(&servers, p.dns_timeout.0) {
-        Ok((dns, asked)) => {
-            let public = Dns::public(&asked);
-            if needs_dns && !public.is_empty() {
-                tracing::warn!(
+    let same = old.filter(|o| {
+        o.dns.is_some() && o.dns_servers == servers && o.dns_timeout == p.dns_timeout.0
+    });
+    let dns = match same {
+        // The same servers: the same resolver, its cache kept.
+        Some(o) => o.dns.clone(),
+        None => match Dns::new(&servers, p.dns_timeout.0) {
+            Ok((dns, asked)) => {
+                let public = Dns::public(&asked);
+                if needs_dns && !public.is_empty() {
+                    tracing::warn!(
                     "policy: the resolver {public:?} is a public one: DNS blocklists refuse its queries (Spamhaus answers 127.255.255.254); set policy.resolvers to a local resolver"
                 );
+                }
+                if needs_dns && old.is_none() {
+                    tracing::info!(
+                        "policy: DNS through {asked:?}, {:?} per query",
+                        p.dns_timeout.0
+                    );
+                }
+                Some(dns)
             }
-            if needs_dns && old.is_none() {
-                tracing::info!(
-                    "policy: DNS through {asked:?}, {:?} per query",
-                    p.dns_timeout.0
-                );
+            Err(e) if needs_dns => {
+                tracing::error!("policy: no DNS, so no blocklist and no domain check: {e}");
+                None
             }
-            Some(dns)
-        }
-        Err(e) if needs_dns => {
-            tracing::error!("policy: no DNS, so no blocklist and no domain check: {e}");
-            None
-        }
-        Err(e) => {
-            tracing::debug!("policy: no DNS: {e}");
-            None
-        }
+            Err(e) => {
+                tracing::debug!("policy: no DNS: {e}");
+                None
+            }
+        },
     };
     Settings {
         restrictions: p.restrictions.clone(),
@@ -609,6 +629,7 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
             .collect(),
         dns,
         dns_timeout: p.dns_timeout.0,
+        dns_servers: servers,
         generation,
     }
 }
@@ -636,7 +657,8 @@ fn fqdn_address(a: &str) -> bool {
 
 fn log(q: &Query, client: &Client, v: &Verdict, by: &str) {
     let sid = q.sid.as_str();
-    let sender = format!("<{}>", q.sender);
+    // The field as smtpd writes it (no brackets); the message has them.
+    let sender = q.sender.as_str();
     match v {
         Verdict::Dunno => {}
         Verdict::Accept { rule } => tracing::info!(
@@ -644,7 +666,7 @@ fn log(q: &Query, client: &Client, v: &Verdict, by: &str) {
             client_ip = %client.ip,
             sender,
             recipient = %q.recipient,
-            "mail from {sender} to <{}> accepted by {by} ({rule})",
+            "mail from <{sender}> to <{}> accepted by {by} ({rule})",
             q.recipient
         ),
         // The seed's wording: "Mail from … refused via <zone>".
@@ -654,7 +676,7 @@ fn log(q: &Query, client: &Client, v: &Verdict, by: &str) {
             sender,
             recipient = %q.recipient,
             reply = %format!("{} {} {}", r.code, r.enhanced, r.text),
-            "mail from {sender} to <{}> refused via {} ({by})",
+            "mail from <{sender}> to <{}> refused via {} ({by})",
             q.recipient,
             r.rule
         ),
