@@ -65,18 +65,20 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let mut worker = Worker::start("postern-router", Options::default()).await?;
+    let stats = Arc::new(stats::Recorder::load(
+        worker.config.process.state_dir.clone(),
+    ));
     let table: Shared = Arc::new(State {
         table: RwLock::new(Arc::new(load(&worker.config))),
         limits: RwLock::new(limits(&worker.config)),
         anvil: Mutex::new(Anvil::default()),
         brake: Mutex::new(AuthBrake::default()),
-        stats: Arc::new(stats::Recorder::load(
-            worker.config.process.state_dir.clone(),
-        )),
-        policy: Arc::new(policy::Engine::new(&worker.config)),
+        policy: Arc::new(policy::Engine::new(&worker.config, stats.clone())),
+        stats,
     });
     tokio::spawn(sweep_loop(table.clone()));
     tokio::spawn(table.policy.clone().self_test_loop());
+    tokio::spawn(table.policy.clone().purge_loop());
     tokio::spawn(stats::save_loop(table.stats.clone()));
     let listeners = worker.take_listeners("router");
     if listeners.is_empty() {
@@ -134,6 +136,9 @@ async fn run() -> anyhow::Result<()> {
                 for (zone, state, why) in table.policy.zones() {
                     load.push("zone", format!("{zone}|{state}|{}", why.replace('|', "/")));
                 }
+                if let Some((state, why)) = table.policy.greylist_state() {
+                    load.push("greylist", format!("{state}|{}", why.replace('|', "/")));
+                }
                 if load != last_load && worker.has_master() {
                     worker.event(load.clone()).await;
                     last_load = load;
@@ -165,6 +170,9 @@ async fn run() -> anyhow::Result<()> {
             }
             Event::Stop | Event::Drain => {
                 tracing::info!("stopping");
+                // The greylist store synced and its file unlocked first: a
+                // router replacing this one opens it next.
+                table.policy.stop().await;
                 let recorder = table.stats.clone();
                 let _ = tokio::task::spawn_blocking(move || recorder.save()).await;
                 return Ok(());

@@ -53,6 +53,9 @@ pub struct Config {
     /// restrictions, DNS blocklists.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
     pub policy: Policy,
+    /// Greylisting (SPEC §8).
+    #[serde(default, skip_serializing_if = "Greylist::is_default")]
+    pub greylist: Greylist,
     /// The Postfix policy delegation server (SPEC §8).
     #[serde(default, skip_serializing_if = "PolicyServer::is_unset")]
     pub policy_server: PolicyServer,
@@ -447,6 +450,60 @@ fn default_exempt_recipients() -> Vec<String> {
 
 fn default_skip_networks() -> Vec<String> {
     vec!["127.0.0.0/8".into(), "::1/128".into()]
+}
+
+/// `[greylist]`: greylisting of mail from the internet (SPEC §8), the
+/// policy's last step.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Greylist {
+    /// Off by default.
+    pub enabled: bool,
+    /// The least time between a first attempt and a retry that passes.
+    pub delay: Duration,
+    /// How long after the first attempt a retry may come.
+    pub retry_window: Duration,
+    /// How long a passed triplet stays whitelisted after its last mail.
+    pub auto_whitelist: Duration,
+    /// The client "network" of an IPv4 triplet, in bits.
+    pub ipv4_prefix: u8,
+    /// Likewise for IPv6.
+    pub ipv6_prefix: u8,
+    /// `"embedded"` (a file in `state_dir`, owned by the router).
+    pub store: String,
+    /// `"accept"` or `"defer"` (451 4.3.0) when the store fails.
+    pub on_store_error: String,
+}
+
+impl Default for Greylist {
+    fn default() -> Self {
+        Greylist {
+            enabled: false,
+            delay: Duration::from_secs(120),
+            retry_window: Duration::from_secs(2 * 86_400),
+            auto_whitelist: Duration::from_secs(32 * 86_400),
+            ipv4_prefix: 24,
+            ipv6_prefix: 64,
+            store: "embedded".into(),
+            on_store_error: "accept".into(),
+        }
+    }
+}
+
+impl Greylist {
+    fn is_default(&self) -> bool {
+        *self == Greylist::default()
+    }
+
+    /// The timings in milliseconds.
+    pub fn timings(&self) -> crate::greylist::Timings {
+        let ms = |d: Duration| u64::try_from(d.0.as_millis()).unwrap_or(u64::MAX);
+        crate::greylist::Timings {
+            delay: ms(self.delay),
+            retry_window: ms(self.retry_window),
+            auto_whitelist: ms(self.auto_whitelist),
+        }
+    }
 }
 
 impl Default for Policy {
@@ -963,6 +1020,51 @@ impl Config {
                     format!("{l:?} is not an address:port such as \"127.0.0.1:10023\" nor \"unix:/run/postern/policy.sock\""),
                 ),
             }
+        }
+        let g = &self.greylist;
+        if g.delay.0 < std::time::Duration::from_secs(1) {
+            bad("greylist.delay".into(), "must be at least 1s".into());
+        }
+        if g.retry_window < g.delay {
+            bad(
+                "greylist.retry_window".into(),
+                "must not be shorter than delay".into(),
+            );
+        }
+        if g.auto_whitelist.0 < std::time::Duration::from_secs(60) {
+            bad(
+                "greylist.auto_whitelist".into(),
+                "must be at least 1m".into(),
+            );
+        }
+        if g.ipv4_prefix == 0 || g.ipv4_prefix > 32 {
+            bad(
+                "greylist.ipv4_prefix".into(),
+                "must be between 1 and 32".into(),
+            );
+        }
+        if g.ipv6_prefix == 0 || g.ipv6_prefix > 128 {
+            bad(
+                "greylist.ipv6_prefix".into(),
+                "must be between 1 and 128".into(),
+            );
+        }
+        match g.store.as_str() {
+            "embedded" => {}
+            s if s.starts_with("redis://") => bad(
+                "greylist.store".into(),
+                format!("{s:?}: the Redis store is not implemented yet; use \"embedded\""),
+            ),
+            s => bad(
+                "greylist.store".into(),
+                format!("{s:?} is not \"embedded\""),
+            ),
+        }
+        if !matches!(g.on_store_error.as_str(), "accept" | "defer") {
+            bad(
+                "greylist.on_store_error".into(),
+                format!("{:?} is not accept or defer", g.on_store_error),
+            );
         }
         let po = &self.policy;
         if let Some(f) = &po.access_file {

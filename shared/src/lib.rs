@@ -4,6 +4,7 @@
 //! - [`config`]: the TOML configuration, its validation and defaults;
 //! - [`dnsbl`]: DNS blocklist zones, filters, answers and zone health (sans-IO);
 //! - [`durable`]: files replaced whole or not at all;
+//! - [`greylist`]: greylisting triplets, sender normalisation and the timer rules (sans-IO);
 //! - [`base64`]: the codec of SMTP AUTH;
 //! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
 //! - [`backend`]: the SMTP client side of a backend connection (smtpd relays
@@ -29,6 +30,7 @@ pub mod bufread;
 pub mod config;
 pub mod dnsbl;
 pub mod durable;
+pub mod greylist;
 pub mod legacy;
 pub mod logging;
 pub mod net;

@@ -133,6 +133,41 @@ pub enum Verdict {
     Refuse(Refusal),
 }
 
+/// Which statistics counter a refusal counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `rejected.<kind>`: access lists, blocklists, restrictions.
+    Rejected(Rejection),
+    /// `greylisted`: a temporary refusal the sender's retry will pass.
+    Greylisted,
+}
+
+impl Kind {
+    /// The wire name: the rejection's kind, or `greylist`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Rejected(r) => r.as_str(),
+            Kind::Greylisted => "greylist",
+        }
+    }
+
+    /// The kind of a wire name.
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "greylist" => Some(Kind::Greylisted),
+            other => Rejection::parse(other).map(Kind::Rejected),
+        }
+    }
+
+    /// The counter a refusal of this kind adds to.
+    pub fn counter(self) -> crate::stats::Counter {
+        match self {
+            Kind::Rejected(r) => crate::stats::Counter::Rejected(r),
+            Kind::Greylisted => crate::stats::Counter::Greylisted,
+        }
+    }
+}
+
 /// A refusal: the SMTP reply and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -143,7 +178,7 @@ pub struct Refusal {
     /// Reply text.
     pub text: String,
     /// Which statistics counter it counts in.
-    pub kind: Rejection,
+    pub kind: Kind,
     /// What decided, for the log.
     pub rule: String,
 }
@@ -187,7 +222,7 @@ impl Verdict {
                     code,
                     enhanced,
                     text: a.get("text")?.to_string(),
-                    kind: Rejection::parse(a.get("kind")?)?,
+                    kind: Kind::parse(a.get("kind")?)?,
                     rule: a.get("rule").unwrap_or_default().to_string(),
                 }))
             }
@@ -231,7 +266,7 @@ pub fn access_verdict(index: &AccessIndex, q: &Query) -> Verdict {
                 code: 554,
                 enhanced: "5.7.1",
                 text,
-                kind: Rejection::Access,
+                kind: Kind::Rejected(Rejection::Access),
                 rule: rule(e),
             })
         }
@@ -268,7 +303,7 @@ mod tests {
                 code: 554,
                 enhanced: "5.7.1",
                 text: "<a@b.test>: Sender address rejected: Access denied".into(),
-                kind: Rejection::Access,
+                kind: Kind::Rejected(Rejection::Access),
                 rule: "reject from a@b.test".into(),
             }),
         ] {

@@ -26,6 +26,7 @@
 
 pub mod access;
 pub mod dns;
+pub mod greylist;
 pub mod server;
 
 use std::collections::HashMap;
@@ -37,7 +38,7 @@ use postern_shared::access::Client;
 use postern_shared::config::Config;
 use postern_shared::dnsbl::{self, Kind, Outcome, Zone};
 use postern_shared::net::{unmap, IpNet};
-use postern_shared::policy::{access_verdict, Query, Refusal, Verdict};
+use postern_shared::policy::{access_verdict, Kind as RefusalKind, Query, Refusal, Verdict};
 use postern_shared::stats::Rejection;
 use tokio::sync::OnceCell;
 
@@ -57,6 +58,8 @@ struct Settings {
     dns_timeout: Duration,
     /// The servers the resolver was made for (empty: the system's).
     dns_servers: Vec<std::net::SocketAddr>,
+    /// `[greylist]`.
+    greylist: postern_shared::config::Greylist,
     /// Changes at every reload, so that facts looked up with the old zones
     /// are not used with the new ones.
     generation: u64,
@@ -78,6 +81,16 @@ pub struct Engine {
     settings: RwLock<Arc<Settings>>,
     health: Mutex<HashMap<String, dnsbl::Health>>,
     facts: Mutex<HashMap<IpAddr, Prefetched>>,
+    /// The greylist store, opened once greylisting is enabled.
+    greylist: RwLock<Option<Arc<greylist::Embedded>>>,
+    /// Its breaker.
+    breaker: greylist::SharedBreaker,
+    /// For `greylist_passed`, which only the router sees.
+    stats: Arc<crate::stats::Recorder>,
+    /// Where the store lives.
+    state_dir: std::path::PathBuf,
+    /// The last attempt to open the store (at most one a second).
+    opened_at: Mutex<Option<Instant>>,
 }
 
 /// A client's facts, when they were asked for and with which settings.
@@ -85,18 +98,86 @@ type Prefetched = (Instant, u64, Arc<OnceCell<Facts>>);
 
 impl Engine {
     /// The engine for `config`.
-    pub fn new(config: &Config) -> Engine {
-        Engine {
+    pub fn new(config: &Config, stats: Arc<crate::stats::Recorder>) -> Engine {
+        let e = Engine {
             access: access::Lists::load(config.access_file()),
             settings: RwLock::new(Arc::new(settings(config, 1, None))),
             health: Mutex::new(HashMap::new()),
             facts: Mutex::new(HashMap::new()),
+            greylist: RwLock::new(None),
+            breaker: Mutex::new(greylist::Breaker::default()),
+            stats,
+            state_dir: config.process.state_dir.clone(),
+            opened_at: Mutex::new(None),
+        };
+        e.open_greylist(config.greylist.enabled);
+        e
+    }
+
+    /// Opens the greylist store when greylisting is on and it is not open,
+    /// trying at most once a second: a router that replaces another
+    /// (`postern restart router`) finds the file locked until the old one
+    /// has stopped. Until it opens, the store is failing: `on_store_error`.
+    fn open_greylist(&self, enabled: bool) -> Option<Arc<greylist::Embedded>> {
+        if !enabled {
+            return None;
+        }
+        if let Some(store) = self
+            .greylist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            return Some(store);
+        }
+        {
+            let mut at = self.opened_at.lock().unwrap_or_else(|p| p.into_inner());
+            if at.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return None;
+            }
+            *at = Some(Instant::now());
+        }
+        let mut held = self.greylist.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = held.clone() {
+            return Some(store);
+        }
+        let path = self.state_dir.join("greylist.redb");
+        match greylist::Embedded::open(&path) {
+            Ok(store) => {
+                tracing::info!("greylisting: store {}", path.display());
+                let store = Arc::new(store);
+                *held = Some(store.clone());
+                self.breaker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .last_error = None;
+                Some(store)
+            }
+            Err(e) => {
+                tracing::warn!("greylisting: {e}");
+                let mut b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+                b.last_error = Some(e);
+                None
+            }
+        }
+    }
+
+    /// Syncs and closes the greylist store (at the router's stop).
+    pub async fn stop(&self) {
+        let store = self
+            .greylist
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(store) = store {
+            store.stop().await;
         }
     }
 
     /// A reload: new settings, the access file read again.
     pub fn reload(&self, config: &Config) {
         self.access.reload(config.access_file());
+        self.open_greylist(config.greylist.enabled);
         let old = self.settings();
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(settings(config, old.generation + 1, Some(&old)));
@@ -266,7 +347,12 @@ impl Engine {
                     .await
                 {
                     Some(v) => (v, "a blocklist"),
-                    None => (Verdict::Dunno, ""),
+                    // Greylisting last: mail refused for another reason
+                    // makes no entry.
+                    None => match self.greylisting(&s, &query).await {
+                        Some(v) => (v, "greylisting"),
+                        None => (Verdict::Dunno, ""),
+                    },
                 },
             },
             v => (v, "the access lists"),
@@ -283,7 +369,7 @@ impl Engine {
                 code,
                 enhanced,
                 text,
-                kind: Rejection::Restriction,
+                kind: RefusalKind::Rejected(Rejection::Restriction),
                 rule: rule.to_string(),
             }))
         };
@@ -418,7 +504,7 @@ impl Engine {
                 code: 554,
                 enhanced: "5.7.1",
                 text,
-                kind: Rejection::Dnsbl,
+                kind: RefusalKind::Rejected(Rejection::Dnsbl),
                 rule: format!("{} ({listed})", zone.reply_name),
             }))
         };
@@ -451,6 +537,154 @@ impl Engine {
             }
         }
         None
+    }
+
+    /// The greylisting step: `None` to go on (passed, whitelisted, not
+    /// applicable, or a failing store with `on_store_error = "accept"`).
+    async fn greylisting(&self, s: &Settings, q: &Query) -> Option<Verdict> {
+        let g = &s.greylist;
+        if !g.enabled || !self.blocklisted(s, q) {
+            return None;
+        }
+        let failed = |why: &str| {
+            if g.on_store_error == "defer" {
+                Some(Verdict::Refuse(Refusal {
+                    code: 451,
+                    enhanced: "4.3.0",
+                    text: "Greylist temporarily unavailable, please try again later".into(),
+                    kind: RefusalKind::Greylisted,
+                    rule: format!("greylist store: {why}"),
+                }))
+            } else {
+                None
+            }
+        };
+        if !self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .closed(Instant::now())
+        {
+            return failed("left alone after repeated failures");
+        }
+        let Some(store) = self.open_greylist(true) else {
+            return failed("not open");
+        };
+        let triplet = postern_shared::greylist::Triplet::new(
+            q.client,
+            &q.sender,
+            &q.recipient,
+            g.ipv4_prefix,
+            g.ipv6_prefix,
+        );
+        let now = postern_shared::logging::now_millis().max(0) as u64;
+        let result = tokio::time::timeout(
+            greylist::STORE_TIMEOUT,
+            store.attempt(&triplet, now, g.timings(), q.dry),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {:?}", greylist::STORE_TIMEOUT)));
+        let warning = self
+            .breaker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .record(
+                result.as_ref().map(|_| ()).map_err(String::as_str),
+                Instant::now(),
+            );
+        if let Some(w) = warning {
+            tracing::warn!("greylisting: the store {}: {w}", store.path().display());
+        }
+        let step = match result {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::warn!(sid = %q.sid, "greylisting: the store failed: {e}");
+                return failed(&e);
+            }
+        };
+        use postern_shared::greylist::{hms, Step};
+        match step {
+            Step::Greylist { left, .. } | Step::TooEarly { left, .. } => {
+                Some(Verdict::Refuse(Refusal {
+                    code: 451,
+                    enhanced: "4.7.1",
+                    text: format!("Greylisting in action, please come back in {}", hms(left)),
+                    kind: RefusalKind::Greylisted,
+                    rule: format!(
+                        "greylist {} {} {}",
+                        triplet.network, triplet.sender, triplet.recipient
+                    ),
+                }))
+            }
+            Step::Pass(_) => {
+                if !q.dry {
+                    tracing::info!(
+                        sid = %q.sid,
+                        client_ip = %q.client,
+                        sender = %q.sender,
+                        recipient = %q.recipient,
+                        "greylisting: {} {} {} passed: auto-whitelisted",
+                        triplet.network,
+                        triplet.sender,
+                        triplet.recipient
+                    );
+                    let counter = postern_shared::stats::Counter::GreylistPassed;
+                    self.stats
+                        .count(&postern_shared::proto::Attrs::new().with(counter.as_str(), 1));
+                }
+                None
+            }
+            Step::Renew(_) => None,
+        }
+    }
+
+    /// Purges expired greylist records every hour (and logs the sizes);
+    /// meanwhile, a store that could not be opened (another router still
+    /// held it) is tried again every second.
+    pub async fn purge_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    let enabled = self.settings().greylist.enabled;
+                    let open = self.greylist.read().unwrap_or_else(|p| p.into_inner()).is_some();
+                    if enabled && !open {
+                        self.open_greylist(true);
+                    }
+                    continue;
+                }
+            }
+            let s = self.settings();
+            let store = self
+                .greylist
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let (Some(store), true) = (store, s.greylist.enabled) else {
+                continue;
+            };
+            let now = postern_shared::logging::now_millis().max(0) as u64;
+            match store.purge(now, s.greylist.timings()).await {
+                Ok((dropped, pending, passed)) => tracing::info!(
+                    "greylisting: purged {dropped} expired entries; {pending} pending, {passed} auto-whitelisted"
+                ),
+                Err(e) => tracing::warn!("greylisting: purge failed: {e}"),
+            }
+        }
+    }
+
+    /// The greylist store's standing for the status: `None` when
+    /// greylisting is off, else `("ok" | "degraded", why)`.
+    pub fn greylist_state(&self) -> Option<(&'static str, String)> {
+        if !self.settings().greylist.enabled {
+            return None;
+        }
+        let b = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        Some(match b.degraded() {
+            Some(why) => ("degraded", why.to_string()),
+            None => ("ok", String::new()),
+        })
     }
 
     /// The RFC 5782 self-test of every zone: at start, then every 30
@@ -630,6 +864,7 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
         dns,
         dns_timeout: p.dns_timeout.0,
         dns_servers: servers,
+        greylist: config.greylist.clone(),
         generation,
     }
 }

@@ -236,7 +236,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Shared) {
 /// A refusal counts in the statistics as it would for postern's own clients.
 fn count(state: &Arc<crate::State>, v: &Verdict) {
     if let Verdict::Refuse(r) = v {
-        let counter = postern_shared::stats::Counter::Rejected(r.kind);
+        let counter = r.kind.counter();
         state.stats.count(&Attrs::new().with(counter.as_str(), 1));
     }
 }
@@ -328,7 +328,7 @@ mod tests {
                 code,
                 enhanced,
                 text: "<a@b.test>: no".into(),
-                kind: Rejection::Access,
+                kind: postern_shared::policy::Kind::Rejected(Rejection::Access),
                 rule: String::new(),
             })
         };

@@ -10,7 +10,6 @@ use tracing::{info, warn};
 use super::Session;
 use postern_shared::policy::{Query, Verdict};
 use postern_shared::smtp::{Path, Reply};
-use postern_shared::stats::Counter;
 
 impl Session {
     /// `None`: the recipient may go on to the backend. `Some(reply)`: the
@@ -42,7 +41,7 @@ impl Session {
                     "rcpt <{to}> refused by policy: {}",
                     r.rule
                 );
-                self.counts.add(Counter::Rejected(r.kind), 1);
+                self.counts.add(r.kind.counter(), 1);
                 Some(Reply::new(r.code, r.enhanced, &r.text))
             }
             Err(e) => {

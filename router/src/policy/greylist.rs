@@ -1,0 +1,449 @@
+//! Greylisting in the router (SPEC §8): the embedded store and the step of
+//! the policy that asks it.
+//!
+//! The store is a redb file, `state_dir/greylist.redb`, owned by one thread
+//! of the router: requests reach it over a channel and are answered on a
+//! oneshot, so the async runtime never blocks on the file. Everything the
+//! thread finds waiting goes in one write transaction; commits are not
+//! synced one by one (a crash loses at most the last second of attempts:
+//! such a sender is greylisted once more, nothing is lost), and a synced
+//! commit follows every second there was a change, and at stop. Tables:
+//! `meta` (the schema version), `pending` and `passed` (triplet key →
+//! first, last, count as three big-endian u64).
+//!
+//! A store that fails or does not answer within [`STORE_TIMEOUT`] costs the
+//! recipient what `on_store_error` says (accept, or 451 4.3.0); after
+//! [`BREAKER_FAILURES`] failures in a row the store is not asked for
+//! [`BREAKER_OPEN`], so an outage adds no wait per recipient. The log, the
+//! status and the metrics say the store is degraded meanwhile.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use postern_shared::greylist::{step, Passed, Pending, Record, Step, Timings, Triplet};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use tokio::sync::oneshot;
+
+/// The store answers each request within this, or it counts as failed.
+pub const STORE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Failures in a row that open the breaker.
+pub const BREAKER_FAILURES: u32 = 5;
+/// How long an open breaker keeps the store out.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
+/// The schema this code reads and writes.
+const SCHEMA: u64 = 1;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
+const PASSED: TableDefinition<&str, &[u8]> = TableDefinition::new("passed");
+
+/// A request to the store's thread.
+enum Request {
+    /// One attempt: the step it takes (stored unless `dry`).
+    Attempt {
+        key: String,
+        now: u64,
+        timings: Timings,
+        dry: bool,
+        reply: oneshot::Sender<Result<Step, String>>,
+    },
+    /// Drops expired records; answers how many were dropped and the list sizes.
+    Purge {
+        now: u64,
+        timings: Timings,
+        reply: oneshot::Sender<Result<(u64, u64, u64), String>>,
+    },
+    /// Sync what is committed, then stop.
+    Stop(oneshot::Sender<()>),
+}
+
+/// The embedded store: a handle on its thread.
+pub struct Embedded {
+    tx: std::sync::mpsc::Sender<Request>,
+    path: PathBuf,
+}
+
+fn encode(first: u64, last: u64, count: u64) -> [u8; 24] {
+    let mut b = [0u8; 24];
+    b[..8].copy_from_slice(&first.to_be_bytes());
+    b[8..16].copy_from_slice(&last.to_be_bytes());
+    b[16..].copy_from_slice(&count.to_be_bytes());
+    b
+}
+
+fn decode(b: &[u8]) -> Option<(u64, u64, u64)> {
+    let n = |r: std::ops::Range<usize>| Some(u64::from_be_bytes(b.get(r)?.try_into().ok()?));
+    Some((n(0..8)?, n(8..16)?, n(16..24)?))
+}
+
+impl Embedded {
+    /// Opens (or creates) the store at `path` and starts its thread.
+    pub fn open(path: &Path) -> Result<Embedded, String> {
+        let db =
+            Database::create(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        let version = (|| -> Result<u64, redb::Error> {
+            let w = db.begin_write()?;
+            let v = {
+                let mut meta = w.open_table(META)?;
+                let found = meta.get("schema")?.map(|g| g.value());
+                if found.is_none() {
+                    meta.insert("schema", SCHEMA)?;
+                }
+                w.open_table(PENDING)?;
+                w.open_table(PASSED)?;
+                found.unwrap_or(SCHEMA)
+            };
+            w.commit()?;
+            Ok(v)
+        })()
+        .map_err(|e| format!("cannot set up {}: {e}", path.display()))?;
+        if version != SCHEMA {
+            return Err(format!(
+                "{}: schema {version}, this postern reads schema {SCHEMA}",
+                path.display()
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("greylist-store".into())
+            .spawn(move || serve(db, rx))
+            .map_err(|e| format!("cannot start the store's thread: {e}"))?;
+        Ok(Embedded {
+            tx,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Where the file is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// One attempt of `t` at `now`.
+    pub async fn attempt(
+        &self,
+        t: &Triplet,
+        now: u64,
+        timings: Timings,
+        dry: bool,
+    ) -> Result<Step, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Attempt {
+                key: t.key(),
+                now,
+                timings,
+                dry,
+                reply,
+            })
+            .map_err(|_| "the store's thread is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the store's thread is gone".to_string())?
+    }
+
+    /// Drops what expired; returns (dropped, pending, passed).
+    pub async fn purge(&self, now: u64, timings: Timings) -> Result<(u64, u64, u64), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Purge {
+                now,
+                timings,
+                reply,
+            })
+            .map_err(|_| "the store's thread is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the store's thread is gone".to_string())?
+    }
+
+    /// Syncs and stops the thread (at the router's stop).
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Stop(reply)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        }
+    }
+}
+
+/// A reply to send once the batch's transaction is committed (or failed).
+type Answer = Box<dyn FnOnce(Result<(), String>)>;
+
+/// The store's thread: batches of requests, one transaction each.
+fn serve(db: Database, rx: std::sync::mpsc::Receiver<Request>) {
+    let mut dirty = false;
+    loop {
+        let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(r) => r,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if dirty && sync(&db).is_ok() {
+                    dirty = false;
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = sync(&db);
+                return;
+            }
+        };
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
+        let mut stop = None;
+        let mut answers: Vec<Answer> = Vec::new();
+        let result = (|| -> Result<(), redb::Error> {
+            let mut w = db.begin_write()?;
+            w.set_durability(Durability::None)?;
+            {
+                let mut pending = w.open_table(PENDING)?;
+                let mut passed = w.open_table(PASSED)?;
+                for req in batch {
+                    match req {
+                        Request::Attempt {
+                            key,
+                            now,
+                            timings,
+                            dry,
+                            reply,
+                        } => {
+                            let record =
+                                match passed.get(key.as_str())?.and_then(|g| decode(g.value())) {
+                                    Some((first, last, count)) => {
+                                        Some(Record::Passed(Passed { first, last, count }))
+                                    }
+                                    None => pending
+                                        .get(key.as_str())?
+                                        .and_then(|g| decode(g.value()))
+                                        .map(|(first, last, count)| {
+                                            Record::Pending(Pending { first, last, count })
+                                        }),
+                                };
+                            let s = step(record, now, &timings);
+                            if !dry {
+                                match s {
+                                    Step::Greylist { record: p, .. }
+                                    | Step::TooEarly { record: p, .. } => {
+                                        passed.remove(key.as_str())?;
+                                        pending.insert(
+                                            key.as_str(),
+                                            encode(p.first, p.last, p.count).as_slice(),
+                                        )?;
+                                    }
+                                    Step::Pass(p) | Step::Renew(p) => {
+                                        pending.remove(key.as_str())?;
+                                        passed.insert(
+                                            key.as_str(),
+                                            encode(p.first, p.last, p.count).as_slice(),
+                                        )?;
+                                    }
+                                }
+                            }
+                            answers.push(Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| s));
+                            }));
+                        }
+                        Request::Purge {
+                            now,
+                            timings,
+                            reply,
+                        } => {
+                            let mut dropped = 0u64;
+                            for (table, is_pending) in [(&mut pending, true), (&mut passed, false)]
+                            {
+                                let old: Vec<String> = table
+                                    .iter()?
+                                    .filter_map(|e| e.ok())
+                                    .filter_map(|(k, v)| {
+                                        let (first, last, count) = decode(v.value())?;
+                                        let r = if is_pending {
+                                            Record::Pending(Pending { first, last, count })
+                                        } else {
+                                            Record::Passed(Passed { first, last, count })
+                                        };
+                                        postern_shared::greylist::expired(&r, now, &timings)
+                                            .then(|| k.value().to_string())
+                                    })
+                                    .collect();
+                                for k in &old {
+                                    table.remove(k.as_str())?;
+                                }
+                                dropped += old.len() as u64;
+                            }
+                            let sizes = (dropped, pending.len()?, passed.len()?);
+                            answers.push(Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| sizes));
+                            }));
+                        }
+                        Request::Stop(reply) => stop = Some(reply),
+                    }
+                }
+            }
+            w.commit()?;
+            Ok(())
+        })();
+        let outcome = result.map_err(|e| e.to_string());
+        if outcome.is_ok() {
+            dirty = true;
+        }
+        for answer in answers {
+            answer(outcome.clone());
+        }
+        if let Some(reply) = stop {
+            let _ = sync(&db);
+            // Closed (its lock released) before the caller hears of it.
+            drop(db);
+            let _ = reply.send(());
+            return;
+        }
+    }
+}
+
+/// An empty synced commit: everything committed before is on disk.
+fn sync(db: &Database) -> Result<(), redb::Error> {
+    let mut w = db.begin_write()?;
+    w.set_durability(Durability::Immediate)?;
+    w.commit()?;
+    Ok(())
+}
+
+/// Failures in a row and, once they are too many, until when the store is left alone.
+#[derive(Debug, Default)]
+pub struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+    /// The last failure, for the status.
+    pub last_error: Option<String>,
+}
+
+impl Breaker {
+    /// Whether the store may be asked now.
+    pub fn closed(&mut self, now: Instant) -> bool {
+        match self.open_until {
+            Some(t) if now < t => false,
+            Some(_) => {
+                self.open_until = None;
+                self.failures = 0;
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Records an outcome; returns a warning to log when the breaker opens.
+    pub fn record(&mut self, ok: Result<(), &str>, now: Instant) -> Option<String> {
+        match ok {
+            Ok(()) => {
+                self.failures = 0;
+                self.last_error = None;
+                None
+            }
+            Err(e) => {
+                self.failures += 1;
+                self.last_error = Some(e.to_string());
+                (self.failures >= BREAKER_FAILURES && self.open_until.is_none()).then(|| {
+                    self.open_until = Some(now + BREAKER_OPEN);
+                    format!(
+                        "{BREAKER_FAILURES} failures in a row ({e}): not asked for {}s",
+                        BREAKER_OPEN.as_secs()
+                    )
+                })
+            }
+        }
+    }
+
+    /// Whether the store is degraded (failing or left alone).
+    pub fn degraded(&self) -> Option<&str> {
+        self.last_error.as_deref()
+    }
+}
+
+/// The breaker shared by the policy's tasks.
+pub type SharedBreaker = Mutex<Breaker>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timings = Timings {
+        delay: 1_000,
+        retry_window: 10_000,
+        auto_whitelist: 100_000,
+    };
+
+    #[test]
+    fn the_embedded_store_keeps_triplets_across_a_reopen() {
+        let dir = std::env::temp_dir().join(format!("postern-grey-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("greylist.redb");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        let t = Triplet::new(
+            "192.0.2.1".parse().expect("ip"),
+            "a@b.test",
+            "u@one.test",
+            24,
+            64,
+        );
+        rt.block_on(async {
+            let s = Embedded::open(&path).expect("open");
+            assert!(matches!(
+                s.attempt(&t, 0, T, false).await,
+                Ok(Step::Greylist { left: 1_000, .. })
+            ));
+            // A dry attempt changes nothing.
+            assert!(matches!(
+                s.attempt(&t, 2_000, T, true).await,
+                Ok(Step::Pass(_))
+            ));
+            assert!(matches!(
+                s.attempt(&t, 500, T, false).await,
+                Ok(Step::TooEarly { left: 500, .. })
+            ));
+            s.stop().await;
+        });
+        rt.block_on(async {
+            let s = Embedded::open(&path).expect("reopen");
+            assert!(matches!(
+                s.attempt(&t, 1_000, T, false).await,
+                Ok(Step::Pass(_))
+            ));
+            assert!(matches!(
+                s.attempt(&t, 5_000, T, false).await,
+                Ok(Step::Renew(_))
+            ));
+            let other = Triplet::new(
+                "198.51.100.1".parse().expect("ip"),
+                "a@b.test",
+                "u@one.test",
+                24,
+                64,
+            );
+            s.attempt(&other, 5_000, T, false).await.expect("attempt");
+            // At 20 s the pending one is past its window; the passed one stays.
+            assert_eq!(s.purge(20_000, T).await, Ok((1, 0, 1)));
+            s.stop().await;
+        });
+        std::fs::remove_dir_all(&dir).expect("clean");
+    }
+
+    #[test]
+    fn five_failures_open_the_breaker_for_thirty_seconds() {
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for i in 0..4 {
+            assert!(b.record(Err("timeout"), t0).is_none(), "{i}");
+        }
+        assert!(b.record(Err("timeout"), t0).is_some());
+        assert!(!b.closed(t0 + Duration::from_secs(29)));
+        assert!(b.closed(t0 + BREAKER_OPEN));
+        assert!(b.degraded().is_some());
+        b.record(Ok(()), t0 + BREAKER_OPEN);
+        assert!(b.degraded().is_none());
+    }
+}

@@ -1,0 +1,148 @@
+//! Greylisting (SPEC §8) with the embedded store, end to end: real clients
+//! from distinct loopback addresses, a recording backend that must see no
+//! greylisted recipient, a one-second `delay` (no test waits two minutes).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use postern_tests::*;
+
+fn greylisting(tag: &str, extra: &str) -> (Postern, RecordingBackend) {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        + "\n[policy]\nskip_networks = []\n\n[greylist]\nenabled = true\ndelay = \"1s\"\n"
+        + extra;
+    (Postern::start(dir, &conf), one)
+}
+
+fn send(p: &Postern, client: &str, from: &str, to: &str) -> String {
+    swaks(
+        p.addr,
+        &["--local-interface", client, "--from", from, "--to", to],
+    )
+    .0
+}
+
+/// The delay under test: waited for, not a synchronisation.
+fn wait_out_the_delay() {
+    std::thread::sleep(Duration::from_millis(1_100));
+}
+
+#[test]
+fn a_new_triplet_is_deferred_until_its_retry_after_the_delay_then_whitelisted() {
+    let (p, one) = greylisting("gl-flow", "");
+    let first = send(&p, "127.0.0.5", "news+123@sender.example", "u@one.test");
+    assert!(
+        first.contains("<** 451 4.7.1 Greylisting in action, please come back in 00:00:01"),
+        "{first}"
+    );
+    // An early retry does not move the first attempt.
+    let early = send(&p, "127.0.0.5", "news+456@sender.example", "u@one.test");
+    assert!(
+        early.contains("<** 451 4.7.1 Greylisting in action"),
+        "{early}"
+    );
+    assert!(
+        one.messages().is_empty(),
+        "nothing greylisted reaches the backend"
+    );
+    assert!(!String::from_utf8_lossy(&one.all_bytes()).contains("u@one.test"));
+
+    wait_out_the_delay();
+    // The retry: another address of the same /24, the sender's +extension changed.
+    let retry = send(&p, "127.0.0.6", "news+789@sender.example", "u@one.test");
+    assert!(retry.contains("<-  250 2.0.0 Ok: queued as"), "{retry}");
+    // Auto-whitelisted: the next mail passes at once.
+    let next = send(&p, "127.0.0.7", "news@sender.example", "u@one.test");
+    assert!(next.contains("<-  250 2.0.0 Ok: queued as"), "{next}");
+    assert_eq!(one.wait_messages(2).len(), 2);
+    p.wait_log("greylisting: 127.0.0.0/24 news@sender.example u@one.test passed: auto-whitelisted");
+
+    // postmaster@ is never greylisted.
+    let pm = send(
+        &p,
+        "127.0.0.9",
+        "someone@else.example",
+        "postmaster@one.test",
+    );
+    assert!(pm.contains("<-  250 2.0.0 Ok: queued as"), "{pm}");
+
+    // Per recipient: one transaction gets 250 and 451.
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), source_address=("127.0.0.5", 0), timeout=20)
+refused = s.sendmail("news@sender.example", ["u@one.test", "v@one.test"], "Subject: two\r\n\r\nhi\r\n")
+print("refused:", refused)
+s.quit()
+"#;
+    let out = python(
+        script,
+        &[&p.addr.ip().to_string(), &p.addr.port().to_string()],
+    );
+    assert!(
+        out.contains("refused: {'v@one.test': (451, b'4.7.1 Greylisting in action, please come back in 00:00:01')}"),
+        "{out}"
+    );
+    wait_for(
+        "greylisted = 3 and greylist_passed = 1 in postern stats",
+        || {
+            let out = p.cli(&["stats", "--json"]);
+            let json = String::from_utf8_lossy(&out.stdout).into_owned();
+            (json.contains("\"greylisted\": 3") && json.contains("\"greylist_passed\": 1"))
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn the_lists_survive_a_router_restart_and_the_policy_server_defers() {
+    let port = closed_port();
+    let (p, one) = greylisting(
+        "gl-restart",
+        &format!("\n[policy_server]\nlisten = [\"127.0.0.1:{port}\"]\n"),
+    );
+    send(&p, "127.0.0.5", "a@sender.example", "u@one.test");
+    wait_out_the_delay();
+    let ok = send(&p, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(ok.contains("<-  250 2.0.0 Ok: queued as"), "{ok}");
+    // A new router takes over the store once the old one has let it go.
+    let out = p.cli(&["restart", "router"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    p.wait_log_count("greylisting: store", 2);
+    let again = send(&p, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(again.contains("<-  250 2.0.0 Ok: queued as"), "{again}");
+    assert!(one.messages().len() >= 2);
+
+    // Postfix's policy protocol: DEFER_IF_PERMIT for a new triplet, DUNNO
+    // once it passed.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut r = BufReader::new(s.try_clone().expect("clone"));
+    let mut ask = |sender: &str| {
+        write!(
+            s,
+            "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address=192.0.2.9\nsender={sender}\nrecipient=u@one.test\n\n"
+        )
+        .expect("write");
+        let mut action = String::new();
+        r.read_line(&mut action).expect("read");
+        let mut empty = String::new();
+        r.read_line(&mut empty).expect("read");
+        action
+    };
+    assert_eq!(
+        ask("b@sender.example"),
+        "action=DEFER_IF_PERMIT 4.7.1 Greylisting in action, please come back in 00:00:01\n",
+        "{}",
+        p.log()
+    );
+    wait_out_the_delay();
+    assert_eq!(ask("b@sender.example"), "action=DUNNO\n");
+}
