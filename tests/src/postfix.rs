@@ -70,8 +70,38 @@ impl PostfixBackend {
         Self::start_with("")
     }
 
+    /// An instance that relays every message it accepts to `relay`
+    /// (postern), like a customer's Postfix sending through the front door:
+    /// an `smtp` client service, `relayhost` set, nothing discarded. Its
+    /// smtpd still accepts mail for [`PostfixBackend::DOMAIN`] from
+    /// 127.0.0.0/8 (`mynetworks`), and the `domain` given is relayed too.
+    pub fn start_sender(relay: SocketAddr, domain: &str) -> PostfixBackend {
+        Self::start_with(&format!(
+            "relayhost = [{}]:{}\nmynetworks = 127.0.0.0/8\nsmtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\nrelay_domains = {}, {domain}\ntransport_maps =\ndefault_transport = smtp\nrelay_transport = smtp\nsmtp_helo_name = mx.postfix.test\n# Retry on demand only (postqueue -f), not on its own schedule.\nqueue_run_delay = 1h\nminimal_backoff_time = 1h\n",
+            relay.ip(),
+            relay.port(),
+            PostfixBackend::DOMAIN
+        ))
+    }
+
+    /// Asks the instance to retry every deferred message now (`postqueue -f`).
+    pub fn flush(&self) {
+        let out = Command::new("/usr/sbin/postqueue")
+            .arg("-c")
+            .arg(self.dir.path("conf"))
+            .arg("-f")
+            .stdin(Stdio::null())
+            .output()
+            .expect("postqueue");
+        assert!(
+            out.status.success(),
+            "postqueue -f: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// As [`PostfixBackend::start`], with `main_cf` lines appended to the
-    /// instance's `main.cf` (restrictions, say).
+    /// instance's `main.cf` (restrictions, say; a later key wins).
     pub fn start_with(main_cf: &str) -> PostfixBackend {
         assert!(
             Path::new(POSTFIX).exists() && Path::new(MASTER).exists(),
@@ -299,8 +329,9 @@ local_transport = discard:
         domain = PostfixBackend::DOMAIN,
     );
     // Only the services this instance needs; nothing chrooted (the queue is
-    // not laid out for a chroot); no smtp/lmtp/local clients, so no message
-    // can leave the instance even by mistake.
+    // not laid out for a chroot); no lmtp/local clients; the smtp client
+    // serves only a sender instance (start_sender), whose relayhost is a
+    // loopback address: every other transport discards.
     let master_cf = format!(
         "# service type  private unpriv chroot wakeup maxproc command
 127.0.0.1:{xclient_port} inet n - n - - smtpd
@@ -324,6 +355,7 @@ discard   unix  -       -       n       -       -       discard
 anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
+smtp      unix  -       -       n       -       -       smtp
 "
     );
     fs::write(dir.path("conf/main.cf"), main_cf).expect("write main.cf");

@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use postern_tests::postfix::PostfixBackend;
 use postern_tests::*;
 
 fn greylisting(tag: &str, extra: &str) -> (Postern, RecordingBackend) {
@@ -145,4 +146,41 @@ fn the_lists_survive_a_router_restart_and_the_policy_server_defers() {
     );
     wait_out_the_delay();
     assert_eq!(ask("b@sender.example"), "action=DUNNO\n");
+}
+
+/// A real Postfix as the sending MTA: its first attempt is greylisted and
+/// stays in its queue; `postqueue -f` after the delay delivers it, once.
+#[test]
+fn a_real_postfix_keeps_a_greylisted_message_and_delivers_it_on_its_retry() {
+    let (p, one) = greylisting("gl-postfix", "");
+    let pf = PostfixBackend::start_sender(p.addr, "one.test");
+    let (out, ok) = swaks(
+        pf.xclient_addr(),
+        &[
+            "--local-interface",
+            "127.0.0.5",
+            "--from",
+            "a@sender.example",
+            "--to",
+            "u@one.test",
+        ],
+    );
+    assert!(ok, "{out}\n{}", pf.log());
+    let deferred = pf.wait_log("status=deferred");
+    assert!(
+        deferred.contains("451 4.7.1 Greylisting in action"),
+        "{deferred}"
+    );
+    assert!(one.messages().is_empty());
+    wait_out_the_delay();
+    pf.flush();
+    let sent = pf.wait_log("status=sent");
+    assert!(sent.contains("to=<u@one.test>"), "{sent}");
+    let got = one.wait_messages(1);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].position("RCPT TO:<u@one.test>").is_some(),
+        "{:?}",
+        got[0].commands
+    );
 }
