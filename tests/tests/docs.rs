@@ -109,7 +109,8 @@ fn conf_postern_toml_is_valid_with_its_commented_keys_and_names_every_key() {
             Some(rest)
                 if rest.starts_with('[')
                     || rest.split_once(" = ").is_some_and(|(k, _)| {
-                        k.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                        k.chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
                     }) =>
             {
                 rest
