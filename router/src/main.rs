@@ -273,6 +273,17 @@ async fn serve(stream: UnixStream, table: Shared) {
             Some("access-list" | "access-add" | "access-remove") => {
                 manage_access(&table.policy.access, &req, peer_uid)
             }
+            // The store answers on its own thread: a task, like a policy question.
+            Some("greylist-search" | "greylist-list" | "greylist-whitelist") => {
+                let (table, tx) = (table.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = manage_greylist(&table.policy, &req, peer_uid).await;
+                    if let Ok(bytes) = reply.encode() {
+                        let _ = tx.send(bytes);
+                    }
+                });
+                continue;
+            }
             _ => {
                 let current = table
                     .table
@@ -480,6 +491,152 @@ fn manage_access(lists: &policy::access::Lists, req: &Attrs, peer_uid: Option<u3
             refuse(e.to_string())
         }
         Err(e) => refuse(e.to_string()),
+    }
+}
+
+/// `postern greylist search|list|whitelist`: the views of seed 001 §10 and
+/// the manual whitelist. Answers `status=ok count=N` with one line per
+/// entry as body, or `status=reject reason=`.
+async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<u32>) -> Attrs {
+    let id = req.get("id").unwrap_or("");
+    let refuse = |why: String| {
+        Attrs::new()
+            .with("id", id)
+            .with("status", Status::Reject.as_str())
+            .with("reason", why)
+    };
+    let ok = |lines: Vec<String>| {
+        let mut body = lines.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        Attrs::new()
+            .with("id", id)
+            .with("status", Status::Ok.as_str())
+            .with("count", lines.len())
+            .with_body(body.into_bytes())
+    };
+    let time = |ms: u64| {
+        postern_shared::logging::Timestamp(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
+        )
+        .to_string()
+    };
+    let line = |e: &policy::greylist::Listed| {
+        format!(
+            "{} {} {} {} {} {} {}",
+            if e.passed { "passed" } else { "pending" },
+            e.triplet.network,
+            e.triplet.sender,
+            e.triplet.recipient,
+            time(e.first),
+            time(e.last),
+            e.count
+        )
+    };
+    match req.get("request") {
+        Some("greylist-whitelist") => {
+            let op = req.get("op").unwrap_or("list");
+            let (kind, pattern) = (
+                req.get("kind").unwrap_or(""),
+                req.get("pattern").unwrap_or(""),
+            );
+            let change = match op {
+                "list" => None,
+                "add" => {
+                    let user = peer_uid
+                        .and_then(|uid| nix::unistd::User::from_uid(uid.into()).ok().flatten())
+                        .map(|u| u.name);
+                    let by = req
+                        .get("by")
+                        .filter(|b| !b.is_empty())
+                        .map(str::to_string)
+                        .or(user);
+                    // Seed 001 §10.8: the comment defaults to date, time and who.
+                    let comment = match req.get("comment").filter(|c| !c.is_empty()) {
+                        Some(c) => c.to_string(),
+                        None => format!(
+                            "added {} by {}",
+                            postern_shared::logging::Timestamp(std::time::SystemTime::now()),
+                            by.as_deref().unwrap_or("unknown")
+                        ),
+                    };
+                    Some((kind, pattern, Some(comment)))
+                }
+                "remove" => Some((kind, pattern, None)),
+                other => return refuse(format!("unknown whitelist operation {other:?}")),
+            };
+            match engine.greylist_whitelist(change).await {
+                Ok((changed, all)) => {
+                    if op != "list" && !changed {
+                        let why = if op == "add" {
+                            "is already whitelisted"
+                        } else {
+                            "is not whitelisted"
+                        };
+                        return refuse(format!("{kind} {pattern} {why}"));
+                    }
+                    if op != "list" {
+                        tracing::info!("greylisting: whitelist {op} {kind} {pattern}");
+                    }
+                    ok(all.into_iter().map(|(k, c)| format!("{k} # {c}")).collect())
+                }
+                Err(e) => refuse(e),
+            }
+        }
+        Some(verb) => {
+            let entries = match engine.greylist_entries().await {
+                Ok(e) => e,
+                Err(e) => return refuse(e),
+            };
+            if verb == "greylist-search" {
+                let pattern = req.get("pattern").unwrap_or("").trim().to_lowercase();
+                if pattern.is_empty() {
+                    return refuse("search needs an address, a domain, or an IP or network".into());
+                }
+                let net = pattern.parse::<postern_shared::net::IpNet>().ok();
+                let found: Vec<String> = entries
+                    .iter()
+                    .filter(|e| match &net {
+                        // The entry's network holds the address, or the
+                        // network searched holds the entry's.
+                        Some(n) => e
+                            .triplet
+                            .network
+                            .parse::<postern_shared::net::IpNet>()
+                            .is_ok_and(|en| en.contains(n.addr()) || n.contains(en.addr())),
+                        None => {
+                            e.triplet.sender.contains(&pattern)
+                                || e.triplet.recipient.contains(&pattern)
+                        }
+                    })
+                    .map(line)
+                    .collect();
+                return ok(found);
+            }
+            let which = req.get("which").unwrap_or("");
+            let mut shown: Vec<&policy::greylist::Listed> = entries
+                .iter()
+                .filter(|e| match which {
+                    "pending" => !e.passed,
+                    "passed" => e.passed,
+                    _ => true,
+                })
+                .collect();
+            match req.get("by").unwrap_or("") {
+                "sender" => shown.sort_by(|a, b| {
+                    (&a.triplet.sender, a.first).cmp(&(&b.triplet.sender, b.first))
+                }),
+                "recipient" => shown.sort_by(|a, b| {
+                    (&a.triplet.recipient, a.first).cmp(&(&b.triplet.recipient, b.first))
+                }),
+                _ => shown.sort_by(|a, b| {
+                    (&a.triplet.network, a.first).cmp(&(&b.triplet.network, b.first))
+                }),
+            }
+            ok(shown.into_iter().map(line).collect())
+        }
+        None => refuse("no request".into()),
     }
 }
 

@@ -37,6 +37,8 @@ const SCHEMA: u64 = 1;
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const PENDING: TableDefinition<&str, &[u8]> = TableDefinition::new("pending");
 const PASSED: TableDefinition<&str, &[u8]> = TableDefinition::new("passed");
+/// The manual whitelist: `ip 192.0.2.0/24`, `from a@b.test`, `to c@d.test` → comment.
+const WHITELIST: TableDefinition<&str, &str> = TableDefinition::new("whitelist");
 
 /// A request to the store's thread.
 enum Request {
@@ -54,8 +56,31 @@ enum Request {
         timings: Timings,
         reply: oneshot::Sender<Result<(u64, u64, u64), String>>,
     },
+    /// Every entry of both lists (the search and list views).
+    Entries(oneshot::Sender<Result<Vec<Listed>, String>>),
+    /// The manual whitelist: add (with its comment) or remove an entry,
+    /// then answer the whole list.
+    Whitelist {
+        change: Option<(String, Option<String>)>,
+        reply: oneshot::Sender<Result<(bool, Vec<(String, String)>), String>>,
+    },
     /// Sync what is committed, then stop.
     Stop(oneshot::Sender<()>),
+}
+
+/// One entry as the views show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// In the auto-whitelist (else pending).
+    pub passed: bool,
+    /// Its triplet.
+    pub triplet: Triplet,
+    /// First attempt (pending) or when it passed (Unix ms).
+    pub first: u64,
+    /// Latest attempt or accepted mail (Unix ms).
+    pub last: u64,
+    /// Attempts, or mails since it passed.
+    pub count: u64,
 }
 
 /// The embedded store: a handle on its thread.
@@ -92,6 +117,7 @@ impl Embedded {
                 }
                 w.open_table(PENDING)?;
                 w.open_table(PASSED)?;
+                w.open_table(WHITELIST)?;
                 found.unwrap_or(SCHEMA)
             };
             w.commit()?;
@@ -151,6 +177,30 @@ impl Embedded {
                 timings,
                 reply,
             })
+            .map_err(|_| "the store's thread is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the store's thread is gone".to_string())?
+    }
+
+    /// Every entry of both lists.
+    pub async fn entries(&self) -> Result<Vec<Listed>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Entries(reply))
+            .map_err(|_| "the store's thread is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the store's thread is gone".to_string())?
+    }
+
+    /// Changes the manual whitelist (`(key, Some(comment))` adds, `(key,
+    /// None)` removes) and answers whether it changed and the whole list.
+    pub async fn whitelist(
+        &self,
+        change: Option<(String, Option<String>)>,
+    ) -> Result<(bool, Vec<(String, String)>), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Whitelist { change, reply })
             .map_err(|_| "the store's thread is gone".to_string())?;
         rx.await
             .map_err(|_| "the store's thread is gone".to_string())?
@@ -275,6 +325,46 @@ fn serve(db: Database, rx: std::sync::mpsc::Receiver<Request>) {
                             let sizes = (dropped, pending.len()?, passed.len()?);
                             answers.push(Box::new(move |r| {
                                 let _ = reply.send(r.map(|()| sizes));
+                            }));
+                        }
+                        Request::Entries(reply) => {
+                            let mut all = Vec::new();
+                            for (table, passed_list) in [(&pending, false), (&passed, true)] {
+                                for e in table.iter()? {
+                                    let (k, v) = e?;
+                                    if let (Some(triplet), Some((first, last, count))) =
+                                        (Triplet::from_key(k.value()), decode(v.value()))
+                                    {
+                                        all.push(Listed {
+                                            passed: passed_list,
+                                            triplet,
+                                            first,
+                                            last,
+                                            count,
+                                        });
+                                    }
+                                }
+                            }
+                            answers.push(Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| all));
+                            }));
+                        }
+                        Request::Whitelist { change, reply } => {
+                            let mut list = w.open_table(WHITELIST)?;
+                            let changed = match &change {
+                                Some((key, Some(comment))) => {
+                                    list.insert(key.as_str(), comment.as_str())?.is_none()
+                                }
+                                Some((key, None)) => list.remove(key.as_str())?.is_some(),
+                                None => false,
+                            };
+                            let mut all = Vec::new();
+                            for e in list.iter()? {
+                                let (k, v) = e?;
+                                all.push((k.value().to_string(), v.value().to_string()));
+                            }
+                            answers.push(Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| (changed, all)));
                             }));
                         }
                         Request::Stop(reply) => stop = Some(reply),

@@ -91,6 +91,10 @@ pub struct Engine {
     state_dir: std::path::PathBuf,
     /// The last attempt to open the store (at most one a second).
     opened_at: Mutex<Option<Instant>>,
+    /// The manual greylist whitelist, as the store holds it (key → comment).
+    whitelist: RwLock<Vec<(String, String)>>,
+    /// Whether that copy was read from the store now open.
+    whitelist_loaded: std::sync::atomic::AtomicBool,
 }
 
 /// A client's facts, when they were asked for and with which settings.
@@ -109,6 +113,8 @@ impl Engine {
             stats,
             state_dir: config.process.state_dir.clone(),
             opened_at: Mutex::new(None),
+            whitelist: RwLock::new(Vec::new()),
+            whitelist_loaded: std::sync::atomic::AtomicBool::new(false),
         };
         e.open_greylist(config.greylist.enabled);
         e
@@ -147,6 +153,9 @@ impl Engine {
                 tracing::info!("greylisting: store {}", path.display());
                 let store = Arc::new(store);
                 *held = Some(store.clone());
+                // The whitelist's copy is read at the next attempt.
+                self.whitelist_loaded
+                    .store(false, std::sync::atomic::Ordering::SeqCst);
                 self.breaker
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -570,6 +579,23 @@ impl Engine {
         let Some(store) = self.open_greylist(true) else {
             return failed("not open");
         };
+        if !self
+            .whitelist_loaded
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            match tokio::time::timeout(greylist::STORE_TIMEOUT, store.whitelist(None)).await {
+                Ok(Ok((_, all))) => {
+                    *self.whitelist.write().unwrap_or_else(|p| p.into_inner()) = all
+                }
+                _ => self
+                    .whitelist_loaded
+                    .store(false, std::sync::atomic::Ordering::SeqCst),
+            }
+        }
+        if let Some(entry) = self.whitelisted(q) {
+            tracing::debug!(sid = %q.sid, "greylisting: skipped ({entry})");
+            return None;
+        }
         let triplet = postern_shared::greylist::Triplet::new(
             q.client,
             &q.sender,
@@ -636,6 +662,57 @@ impl Engine {
             }
             Step::Renew(_) => None,
         }
+    }
+
+    /// The manual whitelist entry that covers this attempt, if any: `ip
+    /// <network>` holding the client, `from <address or domain>` for the
+    /// sender, `to <address or domain>` for the recipient.
+    fn whitelisted(&self, q: &Query) -> Option<String> {
+        let list = self.whitelist.read().unwrap_or_else(|p| p.into_inner());
+        let matches = |pattern: &str, address: &str| {
+            let a = address.to_lowercase();
+            match pattern.contains('@') {
+                true => a == pattern,
+                false => a
+                    .rsplit_once('@')
+                    .is_some_and(|(_, d)| d.trim_end_matches('.') == pattern),
+            }
+        };
+        list.iter()
+            .find(|(key, _)| match key.split_once(' ') {
+                Some(("ip", net)) => net.parse::<IpNet>().is_ok_and(|n| n.contains(q.client)),
+                Some(("from", p)) => matches(p, &q.sender),
+                Some(("to", p)) => matches(p, &q.recipient),
+                _ => false,
+            })
+            .map(|(key, _)| key.clone())
+    }
+
+    /// `postern greylist whitelist`: `change` is `(kind, pattern,
+    /// Some(comment))` to add, `None` comment to remove. Answers whether it
+    /// changed and the whole list.
+    pub async fn greylist_whitelist(
+        &self,
+        change: Option<(&str, &str, Option<String>)>,
+    ) -> Result<(bool, Vec<(String, String)>), String> {
+        let store = self
+            .open_greylist(self.settings().greylist.enabled)
+            .ok_or("greylisting is off, or its store is not open")?;
+        let change = match change {
+            Some((kind, pattern, comment)) => Some((whitelist_key(kind, pattern)?, comment)),
+            None => None,
+        };
+        let (changed, all) = store.whitelist(change).await?;
+        *self.whitelist.write().unwrap_or_else(|p| p.into_inner()) = all.clone();
+        Ok((changed, all))
+    }
+
+    /// Every greylist entry (the search and list views).
+    pub async fn greylist_entries(&self) -> Result<Vec<greylist::Listed>, String> {
+        let store = self
+            .open_greylist(self.settings().greylist.enabled)
+            .ok_or("greylisting is off, or its store is not open")?;
+        store.entries().await
     }
 
     /// Purges expired greylist records every hour (and logs the sizes);
@@ -866,6 +943,34 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
         dns_servers: servers,
         greylist: config.greylist.clone(),
         generation,
+    }
+}
+
+/// A manual whitelist key, `ip 192.0.2.0/24`, `from a@b.test`, `to b.test`,
+/// from a kind and a pattern; `Err` says what is wrong.
+pub fn whitelist_key(kind: &str, pattern: &str) -> Result<String, String> {
+    let p = pattern.trim().to_lowercase();
+    match kind {
+        "ip" => p
+            .parse::<IpNet>()
+            .map(|n| format!("ip {}", n.normalized()))
+            .map_err(|_| {
+                format!("{pattern:?} is not an address or a network such as 192.0.2.0/24")
+            }),
+        "from" | "to" => {
+            let ok = match p.rsplit_once('@') {
+                Some((l, d)) => {
+                    !l.is_empty() && postern_shared::config::is_hostname(d.trim_end_matches('.'))
+                }
+                None => postern_shared::config::is_hostname(&p),
+            };
+            if ok && !p.contains(char::is_whitespace) {
+                Ok(format!("{kind} {}", p.trim_end_matches('.')))
+            } else {
+                Err(format!("{pattern:?} is not an address or a domain"))
+            }
+        }
+        other => Err(format!("{other:?} is not ip, from or to")),
     }
 }
 
