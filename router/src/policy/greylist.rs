@@ -62,11 +62,14 @@ enum Request {
     /// then answer the whole list.
     Whitelist {
         change: Option<(String, Option<String>)>,
-        reply: oneshot::Sender<Result<(bool, Vec<(String, String)>), String>>,
+        reply: oneshot::Sender<Result<WhitelistAnswer, String>>,
     },
     /// Sync what is committed, then stop.
     Stop(oneshot::Sender<()>),
 }
+
+/// Whether the whitelist changed, and all of it (key → comment).
+pub type WhitelistAnswer = (bool, Vec<(String, String)>);
 
 /// One entry as the views show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +200,7 @@ impl Embedded {
     pub async fn whitelist(
         &self,
         change: Option<(String, Option<String>)>,
-    ) -> Result<(bool, Vec<(String, String)>), String> {
+    ) -> Result<WhitelistAnswer, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Whitelist { change, reply })
