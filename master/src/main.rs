@@ -10,6 +10,7 @@
 
 mod access;
 mod client;
+mod greylist;
 mod logsearch;
 mod master;
 mod oneshot;
@@ -42,6 +43,7 @@ commands:
   restarts [list|cancel ID]       scheduled backend restarts
   stats [--weeks N] [--json]      weekly statistics with the spam rate
   access [list|add|remove|test]   accept and reject lists for mail from the internet
+  greylist [search|list|whitelist]  greylisting's lists and its manual whitelist
 
 options:
   -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
@@ -64,6 +66,7 @@ fn help_for(cmd: &str) -> Option<&'static str> {
         "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
         "stats" => stats::HELP,
         "access" => access::HELP,
+        "greylist" => greylist::HELP,
         _ => return None,
     })
 }
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
     if rest.len() > 1
         && !matches!(
             cmd.as_str(),
-            "queue" | "restarts" | "restart" | "stats" | "access"
+            "queue" | "restarts" | "restart" | "stats" | "access" | "greylist"
         )
     {
         return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
@@ -164,6 +167,13 @@ fn main() -> ExitCode {
             (Ok(c), Some(worker)) if rest.len() == 2 => client::restart(worker, &c),
             (Ok(_), _) => fail("restart needs one worker kind: smtpd, router or updater"),
             (Err(e), _) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        "greylist" => match Config::load(&path) {
+            Ok(c) => greylist::run(&rest[1..], &c),
+            Err(e) => {
                 eprintln!("{e}");
                 ExitCode::FAILURE
             }

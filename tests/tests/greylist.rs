@@ -184,3 +184,90 @@ fn a_real_postfix_keeps_a_greylisted_message_and_delivers_it_on_its_retry() {
         got[0].commands
     );
 }
+
+fn greylist_cli(p: &Postern, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["greylist"];
+    all.extend_from_slice(args);
+    let out = p.cli(&all);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Seed 001 §10: search by sender, recipient or IP across both lists, the
+/// sorted views, and the manual whitelist with its default comment.
+#[test]
+fn the_greylist_command_searches_lists_and_whitelists() {
+    let (p, one) = greylisting("gl-cli", "");
+    send(&p, "127.0.0.5", "a@sender.example", "u@one.test");
+    send(&p, "127.0.0.5", "b@other.example", "v@one.test");
+    wait_out_the_delay();
+    let ok = send(&p, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(ok.contains("<-  250 2.0.0 Ok: queued as"), "{ok}");
+
+    let (code, out, _) = greylist_cli(&p, &["search", "sender.example"]);
+    assert_eq!(code, Some(0));
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert!(
+        rows[0].starts_with("passed 127.0.0.0/24 a@sender.example u@one.test "),
+        "{out}"
+    );
+    assert!(rows[0].ends_with(" 1"), "{out}");
+    let (_, out, _) = greylist_cli(&p, &["search", "127.0.0.9"]);
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "an address of the /24 finds both: {out}"
+    );
+    let (code, out, _) = greylist_cli(&p, &["search", "nobody.example"]);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+
+    let (_, out, _) = greylist_cli(&p, &["list", "--pending"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with("pending 127.0.0.0/24 b@other.example v@one.test "),
+        "{out}"
+    );
+    let (_, out, _) = greylist_cli(&p, &["list", "--by", "recipient"]);
+    let recipients: Vec<&str> = out
+        .lines()
+        .map(|l| l.split(' ').nth(3).unwrap_or(""))
+        .collect();
+    assert_eq!(recipients, ["u@one.test", "v@one.test"], "{out}");
+
+    // A whitelisted sender domain is never greylisted.
+    let (code, out, err) = greylist_cli(&p, &["whitelist", "add", "from", "fresh.example"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        "postern: greylist: whitelist added from fresh.example"
+    );
+    let (_, out, _) = greylist_cli(&p, &["whitelist"]);
+    assert!(out.starts_with("from fresh.example # added 20"), "{out}");
+    assert!(out.trim_end().ends_with(" by root"), "{out}");
+    let fresh = send(&p, "127.0.0.8", "x@fresh.example", "w@one.test");
+    assert!(fresh.contains("<-  250 2.0.0 Ok: queued as"), "{fresh}");
+    let (code, _, _) = greylist_cli(
+        &p,
+        &[
+            "whitelist",
+            "add",
+            "ip",
+            "192.0.2.0/24",
+            "--comment",
+            "partner",
+        ],
+    );
+    assert_eq!(code, Some(0));
+    let (code, _, err) = greylist_cli(&p, &["whitelist", "add", "ip", "not-an-ip"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("is not an address or a network"), "{err}");
+    let (code, _, _) = greylist_cli(&p, &["whitelist", "remove", "from", "fresh.example"]);
+    assert_eq!(code, Some(0));
+    let again = send(&p, "127.0.0.8", "y@fresh.example", "w@one.test");
+    assert!(again.contains("<** 451 4.7.1"), "{again}");
+    assert_eq!(one.wait_messages(2).len(), 2);
+}
