@@ -13,13 +13,13 @@
 //!   within [`STARTUP_GRACE`](slots::STARTUP_GRACE) of its start; the log says so;
 //! - SIGHUP or `request=reload`: load and validate the file; if invalid,
 //!   nothing changes and the error is logged and returned; if valid, send it
-//!   to every worker and wait (up to [`RELOAD_ACK_TIMEOUT`]) until each has
+//!   to every worker and wait (up to [`RELOAD_ACK_TIMEOUT`](reload::RELOAD_ACK_TIMEOUT)) until each has
 //!   acknowledged, between `RELOADING=1` and `READY=1`;
 //! - SIGTERM, SIGINT or `request=stop`: stop (`STOPPING=1`): SIGTERM to the
 //!   smtpd workers, which stop accepting and drain their sessions for
 //!   `process.stop_timeout`; once they are gone, SIGTERM to the router (which
 //!   draining sessions still need); whatever remains after the grace period
-//!   plus [`KILL_MARGIN`] gets SIGKILL. Every child is reaped before the
+//!   plus [`KILL_MARGIN`](stop::KILL_MARGIN) gets SIGKILL. Every child is reaped before the
 //!   master removes its sockets and pid file and exits.
 //! - `request=status`: the workers with pids, uptimes, restarts and last exit.
 //! - `request=workers` from a worker (the router, for its metrics endpoint):
@@ -27,7 +27,7 @@
 //!   `[metrics] listen` is bound here like the SMTP listeners and handed to
 //!   the router as the descriptor named `metrics`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,14 +49,13 @@ use tracing::{error, info, warn};
 
 use crate::{sockets, spawn};
 
+mod reload;
 mod slots;
+mod stop;
 
+use reload::{PendingReload, RELOAD_ACK_TIMEOUT};
 use slots::Slot;
-
-/// How long a reload waits for the workers' acknowledgements.
-const RELOAD_ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Extra time after `stop_timeout` before SIGKILL.
-const KILL_MARGIN: Duration = Duration::from_secs(5);
+use stop::KILL_MARGIN;
 
 /// Name of the admin CLI socket in `run_dir`.
 pub const CONTROL_SOCKET: &str = "master.sock";
@@ -125,15 +124,6 @@ struct RunningCommand {
     deadline: Instant,
     timed_out: bool,
     reply: oneshot::Sender<Attrs>,
-}
-
-/// A reload waiting for acknowledgements.
-struct PendingReload {
-    id: String,
-    waiting: HashSet<usize>,
-    deadline: Instant,
-    failures: Vec<String>,
-    reply: Option<oneshot::Sender<Attrs>>,
 }
 
 struct Master {
@@ -685,161 +675,6 @@ impl Master {
         }
     }
 
-    async fn begin_reload(&mut self, reply: Option<oneshot::Sender<Attrs>>) {
-        // Every refusal answers the requester (if any) the same way.
-        let refuse = |reply: Option<oneshot::Sender<Attrs>>, why: String| {
-            if let Some(r) = reply {
-                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", why));
-            }
-        };
-        if self.stopping.is_some() {
-            return refuse(reply, "stopping".into());
-        }
-        if self.reload.is_some() {
-            return refuse(reply, "a reload is already in progress".into());
-        }
-        info!("reloading {}", self.config_path.display());
-        let loaded = Config::load(&self.config_path)
-            .map_err(|e| e.one_line())
-            .and_then(|c| {
-                TlsPem::read(&c)
-                    .map(|t| (c, t))
-                    .map_err(|e| format!("{e:#}"))
-            });
-        let (new, tls) = match loaded {
-            Ok(pair) => pair,
-            Err(why) => {
-                error!("reload refused, keeping the running configuration: {why}");
-                return refuse(reply, why);
-            }
-        };
-        warn_plaintext_auth(&new);
-        log_warnings(&new);
-        for key in restart_only_changes(&self.config, &new) {
-            warn!("{key} changed: this takes effect only after a restart of postern");
-        }
-        notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
-        self.reload_seq += 1;
-        let id = format!("reload-{}", self.reload_seq);
-        self.config = Arc::new(new);
-        self.tls = tls;
-        let bodies: HashMap<&'static str, Attrs> = [Kind::Smtpd, Kind::Router, Kind::Updater]
-            .into_iter()
-            .map(|k| {
-                let msg = Attrs::new()
-                    .with("request", "config")
-                    .with("id", &id)
-                    .with_body(self.worker_config(k).into_bytes());
-                (k.program(), msg)
-            })
-            .collect();
-        let mut waiting = HashSet::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let msg = &bodies[slot.kind.program()];
-            if let Some(w) = &mut slot.to_worker {
-                match proto::write(w, msg).await {
-                    Ok(()) => {
-                        waiting.insert(i);
-                    }
-                    Err(e) => warn!(
-                        "cannot send the configuration to {}: {e}",
-                        slot.kind.program()
-                    ),
-                }
-            }
-        }
-        self.reload = Some(PendingReload {
-            id,
-            waiting,
-            deadline: Instant::now() + RELOAD_ACK_TIMEOUT,
-            failures: Vec::new(),
-            reply,
-        });
-        self.finish_reload(false);
-    }
-
-    /// Completes the pending reload once every worker answered (or at the deadline).
-    fn finish_reload(&mut self, deadline: bool) {
-        let Some(r) = &self.reload else { return };
-        if !r.waiting.is_empty() && !deadline {
-            return;
-        }
-        let Some(mut r) = self.reload.take() else {
-            return;
-        };
-        for i in r.waiting.drain() {
-            r.failures.push(format!(
-                "{} did not acknowledge",
-                self.slots[i].kind.program()
-            ));
-        }
-        let answer = if r.failures.is_empty() {
-            info!("configuration reloaded");
-            Attrs::new().with("status", "ok")
-        } else {
-            let why = r.failures.join("; ");
-            warn!("configuration reloaded with problems: {why}");
-            Attrs::new().with("status", "tempfail").with("reason", why)
-        };
-        notify(&[
-            NotifyState::Ready,
-            NotifyState::Status("configuration reloaded"),
-        ]);
-        if let Some(reply) = r.reply {
-            let _ = reply.send(answer);
-        }
-    }
-
-    fn begin_stop(&mut self, why: &str) {
-        if self.stopping.is_some() {
-            return;
-        }
-        info!(
-            "stopping ({why}): draining sessions for up to {:?}",
-            self.config.process.stop_timeout.0
-        );
-        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-        self.stopping = Some(Instant::now());
-        for s in &mut self.slots {
-            s.restart_at = None;
-        }
-        self.signal_kind(Kind::Smtpd, Signal::SIGTERM);
-    }
-
-    /// Once no smtpd remains, the router may go.
-    fn advance_stop(&mut self) {
-        let smtpd_left = self
-            .slots
-            .iter()
-            .any(|s| s.kind == Kind::Smtpd && s.pid.is_some());
-        if !smtpd_left {
-            self.signal_kind(Kind::Router, Signal::SIGTERM);
-            self.signal_kind(Kind::Updater, Signal::SIGTERM);
-        }
-    }
-
-    fn signal_kind(&mut self, kind: Kind, sig: Signal) {
-        for s in self.slots.iter_mut().filter(|s| s.kind == kind) {
-            if let Some(pid) = s.pid {
-                let _ = kill(pid, sig);
-                // The channel's end tells the worker too, should the signal be missed.
-                s.to_worker = None;
-            }
-        }
-    }
-
-    fn kill_remaining(&mut self) {
-        for s in &self.slots {
-            if let Some(pid) = s.pid {
-                warn!(
-                    "{} pid {pid} did not stop in time: killing it",
-                    s.kind.program()
-                );
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
-    }
-
     fn status(&self) -> Attrs {
         let mut text = format!(
             "master pid {} up {} config {}\n",
@@ -1008,46 +843,6 @@ async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
             }
         });
     }
-}
-
-/// Keys that a reload cannot change.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.proxy.listen != new.proxy.listen {
-        out.push("proxy.listen");
-    }
-    let (a, b) = (&old.process, &new.process);
-    if a.user != b.user {
-        out.push("process.user");
-    }
-    if a.smtpd_processes != b.smtpd_processes {
-        out.push("process.smtpd_processes");
-    }
-    if a.chroot != b.chroot {
-        out.push("process.chroot");
-    }
-    if a.run_dir != b.run_dir {
-        out.push("process.run_dir");
-    }
-    if a.daemon_dir != b.daemon_dir {
-        out.push("process.daemon_dir");
-    }
-    if old.log.level != new.log.level {
-        out.push("log.level");
-    }
-    if old.log.file != new.log.file {
-        out.push("log.file");
-    }
-    if old.log.journald != new.log.journald {
-        out.push("log.journald");
-    }
-    if old.metrics != new.metrics {
-        out.push("metrics.listen");
-    }
-    if old.policy_server != new.policy_server {
-        out.push("policy_server.listen");
-    }
-    out
 }
 
 /// Every session is a descriptor (two while relayed): raise the soft limit on
