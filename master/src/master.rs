@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use postern_shared::config::{Config, PolicyListen};
 use postern_shared::proto::{self, Attrs};
@@ -45,17 +45,21 @@ use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::{sockets, spawn};
+use crate::sockets;
 
+mod commands;
 mod reload;
 mod slots;
 mod stop;
+mod swap;
 
-use reload::{PendingReload, RELOAD_ACK_TIMEOUT};
+use commands::RunningCommand;
+use reload::PendingReload;
 use slots::Slot;
 use stop::KILL_MARGIN;
+use swap::PendingSwap;
 
 /// Name of the admin CLI socket in `run_dir`.
 pub const CONTROL_SOCKET: &str = "master.sock";
@@ -84,15 +88,6 @@ impl Kind {
     }
 }
 
-/// A `postern restart smtpd|router` in progress: new processes first, the old
-/// ones are told to drain once every new one serves.
-struct PendingSwap {
-    new: Vec<usize>,
-    old: Vec<usize>,
-    deadline: Instant,
-    reply: oneshot::Sender<Attrs>,
-}
-
 /// What the worker readers and the control socket tell the main loop.
 enum Msg {
     Worker {
@@ -116,14 +111,6 @@ enum Msg {
         req: Attrs,
         reply: oneshot::Sender<Attrs>,
     },
-}
-
-/// A backend restart command the master runs for the updater.
-struct RunningCommand {
-    server: String,
-    deadline: Instant,
-    timed_out: bool,
-    reply: oneshot::Sender<Attrs>,
 }
 
 struct Master {
@@ -401,83 +388,6 @@ impl Master {
         }
     }
 
-    /// Runs `server`'s `restart_command` (argv from the master's own
-    /// configuration, never from the request), as the updater asks. The
-    /// answer goes back when the command exits: `status=ok` for exit status 0.
-    fn run_restart_command(&mut self, server: &str, reply: oneshot::Sender<Attrs>) {
-        let fail = |why: String| Attrs::new().with("status", "tempfail").with("reason", why);
-        let Some(cfg) = self
-            .config
-            .servers
-            .iter()
-            .find(|s| s.display_name() == server)
-        else {
-            let _ = reply.send(fail(format!("no server named {server:?}")));
-            return;
-        };
-        let Some(argv) = cfg.restart_command.clone().filter(|a| !a.is_empty()) else {
-            let _ = reply.send(fail(format!("{server} has no restart_command")));
-            return;
-        };
-        let Some(program) = find_program(&argv[0]) else {
-            warn!("restart of {server}: {} not found", argv[0]);
-            let _ = reply.send(fail(format!("{}: command not found", argv[0])));
-            return;
-        };
-        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
-        match spawn::spawn(&program, &args, &[], &[]) {
-            Ok(pid) => {
-                info!("restart of {server}: running {argv:?} (pid {pid})");
-                self.commands.insert(
-                    pid,
-                    RunningCommand {
-                        server: server.to_string(),
-                        deadline: Instant::now() + self.config.update.restart_timeout.0,
-                        timed_out: false,
-                        reply,
-                    },
-                );
-            }
-            Err(e) => {
-                error!("restart of {server}: cannot run {argv:?}: {e}");
-                let _ = reply.send(fail(format!("cannot run: {e}")));
-            }
-        }
-    }
-
-    async fn command_exited(&mut self, cmd: RunningCommand, how: &str) {
-        let server = &cmd.server;
-        let answer = if cmd.timed_out {
-            warn!(
-                "restart of {server}: killed after {} ({how})",
-                self.config.update.restart_timeout
-            );
-            Attrs::new().with("status", "tempfail").with(
-                "reason",
-                format!("timed out after {}", self.config.update.restart_timeout),
-            )
-        } else if how == "exit status 0" {
-            info!("restart of {server}: {how}");
-            Attrs::new().with("status", "ok").with("result", how)
-        } else {
-            warn!("restart of {server}: {how}");
-            Attrs::new().with("status", "tempfail").with("reason", how)
-        };
-        let _ = cmd.reply.send(answer);
-    }
-
-    fn kill_late_commands(&mut self) {
-        let now = Instant::now();
-        for (pid, c) in self.commands.iter_mut() {
-            if !c.timed_out && c.deadline <= now {
-                c.timed_out = true;
-                // The command leads a session of its own: end the whole group.
-                let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-                let _ = kill(*pid, Signal::SIGKILL);
-            }
-        }
-    }
-
     /// A worker asks on behalf of an SMTP admin command (`RELOAD`, `SHUTDOWN`);
     /// smtpd has checked the credentials and the client's address.
     async fn worker_request(
@@ -532,128 +442,6 @@ impl Master {
                 );
             }
         }
-    }
-
-    /// `postern restart WORKER` (SPEC §2): replace one kind of worker without
-    /// refusing a connection. smtpd and router: start new processes on the same
-    /// sockets, and once every one of them serves, tell the old ones to drain
-    /// and exit. updater: stop it (two must never share the spool) and start the
-    /// next one at once; its clients wait in the socket's backlog meanwhile.
-    async fn restart_worker(&mut self, worker: &str, reply: oneshot::Sender<Attrs>) {
-        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
-        let kind = match worker {
-            "smtpd" => Kind::Smtpd,
-            "router" => Kind::Router,
-            "updater" => Kind::Updater,
-            other => {
-                let _ = reply.send(fail(&format!(
-                    "no worker kind {other:?}: smtpd, router or updater"
-                )));
-                return;
-            }
-        };
-        if self.stopping.is_some() || self.swap.is_some() {
-            let _ = reply.send(fail("busy: stopping or another restart in progress"));
-            return;
-        }
-        let old: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].kind == kind && self.slots[i].active())
-            .collect();
-        info!("restarting {} ({} process(es))", kind.program(), old.len());
-        if kind == Kind::Updater {
-            for &i in &old {
-                self.slots[i].replace_on_exit = true;
-                if let Some(pid) = self.slots[i].pid {
-                    let _ = kill(pid, Signal::SIGTERM);
-                }
-                self.slots[i].to_worker = None;
-            }
-            let _ = reply.send(Attrs::new().with("status", "ok").with("count", old.len()));
-            return;
-        }
-        let mut new = Vec::new();
-        for _ in &old {
-            let i = self.new_slot(kind);
-            self.start(i).await;
-            new.push(i);
-        }
-        self.swap = Some(PendingSwap {
-            new,
-            old,
-            deadline: Instant::now() + RELOAD_ACK_TIMEOUT,
-            reply,
-        });
-        self.advance_swap(false);
-    }
-
-    /// Completes a restart once every new process serves; at the deadline,
-    /// gives up: the new processes go, the old ones keep serving.
-    fn advance_swap(&mut self, deadline: bool) {
-        let Some(sw) = &self.swap else { return };
-        let all_ready = sw.new.iter().all(|&i| self.slots[i].ready);
-        if !all_ready && !deadline {
-            return;
-        }
-        let Some(sw) = self.swap.take() else { return };
-        let (go, stay) = if all_ready {
-            (&sw.old, &sw.new)
-        } else {
-            (&sw.new, &sw.old)
-        };
-        for &i in go {
-            self.slots[i].retiring = true;
-            self.slots[i].restart_at = None;
-            if self.slots[i].pid.is_none() {
-                self.slots[i].retiring = false;
-                self.slots[i].retired = true;
-            }
-        }
-        let go = go.clone();
-        let ready = all_ready;
-        let drain = Attrs::new().with("request", "drain");
-        let tx = self.tx.clone();
-        for i in go {
-            // Old processes that served are told to drain over their channel (their
-            // sessions all finish); new ones that never served simply stop.
-            match (ready, self.slots[i].to_worker.take(), self.slots[i].pid) {
-                (true, Some(mut w), Some(_)) => {
-                    let generation = self.slots[i].generation;
-                    let tx = tx.clone();
-                    let drain = drain.clone();
-                    tokio::spawn(async move {
-                        if proto::write(&mut w, &drain).await.is_err() {
-                            return;
-                        }
-                        // Keep the channel open (its end would mean "stop") until
-                        // the process has exited.
-                        let _ = tx
-                            .send(Msg::Hold {
-                                slot: i,
-                                generation,
-                                channel: w,
-                            })
-                            .await;
-                    });
-                }
-                (_, _, Some(pid)) => {
-                    let _ = kill(pid, Signal::SIGTERM);
-                }
-                _ => {}
-            }
-        }
-        let answer = if all_ready {
-            info!(
-                "restart done: {} new process(es) serving, the old ones drain",
-                stay.len()
-            );
-            Attrs::new().with("status", "ok").with("count", stay.len())
-        } else {
-            warn!("restart abandoned: the new processes did not become ready; the old ones keep serving");
-            Attrs::new()
-                .with("status", "tempfail")
-                .with("reason", "the new processes did not become ready in time")
-        };
-        let _ = sw.reply.send(answer);
     }
 
     fn check_ready(&mut self) {
@@ -898,21 +686,6 @@ fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
         .with_context(|| format!("looking up user {name}"))?
         .with_context(|| format!("process.user {name:?} does not exist"))?;
     Ok(Some(u))
-}
-
-/// `name` itself when it holds a `/`, else the first match in `$PATH`.
-fn find_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if name.contains('/') {
-        return Some(PathBuf::from(name));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
 }
 
 /// Creates a directory only the workers' user can read (the spool, the state).
