@@ -71,7 +71,7 @@ mod swap;
 use commands::RunningCommand;
 use control::control_loop;
 use reload::PendingReload;
-use slots::Slot;
+use slots::{Slot, SlotState};
 use stop::KILL_MARGIN;
 use swap::PendingSwap;
 
@@ -264,7 +264,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let next_restart = m
             .slots
             .iter()
-            .filter_map(|s| s.restart_at)
+            .filter_map(|s| s.restart_at())
             .min()
             .unwrap_or(far);
         let reload_deadline = m.reload.as_ref().map_or(far, |r| r.deadline);
@@ -339,7 +339,9 @@ impl Master {
                 } else if attrs.get("event") == Some("load") {
                     self.slots[slot].load = Some(attrs);
                 } else if attrs.get("event") == Some("ready") {
-                    self.slots[slot].ready = true;
+                    if self.slots[slot].state == SlotState::Starting {
+                        self.slots[slot].state = SlotState::Ready;
+                    }
                     self.check_ready();
                     self.advance_swap(false);
                 } else if let Some(id) = attrs.get("id") {
@@ -443,7 +445,12 @@ impl Master {
         if self.ready_sent || self.stopping.is_some() {
             return;
         }
-        if self.slots.iter().filter(|s| s.active()).all(|s| s.ready) {
+        if self
+            .slots
+            .iter()
+            .filter(|s| s.active())
+            .all(|s| s.state == SlotState::Ready)
+        {
             self.ready_sent = true;
             let n = self
                 .slots

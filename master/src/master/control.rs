@@ -10,7 +10,7 @@ use postern_shared::proto::{self, Attrs};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{human, Master, Msg};
+use super::{human, Master, Msg, SlotState};
 
 impl Master {
     /// Answers one request of the admin CLI (`postern status`, `reload`,
@@ -38,6 +38,9 @@ impl Master {
         }
     }
 
+    /// The text of `postern status`: the master, then a line per worker
+    /// slot with its state's word in brackets unless it serves (retired
+    /// slots are left out), then the load report.
     pub(super) fn status(&self) -> Attrs {
         let mut text = format!(
             "master pid {} up {} config {}\n",
@@ -52,17 +55,14 @@ impl Master {
             "{:<16} {:>8} {:>10} {:>9}  {}\n",
             "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"
         ));
-        for s in self.slots.iter().filter(|s| !s.retired) {
+        for s in self.slots.iter().filter(|s| s.state != SlotState::Retired) {
             let (pid, up) = match s.pid {
                 Some(p) => (p.to_string(), human(s.started.elapsed())),
                 None => ("-".into(), "-".into()),
             };
-            let state = match (s.pid, s.ready, s.restart_at) {
-                _ if s.retiring => " (draining)",
-                (Some(_), true, _) => "",
-                (Some(_), false, _) => " (starting)",
-                (None, _, Some(_)) => " (restart pending)",
-                (None, _, None) => " (stopped)",
+            let state = match s.state {
+                SlotState::Ready => String::new(),
+                other => format!(" ({})", other.word()),
             };
             text.push_str(&format!(
                 "{:<16} {pid:>8} {up:>10} {:>9}  {}{state}\n",
@@ -152,16 +152,11 @@ impl Master {
 
     /// The answer to a worker's `request=workers` (the router's metrics): one
     /// `worker=<program> <slot> <pid|-> <state> <restarts> <uptime seconds>`
-    /// per slot; state is `ready`, `starting`, `restarting` or `stopped`.
+    /// per slot; state is the slot's word ([`SlotState::word`]).
     pub(super) fn worker_states(&self) -> Attrs {
         let mut a = Attrs::new().with("status", "ok");
         for (i, s) in self.slots.iter().enumerate() {
-            let state = match (s.pid, s.ready, s.restart_at) {
-                (Some(_), true, _) => "ready",
-                (Some(_), false, _) => "starting",
-                (None, _, Some(_)) => "restarting",
-                (None, _, None) => "stopped",
-            };
+            let state = s.state.word();
             let (pid, up) = match s.pid {
                 Some(p) => (p.to_string(), s.started.elapsed().as_secs()),
                 None => ("-".into(), 0),

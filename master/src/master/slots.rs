@@ -33,6 +33,49 @@ pub(super) const THROTTLE_MIN: Duration = Duration::from_secs(1);
 /// Longest throttle delay (Postfix's `service_throttle_time`).
 pub(super) const THROTTLE_MAX: Duration = Duration::from_secs(60);
 
+/// What a slot is doing. Each state has one word ([`SlotState::word`]),
+/// the same in `postern status`, in the `worker=` answers the router's
+/// metrics ask for, and in the logs.
+///
+/// A process runs in the first four states and in no other:
+/// `Slot::pid` is `Some` exactly then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SlotState {
+    /// Its process runs and has not said `event=ready` yet.
+    Starting,
+    /// Its process said `event=ready`: it serves.
+    Ready,
+    /// Replaced by `postern restart smtpd|router`: its process finishes its
+    /// sessions and exits; the slot is then retired, not restarted.
+    Draining,
+    /// Stopped by `postern restart updater`: the next process starts as soon
+    /// as this one has exited, unthrottled.
+    Replacing,
+    /// No process; the next one starts at this instant (at once after a
+    /// worker that ran a while, later when throttled).
+    Restarting(Instant),
+    /// No process and none to come: not started yet, or the master stops.
+    Stopped,
+    /// No process and none to come: replaced by `postern restart`; the slot
+    /// may be reused by the next one.
+    Retired,
+}
+
+impl SlotState {
+    /// The state's one word.
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            SlotState::Starting => "starting",
+            SlotState::Ready => "ready",
+            SlotState::Draining => "draining",
+            SlotState::Replacing => "replacing",
+            SlotState::Restarting(_) => "restarting",
+            SlotState::Stopped => "stopped",
+            SlotState::Retired => "retired",
+        }
+    }
+}
+
 /// One worker position: the process in it comes and goes, the slot stays.
 pub(super) struct Slot {
     pub(super) kind: Kind,
@@ -42,16 +85,9 @@ pub(super) struct Slot {
     pub(super) started: Instant,
     pub(super) restarts: u32,
     pub(super) throttle: Duration,
-    pub(super) restart_at: Option<Instant>,
+    pub(super) state: SlotState,
     pub(super) to_worker: Option<OwnedWriteHalf>,
-    pub(super) ready: bool,
     pub(super) last_exit: Option<String>,
-    /// Replaced by `postern restart`: draining; not restarted when it exits.
-    pub(super) retiring: bool,
-    /// Empty: its process was retired and exited; the slot may be reused.
-    pub(super) retired: bool,
-    /// Stopped by `postern restart`: start the next process at once, unthrottled.
-    pub(super) replace_on_exit: bool,
     /// The worker's last `event=load` (smtpd: sessions, failing backends).
     pub(super) load: Option<Attrs>,
 }
@@ -65,20 +101,24 @@ impl Slot {
             started: Instant::now(),
             restarts: 0,
             throttle: Duration::ZERO,
-            restart_at: None,
+            state: SlotState::Stopped,
             to_worker: None,
-            ready: false,
             last_exit: None,
-            retiring: false,
-            retired: false,
-            replace_on_exit: false,
             load: None,
         }
     }
 
     /// Counts as a serving position (not retired or being retired).
     pub(super) fn active(&self) -> bool {
-        !self.retiring && !self.retired
+        !matches!(self.state, SlotState::Draining | SlotState::Retired)
+    }
+
+    /// When the next process is due, if one is.
+    pub(super) fn restart_at(&self) -> Option<Instant> {
+        match self.state {
+            SlotState::Restarting(at) => Some(at),
+            _ => None,
+        }
     }
 }
 
@@ -129,8 +169,7 @@ impl Master {
         slot.pid = Some(pid);
         slot.generation += 1;
         slot.started = Instant::now();
-        slot.ready = false;
-        slot.restart_at = None;
+        slot.state = SlotState::Starting;
         info!("started {} pid {pid}", kind.program());
 
         let stream = std::os::unix::net::UnixStream::from(ours);
@@ -192,22 +231,23 @@ impl Master {
         let slot = &mut self.slots[i];
         slot.pid = None;
         slot.to_worker = None;
-        slot.ready = false;
         slot.load = None;
         if self.stopping.is_some() {
+            slot.state = SlotState::Stopped;
             return;
         }
-        if slot.retiring {
-            slot.retiring = false;
-            slot.retired = true;
-            return;
-        }
-        if slot.replace_on_exit {
-            slot.replace_on_exit = false;
-            slot.restarts += 1;
-            slot.throttle = Duration::ZERO;
-            slot.restart_at = Some(Instant::now());
-            return;
+        match slot.state {
+            SlotState::Draining => {
+                slot.state = SlotState::Retired;
+                return;
+            }
+            SlotState::Replacing => {
+                slot.restarts += 1;
+                slot.throttle = Duration::ZERO;
+                slot.state = SlotState::Restarting(Instant::now());
+                return;
+            }
+            _ => {}
         }
         let quick = slot.started.elapsed() < STARTUP_GRACE;
         slot.throttle = if quick {
@@ -216,7 +256,7 @@ impl Master {
             Duration::ZERO
         };
         slot.restarts += 1;
-        slot.restart_at = Some(Instant::now() + slot.throttle);
+        slot.state = SlotState::Restarting(Instant::now() + slot.throttle);
         if quick {
             warn!(
                 "{} {why} within {:?} of its start: throttling, restart in {:?}",
@@ -230,10 +270,10 @@ impl Master {
     pub(super) async fn restart_due(&mut self) {
         let now = Instant::now();
         let due: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].restart_at.is_some_and(|t| t <= now))
+            .filter(|&i| self.slots[i].restart_at().is_some_and(|t| t <= now))
             .collect();
         for i in due {
-            self.slots[i].restart_at = None;
+            self.slots[i].state = SlotState::Stopped;
             if self.stopping.is_none() {
                 self.start(i).await;
             }
@@ -263,8 +303,11 @@ impl Master {
             };
             let program = self.slots[i].kind.program();
             let clean = how == "exit status 0";
-            let expected =
-                self.stopping.is_some() || self.slots[i].retiring || self.slots[i].replace_on_exit;
+            let expected = self.stopping.is_some()
+                || matches!(
+                    self.slots[i].state,
+                    SlotState::Draining | SlotState::Replacing
+                );
             if expected && clean {
                 info!("{program} pid {pid} stopped");
             } else {
@@ -284,7 +327,11 @@ impl Master {
 
     /// A free slot for a new process of `kind` (a retired one is reused).
     pub(super) fn new_slot(&mut self, kind: Kind) -> usize {
-        if let Some(i) = self.slots.iter().position(|s| s.retired && s.pid.is_none()) {
+        if let Some(i) = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Retired)
+        {
             let generation = self.slots[i].generation;
             self.slots[i] = Slot::new(kind);
             // Keep counting: messages from the slot's earlier processes stay stale.

@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use sd_notify::NotifyState;
 use tracing::{info, warn};
 
-use super::{notify, Kind, Master};
+use super::{notify, Kind, Master, SlotState};
 
 /// Extra time after `stop_timeout` before SIGKILL.
 pub(super) const KILL_MARGIN: Duration = Duration::from_secs(5);
@@ -29,7 +29,9 @@ impl Master {
         notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
         self.stopping = Some(Instant::now());
         for s in &mut self.slots {
-            s.restart_at = None;
+            if let SlotState::Restarting(_) = s.state {
+                s.state = SlotState::Stopped;
+            }
         }
         self.signal_kind(Kind::Smtpd, Signal::SIGTERM);
     }

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use super::reload::RELOAD_ACK_TIMEOUT;
-use super::{Kind, Master, Msg};
+use super::{Kind, Master, Msg, SlotState};
 
 /// A `postern restart smtpd|router` in progress: new processes first, the old
 /// ones are told to drain once every new one serves.
@@ -57,8 +57,8 @@ impl Master {
         info!("restarting {} ({} process(es))", kind.program(), old.len());
         if kind == Kind::Updater {
             for &i in &old {
-                self.slots[i].replace_on_exit = true;
                 if let Some(pid) = self.slots[i].pid {
+                    self.slots[i].state = SlotState::Replacing;
                     let _ = kill(pid, Signal::SIGTERM);
                 }
                 self.slots[i].to_worker = None;
@@ -85,7 +85,10 @@ impl Master {
     /// gives up: the new processes go, the old ones keep serving.
     pub(super) fn advance_swap(&mut self, deadline: bool) {
         let Some(sw) = &self.swap else { return };
-        let all_ready = sw.new.iter().all(|&i| self.slots[i].ready);
+        let all_ready = sw
+            .new
+            .iter()
+            .all(|&i| self.slots[i].state == SlotState::Ready);
         if !all_ready && !deadline {
             return;
         }
@@ -96,12 +99,12 @@ impl Master {
             (&sw.new, &sw.old)
         };
         for &i in go {
-            self.slots[i].retiring = true;
-            self.slots[i].restart_at = None;
-            if self.slots[i].pid.is_none() {
-                self.slots[i].retiring = false;
-                self.slots[i].retired = true;
-            }
+            let s = &mut self.slots[i];
+            s.state = if s.pid.is_some() {
+                SlotState::Draining
+            } else {
+                SlotState::Retired
+            };
         }
         let go = go.clone();
         let ready = all_ready;
