@@ -93,6 +93,7 @@ enum Kind {
 }
 
 impl Kind {
+    /// The worker's program, which is also its name in logs and status.
     fn program(self) -> &'static str {
         match self {
             Kind::Router => "postern-router",
@@ -104,6 +105,7 @@ impl Kind {
 
 /// What the worker readers and the control socket tell the main loop.
 enum Msg {
+    /// A message on a worker's channel, from the process of `generation`.
     Worker {
         slot: usize,
         generation: u64,
@@ -121,21 +123,31 @@ enum Msg {
         generation: u64,
         attrs: Attrs,
     },
+    /// A request on the control socket, and where its answer goes.
     Control {
         req: Attrs,
         reply: oneshot::Sender<Attrs>,
     },
 }
 
+/// The master's state, owned by its event loop: one of each concern's
+/// pieces (the slots, a pending reload, swap or stop, the commands).
 struct Master {
+    /// The file it was started with, read again at each reload.
     config_path: PathBuf,
+    /// The configuration in force.
     config: Arc<Config>,
     /// The TLS files of `config`, read by the master (workers cannot).
     tls: Option<TlsPem>,
+    /// Where the worker programs are.
     daemon_dir: PathBuf,
+    /// The worker table ([`slots`]).
     slots: Vec<Slot>,
+    /// The SMTP listeners, handed to every smtpd as `smtp`.
     tcp: Vec<OwnedFd>,
+    /// `run_dir/router.sock`, handed to the router as `router`.
     router_sock: OwnedFd,
+    /// `run_dir/updater.sock`, handed to the updater as `updater`.
     updater_sock: OwnedFd,
     /// `[metrics] listen`, handed to the router as `metrics`.
     metrics_sock: Option<OwnedFd>,
@@ -143,12 +155,19 @@ struct Master {
     policy_socks: Vec<OwnedFd>,
     /// Restart commands running, by pid.
     commands: HashMap<Pid, RunningCommand>,
+    /// To the event loop, for the channel readers and the control socket.
     tx: mpsc::Sender<Msg>,
+    /// `READY=1` was sent at start-up.
     ready_sent: bool,
+    /// The reload in progress, if any ([`reload`]).
     reload: Option<PendingReload>,
+    /// The `postern restart` in progress, if any ([`swap`]).
     swap: Option<PendingSwap>,
+    /// Reloads so far, for their ids.
     reload_seq: u64,
+    /// When the stop began ([`stop`]).
     stopping: Option<Instant>,
+    /// When the master started (its uptime in `postern status`).
     started: Instant,
 }
 
@@ -313,6 +332,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
 }
 
 impl Master {
+    /// Handles what a channel reader or the control socket brought.
     async fn message(&mut self, msg: Msg) {
         match msg {
             Msg::Worker {
@@ -441,6 +461,7 @@ impl Master {
         }
     }
 
+    /// `READY=1` once, when every serving slot is ready after the start.
     fn check_ready(&mut self) {
         if self.ready_sent || self.stopping.is_some() {
             return;
@@ -552,12 +573,14 @@ pub fn running_pid(path: &Path) -> Option<i32> {
     alive.then_some(pid)
 }
 
+/// Tells systemd (when it listens); a failure is only logged.
 fn notify(state: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(state) {
         warn!("sd_notify: {e}");
     }
 }
 
+/// A duration for `postern status`: `42s`, `3m05s`, `2h10m`, `4d03h`.
 fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {

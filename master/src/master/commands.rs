@@ -21,9 +21,13 @@ use crate::spawn;
 
 /// A backend restart command the master runs for the updater.
 pub(super) struct RunningCommand {
+    /// The server it restarts (its display name).
     pub(super) server: String,
+    /// When it is killed: its start plus `update.restart_timeout`.
     pub(super) deadline: Instant,
+    /// Killed at its deadline: the answer says it timed out.
     pub(super) timed_out: bool,
+    /// The updater's request, answered when the command has been reaped.
     pub(super) reply: oneshot::Sender<Attrs>,
 }
 
@@ -72,6 +76,7 @@ impl Master {
         }
     }
 
+    /// Answers the updater once a command was reaped (`how` it ended).
     pub(super) async fn command_exited(&mut self, cmd: RunningCommand, how: &str) {
         let server = &cmd.server;
         let answer = if cmd.timed_out {
@@ -93,6 +98,7 @@ impl Master {
         let _ = cmd.reply.send(answer);
     }
 
+    /// SIGKILL to each command (and its process group) past its deadline.
     pub(super) fn kill_late_commands(&mut self) {
         let now = Instant::now();
         for (pid, c) in self.commands.iter_mut() {

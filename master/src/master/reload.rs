@@ -25,10 +25,15 @@ pub(super) const RELOAD_ACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A reload waiting for acknowledgements.
 pub(super) struct PendingReload {
+    /// The `id` of its `request=config` messages (`reload-N`).
     pub(super) id: String,
+    /// The slots that have not acknowledged yet.
     pub(super) waiting: HashSet<usize>,
+    /// When the slots still waiting count as failures.
     pub(super) deadline: Instant,
+    /// What went wrong, worker by worker, for the answer and the log.
     pub(super) failures: Vec<String>,
+    /// Whoever asked (`postern reload`, SMTP RELOAD); none for SIGHUP.
     pub(super) reply: Option<oneshot::Sender<Attrs>>,
 }
 

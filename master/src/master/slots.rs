@@ -78,15 +78,23 @@ impl SlotState {
 
 /// One worker position: the process in it comes and goes, the slot stays.
 pub(super) struct Slot {
+    /// The program it runs.
     pub(super) kind: Kind,
+    /// Its process, while one runs (see [`SlotState`]).
     pub(super) pid: Option<Pid>,
     /// Incremented at each spawn, so that messages from a dead process are ignored.
     pub(super) generation: u64,
+    /// When its process started (its uptime).
     pub(super) started: Instant,
+    /// Processes started after the first.
     pub(super) restarts: u32,
+    /// The last throttle delay: zero, or 1 s doubling to 60 s.
     pub(super) throttle: Duration,
+    /// What it is doing.
     pub(super) state: SlotState,
+    /// The master's end of its channel; dropped, it tells the worker to stop.
     pub(super) to_worker: Option<OwnedWriteHalf>,
+    /// How its last process ended (`exit status N`, `killed by signal N`).
     pub(super) last_exit: Option<String>,
     /// The worker's last `event=load` (smtpd: sessions, failing backends).
     pub(super) load: Option<Attrs>,
@@ -227,6 +235,9 @@ impl Master {
         .to_toml()
     }
 
+    /// Slot `i` has no process any more (`why`): retired if it was
+    /// draining, restarted at once if it was being replaced or had run
+    /// [`STARTUP_GRACE`], throttled otherwise; nothing while stopping.
     pub(super) fn schedule_restart(&mut self, i: usize, why: &str) {
         let slot = &mut self.slots[i];
         slot.pid = None;
@@ -267,6 +278,7 @@ impl Master {
         }
     }
 
+    /// Starts the processes whose restart is due.
     pub(super) async fn restart_due(&mut self) {
         let now = Instant::now();
         let due: Vec<usize> = (0..self.slots.len())

@@ -18,6 +18,8 @@ use super::{notify, Kind, Master, SlotState};
 pub(super) const KILL_MARGIN: Duration = Duration::from_secs(5);
 
 impl Master {
+    /// Starts a graceful stop (`why`: the signal or the command): no
+    /// restart any more, SIGTERM to the smtpd workers first.
     pub(super) fn begin_stop(&mut self, why: &str) {
         if self.stopping.is_some() {
             return;
@@ -48,6 +50,7 @@ impl Master {
         }
     }
 
+    /// Sends `sig` to every process of `kind` and closes their channels.
     pub(super) fn signal_kind(&mut self, kind: Kind, sig: Signal) {
         for s in self.slots.iter_mut().filter(|s| s.kind == kind) {
             if let Some(pid) = s.pid {
@@ -58,6 +61,7 @@ impl Master {
         }
     }
 
+    /// At the stop's deadline: SIGKILL to whatever still runs.
     pub(super) fn kill_remaining(&mut self) {
         for s in &self.slots {
             if let Some(pid) = s.pid {

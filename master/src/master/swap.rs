@@ -22,9 +22,13 @@ use super::{Kind, Master, Msg, SlotState};
 /// A `postern restart smtpd|router` in progress: new processes first, the old
 /// ones are told to drain once every new one serves.
 pub(super) struct PendingSwap {
+    /// The slots of the new processes.
     pub(super) new: Vec<usize>,
+    /// The slots of the processes they replace.
     pub(super) old: Vec<usize>,
+    /// When the swap is abandoned if a new process is not ready.
     pub(super) deadline: Instant,
+    /// The `postern restart` waiting for the outcome.
     pub(super) reply: oneshot::Sender<Attrs>,
 }
 
