@@ -16,7 +16,7 @@ use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
 use postern_shared::proto::Attrs;
 use postern_shared::stats::Day;
 
-use crate::cli::AccessCommand;
+use crate::cli::{self, AccessCommand};
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 
 /// Runs `postern access COMMAND` (`list` when none is given).
@@ -29,23 +29,17 @@ pub fn run(command: Option<AccessCommand>, config: &Config) -> ExitCode {
             expired,
         }) => list(action.as_deref(), method.as_deref(), expired, config),
         Some(AccessCommand::Add {
-            action,
-            method,
-            pattern,
+            entry,
             comment,
             keep_until,
         }) => change(
             true,
-            [&action, &method, &pattern],
+            &entry,
             comment.as_deref().unwrap_or_default(),
             keep_until.as_deref(),
             config,
         ),
-        Some(AccessCommand::Remove {
-            action,
-            method,
-            pattern,
-        }) => change(false, [&action, &method, &pattern], "", None, config),
+        Some(AccessCommand::Remove { entry }) => change(false, &entry, "", None, config),
         Some(AccessCommand::Test {
             client,
             helo,
@@ -190,18 +184,17 @@ fn table(entries: &[&Entry], today: &str) -> String {
     out
 }
 
-/// `add` (with its comment and keep-until date) or `remove` of
-/// `[action, method, pattern]`.
+/// `add` (with its comment and keep-until date) or `remove` of an entry.
 fn change(
     add: bool,
-    [action, method, pattern]: [&str; 3],
+    entry: &cli::Entry,
     comment: &str,
     keep_until: Option<&str>,
     config: &Config,
 ) -> Result<ExitCode, Usage> {
-    let action: Action = action.parse().map_err(Usage)?;
-    let method: Method = method.parse().map_err(Usage)?;
-    let parsed = match Pattern::parse(method, pattern) {
+    let action: Action = entry.action.parse().map_err(Usage)?;
+    let method: Method = entry.method.parse().map_err(Usage)?;
+    let parsed = match Pattern::parse(method, &entry.pattern) {
         Ok(p) => p,
         Err(e) => return Ok(fail(format!("{} {} {e}", action.as_str(), method.as_str()))),
     };

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::builder::{PossibleValue, StringValueParser, TypedValueParser};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::stats::{DEFAULT_WEEKS, MAX_WEEKS};
 
@@ -294,15 +294,9 @@ pub enum AccessCommand {
                           [--comment TEXT] [--keep-until YYYY-MM-DD]"
     )]
     Add {
-        /// accept or reject
-        #[arg(value_name = "ACTION", value_parser = Words(ACTIONS))]
-        action: String,
-        /// connect, from or to
-        #[arg(value_name = "METHOD", value_parser = Words(METHODS))]
-        method: String,
-        /// An address, network, host or domain (see postern access --help)
-        #[arg(value_name = "PATTERN")]
-        pattern: String,
+        /// The entry.
+        #[command(flatten)]
+        entry: Entry,
         /// Why the entry is there (one line)
         #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
@@ -315,15 +309,9 @@ pub enum AccessCommand {
         override_usage = "postern [-c FILE] access remove (accept|reject) (connect|from|to) PATTERN"
     )]
     Remove {
-        /// accept or reject
-        #[arg(value_name = "ACTION", value_parser = Words(ACTIONS))]
-        action: String,
-        /// connect, from or to
-        #[arg(value_name = "METHOD", value_parser = Words(METHODS))]
-        method: String,
-        /// The entry's pattern
-        #[arg(value_name = "PATTERN")]
-        pattern: String,
+        /// The entry.
+        #[command(flatten)]
+        entry: Entry,
     },
     /// The verdict for one recipient and the entry that decides; nothing stored or counted
     #[command(
@@ -343,6 +331,20 @@ pub enum AccessCommand {
         #[arg(long, value_name = "ADDR")]
         to: String,
     },
+}
+
+/// An access entry as `add` and `remove` name it: `ACTION METHOD PATTERN`.
+#[derive(Debug, Args)]
+pub struct Entry {
+    /// accept or reject
+    #[arg(value_name = "ACTION", value_parser = Words(ACTIONS))]
+    pub action: String,
+    /// connect, from or to
+    #[arg(value_name = "METHOD", value_parser = Words(METHODS))]
+    pub method: String,
+    /// An address, network, host or domain (see postern access --help)
+    #[arg(value_name = "PATTERN")]
+    pub pattern: String,
 }
 
 /// The access lists' actions, offered to the completions.
