@@ -24,7 +24,8 @@ use crate::stats::{DEFAULT_WEEKS, MAX_WEEKS};
 /// the longer text (`after_help`), the same for `-h` and `--help`.
 const TEMPLATE: &str = "usage: {usage}\n\n{about-with-newline}\n{all-args}{after-help}";
 
-/// `postern [-c FILE] COMMAND`.
+/// `postern [-c FILE] COMMAND`. `--version` prints `postern X.Y.Z`, the
+/// workspace's version: the workers are built and shipped with it.
 #[derive(Debug, Parser)]
 #[command(
     name = "postern",
