@@ -16,40 +16,42 @@ use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
 use postern_shared::proto::Attrs;
 use postern_shared::stats::Day;
 
+use crate::cli::{self, AccessCommand};
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 
-/// `postern access --help`.
-pub const HELP: &str = "\
-usage: postern [-c FILE] access list [accept|reject] [--method connect|from|to] [--expired]
-       postern [-c FILE] access add (accept|reject) (connect|from|to) PATTERN
-                                    [--comment TEXT] [--keep-until YYYY-MM-DD]
-       postern [-c FILE] access remove (accept|reject) (connect|from|to) PATTERN
-       postern [-c FILE] access test --client IP [--helo NAME] [--from ADDR] --to ADDR
-
-Access lists for mail from the internet: an accept entry skips the other
-checks (never relay control), a reject entry refuses with 554 5.7.1.
-connect: the client: 192.0.2.7, 123.45 (an octet prefix), 192.0.2.0/24,
-  2001:db8::/32, host.example.com or .example.com (the client's
-  forward-confirmed reverse name only).
-from, to: user@example.com, user@, example.com, .example.com; <> (from only).
-
-list: every entry with its comment, keep-until date, when and by whom it was
-added; --expired: only entries whose keep-until date has passed (nothing is
-removed by itself). add, remove: in force at once in the running postern,
-and kept in policy.access_file. test: the verdict for one recipient and the
-entry that decides; nothing is stored or counted.
-";
-
-/// Runs `postern access ARGS`.
-pub fn run(args: &[String], config: &Config) -> ExitCode {
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match words.split_first() {
-        None => list(&[], config),
-        Some((&"list", rest)) => list(rest, config),
-        Some((&"add", rest)) => change(true, rest, config),
-        Some((&"remove", rest)) => change(false, rest, config),
-        Some((&"test", rest)) => test(rest, config),
-        Some((other, _)) => Err(Usage(format!("unknown access command {other:?}"))),
+/// Runs `postern access COMMAND` (`list` when none is given).
+pub fn run(command: Option<AccessCommand>, config: &Config) -> ExitCode {
+    let result = match command {
+        None => list(None, None, false, config),
+        Some(AccessCommand::List {
+            action,
+            method,
+            expired,
+        }) => list(action.as_deref(), method.as_deref(), expired, config),
+        Some(AccessCommand::Add {
+            entry,
+            comment,
+            keep_until,
+        }) => change(
+            true,
+            &entry,
+            comment.as_deref().unwrap_or_default(),
+            keep_until.as_deref(),
+            config,
+        ),
+        Some(AccessCommand::Remove { entry }) => change(false, &entry, "", None, config),
+        Some(AccessCommand::Test {
+            client,
+            helo,
+            from,
+            to,
+        }) => test(
+            &client,
+            helo.as_deref(),
+            from.as_deref().unwrap_or_default(),
+            &to,
+            config,
+        ),
     };
     match result {
         Ok(code) => code,
@@ -74,36 +76,18 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Takes `--name VALUE` out of `args`.
-fn option<'a>(args: &mut Vec<&'a str>, name: &str) -> Result<Option<&'a str>, Usage> {
-    match args.iter().position(|a| *a == name) {
-        None => Ok(None),
-        Some(i) if i + 1 < args.len() => {
-            let v = args.remove(i + 1);
-            args.remove(i);
-            Ok(Some(v))
-        }
-        Some(_) => Err(Usage(format!("{name} needs a value"))),
-    }
-}
-
-fn flag(args: &mut Vec<&str>, name: &str) -> bool {
-    let before = args.len();
-    args.retain(|a| *a != name);
-    args.len() != before
-}
-
-fn list(rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
-    let mut args = rest.to_vec();
-    let method = option(&mut args, "--method")?
+fn list(
+    action: Option<&str>,
+    method: Option<&str>,
+    expired: bool,
+    config: &Config,
+) -> Result<ExitCode, Usage> {
+    let method = method
         .map(|m| m.parse::<Method>().map_err(Usage))
         .transpose()?;
-    let expired = flag(&mut args, "--expired");
-    let action = match args.as_slice() {
-        [] => None,
-        [a] => Some(a.parse::<Action>().map_err(Usage)?),
-        [_, extra, ..] => return Err(Usage(format!("unexpected argument {extra:?}"))),
-    };
+    let action = action
+        .map(|a| a.parse::<Action>().map_err(Usage))
+        .transpose()?;
     let file = match router(config) {
         Some(sock) => {
             let reply =
@@ -200,21 +184,17 @@ fn table(entries: &[&Entry], today: &str) -> String {
     out
 }
 
-fn change(add: bool, rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
-    let mut args = rest.to_vec();
-    let comment = option(&mut args, "--comment")?.unwrap_or_default();
-    let keep_until = option(&mut args, "--keep-until")?;
-    if !add && (!comment.is_empty() || keep_until.is_some()) {
-        return Err(Usage("remove takes no --comment or --keep-until".into()));
-    }
-    let [action, method, pattern] = args.as_slice() else {
-        return Err(Usage(
-            "needs (accept|reject) (connect|from|to) PATTERN".into(),
-        ));
-    };
-    let action: Action = action.parse().map_err(Usage)?;
-    let method: Method = method.parse().map_err(Usage)?;
-    let parsed = match Pattern::parse(method, pattern) {
+/// `add` (with its comment and keep-until date) or `remove` of an entry.
+fn change(
+    add: bool,
+    entry: &cli::Entry,
+    comment: &str,
+    keep_until: Option<&str>,
+    config: &Config,
+) -> Result<ExitCode, Usage> {
+    let action: Action = entry.action.parse().map_err(Usage)?;
+    let method: Method = entry.method.parse().map_err(Usage)?;
+    let parsed = match Pattern::parse(method, &entry.pattern) {
         Ok(p) => p,
         Err(e) => return Ok(fail(format!("{} {} {e}", action.as_str(), method.as_str()))),
     };
@@ -315,16 +295,14 @@ fn save_like_its_directory(file: &AccessFile, path: &Path) -> std::io::Result<()
     Ok(())
 }
 
-fn test(rest: &[&str], config: &Config) -> Result<ExitCode, Usage> {
-    let mut args = rest.to_vec();
-    let client =
-        option(&mut args, "--client")?.ok_or_else(|| Usage("--client IP is required".into()))?;
-    let helo = option(&mut args, "--helo")?;
-    let from = option(&mut args, "--from")?.unwrap_or_default();
-    let to = option(&mut args, "--to")?.ok_or_else(|| Usage("--to ADDR is required".into()))?;
-    if let Some(extra) = args.first() {
-        return Err(Usage(format!("unexpected argument {extra:?}")));
-    }
+/// The verdict for one recipient: `--client`, `--helo`, `--from`, `--to`.
+fn test(
+    client: &str,
+    helo: Option<&str>,
+    from: &str,
+    to: &str,
+    config: &Config,
+) -> Result<ExitCode, Usage> {
     let Ok(ip) = client.parse::<std::net::IpAddr>() else {
         return Err(Usage(format!("--client {client:?} is not an IP address")));
     };

@@ -162,33 +162,48 @@ pub fn restart(worker: &str, config: &Config) -> ExitCode {
     }
 }
 
+/// What `postern queue …` and `postern restarts …` ask the updater.
+pub enum UpdaterAsk {
+    /// `queue [list]`.
+    Queue,
+    /// `queue flush`.
+    Flush,
+    /// `queue delete ID`.
+    Delete(String),
+    /// `restarts [list]`.
+    Restarts,
+    /// `restarts cancel ID`.
+    Cancel(String),
+}
+
 /// `postern queue …` and `postern restarts …`: one request to the updater.
-pub fn updater(cmd: &str, args: &[String], config: &Config) -> ExitCode {
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    let req = match (cmd, words.as_slice()) {
-        ("queue", [] | ["list"]) => Attrs::new().with("request", "list"),
-        ("queue", ["flush"]) => Attrs::new().with("request", "flush"),
-        ("queue", ["delete", id]) => Attrs::new().with("request", "delete").with("id", id),
-        ("restarts", [] | ["list"]) => Attrs::new().with("request", "restarts"),
-        ("restarts", ["cancel", id]) => Attrs::new().with("request", "cancel").with("id", id),
-        _ => {
-            eprintln!("postern: {cmd}: unexpected arguments {words:?}; see postern {cmd} --help");
-            return ExitCode::from(2);
-        }
+pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
+    let (cmd, req) = match &ask_for {
+        UpdaterAsk::Queue => ("queue", Attrs::new().with("request", "list")),
+        UpdaterAsk::Flush => ("queue", Attrs::new().with("request", "flush")),
+        UpdaterAsk::Delete(id) => (
+            "queue",
+            Attrs::new().with("request", "delete").with("id", id),
+        ),
+        UpdaterAsk::Restarts => ("restarts", Attrs::new().with("request", "restarts")),
+        UpdaterAsk::Cancel(id) => (
+            "restarts",
+            Attrs::new().with("request", "cancel").with("id", id),
+        ),
     };
     let sock = config.process.run_dir.join(UPDATER_SOCKET);
     let reply = match ask(&sock, "updater", cmd, req) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match (&reply.body, words.first()) {
+    match (&reply.body, &ask_for) {
         (Some(body), _) => print!("{}", String::from_utf8_lossy(body)),
-        (None, Some(&"flush")) => println!(
+        (None, UpdaterAsk::Flush) => println!(
             "postern: {} deferred copies will be tried now",
             reply.get("count").unwrap_or("0")
         ),
-        (None, Some(&"delete")) => println!("postern: deleted"),
-        (None, Some(&"cancel")) => println!("postern: cancelled"),
+        (None, UpdaterAsk::Delete(_)) => println!("postern: deleted"),
+        (None, UpdaterAsk::Cancel(_)) => println!("postern: cancelled"),
         _ => {}
     }
     ExitCode::SUCCESS

@@ -33,26 +33,6 @@ use postern_shared::logging::{
     days_from_civil, local_date, local_day, now_millis, utc_offset, Timestamp,
 };
 
-/// `postern log --help`.
-pub const HELP: &str = "\
-usage: postern [-c FILE] log search PATTERN [--since WHEN]
-       postern [-c FILE] log session ID [--since WHEN]
-
-search   prints the sessions whose client address, sender or a recipient
-         contains PATTERN (case-insensitive), one line each: id, time,
-         client, sender, recipients, server, last reply; and on stderr
-         where it looked (the log file and its rotated files, or the journal).
-session  prints every line of session ID, from every process, in order.
-
-WHEN is a duration back from now (30m, 2h, 7d) or a local date and time
-(2026-11-23, \"2026-11-23 14:00\"). Without --since, search reads the current
-log file only (or the whole journal); session also looks through the rotated
-files, newest first, until it finds the session.
-
-The lines come from the journal (journalctl) when log.journald is \"yes\",
-or \"auto\" without log.file; otherwise from log.file.
-";
-
 /// The fields shown for a journal entry, journal name → text name.
 const JOURNAL_FIELDS: [(&str, &str); 7] = [
     ("SID", "sid"),
@@ -83,9 +63,17 @@ enum Source {
     Journal,
 }
 
-/// Runs `postern log ARGS…`.
-pub fn run(args: &[String], config: &Config) -> ExitCode {
-    match run_inner(args, config) {
+/// What `postern log` looks for.
+pub enum Query<'a> {
+    /// `log search PATTERN`: sessions by address.
+    Search(&'a str),
+    /// `log session ID`: one session's lines.
+    Session(&'a str),
+}
+
+/// Runs `postern log search|session … [--since WHEN]`.
+pub fn run(query: Query<'_>, since: Option<&str>, config: &Config) -> ExitCode {
+    match run_inner(query, since, config) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
@@ -95,40 +83,14 @@ pub fn run(args: &[String], config: &Config) -> ExitCode {
     }
 }
 
-fn run_inner(args: &[String], config: &Config) -> Result<bool, String> {
-    let (verb, rest) = args
-        .split_first()
-        .ok_or("log needs search PATTERN or session ID; see postern log --help")?;
-    let mut positional = Vec::new();
-    let mut since = None;
-    let mut it = rest.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--since" => {
-                let v = it.next().ok_or("--since needs a duration or a date")?;
-                since = Some(parse_since(v, now_millis())?);
-            }
-            s if s.starts_with("--since=") => {
-                since = Some(parse_since(&s["--since=".len()..], now_millis())?);
-            }
-            s if s.starts_with('-') && s.len() > 1 => {
-                return Err(format!("log {verb}: unknown option {s:?}"))
-            }
-            _ => positional.push(a.as_str()),
-        }
-    }
+/// `Ok(found)`, or a mistake (exit status 2): a `--since` that does not
+/// parse, nowhere to search.
+fn run_inner(query: Query<'_>, since: Option<&str>, config: &Config) -> Result<bool, String> {
+    let since = since.map(|v| parse_since(v, now_millis())).transpose()?;
     let source = source(config)?;
-    match (verb.as_str(), positional.as_slice()) {
-        ("search", [pattern]) => search(&source, pattern, since),
-        ("session", [id]) => session(&source, id, since),
-        ("search", []) => Err("log search needs a PATTERN".into()),
-        ("session", []) => Err("log session needs a session ID".into()),
-        ("search" | "session", [_, extra, ..]) => {
-            Err(format!("log {verb}: unexpected argument {extra:?}"))
-        }
-        (other, _) => Err(format!(
-            "log: unknown command {other:?}; use search or session"
-        )),
+    match query {
+        Query::Search(pattern) => search(&source, pattern, since),
+        Query::Session(id) => session(&source, id, since),
     }
 }
 

@@ -5,10 +5,15 @@
 //! prints the effective configuration, `convert` turns a legacy XML file into
 //! TOML, `log` searches the log ([`logsearch`]), `stats` prints the weekly
 //! statistics ([`stats`]), and `stop`, `reload`, `status`, `restart` talk to
-//! a running master over `run_dir/master.sock` ([`client`]). Errors are one
-//! line on stderr and a non-zero exit status.
+//! a running master over `run_dir/master.sock` ([`client`]), `access` edits
+//! the access lists ([`access`]), `queue` and `restarts` ask the updater.
+//! The command line itself (every command, option and help text, the
+//! completions and the generated manual page) is [`cli`]; this file only
+//! dispatches. Errors are one line on stderr and a non-zero exit status: 2
+//! for a usage mistake, 1 for a command that failed.
 
 mod access;
+mod cli;
 mod client;
 mod greylist;
 mod logsearch;
@@ -19,122 +24,26 @@ mod sockets;
 mod spawn;
 mod stats;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use postern_shared::config::{Config, ConfigError, DEFAULT_PATH};
 
-const USAGE: &str = "\
-usage: postern [-c FILE] COMMAND
-       postern convert FILE.xml
-       postern [-c FILE] log search PATTERN [--since WHEN] | log session ID [--since WHEN]
-
-commands:
-  start     run the master in the foreground (what systemd runs)
-  stop      stop a running master gracefully
-  reload    re-read the configuration (same as SIGHUP)
-  status    show the workers: pids, uptimes, restarts, last exit
-  restart WORKER   replace smtpd, router or updater without refusing a connection
-  check     validate the configuration; print every problem
-  config    print the effective configuration, passwords masked
-  log       log search PATTERN: find sessions; log session ID: one session's lines
-  convert   print a legacy smtp-proxy.xml file as TOML
-  queue [list|flush|delete ID]    the update queue (mailq / postqueue -f / postsuper -d)
-  restarts [list|cancel ID]       scheduled backend restarts
-  stats [--weeks N] [--json]      weekly statistics with the spam rate
-  access [list|add|remove|test]   accept and reject lists for mail from the internet
-  greylist [search|list|whitelist]  greylisting's lists and its manual whitelist
-
-options:
-  -c FILE   configuration file (default: $POSTERN_CONFIG, then /etc/postern/postern.toml)
-  -h, --help
-  -V, --version
-";
-
-fn help_for(cmd: &str) -> Option<&'static str> {
-    Some(match cmd {
-        "start" => "usage: postern [-c FILE] start\n\nRuns the master in the foreground: validates the configuration, binds the\nlisteners, starts the router and the smtpd workers and supervises them.\nSIGHUP reloads, SIGTERM stops gracefully.\n",
-        "stop" => "usage: postern [-c FILE] stop\n\nAsks the running master to stop gracefully and waits until it has exited.\n",
-        "reload" => "usage: postern [-c FILE] reload\n\nAsks the running master to re-read its configuration file. An invalid file\nchanges nothing; the reason is printed and the exit status is 1.\n",
-        "status" => "usage: postern [-c FILE] status\n\nShows the master and each worker: pid, uptime, restarts, last exit.\nstatus, stop and reload work when the file no longer loads: a warning says\nso and the master is found through the file's run_dir as far as it can\nstill be read, else /run/postern.\n",
-        "check" => "usage: postern [-c FILE] check\n\nValidates the configuration file and runs every check of `start` on this\nmachine (worker programs, [tls] files, process.user, directories, log file).\nExit 0 when valid; otherwise every problem is printed, one per line, with\nits key, and the exit status is 1. Warnings (`warning: KEY: text`, such as a\nrelay list wider than a /8) do not fail the check.\n",
-        "config" => "usage: postern [-c FILE] config\n\nPrints the effective configuration (defaults filled in), passwords masked.\n",
-        "log" => logsearch::HELP,
-        "convert" => "usage: postern convert FILE.xml\n\nReads a legacy smtp-proxy.xml file (ISO-8859-1 or UTF-8) and prints the\nequivalent TOML configuration on stdout, every key written out except\nproxy.hostname (the machine's host name by default). It converts without\nvalidating: run `postern -c FILE check` on the result. Passwords are printed\nas they are. Needs no -c. A file that cannot be read or parsed is one line\non stderr and exit status 1.\n",
-        "restart" => "usage: postern [-c FILE] restart smtpd|router|updater\n\nReplaces one kind of worker without refusing a connection. smtpd and router:\nnew processes start on the same sockets; once they serve, the old ones stop\naccepting and finish their sessions. updater: the running one stops and the\nnext starts at once; smtpd's requests wait in the socket's backlog meanwhile.\n",
-        "queue" => "usage: postern [-c FILE] queue [list|flush|delete ID]\n\nlist (the default): every update mail in the queue with each server's copy:\npending, deferred (with the reason and the next try), delivered or failed.\nflush: try every deferred copy now. delete ID: remove an update mail.\n",
-        "restarts" => "usage: postern [-c FILE] restarts [list|cancel ID]\n\nlist (the default): scheduled and recent backend restarts with their state\nand outcome. cancel ID: cancel a scheduled restart.\n",
-        "stats" => stats::HELP,
-        "access" => access::HELP,
-        "greylist" => greylist::HELP,
-        _ => return None,
-    })
-}
+use cli::{Command, LogCommand, QueueCommand, RestartsCommand};
+use client::UpdaterAsk;
 
 fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut config_path: Option<PathBuf> = None;
-    let mut rest = Vec::new();
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "-c" | "--config" => match args.next() {
-                Some(p) => config_path = Some(p.into()),
-                None => return fail("-c needs a file name"),
-            },
-            _ => rest.push(a),
-        }
-    }
-    let path = config_path
+    let cli = match cli::parse(std::env::args_os().collect()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let path = cli
+        .config
         .or_else(|| std::env::var_os("POSTERN_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| DEFAULT_PATH.into());
-    let Some(cmd) = rest.first().cloned() else {
-        eprint!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    if cmd == "-h" || cmd == "--help" || cmd == "help" {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if cmd == "-V" || cmd == "--version" {
-        // The workspace's version: the workers are built and shipped with it.
-        println!("postern {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
-    if rest.iter().skip(1).any(|a| a == "-h" || a == "--help") {
-        return match help_for(&cmd) {
-            Some(h) => {
-                print!("{h}");
-                ExitCode::SUCCESS
-            }
-            None => fail(&format!("unknown command {cmd:?}; see postern --help")),
-        };
-    }
-    if cmd == "log" {
-        return match Config::load(&path) {
-            Ok(c) => logsearch::run(&rest[1..], &c),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if cmd == "convert" {
-        return match &rest[1..] {
-            [file] => convert(file.as_ref()),
-            [] => fail("convert needs the XML file to convert; see postern convert --help"),
-            [_, extra, ..] => fail(&format!("convert: unexpected argument {extra:?}")),
-        };
-    }
-    if rest.len() > 1
-        && !matches!(
-            cmd.as_str(),
-            "queue" | "restarts" | "restart" | "stats" | "access" | "greylist"
-        )
-    {
-        return fail(&format!("{cmd}: unexpected argument {:?}", rest[1]));
-    }
-    match cmd.as_str() {
-        "check" => match examine(&path) {
+    match cli.command {
+        Command::Start => start(path),
+        Command::Check => match examine(&path) {
             Ok(c) => {
                 print_warnings(&c);
                 println!("{}: configuration is valid", path.display());
@@ -145,78 +54,82 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        "config" => match Config::load(&path) {
-            Ok(c) => {
-                print!("{}", masked(c).to_toml());
-                ExitCode::SUCCESS
+        Command::Config => with_config(&path, |c| {
+            print!("{}", masked(c).to_toml());
+            ExitCode::SUCCESS
+        }),
+        Command::Stop => control("stop", &path),
+        Command::Reload => control("reload", &path),
+        Command::Status => control("status", &path),
+        Command::Restart { worker } => with_config(&path, |c| client::restart(&worker, &c)),
+        Command::Log { command } => with_config(&path, |c| match &command {
+            LogCommand::Search { pattern, since } => {
+                logsearch::run(logsearch::Query::Search(pattern), since.as_deref(), &c)
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
+            LogCommand::Session { id, since } => {
+                logsearch::run(logsearch::Query::Session(id), since.as_deref(), &c)
             }
-        },
-        "start" => start(path),
-        "queue" | "restarts" => match Config::load(&path) {
-            Ok(c) => client::updater(&cmd, &rest[1..], &c),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
-        "restart" => match (Config::load(&path), rest.get(1)) {
-            (Ok(c), Some(worker)) if rest.len() == 2 => client::restart(worker, &c),
-            (Ok(_), _) => fail("restart needs one worker kind: smtpd, router or updater"),
-            (Err(e), _) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
-        "greylist" => match Config::load(&path) {
-            Ok(c) => greylist::run(&rest[1..], &c),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
-        "access" => match Config::load(&path) {
-            Ok(c) => access::run(&rest[1..], &c),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
-        "stats" => match Config::load(&path) {
-            Ok(c) => stats::run(&rest[1..], &c),
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::FAILURE
-            }
-        },
-        // These must reach a running master even when its file no longer
-        // loads (issue 18 item 13): then the file says where it is as far
-        // as it can still be read, and a warning says the file is broken.
-        "stop" | "reload" | "status" => match Config::load(&path) {
-            Ok(c) => {
-                let code = client::run(&cmd, &c);
-                if cmd == "reload" && code == ExitCode::SUCCESS {
-                    for w in c.warnings() {
-                        eprintln!("warning: {w}");
-                    }
+        }),
+        Command::Convert { file } => convert(&file),
+        Command::Queue { command } => {
+            let ask = match command {
+                None | Some(QueueCommand::List) => UpdaterAsk::Queue,
+                Some(QueueCommand::Flush) => UpdaterAsk::Flush,
+                Some(QueueCommand::Delete { id }) => UpdaterAsk::Delete(id),
+            };
+            with_config(&path, |c| client::updater(ask, &c))
+        }
+        Command::Restarts { command } => {
+            let ask = match command {
+                None | Some(RestartsCommand::List) => UpdaterAsk::Restarts,
+                Some(RestartsCommand::Cancel { id }) => UpdaterAsk::Cancel(id),
+            };
+            with_config(&path, |c| client::updater(ask, &c))
+        }
+        Command::Stats { weeks, json } => with_config(&path, |c| stats::run(weeks, json, &c)),
+        Command::Access { command } => with_config(&path, |c| access::run(command, &c)),
+        Command::Greylist { command } => with_config(&path, |c| greylist::run(command, &c)),
+        Command::Completions { shell } => cli::completions(shell),
+        Command::Man { command } => cli::man(&command),
+    }
+}
+
+/// Runs a command that needs the configuration: a file that does not load
+/// is its problems on stderr and exit status 1.
+fn with_config(path: &Path, run: impl FnOnce(Config) -> ExitCode) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => run(c),
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `stop`, `reload`, `status`: these must reach a running master even when
+/// its file no longer loads (issue 18 item 13): then the file says where it
+/// is as far as it can still be read, and a warning says the file is broken.
+fn control(cmd: &str, path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(c) => {
+            let code = client::run(cmd, &c);
+            if cmd == "reload" && code == ExitCode::SUCCESS {
+                for w in c.warnings() {
+                    eprintln!("warning: {w}");
                 }
-                code
             }
-            Err(e) => {
-                let (c, from) = client::salvage(&path);
-                eprintln!(
-                    "warning: {}: does not load, the running master keeps its configuration ({}); its run_dir {} is {from}",
-                    path.display(),
-                    e.one_line(),
-                    c.process.run_dir.display(),
-                );
-                client::run(&cmd, &c)
-            }
-        },
-        other => fail(&format!("unknown command {other:?}; see postern --help")),
+            code
+        }
+        Err(e) => {
+            let (c, from) = client::salvage(path);
+            eprintln!(
+                "warning: {}: does not load, the running master keeps its configuration ({}); its run_dir {} is {from}",
+                path.display(),
+                e.one_line(),
+                c.process.run_dir.display(),
+            );
+            client::run(cmd, &c)
+        }
     }
 }
 

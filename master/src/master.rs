@@ -7,61 +7,73 @@
 //! its sockets inherited and its configuration sent over its channel. When
 //! every worker has said `event=ready`, tell systemd `READY=1`.
 //!
-//! Then one loop handles, one at a time:
+//! Then one loop ([`run`]) handles, one at a time, each in its own file, as
+//! Postfix splits its master into `master_*.c`:
 //! - SIGCHLD: reap; a worker that exits is started again, at once if it had
 //!   run a while, after a growing delay (1 s doubling to 60 s) if it died
-//!   within [`STARTUP_GRACE`] of its start; the log says so;
+//!   within [`STARTUP_GRACE`](slots::STARTUP_GRACE) of its start; the log
+//!   says so ([`slots`]: the worker table, spawn, reap, throttle);
 //! - SIGHUP or `request=reload`: load and validate the file; if invalid,
 //!   nothing changes and the error is logged and returned; if valid, send it
-//!   to every worker and wait (up to [`RELOAD_ACK_TIMEOUT`]) until each has
-//!   acknowledged, between `RELOADING=1` and `READY=1`;
+//!   to every worker and wait (up to
+//!   [`RELOAD_ACK_TIMEOUT`](reload::RELOAD_ACK_TIMEOUT)) until each has
+//!   acknowledged, between `RELOADING=1` and `READY=1` ([`reload`]);
 //! - SIGTERM, SIGINT or `request=stop`: stop (`STOPPING=1`): SIGTERM to the
 //!   smtpd workers, which stop accepting and drain their sessions for
 //!   `process.stop_timeout`; once they are gone, SIGTERM to the router (which
 //!   draining sessions still need); whatever remains after the grace period
-//!   plus [`KILL_MARGIN`] gets SIGKILL. Every child is reaped before the
-//!   master removes its sockets and pid file and exits.
-//! - `request=status`: the workers with pids, uptimes, restarts and last exit.
+//!   plus [`KILL_MARGIN`](stop::KILL_MARGIN) gets SIGKILL. Every child is
+//!   reaped before the master removes its sockets and pid file and exits
+//!   ([`stop`]);
+//! - `request=restart worker=` (`postern restart`): new processes, then the
+//!   old ones drain ([`swap`]);
+//! - `request=restart server=` from the updater: a backend's
+//!   `restart_command`, run, reaped and timed ([`commands`]);
+//! - `request=status`: the workers with pids, uptimes, restarts, last exit
+//!   and state ([`control`]: the control socket and the status text);
 //! - `request=workers` from a worker (the router, for its metrics endpoint):
 //!   each slot's program, pid, state, restarts and uptime, as attributes.
 //!   `[metrics] listen` is bound here like the SMTP listeners and handed to
 //!   the router as the descriptor named `metrics`.
+//!
+//! This file keeps the start-up, the loop and the dispatch of what the
+//! workers' channels and the control socket bring ([`Msg`]).
 
-use std::collections::{HashMap, HashSet};
-use std::os::fd::{AsFd, OwnedFd};
+use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use postern_shared::config::{Config, PolicyListen};
 use postern_shared::proto::{self, Attrs};
-use postern_shared::worker::{TlsPem, WorkerConfig};
+use postern_shared::worker::TlsPem;
 use sd_notify::NotifyState;
-use tokio::io::BufReader;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
-use crate::{sockets, spawn};
+use crate::sockets;
 
-/// A worker that exits sooner than this after its start is throttled.
-pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
-/// First throttle delay; doubles at each quick death.
-const THROTTLE_MIN: Duration = Duration::from_secs(1);
-/// Longest throttle delay (Postfix's `service_throttle_time`).
-const THROTTLE_MAX: Duration = Duration::from_secs(60);
-/// How long a reload waits for the workers' acknowledgements.
-const RELOAD_ACK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Extra time after `stop_timeout` before SIGKILL.
-const KILL_MARGIN: Duration = Duration::from_secs(5);
+mod commands;
+mod control;
+mod reload;
+mod slots;
+mod stop;
+mod swap;
+
+use commands::RunningCommand;
+use control::control_loop;
+use reload::PendingReload;
+use slots::{Slot, SlotState};
+use stop::KILL_MARGIN;
+use swap::PendingSwap;
 
 /// Name of the admin CLI socket in `run_dir`.
 pub const CONTROL_SOCKET: &str = "master.sock";
@@ -81,6 +93,7 @@ enum Kind {
 }
 
 impl Kind {
+    /// The worker's program, which is also its name in logs and status.
     fn program(self) -> &'static str {
         match self {
             Kind::Router => "postern-router",
@@ -90,40 +103,9 @@ impl Kind {
     }
 }
 
-/// One worker position: the process in it comes and goes, the slot stays.
-struct Slot {
-    kind: Kind,
-    pid: Option<Pid>,
-    /// Incremented at each spawn, so that messages from a dead process are ignored.
-    generation: u64,
-    started: Instant,
-    restarts: u32,
-    throttle: Duration,
-    restart_at: Option<Instant>,
-    to_worker: Option<OwnedWriteHalf>,
-    ready: bool,
-    last_exit: Option<String>,
-    /// Replaced by `postern restart`: draining; not restarted when it exits.
-    retiring: bool,
-    /// Empty: its process was retired and exited; the slot may be reused.
-    retired: bool,
-    /// Stopped by `postern restart`: start the next process at once, unthrottled.
-    replace_on_exit: bool,
-    /// The worker's last `event=load` (smtpd: sessions, failing backends).
-    load: Option<Attrs>,
-}
-
-/// A `postern restart smtpd|router` in progress: new processes first, the old
-/// ones are told to drain once every new one serves.
-struct PendingSwap {
-    new: Vec<usize>,
-    old: Vec<usize>,
-    deadline: Instant,
-    reply: oneshot::Sender<Attrs>,
-}
-
 /// What the worker readers and the control socket tell the main loop.
 enum Msg {
+    /// A message on a worker's channel, from the process of `generation`.
     Worker {
         slot: usize,
         generation: u64,
@@ -141,38 +123,31 @@ enum Msg {
         generation: u64,
         attrs: Attrs,
     },
+    /// A request on the control socket, and where its answer goes.
     Control {
         req: Attrs,
         reply: oneshot::Sender<Attrs>,
     },
 }
 
-/// A backend restart command the master runs for the updater.
-struct RunningCommand {
-    server: String,
-    deadline: Instant,
-    timed_out: bool,
-    reply: oneshot::Sender<Attrs>,
-}
-
-/// A reload waiting for acknowledgements.
-struct PendingReload {
-    id: String,
-    waiting: HashSet<usize>,
-    deadline: Instant,
-    failures: Vec<String>,
-    reply: Option<oneshot::Sender<Attrs>>,
-}
-
+/// The master's state, owned by its event loop: one of each concern's
+/// pieces (the slots, a pending reload, swap or stop, the commands).
 struct Master {
+    /// The file it was started with, read again at each reload.
     config_path: PathBuf,
+    /// The configuration in force.
     config: Arc<Config>,
     /// The TLS files of `config`, read by the master (workers cannot).
     tls: Option<TlsPem>,
+    /// Where the worker programs are.
     daemon_dir: PathBuf,
+    /// The worker table ([`slots`]).
     slots: Vec<Slot>,
+    /// The SMTP listeners, handed to every smtpd as `smtp`.
     tcp: Vec<OwnedFd>,
+    /// `run_dir/router.sock`, handed to the router as `router`.
     router_sock: OwnedFd,
+    /// `run_dir/updater.sock`, handed to the updater as `updater`.
     updater_sock: OwnedFd,
     /// `[metrics] listen`, handed to the router as `metrics`.
     metrics_sock: Option<OwnedFd>,
@@ -180,12 +155,19 @@ struct Master {
     policy_socks: Vec<OwnedFd>,
     /// Restart commands running, by pid.
     commands: HashMap<Pid, RunningCommand>,
+    /// To the event loop, for the channel readers and the control socket.
     tx: mpsc::Sender<Msg>,
+    /// `READY=1` was sent at start-up.
     ready_sent: bool,
+    /// The reload in progress, if any ([`reload`]).
     reload: Option<PendingReload>,
+    /// The `postern restart` in progress, if any ([`swap`]).
     swap: Option<PendingSwap>,
+    /// Reloads so far, for their ids.
     reload_seq: u64,
+    /// When the stop began ([`stop`]).
     stopping: Option<Instant>,
+    /// When the master started (its uptime in `postern status`).
     started: Instant,
 }
 
@@ -301,7 +283,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         let next_restart = m
             .slots
             .iter()
-            .filter_map(|s| s.restart_at)
+            .filter_map(|s| s.restart_at())
             .min()
             .unwrap_or(far);
         let reload_deadline = m.reload.as_ref().map_or(far, |r| r.deadline);
@@ -349,232 +331,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-impl Slot {
-    fn new(kind: Kind) -> Slot {
-        Slot {
-            kind,
-            pid: None,
-            generation: 0,
-            started: Instant::now(),
-            restarts: 0,
-            throttle: Duration::ZERO,
-            restart_at: None,
-            to_worker: None,
-            ready: false,
-            last_exit: None,
-            retiring: false,
-            retired: false,
-            replace_on_exit: false,
-            load: None,
-        }
-    }
-
-    /// Counts as a serving position (not retired or being retired).
-    fn active(&self) -> bool {
-        !self.retiring && !self.retired
-    }
-}
-
 impl Master {
-    /// Starts the process of slot `i` and sends it the configuration.
-    async fn start(&mut self, i: usize) {
-        let kind = self.slots[i].kind;
-        let program = self.daemon_dir.join(kind.program());
-        let (ours, theirs) = match socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        ) {
-            Ok(p) => p,
-            Err(e) => {
-                error!("cannot create a channel for {}: {e}", kind.program());
-                self.schedule_restart(i, "no channel");
-                return;
-            }
-        };
-        let mut fds = vec![(theirs.as_fd(), postern_shared::worker::MASTER_FD_NAME)];
-        match kind {
-            Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
-            Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
-            Kind::Updater => fds.push((self.updater_sock.as_fd(), "updater")),
-        }
-        if let (Kind::Router, Some(m)) = (kind, &self.metrics_sock) {
-            fds.push((m.as_fd(), "metrics"));
-        }
-        if kind == Kind::Router {
-            fds.extend(self.policy_socks.iter().map(|fd| (fd.as_fd(), "policy")));
-        }
-        // The level, and where the master logs (file, journald): see logging::worker_env.
-        let env = postern_shared::logging::worker_env(&self.config.log.level);
-        let pid = match spawn::spawn(&program, &[], &fds, &env) {
-            Ok(pid) => pid,
-            Err(e) => {
-                error!("cannot start {}: {e}", program.display());
-                self.schedule_restart(i, "fork failed");
-                return;
-            }
-        };
-        drop(fds);
-        drop(theirs);
-        let body = self.worker_config(kind).into_bytes();
-        let slot = &mut self.slots[i];
-        slot.pid = Some(pid);
-        slot.generation += 1;
-        slot.started = Instant::now();
-        slot.ready = false;
-        slot.restart_at = None;
-        info!("started {} pid {pid}", kind.program());
-
-        let stream = std::os::unix::net::UnixStream::from(ours);
-        let stream = match stream
-            .set_nonblocking(true)
-            .and_then(|_| UnixStream::from_std(stream))
-        {
-            Ok(s) => s,
-            Err(e) => {
-                error!("channel to {} pid {pid}: {e}", kind.program());
-                return;
-            }
-        };
-        let (r, mut w) = stream.into_split();
-        let msg = Attrs::new()
-            .with("request", "config")
-            .with("id", "0")
-            .with_body(body);
-        if let Err(e) = proto::write(&mut w, &msg).await {
-            // The worker died at once; SIGCHLD will tell.
-            warn!(
-                "cannot send the configuration to {} pid {pid}: {e}",
-                kind.program()
-            );
-        }
-        slot.to_worker = Some(w);
-        tokio::spawn(worker_reader(
-            BufReader::new(r),
-            i,
-            slot.generation,
-            self.tx.clone(),
-        ));
-    }
-
-    /// The body of a `request=config` message.
-    /// Each worker gets only what it uses: smtpd asks the router for every
-    /// route, so it gets no server table (which may hold 100,000 domains),
-    /// only whether some server has credentials (to offer AUTH or not);
-    /// only smtpd gets the TLS key.
-    fn worker_config(&self, kind: Kind) -> String {
-        let auth_servers = WorkerConfig::has_auth_servers(&self.config);
-        let mut config = (*self.config).clone();
-        let tls = match kind {
-            Kind::Smtpd => {
-                config.servers.clear();
-                self.tls.clone()
-            }
-            Kind::Router | Kind::Updater => None,
-        };
-        WorkerConfig {
-            config,
-            tls,
-            auth_servers,
-        }
-        .to_toml()
-    }
-
-    fn schedule_restart(&mut self, i: usize, why: &str) {
-        let slot = &mut self.slots[i];
-        slot.pid = None;
-        slot.to_worker = None;
-        slot.ready = false;
-        slot.load = None;
-        if self.stopping.is_some() {
-            return;
-        }
-        if slot.retiring {
-            slot.retiring = false;
-            slot.retired = true;
-            return;
-        }
-        if slot.replace_on_exit {
-            slot.replace_on_exit = false;
-            slot.restarts += 1;
-            slot.throttle = Duration::ZERO;
-            slot.restart_at = Some(Instant::now());
-            return;
-        }
-        let quick = slot.started.elapsed() < STARTUP_GRACE;
-        slot.throttle = if quick {
-            (slot.throttle * 2).clamp(THROTTLE_MIN, THROTTLE_MAX)
-        } else {
-            Duration::ZERO
-        };
-        slot.restarts += 1;
-        slot.restart_at = Some(Instant::now() + slot.throttle);
-        if quick {
-            warn!(
-                "{} {why} within {:?} of its start: throttling, restart in {:?}",
-                slot.kind.program(),
-                STARTUP_GRACE,
-                slot.throttle
-            );
-        }
-    }
-
-    async fn restart_due(&mut self) {
-        let now = Instant::now();
-        let due: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].restart_at.is_some_and(|t| t <= now))
-            .collect();
-        for i in due {
-            self.slots[i].restart_at = None;
-            if self.stopping.is_none() {
-                self.start(i).await;
-            }
-        }
-    }
-
-    /// Reaps every exited child.
-    async fn reap(&mut self) {
-        loop {
-            let status = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(s) => s,
-            };
-            let (pid, how) = match status {
-                WaitStatus::Exited(pid, code) => (pid, format!("exit status {code}")),
-                WaitStatus::Signaled(pid, sig, _) => {
-                    (pid, format!("killed by signal {}", sig as i32))
-                }
-                _ => continue,
-            };
-            if let Some(cmd) = self.commands.remove(&pid) {
-                self.command_exited(cmd, &how).await;
-                continue;
-            }
-            let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) else {
-                continue;
-            };
-            let program = self.slots[i].kind.program();
-            let clean = how == "exit status 0";
-            let expected =
-                self.stopping.is_some() || self.slots[i].retiring || self.slots[i].replace_on_exit;
-            if expected && clean {
-                info!("{program} pid {pid} stopped");
-            } else {
-                warn!("{program} pid {pid} {how}");
-            }
-            self.slots[i].last_exit = Some(how.clone());
-            if let Some(r) = &mut self.reload {
-                if r.waiting.remove(&i) {
-                    r.failures
-                        .push(format!("{program} pid {pid} exited during the reload"));
-                }
-            }
-            self.schedule_restart(i, &how);
-            self.finish_reload(false);
-        }
-    }
-
+    /// Handles what a channel reader or the control socket brought.
     async fn message(&mut self, msg: Msg) {
         match msg {
             Msg::Worker {
@@ -601,7 +359,9 @@ impl Master {
                 } else if attrs.get("event") == Some("load") {
                     self.slots[slot].load = Some(attrs);
                 } else if attrs.get("event") == Some("ready") {
-                    self.slots[slot].ready = true;
+                    if self.slots[slot].state == SlotState::Starting {
+                        self.slots[slot].state = SlotState::Ready;
+                    }
                     self.check_ready();
                     self.advance_swap(false);
                 } else if let Some(id) = attrs.get("id") {
@@ -641,103 +401,7 @@ impl Master {
                     }
                 }
             }
-            Msg::Control { req, reply } => match req.get("request") {
-                Some("status") => {
-                    let _ = reply.send(self.status());
-                }
-                Some("reload") => self.begin_reload(Some(reply)).await,
-                Some("restart") => {
-                    let worker = req.get("worker").unwrap_or_default().to_string();
-                    self.restart_worker(&worker, reply).await;
-                }
-                Some("stop") => {
-                    let _ = reply.send(Attrs::new().with("status", "ok"));
-                    self.begin_stop("postern stop");
-                }
-                other => {
-                    let _ = reply.send(Attrs::new().with("status", "tempfail").with(
-                        "reason",
-                        format!("unknown request {}", other.unwrap_or("(none)")),
-                    ));
-                }
-            },
-        }
-    }
-
-    /// Runs `server`'s `restart_command` (argv from the master's own
-    /// configuration, never from the request), as the updater asks. The
-    /// answer goes back when the command exits: `status=ok` for exit status 0.
-    fn run_restart_command(&mut self, server: &str, reply: oneshot::Sender<Attrs>) {
-        let fail = |why: String| Attrs::new().with("status", "tempfail").with("reason", why);
-        let Some(cfg) = self
-            .config
-            .servers
-            .iter()
-            .find(|s| s.display_name() == server)
-        else {
-            let _ = reply.send(fail(format!("no server named {server:?}")));
-            return;
-        };
-        let Some(argv) = cfg.restart_command.clone().filter(|a| !a.is_empty()) else {
-            let _ = reply.send(fail(format!("{server} has no restart_command")));
-            return;
-        };
-        let Some(program) = find_program(&argv[0]) else {
-            warn!("restart of {server}: {} not found", argv[0]);
-            let _ = reply.send(fail(format!("{}: command not found", argv[0])));
-            return;
-        };
-        let args: Vec<&str> = argv[1..].iter().map(String::as_str).collect();
-        match spawn::spawn(&program, &args, &[], &[]) {
-            Ok(pid) => {
-                info!("restart of {server}: running {argv:?} (pid {pid})");
-                self.commands.insert(
-                    pid,
-                    RunningCommand {
-                        server: server.to_string(),
-                        deadline: Instant::now() + self.config.update.restart_timeout.0,
-                        timed_out: false,
-                        reply,
-                    },
-                );
-            }
-            Err(e) => {
-                error!("restart of {server}: cannot run {argv:?}: {e}");
-                let _ = reply.send(fail(format!("cannot run: {e}")));
-            }
-        }
-    }
-
-    async fn command_exited(&mut self, cmd: RunningCommand, how: &str) {
-        let server = &cmd.server;
-        let answer = if cmd.timed_out {
-            warn!(
-                "restart of {server}: killed after {} ({how})",
-                self.config.update.restart_timeout
-            );
-            Attrs::new().with("status", "tempfail").with(
-                "reason",
-                format!("timed out after {}", self.config.update.restart_timeout),
-            )
-        } else if how == "exit status 0" {
-            info!("restart of {server}: {how}");
-            Attrs::new().with("status", "ok").with("result", how)
-        } else {
-            warn!("restart of {server}: {how}");
-            Attrs::new().with("status", "tempfail").with("reason", how)
-        };
-        let _ = cmd.reply.send(answer);
-    }
-
-    fn kill_late_commands(&mut self) {
-        let now = Instant::now();
-        for (pid, c) in self.commands.iter_mut() {
-            if !c.timed_out && c.deadline <= now {
-                c.timed_out = true;
-                // The command leads a session of its own: end the whole group.
-                let _ = kill(Pid::from_raw(-pid.as_raw()), Signal::SIGKILL);
-                let _ = kill(*pid, Signal::SIGKILL);
-            }
+            Msg::Control { req, reply } => self.control(req, reply).await,
         }
     }
 
@@ -797,146 +461,17 @@ impl Master {
         }
     }
 
-    /// A free slot for a new process of `kind` (a retired one is reused).
-    fn new_slot(&mut self, kind: Kind) -> usize {
-        if let Some(i) = self.slots.iter().position(|s| s.retired && s.pid.is_none()) {
-            let generation = self.slots[i].generation;
-            self.slots[i] = Slot::new(kind);
-            // Keep counting: messages from the slot's earlier processes stay stale.
-            self.slots[i].generation = generation;
-            return i;
-        }
-        self.slots.push(Slot::new(kind));
-        self.slots.len() - 1
-    }
-
-    /// `postern restart WORKER` (SPEC §2): replace one kind of worker without
-    /// refusing a connection. smtpd and router: start new processes on the same
-    /// sockets, and once every one of them serves, tell the old ones to drain
-    /// and exit. updater: stop it (two must never share the spool) and start the
-    /// next one at once; its clients wait in the socket's backlog meanwhile.
-    async fn restart_worker(&mut self, worker: &str, reply: oneshot::Sender<Attrs>) {
-        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
-        let kind = match worker {
-            "smtpd" => Kind::Smtpd,
-            "router" => Kind::Router,
-            "updater" => Kind::Updater,
-            other => {
-                let _ = reply.send(fail(&format!(
-                    "no worker kind {other:?}: smtpd, router or updater"
-                )));
-                return;
-            }
-        };
-        if self.stopping.is_some() || self.swap.is_some() {
-            let _ = reply.send(fail("busy: stopping or another restart in progress"));
-            return;
-        }
-        let old: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].kind == kind && self.slots[i].active())
-            .collect();
-        info!("restarting {} ({} process(es))", kind.program(), old.len());
-        if kind == Kind::Updater {
-            for &i in &old {
-                self.slots[i].replace_on_exit = true;
-                if let Some(pid) = self.slots[i].pid {
-                    let _ = kill(pid, Signal::SIGTERM);
-                }
-                self.slots[i].to_worker = None;
-            }
-            let _ = reply.send(Attrs::new().with("status", "ok").with("count", old.len()));
-            return;
-        }
-        let mut new = Vec::new();
-        for _ in &old {
-            let i = self.new_slot(kind);
-            self.start(i).await;
-            new.push(i);
-        }
-        self.swap = Some(PendingSwap {
-            new,
-            old,
-            deadline: Instant::now() + RELOAD_ACK_TIMEOUT,
-            reply,
-        });
-        self.advance_swap(false);
-    }
-
-    /// Completes a restart once every new process serves; at the deadline,
-    /// gives up: the new processes go, the old ones keep serving.
-    fn advance_swap(&mut self, deadline: bool) {
-        let Some(sw) = &self.swap else { return };
-        let all_ready = sw.new.iter().all(|&i| self.slots[i].ready);
-        if !all_ready && !deadline {
-            return;
-        }
-        let Some(sw) = self.swap.take() else { return };
-        let (go, stay) = if all_ready {
-            (&sw.old, &sw.new)
-        } else {
-            (&sw.new, &sw.old)
-        };
-        for &i in go {
-            self.slots[i].retiring = true;
-            self.slots[i].restart_at = None;
-            if self.slots[i].pid.is_none() {
-                self.slots[i].retiring = false;
-                self.slots[i].retired = true;
-            }
-        }
-        let go = go.clone();
-        let ready = all_ready;
-        let drain = Attrs::new().with("request", "drain");
-        let tx = self.tx.clone();
-        for i in go {
-            // Old processes that served are told to drain over their channel (their
-            // sessions all finish); new ones that never served simply stop.
-            match (ready, self.slots[i].to_worker.take(), self.slots[i].pid) {
-                (true, Some(mut w), Some(_)) => {
-                    let generation = self.slots[i].generation;
-                    let tx = tx.clone();
-                    let drain = drain.clone();
-                    tokio::spawn(async move {
-                        if proto::write(&mut w, &drain).await.is_err() {
-                            return;
-                        }
-                        // Keep the channel open (its end would mean "stop") until
-                        // the process has exited.
-                        let _ = tx
-                            .send(Msg::Hold {
-                                slot: i,
-                                generation,
-                                channel: w,
-                            })
-                            .await;
-                    });
-                }
-                (_, _, Some(pid)) => {
-                    let _ = kill(pid, Signal::SIGTERM);
-                }
-                _ => {}
-            }
-        }
-        let answer = if all_ready {
-            info!(
-                "restart done: {} new process(es) serving, the old ones drain",
-                stay.len()
-            );
-            Attrs::new().with("status", "ok").with("count", stay.len())
-        } else {
-            warn!("restart abandoned: the new processes did not become ready; the old ones keep serving");
-            Attrs::new()
-                .with("status", "tempfail")
-                .with("reason", "the new processes did not become ready in time")
-        };
-        let _ = sw.reply.send(answer);
-    }
-
+    /// `READY=1` once, when every serving slot is ready after the start.
     fn check_ready(&mut self) {
         if self.ready_sent || self.stopping.is_some() {
             return;
         }
-        if self.slots.iter().filter(|s| s.active()).all(|s| s.ready) {
+        if self
+            .slots
+            .iter()
+            .filter(|s| s.active())
+            .all(|s| s.state == SlotState::Ready)
+        {
             self.ready_sent = true;
             let n = self
                 .slots
@@ -950,392 +485,6 @@ impl Master {
             ]);
         }
     }
-
-    async fn begin_reload(&mut self, reply: Option<oneshot::Sender<Attrs>>) {
-        // Every refusal answers the requester (if any) the same way.
-        let refuse = |reply: Option<oneshot::Sender<Attrs>>, why: String| {
-            if let Some(r) = reply {
-                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", why));
-            }
-        };
-        if self.stopping.is_some() {
-            return refuse(reply, "stopping".into());
-        }
-        if self.reload.is_some() {
-            return refuse(reply, "a reload is already in progress".into());
-        }
-        info!("reloading {}", self.config_path.display());
-        let loaded = Config::load(&self.config_path)
-            .map_err(|e| e.one_line())
-            .and_then(|c| {
-                TlsPem::read(&c)
-                    .map(|t| (c, t))
-                    .map_err(|e| format!("{e:#}"))
-            });
-        let (new, tls) = match loaded {
-            Ok(pair) => pair,
-            Err(why) => {
-                error!("reload refused, keeping the running configuration: {why}");
-                return refuse(reply, why);
-            }
-        };
-        warn_plaintext_auth(&new);
-        log_warnings(&new);
-        for key in restart_only_changes(&self.config, &new) {
-            warn!("{key} changed: this takes effect only after a restart of postern");
-        }
-        notify(&[NotifyState::Reloading, NotifyState::Status("reloading")]);
-        self.reload_seq += 1;
-        let id = format!("reload-{}", self.reload_seq);
-        self.config = Arc::new(new);
-        self.tls = tls;
-        let bodies: HashMap<&'static str, Attrs> = [Kind::Smtpd, Kind::Router, Kind::Updater]
-            .into_iter()
-            .map(|k| {
-                let msg = Attrs::new()
-                    .with("request", "config")
-                    .with("id", &id)
-                    .with_body(self.worker_config(k).into_bytes());
-                (k.program(), msg)
-            })
-            .collect();
-        let mut waiting = HashSet::new();
-        for (i, slot) in self.slots.iter_mut().enumerate() {
-            let msg = &bodies[slot.kind.program()];
-            if let Some(w) = &mut slot.to_worker {
-                match proto::write(w, msg).await {
-                    Ok(()) => {
-                        waiting.insert(i);
-                    }
-                    Err(e) => warn!(
-                        "cannot send the configuration to {}: {e}",
-                        slot.kind.program()
-                    ),
-                }
-            }
-        }
-        self.reload = Some(PendingReload {
-            id,
-            waiting,
-            deadline: Instant::now() + RELOAD_ACK_TIMEOUT,
-            failures: Vec::new(),
-            reply,
-        });
-        self.finish_reload(false);
-    }
-
-    /// Completes the pending reload once every worker answered (or at the deadline).
-    fn finish_reload(&mut self, deadline: bool) {
-        let Some(r) = &self.reload else { return };
-        if !r.waiting.is_empty() && !deadline {
-            return;
-        }
-        let Some(mut r) = self.reload.take() else {
-            return;
-        };
-        for i in r.waiting.drain() {
-            r.failures.push(format!(
-                "{} did not acknowledge",
-                self.slots[i].kind.program()
-            ));
-        }
-        let answer = if r.failures.is_empty() {
-            info!("configuration reloaded");
-            Attrs::new().with("status", "ok")
-        } else {
-            let why = r.failures.join("; ");
-            warn!("configuration reloaded with problems: {why}");
-            Attrs::new().with("status", "tempfail").with("reason", why)
-        };
-        notify(&[
-            NotifyState::Ready,
-            NotifyState::Status("configuration reloaded"),
-        ]);
-        if let Some(reply) = r.reply {
-            let _ = reply.send(answer);
-        }
-    }
-
-    fn begin_stop(&mut self, why: &str) {
-        if self.stopping.is_some() {
-            return;
-        }
-        info!(
-            "stopping ({why}): draining sessions for up to {:?}",
-            self.config.process.stop_timeout.0
-        );
-        notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
-        self.stopping = Some(Instant::now());
-        for s in &mut self.slots {
-            s.restart_at = None;
-        }
-        self.signal_kind(Kind::Smtpd, Signal::SIGTERM);
-    }
-
-    /// Once no smtpd remains, the router may go.
-    fn advance_stop(&mut self) {
-        let smtpd_left = self
-            .slots
-            .iter()
-            .any(|s| s.kind == Kind::Smtpd && s.pid.is_some());
-        if !smtpd_left {
-            self.signal_kind(Kind::Router, Signal::SIGTERM);
-            self.signal_kind(Kind::Updater, Signal::SIGTERM);
-        }
-    }
-
-    fn signal_kind(&mut self, kind: Kind, sig: Signal) {
-        for s in self.slots.iter_mut().filter(|s| s.kind == kind) {
-            if let Some(pid) = s.pid {
-                let _ = kill(pid, sig);
-                // The channel's end tells the worker too, should the signal be missed.
-                s.to_worker = None;
-            }
-        }
-    }
-
-    fn kill_remaining(&mut self) {
-        for s in &self.slots {
-            if let Some(pid) = s.pid {
-                warn!(
-                    "{} pid {pid} did not stop in time: killing it",
-                    s.kind.program()
-                );
-                let _ = kill(pid, Signal::SIGKILL);
-            }
-        }
-    }
-
-    fn status(&self) -> Attrs {
-        let mut text = format!(
-            "master pid {} up {} config {}\n",
-            std::process::id(),
-            human(self.started.elapsed()),
-            self.config_path.display()
-        );
-        if self.stopping.is_some() {
-            text.push_str("state: stopping\n");
-        }
-        text.push_str(&format!(
-            "{:<16} {:>8} {:>10} {:>9}  {}\n",
-            "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"
-        ));
-        for s in self.slots.iter().filter(|s| !s.retired) {
-            let (pid, up) = match s.pid {
-                Some(p) => (p.to_string(), human(s.started.elapsed())),
-                None => ("-".into(), "-".into()),
-            };
-            let state = match (s.pid, s.ready, s.restart_at) {
-                _ if s.retiring => " (draining)",
-                (Some(_), true, _) => "",
-                (Some(_), false, _) => " (starting)",
-                (None, _, Some(_)) => " (restart pending)",
-                (None, _, None) => " (stopped)",
-            };
-            text.push_str(&format!(
-                "{:<16} {pid:>8} {up:>10} {:>9}  {}{state}\n",
-                s.kind.program(),
-                s.restarts,
-                s.last_exit.as_deref().unwrap_or("-")
-            ));
-        }
-        text.push_str(&self.load_report());
-        Attrs::new()
-            .with("status", "ok")
-            .with_body(text.into_bytes())
-    }
-
-    /// Sessions in progress and each server's health, from the smtpd reports.
-    fn load_report(&self) -> String {
-        let loads: Vec<&Attrs> = self
-            .slots
-            .iter()
-            .filter(|s| s.pid.is_some())
-            .filter_map(|s| s.load.as_ref())
-            .collect();
-        let sessions: u64 = loads
-            .iter()
-            .filter_map(|a| a.get("sessions")?.parse::<u64>().ok())
-            .sum();
-        let mut text = format!("sessions in progress: {sessions}\n");
-        // name → (failures, since, skipped seconds), the worst view of any smtpd.
-        let mut failing: HashMap<String, (u64, u64, u64)> = HashMap::new();
-        for line in loads.iter().flat_map(|a| a.get_all("failing")) {
-            let f: Vec<&str> = line.split('|').collect();
-            if let [name, count, since, left] = f.as_slice() {
-                let n = |v: &str| v.parse::<u64>().unwrap_or(0);
-                let e = failing.entry(name.to_string()).or_insert((0, u64::MAX, 0));
-                e.0 = e.0.max(n(count));
-                e.1 = e.1.min(n(since));
-                e.2 = e.2.max(n(left));
-            }
-        }
-        text.push_str("BACKEND              ADDRESS                STATE\n");
-        for s in &self.config.servers {
-            let name = s.display_name();
-            let state = match failing.get(&name) {
-                None => "reachable".to_string(),
-                Some((count, since, left)) => {
-                    let ago = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs().saturating_sub(*since))
-                        .unwrap_or(0);
-                    let mut st = format!(
-                        "failing since {} ago ({count} failures in a row)",
-                        human(Duration::from_secs(ago))
-                    );
-                    if *left > 0 {
-                        st.push_str(&format!(", skipped for {left}s more"));
-                    }
-                    st
-                }
-            };
-            text.push_str(&format!(
-                "{:<20} {:<22} {state}\n",
-                name,
-                format!("{}:{}", s.host, s.port)
-            ));
-        }
-        // The router's view of the DNS blocklists (SPEC §8).
-        let zones: Vec<&str> = loads.iter().flat_map(|a| a.get_all("zone")).collect();
-        if !zones.is_empty() {
-            text.push_str("BLOCKLIST ZONE                 STATE\n");
-            for z in zones {
-                let mut f = z.splitn(3, '|');
-                let (name, state, why) = (
-                    f.next().unwrap_or(""),
-                    f.next().unwrap_or(""),
-                    f.next().unwrap_or(""),
-                );
-                let state = match state {
-                    "ok" => "in use".to_string(),
-                    "degraded" => format!("in use, degraded: {why}"),
-                    _ => format!("not in use: {why}"),
-                };
-                text.push_str(&format!("{name:<30} {state}\n"));
-            }
-        }
-        text
-    }
-}
-
-impl Master {
-    /// The answer to a worker's `request=workers` (the router's metrics): one
-    /// `worker=<program> <slot> <pid|-> <state> <restarts> <uptime seconds>`
-    /// per slot; state is `ready`, `starting`, `restarting` or `stopped`.
-    fn worker_states(&self) -> Attrs {
-        let mut a = Attrs::new().with("status", "ok");
-        for (i, s) in self.slots.iter().enumerate() {
-            let state = match (s.pid, s.ready, s.restart_at) {
-                (Some(_), true, _) => "ready",
-                (Some(_), false, _) => "starting",
-                (None, _, Some(_)) => "restarting",
-                (None, _, None) => "stopped",
-            };
-            let (pid, up) = match s.pid {
-                Some(p) => (p.to_string(), s.started.elapsed().as_secs()),
-                None => ("-".into(), 0),
-            };
-            a.push(
-                "worker",
-                format!("{} {i} {pid} {state} {} {up}", s.kind.program(), s.restarts),
-            );
-        }
-        a
-    }
-}
-
-/// Reads a worker's messages and forwards them to the main loop.
-async fn worker_reader(
-    mut r: BufReader<tokio::net::unix::OwnedReadHalf>,
-    slot: usize,
-    generation: u64,
-    tx: mpsc::Sender<Msg>,
-) {
-    while let Ok(Some(attrs)) = proto::read(&mut r).await {
-        if tx
-            .send(Msg::Worker {
-                slot,
-                generation,
-                attrs,
-            })
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Serves the admin CLI: one request per connection.
-async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut conn = tokio::io::BufStream::new(stream);
-            let Ok(Some(req)) = proto::read(&mut conn).await else {
-                return;
-            };
-            let (reply_tx, reply_rx) = oneshot::channel();
-            if tx
-                .send(Msg::Control {
-                    req,
-                    reply: reply_tx,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if let Ok(reply) = reply_rx.await {
-                let _ = proto::write(&mut conn, &reply).await;
-            }
-        });
-    }
-}
-
-/// Keys that a reload cannot change.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    if old.proxy.listen != new.proxy.listen {
-        out.push("proxy.listen");
-    }
-    let (a, b) = (&old.process, &new.process);
-    if a.user != b.user {
-        out.push("process.user");
-    }
-    if a.smtpd_processes != b.smtpd_processes {
-        out.push("process.smtpd_processes");
-    }
-    if a.chroot != b.chroot {
-        out.push("process.chroot");
-    }
-    if a.run_dir != b.run_dir {
-        out.push("process.run_dir");
-    }
-    if a.daemon_dir != b.daemon_dir {
-        out.push("process.daemon_dir");
-    }
-    if old.log.level != new.log.level {
-        out.push("log.level");
-    }
-    if old.log.file != new.log.file {
-        out.push("log.file");
-    }
-    if old.log.journald != new.log.journald {
-        out.push("log.journald");
-    }
-    if old.metrics != new.metrics {
-        out.push("metrics.listen");
-    }
-    if old.policy_server != new.policy_server {
-        out.push("policy_server.listen");
-    }
-    out
 }
 
 /// Every session is a descriptor (two while relayed): raise the soft limit on
@@ -1393,21 +542,6 @@ fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
     Ok(Some(u))
 }
 
-/// `name` itself when it holds a `/`, else the first match in `$PATH`.
-fn find_program(name: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    if name.contains('/') {
-        return Some(PathBuf::from(name));
-    }
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| {
-            p.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
 /// Creates a directory only the workers' user can read (the spool, the state).
 fn private_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
@@ -1439,12 +573,14 @@ pub fn running_pid(path: &Path) -> Option<i32> {
     alive.then_some(pid)
 }
 
+/// Tells systemd (when it listens); a failure is only logged.
 fn notify(state: &[NotifyState]) {
     if let Err(e) = sd_notify::notify(state) {
         warn!("sd_notify: {e}");
     }
 }
 
+/// A duration for `postern status`: `42s`, `3m05s`, `2h10m`, `4d03h`.
 fn human(d: Duration) -> String {
     let s = d.as_secs();
     match s {

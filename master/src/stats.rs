@@ -16,42 +16,9 @@ use postern_shared::stats::{Counter, Counts, Day, Rejection, Stats, CAUSES, FILE
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 
 /// Weeks shown by default.
-const DEFAULT_WEEKS: i64 = 4;
+pub const DEFAULT_WEEKS: i64 = 4;
 /// Most weeks that can be asked for: the days kept.
-const MAX_WEEKS: i64 = KEEP_DAYS / 7;
-
-/// The help text of `postern stats --help`.
-pub const HELP: &str = "\
-usage: postern [-c FILE] stats [--weeks N] [--json]
-
-The weekly synthesis of the statistics: for each of the last N ISO weeks
-(Monday to Sunday, local time; default 4, at most 57), the current one last:
-connections, mails forwarded by cause (domain, ip-addr, auth), relaying
-denied, rejected, greylisted, greylist passed, messages and bytes accepted by
-a backend, and the spam rate; then the refusals by kind.
-
-  connections      client connections accepted (those refused included)
-  forwarded        backend connections opened for a client, by route cause
-  relaying denied  recipients refused with 554 5.7.1 Relaying denied
-  rejected         limit: over a connection limit (421); syntax: closed for
-                   protocol errors (too many errors, content pipelined after
-                   DATA); smuggling: a message with a bare CR or LF, or
-                   a NUL (550 5.5.2); access, dnsbl, restriction: the anti-spam policy
-                   (not yet: 0)
-  greylisted, greylist passed   greylisting (not yet: 0)
-  messages, bytes  messages a backend accepted (2xx after DATA), body bytes
-
-  spam rate = refused / (refused + messages), where
-  refused   = relaying denied + rejected (every kind).
-  Each refused recipient or connection counts as one refused mail;
-  greylisted deliveries are left out (one that comes back is a message).
-
-While postern runs, the counts come from the router and include every
-session that has ended; when it is stopped, from process.state_dir/stats.
-
---json prints every week, their total and each day that has counts, as
-JSON, with the same names (spam_rate is a fraction, null without mail).
-";
+pub const MAX_WEEKS: i64 = KEEP_DAYS / 7;
 
 /// Where the counts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,28 +36,9 @@ impl Source {
     }
 }
 
-/// Runs `postern stats ARGS`.
-pub fn run(args: &[String], config: &Config) -> ExitCode {
-    let mut weeks = DEFAULT_WEEKS;
-    let mut json = false;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let value = match a.as_str() {
-            "--json" => {
-                json = true;
-                continue;
-            }
-            "--weeks" => it.next().map(String::as_str),
-            other => match other.strip_prefix("--weeks=") {
-                Some(v) => Some(v),
-                None => return usage(&format!("unexpected argument {other:?}")),
-            },
-        };
-        match value.and_then(|v| v.parse::<i64>().ok()) {
-            Some(n) if (1..=MAX_WEEKS).contains(&n) => weeks = n,
-            _ => return usage(&format!("--weeks needs a number from 1 to {MAX_WEEKS}")),
-        }
-    }
+/// Runs `postern stats [--weeks N] [--json]`: `weeks` from 1 to
+/// [`MAX_WEEKS`], as the command line checked.
+pub fn run(weeks: i64, json: bool, config: &Config) -> ExitCode {
     let (stats, source) = match fetch(config) {
         Ok(s) => s,
         Err(e) => {
@@ -105,11 +53,6 @@ pub fn run(args: &[String], config: &Config) -> ExitCode {
         print!("{}", report.text(source));
     }
     ExitCode::SUCCESS
-}
-
-fn usage(msg: &str) -> ExitCode {
-    eprintln!("postern: stats: {msg}; see postern stats --help");
-    ExitCode::from(2)
 }
 
 /// The counts: from the router when postern runs, else from the file.

@@ -374,6 +374,78 @@ fn help_works_on_every_command() {
 }
 
 #[test]
+fn every_command_has_help_and_a_usage_mistake_is_one_line() {
+    let postern = |args: &[&str]| {
+        std::process::Command::new(bin("postern"))
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    for cmd in [
+        "restart",
+        "log",
+        "convert",
+        "queue",
+        "restarts",
+        "stats",
+        "access",
+        "completions",
+        "man",
+    ] {
+        let out = postern(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(help.starts_with("usage: postern "), "{cmd}: {help}");
+        assert!(help.contains(&format!(" {cmd}")), "{cmd}: {help}");
+    }
+    let out = postern(&["-V"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("postern {}", env!("CARGO_PKG_VERSION"))
+    );
+    for (args, names) in [
+        (&["stats", "--csv"][..], "postern: stats: "),
+        (&["access", "add", "reject"], "postern: access add: "),
+        (&["queue", "delete"], "postern: queue delete: "),
+        (&["log"], "postern: log: "),
+        (&["restart"], "postern: restart: "),
+        (&["check", "extra"], "postern: check: "),
+        (&["completions", "tcsh"], "postern: completions: "),
+    ] {
+        let out = postern(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with(names), "{args:?}: {err}");
+        assert!(err.trim_end().ends_with(" --help"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn completions_and_the_manual_page_come_from_the_command_line() {
+    let postern = |args: &[&str]| {
+        let out = std::process::Command::new(bin("postern"))
+            .args(args)
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for shell in ["bash", "zsh", "fish"] {
+        let script = postern(&["completions", shell]);
+        for word in ["access", "restarts", "weeks", "keep-until"] {
+            assert!(script.contains(word), "{shell} lacks {word}");
+        }
+    }
+    let page = postern(&["man"]);
+    assert!(page.contains(".TH postern 8"), "{page}");
+    assert!(page.contains("postern\\-stats(8)"), "{page}");
+    let page = postern(&["man", "access", "add"]);
+    assert!(page.contains(".TH postern-access-add 8"), "{page}");
+    assert!(page.contains("\\-\\-keep\\-until"), "{page}");
+}
+
+#[test]
 fn status_shows_sessions_in_progress_and_backend_health() {
     let one = RecordingBackend::start();
     let dir = TempDir::new("ctl-health");

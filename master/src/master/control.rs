@@ -1,0 +1,202 @@
+//! The control socket (`run_dir/master.sock`, root only): the admin CLI's
+//! `status`, `reload`, `stop` and `restart`, one request per connection;
+//! and the status text, with the worker states the router's metrics ask for
+//! (`request=workers`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postern_shared::proto::{self, Attrs};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{human, Master, Msg, SlotState};
+
+impl Master {
+    /// Answers one request of the admin CLI (`postern status`, `reload`,
+    /// `stop`, `restart WORKER`); a reload or restart answers when it is done.
+    pub(super) async fn control(&mut self, req: Attrs, reply: oneshot::Sender<Attrs>) {
+        match req.get("request") {
+            Some("status") => {
+                let _ = reply.send(self.status());
+            }
+            Some("reload") => self.begin_reload(Some(reply)).await,
+            Some("restart") => {
+                let worker = req.get("worker").unwrap_or_default().to_string();
+                self.restart_worker(&worker, reply).await;
+            }
+            Some("stop") => {
+                let _ = reply.send(Attrs::new().with("status", "ok"));
+                self.begin_stop("postern stop");
+            }
+            other => {
+                let _ = reply.send(Attrs::new().with("status", "tempfail").with(
+                    "reason",
+                    format!("unknown request {}", other.unwrap_or("(none)")),
+                ));
+            }
+        }
+    }
+
+    /// The text of `postern status`: the master, then a line per worker
+    /// slot with its state's word in brackets unless it serves (retired
+    /// slots are left out), then the load report.
+    pub(super) fn status(&self) -> Attrs {
+        let mut text = format!(
+            "master pid {} up {} config {}\n",
+            std::process::id(),
+            human(self.started.elapsed()),
+            self.config_path.display()
+        );
+        if self.stopping.is_some() {
+            text.push_str("state: stopping\n");
+        }
+        text.push_str(&format!(
+            "{:<16} {:>8} {:>10} {:>9}  {}\n",
+            "WORKER", "PID", "UPTIME", "RESTARTS", "LAST EXIT"
+        ));
+        for s in self.slots.iter().filter(|s| s.state != SlotState::Retired) {
+            let (pid, up) = match s.pid {
+                Some(p) => (p.to_string(), human(s.started.elapsed())),
+                None => ("-".into(), "-".into()),
+            };
+            let state = match s.state {
+                SlotState::Ready => String::new(),
+                other => format!(" ({})", other.word()),
+            };
+            text.push_str(&format!(
+                "{:<16} {pid:>8} {up:>10} {:>9}  {}{state}\n",
+                s.kind.program(),
+                s.restarts,
+                s.last_exit.as_deref().unwrap_or("-")
+            ));
+        }
+        text.push_str(&self.load_report());
+        Attrs::new()
+            .with("status", "ok")
+            .with_body(text.into_bytes())
+    }
+
+    /// Sessions in progress and each server's health, from the smtpd reports.
+    pub(super) fn load_report(&self) -> String {
+        let loads: Vec<&Attrs> = self
+            .slots
+            .iter()
+            .filter(|s| s.pid.is_some())
+            .filter_map(|s| s.load.as_ref())
+            .collect();
+        let sessions: u64 = loads
+            .iter()
+            .filter_map(|a| a.get("sessions")?.parse::<u64>().ok())
+            .sum();
+        let mut text = format!("sessions in progress: {sessions}\n");
+        // name → (failures, since, skipped seconds), the worst view of any smtpd.
+        let mut failing: HashMap<String, (u64, u64, u64)> = HashMap::new();
+        for line in loads.iter().flat_map(|a| a.get_all("failing")) {
+            let f: Vec<&str> = line.split('|').collect();
+            if let [name, count, since, left] = f.as_slice() {
+                let n = |v: &str| v.parse::<u64>().unwrap_or(0);
+                let e = failing.entry(name.to_string()).or_insert((0, u64::MAX, 0));
+                e.0 = e.0.max(n(count));
+                e.1 = e.1.min(n(since));
+                e.2 = e.2.max(n(left));
+            }
+        }
+        text.push_str("BACKEND              ADDRESS                STATE\n");
+        for s in &self.config.servers {
+            let name = s.display_name();
+            let state = match failing.get(&name) {
+                None => "reachable".to_string(),
+                Some((count, since, left)) => {
+                    let ago = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs().saturating_sub(*since))
+                        .unwrap_or(0);
+                    let mut st = format!(
+                        "failing since {} ago ({count} failures in a row)",
+                        human(Duration::from_secs(ago))
+                    );
+                    if *left > 0 {
+                        st.push_str(&format!(", skipped for {left}s more"));
+                    }
+                    st
+                }
+            };
+            text.push_str(&format!(
+                "{:<20} {:<22} {state}\n",
+                name,
+                format!("{}:{}", s.host, s.port)
+            ));
+        }
+        // The router's view of the DNS blocklists (SPEC §8).
+        let zones: Vec<&str> = loads.iter().flat_map(|a| a.get_all("zone")).collect();
+        if !zones.is_empty() {
+            text.push_str("BLOCKLIST ZONE                 STATE\n");
+            for z in zones {
+                let mut f = z.splitn(3, '|');
+                let (name, state, why) = (
+                    f.next().unwrap_or(""),
+                    f.next().unwrap_or(""),
+                    f.next().unwrap_or(""),
+                );
+                let state = match state {
+                    "ok" => "in use".to_string(),
+                    "degraded" => format!("in use, degraded: {why}"),
+                    _ => format!("not in use: {why}"),
+                };
+                text.push_str(&format!("{name:<30} {state}\n"));
+            }
+        }
+        text
+    }
+
+    /// The answer to a worker's `request=workers` (the router's metrics): one
+    /// `worker=<program> <slot> <pid|-> <state> <restarts> <uptime seconds>`
+    /// per slot; state is the slot's word ([`SlotState::word`]).
+    pub(super) fn worker_states(&self) -> Attrs {
+        let mut a = Attrs::new().with("status", "ok");
+        for (i, s) in self.slots.iter().enumerate() {
+            let state = s.state.word();
+            let (pid, up) = match s.pid {
+                Some(p) => (p.to_string(), s.started.elapsed().as_secs()),
+                None => ("-".into(), 0),
+            };
+            a.push(
+                "worker",
+                format!("{} {i} {pid} {state} {} {up}", s.kind.program(), s.restarts),
+            );
+        }
+        a
+    }
+}
+
+/// Serves the admin CLI: one request per connection.
+pub(super) async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut conn = tokio::io::BufStream::new(stream);
+            let Ok(Some(req)) = proto::read(&mut conn).await else {
+                return;
+            };
+            let (reply_tx, reply_rx) = oneshot::channel();
+            if tx
+                .send(Msg::Control {
+                    req,
+                    reply: reply_tx,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if let Ok(reply) = reply_rx.await {
+                let _ = proto::write(&mut conn, &reply).await;
+            }
+        });
+    }
+}
