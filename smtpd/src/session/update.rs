@@ -16,6 +16,7 @@ use tokio::io::BufStream;
 use tokio::net::UnixStream;
 use tracing::{info, warn};
 
+use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::config::in_networks;
 use postern_shared::proto::{self, Attrs};
@@ -105,11 +106,7 @@ impl Session {
                     Err(_) => format!("no answer within {UPDATER_TIMEOUT:?}"),
                 };
                 warn!("update mail from <{from}> not queued: {why}");
-                self.reply(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Error: queue file write error, try again later",
-                ));
+                self.fail(Failure::Updater);
             }
         }
         Ok(())
