@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use postern_shared::backend::BackendError;
+use crate::backend::ClientError;
 use postern_shared::smtp::Reply;
 use postern_shared::stats::{Counter, Rejection};
 use tokio::io::AsyncBufReadExt;
@@ -129,7 +129,7 @@ impl Session {
                 }
                 Err(e) => Err(e),
             },
-            None => Err(BackendError::Protocol("no backend connection")),
+            None => Err(ClientError::Protocol("no backend connection")),
         };
         match done {
             Ok(r) => {
@@ -175,12 +175,12 @@ impl Session {
     pub(super) async fn receive_body(
         &mut self,
         mut into: Option<&mut Vec<u8>>,
-    ) -> Result<(Scanner, Option<BackendError>), End> {
+    ) -> Result<(Scanner, Option<ClientError>), End> {
         let limit = self.ctx.config.proxy.max_message_size.0;
         let timeout = self.ctx.config.proxy.data_timeout.0;
         self.grow_reader();
         let mut scanner = Scanner::new(limit);
-        let mut backend_err: Option<BackendError> = None;
+        let mut backend_err: Option<ClientError> = None;
         let mut held_cr = false;
         loop {
             let chunk = match tokio::time::timeout(timeout, self.client.fill_buf()).await {

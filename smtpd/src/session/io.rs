@@ -22,7 +22,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::{End, Session};
-use postern_shared::backend::BackendReply;
+use crate::backend::ServerReply;
 
 /// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
 const MAX_COMMAND_LINE: usize = 2048;
@@ -47,7 +47,7 @@ impl Session {
     }
 
     /// Queues a backend's reply, verbatim.
-    pub(super) fn relay(&mut self, r: &BackendReply) {
+    pub(super) fn relay(&mut self, r: &ServerReply) {
         self.out.extend_from_slice(&r.raw);
     }
 

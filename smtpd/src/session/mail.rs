@@ -13,7 +13,7 @@ use postern_shared::route::Route;
 use postern_shared::smtp::{Param, Path, Reply};
 
 use super::Session;
-use postern_shared::backend::BackendReply;
+use crate::backend::ServerReply;
 
 /// The current mail transaction.
 pub(super) struct Tx {
@@ -35,7 +35,7 @@ pub(super) struct Tx {
     pub(super) update: bool,
     /// The backend's reply to a DATA sent ahead with the last RCPT (the
     /// client had pipelined its DATA behind it), for `Session::data`.
-    pub(super) data_ahead: Option<BackendReply>,
+    pub(super) data_ahead: Option<ServerReply>,
     /// The backend connection was lost after it accepted recipients: the
     /// client was told 250 for them, so the message must not go on
     /// without them. RCPT and DATA get 451 until the transaction ends.

@@ -52,7 +52,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 
-use postern_shared::backend::{Backend, Health};
+use crate::backend::{Backend, Health};
 
 /// Errors in one session before it is closed (Postfix's `smtpd_hard_error_limit`).
 const MAX_ERRORS: u32 = 20;
@@ -112,7 +112,7 @@ pub struct Ctx {
     /// Backends that keep failing, shared by the process.
     pub health: Arc<Health>,
     /// Backend connections prepared ahead of their sessions.
-    pub prepared: Arc<crate::prepared::Prepared>,
+    pub prepared: Arc<crate::backend::pool::Prepared>,
     /// Where RELOAD and SHUTDOWN go.
     pub admin: mpsc::Sender<AdminRequest>,
     /// The updater's socket (update mails).

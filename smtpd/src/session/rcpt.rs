@@ -18,7 +18,7 @@
 //!    client pipelined it right behind), relay the backend's reply
 //!    verbatim; backend trouble is `451 4.4.1`.
 
-use postern_shared::backend::BackendError;
+use crate::backend::ClientError;
 use postern_shared::route::{Lookup, Route};
 use postern_shared::smtp::{Param, Path, Reply};
 use postern_shared::stats::Counter;
@@ -159,7 +159,7 @@ impl Session {
             let Some(r) = replies.next() else {
                 return self.fail(Failure::Backend(
                     route,
-                    BackendError::Protocol("no reply to MAIL"),
+                    ClientError::Protocol("no reply to MAIL"),
                 ));
             };
             if !r.is_ok() {
@@ -190,7 +190,7 @@ impl Session {
             }
             None => self.fail(Failure::Backend(
                 route.clone(),
-                BackendError::Protocol("no reply to RCPT"),
+                ClientError::Protocol("no reply to RCPT"),
             )),
         }
         if exchange.data {
@@ -198,7 +198,7 @@ impl Session {
                 (Some(r), Some(tx)) => tx.data_ahead = Some(r),
                 _ => self.fail(Failure::Backend(
                     route,
-                    BackendError::Protocol("no reply to DATA"),
+                    ClientError::Protocol("no reply to DATA"),
                 )),
             }
         }

@@ -2,15 +2,15 @@
 //! kept for the session, replaced when a recipient's server differs.
 //!
 //! [`Session::ensure_backend`] takes a connection prepared ahead (see
-//! `crate::prepared`) or connects one (PROXY header, greeting, EHLO,
-//! `IPADDR FROM` or XCLIENT, AUTH replay: `postern_shared::backend`), and
+//! `crate::backend::pool`) or connects one (PROXY header, greeting, EHLO,
+//! `IPADDR FROM` or XCLIENT, AUTH replay: `crate::backend`), and
 //! logs the seed's `smtp connection forwarded` line once per server.
 //! [`Session::send_rcpt`] replays MAIL once per transaction and sends RCPT
 //! (and DATA, when the client pipelined it right behind) in one group to a
-//! PIPELINING backend. Every error here is a `BackendError`, which the
+//! PIPELINING backend. Every error here is a `ClientError`, which the
 //! session answers with `451 4.4.1` (`reply.rs`).
 
-use postern_shared::backend::{Backend, BackendError, BackendReply, ClientInfo};
+use crate::backend::{Backend, ClientError, ClientInfo, ServerReply};
 use postern_shared::route::{Cause, Route};
 use postern_shared::smtp::Path;
 use postern_shared::stats::Counter;
@@ -27,7 +27,7 @@ pub(super) struct Exchange {
     pub(super) data: bool,
     /// The backend's replies, one per command sent (fewer when a backend
     /// without PIPELINING refused one: the rest was not sent).
-    pub(super) replies: Vec<BackendReply>,
+    pub(super) replies: Vec<ServerReply>,
 }
 
 impl Session {
@@ -37,7 +37,7 @@ impl Session {
         &mut self,
         route: &Route,
         fresh: bool,
-    ) -> Result<(), BackendError> {
+    ) -> Result<(), ClientError> {
         if let Some(b) = &self.backend {
             if same_server(&b.route, route) {
                 return Ok(());
@@ -58,7 +58,7 @@ impl Session {
             esmtp: self.esmtp,
             login,
         };
-        let health = Some(&*self.ctx.health);
+        let health = &*self.ctx.health;
         let prepared = if fresh {
             None
         } else {
@@ -70,7 +70,7 @@ impl Session {
                 Ok(()) => b,
                 // It went stale between the check and now: a connection of
                 // its own, as if there had been none.
-                Err(e @ (BackendError::Io(_) | BackendError::Protocol(_))) => {
+                Err(e @ (ClientError::Io(_) | ClientError::Protocol(_))) => {
                     debug!("prepared connection to {} failed: {e}", route.name);
                     self.adopted = false;
                     Backend::connect(route, &hostname, &client, health).await?
@@ -113,7 +113,7 @@ impl Session {
         &mut self,
         to: &Path,
         route: &Route,
-    ) -> Result<Exchange, BackendError> {
+    ) -> Result<Exchange, ClientError> {
         let mut retried = false;
         let exchange = loop {
             let mail = !self.tx.as_ref().is_some_and(|t| t.backend_mail);
@@ -124,19 +124,17 @@ impl Session {
             } else {
                 vec![&rcpt_line]
             };
-            let data = self.backend.as_ref().is_some_and(|b| b.caps.pipelining)
+            let data = self.backend.as_ref().is_some_and(|b| b.caps().pipelining)
                 && self.client.buffer().eq_ignore_ascii_case(b"DATA\r\n");
             if data {
                 lines.push("DATA");
             }
             let replies = match self.backend.as_mut() {
                 Some(b) => b.pipeline(&lines).await,
-                None => Err(BackendError::Protocol("no backend connection")),
+                None => Err(ClientError::Protocol("no backend connection")),
             };
             match replies {
-                Err(BackendError::Io(_) | BackendError::Protocol(_))
-                    if self.adopted && !retried =>
-                {
+                Err(ClientError::Io(_) | ClientError::Protocol(_)) if self.adopted && !retried => {
                     debug!(
                         "prepared connection to {} went stale: connecting anew",
                         route.name
@@ -166,7 +164,7 @@ impl Session {
         let caps = self
             .backend
             .as_ref()
-            .map(|b| b.caps.clone())
+            .map(|b| b.caps().clone())
             .unwrap_or_default();
         let mut line = format!("MAIL FROM:<{}>", tx.from);
         for p in &tx.params {
@@ -188,13 +186,10 @@ impl Session {
     }
 
     /// One command to the connected backend.
-    pub(super) async fn backend_command(
-        &mut self,
-        line: &str,
-    ) -> Result<BackendReply, BackendError> {
+    pub(super) async fn backend_command(&mut self, line: &str) -> Result<ServerReply, ClientError> {
         match self.backend.as_mut() {
             Some(b) => b.command(line).await,
-            None => Err(BackendError::Protocol("no backend connection")),
+            None => Err(ClientError::Protocol("no backend connection")),
         }
     }
 

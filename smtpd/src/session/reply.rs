@@ -24,7 +24,7 @@
 //! The router's trouble gets two replies because RFC 4954 §6 gives AUTH
 //! its own (`454 4.7.0`); everywhere else it is `451 4.3.0`.
 
-use postern_shared::backend::BackendError;
+use crate::backend::ClientError;
 use postern_shared::route::Route;
 use postern_shared::smtp::{Path, Reply};
 use tracing::{info, warn};
@@ -46,7 +46,7 @@ pub(crate) enum Failure {
     Master(String),
     /// The backend failed: the connection (whose state is now unknown)
     /// is dropped.
-    Backend(Route, BackendError),
+    Backend(Route, ClientError),
     /// The backend connection was lost after it accepted recipients of
     /// this transaction (see `Tx::lost`).
     Lost,
@@ -184,7 +184,7 @@ mod tests {
             (Failure::Updater, "451 4.3.0 Error: queue file write error"),
             (Failure::Master("bad\r\nfile".into()), "451 4.3.5 bad  file"),
             (
-                Failure::Backend(route, BackendError::Protocol("x")),
+                Failure::Backend(route, ClientError::Protocol("x")),
                 "451 4.4.1 Service unavailable",
             ),
             (

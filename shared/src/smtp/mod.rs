@@ -6,6 +6,12 @@
 //! address literal, a source route is accepted and ignored. What a relay
 //! tester hides in a local part (`%`, `!`, a quoted `@`) stays in the local
 //! part, and [`Mailbox::routing_domain`] refuses to name a domain for it.
+//!
+//! [`client`] is the other side: a plain SMTP client connection to a
+//! server ([`client::Target`]), which smtpd's backend connections and the
+//! updater's deliveries are built on.
+
+pub mod client;
 
 use std::fmt;
 
