@@ -76,6 +76,9 @@ mod reply;
 mod tls;
 mod update;
 
+#[cfg(test)]
+mod tests;
+
 use admission::{Pending, ACCOUNTING_TIMEOUT};
 pub(crate) use io::COMMAND_BUFFER;
 use mail::Tx;
