@@ -105,11 +105,7 @@ impl Session {
         }
         self.flush().await?;
         let (scanner, backend_err) = self.receive_body(None).await?;
-        let from = self
-            .tx
-            .take()
-            .map(|t| t.from.to_string())
-            .unwrap_or_default();
+        let from = self.end_tx();
         if let Some(fault) = scanner.fault {
             // Never send the end marker: dropping the connection makes the backend
             // discard the partial message.
@@ -237,31 +233,28 @@ impl Session {
 
     /// The reply to a body the scanner refused.
     pub(super) fn refuse_body(&mut self, fault: Fault, from: &str) {
-        let r = match fault {
-            Fault::BareLineEnd => {
-                warn!(sender = %from, "refused message from <{from}>: bare CR or LF in the body");
-                self.counts.add(Counter::Rejected(Rejection::Smuggling), 1);
-                Reply::new(
-                    550,
-                    "5.5.2",
-                    "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
-                )
-            }
-            Fault::Nul => {
-                warn!(sender = %from, "refused message from <{from}>: NUL character in the body");
-                self.counts.add(Counter::Rejected(Rejection::Smuggling), 1);
-                Reply::new(
-                    550,
-                    "5.5.2",
-                    "Error: NUL character in message; messages must not contain NUL",
-                )
-            }
+        let smuggling = |what: &str, text: &str| (format!("{what} in the body"), text.to_string());
+        let (why, text) = match fault {
+            Fault::BareLineEnd => smuggling(
+                "bare CR or LF",
+                "Error: bare <CR> or <LF> in message; lines must end with <CR><LF>",
+            ),
+            Fault::Nul => smuggling(
+                "NUL character",
+                "Error: NUL character in message; messages must not contain NUL",
+            ),
             Fault::TooBig => {
                 let limit = self.ctx.config.proxy.max_message_size.0;
                 warn!(sender = %from, "refused message from <{from}>: larger than {limit} bytes");
-                Reply::new(552, "5.3.4", "Message size exceeds fixed limit")
+                return self.syntax_error(Reply::new(
+                    552,
+                    "5.3.4",
+                    "Message size exceeds fixed limit",
+                ));
             }
         };
-        self.syntax_error(r);
+        warn!(sender = %from, "refused message from <{from}>: {why}");
+        self.counts.add(Counter::Rejected(Rejection::Smuggling), 1);
+        self.syntax_error(Reply::new(550, "5.5.2", &text));
     }
 }

@@ -116,6 +116,14 @@ impl Session {
             .unwrap_or_default()
     }
 
+    /// Ends the transaction once its body was read (the backend's own
+    /// transaction ends with the body); its sender, for the log.
+    pub(super) fn end_tx(&mut self) -> String {
+        let from = self.sender();
+        self.tx = None;
+        from
+    }
+
     /// Ends the transaction; the backend (if any) is reset for the next one.
     pub(super) async fn reset_tx(&mut self) {
         let Some(tx) = self.tx.take() else { return };

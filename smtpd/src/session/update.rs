@@ -64,11 +64,7 @@ impl Session {
         self.flush().await?;
         let mut body = Vec::new();
         let (scanner, _) = self.receive_body(Some(&mut body)).await?;
-        let from = self
-            .tx
-            .take()
-            .map(|t| t.from.to_string())
-            .unwrap_or_default();
+        let from = self.end_tx();
         if let Some(fault) = scanner.fault {
             self.refuse_body(fault, &from);
             return Ok(());

@@ -4,23 +4,25 @@
 
 use super::*;
 
-/// A session with `router`, greeted, in a transaction from `s@x.test`.
-async fn in_transaction(setup: Setup) -> Dialogue {
-    let (mut d, _) = setup.start().await;
-    d.play(&[
-        ("EHLO client.test", "250 "),
-        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
-    ])
-    .await;
-    d
-}
-
 /// The usual router, but `route` and `policy` requests answered by `special`.
 async fn router_with(
     port: u16,
     special: impl Fn(&Attrs) -> Option<Option<Attrs>> + Send + Sync + 'static,
 ) -> RouterStub {
     RouterStub::start(move |req| special(req).unwrap_or_else(|| usual(req, &[port]))).await
+}
+
+/// The reply to a recipient whose lookup fails.
+const LOOKUP_FAILURE: &str = "451 4.3.0 <u@one.test>: Temporary lookup failure";
+
+/// A recipient of a session with `setup` gets [`LOOKUP_FAILURE`], and the
+/// backend (if any) sees nothing.
+async fn lookup_fails(setup: Setup, backend: Option<&BackendStub>) {
+    let mut d = in_transaction(setup).await;
+    d.play(&[("RCPT TO:<u@one.test>", LOOKUP_FAILURE)]).await;
+    if let Some(b) = backend {
+        assert_eq!(b.received(), "");
+    }
 }
 
 #[tokio::test]
@@ -33,13 +35,7 @@ async fn a_router_that_cannot_route_gives_451_4_3_0() {
         _ => None,
     })
     .await;
-    let mut d = in_transaction(Setup::with(&router)).await;
-    d.play(&[(
-        "RCPT TO:<u@one.test>",
-        "451 4.3.0 <u@one.test>: Temporary lookup failure",
-    )])
-    .await;
-    assert_eq!(one.received(), "");
+    lookup_fails(Setup::with(&router), Some(&one)).await;
 }
 
 #[tokio::test]
@@ -54,24 +50,14 @@ async fn a_router_that_does_not_answer_in_time_gives_451_4_3_0() {
         router_timeout: Duration::from_millis(200),
         ..Setup::with(&router)
     };
-    let mut d = in_transaction(setup).await;
-    d.play(&[(
-        "RCPT TO:<u@one.test>",
-        "451 4.3.0 <u@one.test>: Temporary lookup failure",
-    )])
-    .await;
+    lookup_fails(setup, None).await;
 }
 
 #[tokio::test]
 async fn no_router_at_all_gives_451_4_3_0_at_rcpt() {
     let setup = Setup::without_router();
     assert!(absent(&setup.router));
-    let mut d = in_transaction(setup).await;
-    d.play(&[(
-        "RCPT TO:<u@one.test>",
-        "451 4.3.0 <u@one.test>: Temporary lookup failure",
-    )])
-    .await;
+    lookup_fails(setup, None).await;
 }
 
 #[tokio::test]
@@ -82,13 +68,7 @@ async fn a_policy_that_cannot_decide_gives_451_4_3_0_and_the_backend_never_sees_
         _ => None,
     })
     .await;
-    let mut d = in_transaction(Setup::with(&router)).await;
-    d.play(&[(
-        "RCPT TO:<u@one.test>",
-        "451 4.3.0 <u@one.test>: Temporary lookup failure",
-    )])
-    .await;
-    assert_eq!(one.received(), "");
+    lookup_fails(Setup::with(&router), Some(&one)).await;
 }
 
 #[tokio::test]

@@ -362,12 +362,9 @@ async fn backend(s: tokio::net::TcpStream, mode: Mode, got: Arc<Mutex<Vec<u8>>>)
     }
     let mut rcpts = 0;
     loop {
-        let mut line = Vec::new();
-        match r.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        got.lock().expect("not poisoned").extend_from_slice(&line);
+        let Some(line) = recorded_line(&mut r, &got).await else {
+            return;
+        };
         let verb = String::from_utf8_lossy(&line).to_ascii_uppercase();
         let reply: &[u8] = if verb.starts_with("EHLO") {
             if mode == Mode::NoPipelining {
@@ -390,14 +387,10 @@ async fn backend(s: tokio::net::TcpStream, mode: Mode, got: Arc<Mutex<Vec<u8>>>)
                 return;
             }
             loop {
-                let mut line = Vec::new();
-                match r.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
-                }
-                got.lock().expect("not poisoned").extend_from_slice(&line);
-                if line == b".\r\n" {
-                    break;
+                match recorded_line(&mut r, &got).await {
+                    Some(line) if line == b".\r\n" => break,
+                    Some(_) => {}
+                    None => return,
                 }
             }
             b"250 2.0.0 Ok: queued as B1\r\n"
@@ -414,6 +407,33 @@ async fn backend(s: tokio::net::TcpStream, mode: Mode, got: Arc<Mutex<Vec<u8>>>)
             return;
         }
     }
+}
+
+/// Reads one line from the backend's client and records it; `None` at
+/// the end of the connection.
+async fn recorded_line(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    got: &Mutex<Vec<u8>>,
+) -> Option<Vec<u8>> {
+    let mut line = Vec::new();
+    match r.read_until(b'\n', &mut line).await {
+        Ok(0) | Err(_) => None,
+        Ok(_) => {
+            got.lock().expect("not poisoned").extend_from_slice(&line);
+            Some(line)
+        }
+    }
+}
+
+/// A session started with `setup`, greeted, in a transaction from `s@x.test`.
+async fn in_transaction(setup: Setup) -> Dialogue {
+    let (mut d, _) = setup.start().await;
+    d.play(&[
+        ("EHLO client.test", "250 "),
+        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
+    ])
+    .await;
+    d
 }
 
 /// A loopback port where nothing listens.

@@ -142,10 +142,8 @@ async fn a_policy_refusal_is_the_recipients_reply_and_never_reaches_the_backend(
         _ => usual(req, &ports),
     })
     .await;
-    let (mut d, _) = Setup::with(&router).start().await;
+    let mut d = in_transaction(Setup::with(&router)).await;
     d.play(&[
-        ("EHLO client.test", "250 "),
-        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
         (
             "RCPT TO:<spam@one.test>",
             "554 5.7.1 <spam@one.test>: Recipient address rejected: Access denied",
@@ -161,10 +159,8 @@ async fn a_policy_refusal_is_the_recipients_reply_and_never_reaches_the_backend(
 #[tokio::test]
 async fn a_second_servers_recipient_gets_452_and_the_message_goes_to_the_first() {
     let (router, one, two) = two_backends(Mode::Normal).await;
-    let (mut d, _) = Setup::with(&router).start().await;
+    let mut d = in_transaction(Setup::with(&router)).await;
     d.play(&[
-        ("EHLO client.test", "250 "),
-        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
         ("RCPT TO:<a@one.test>", "250 2.1.5"),
         ("RCPT TO:<b@two.test>", "452 4.5.3 Too many recipients"),
         ("RCPT TO:<c@one.test>", "250 2.1.5"),
@@ -233,13 +229,8 @@ async fn a_backend_without_pipelining_gets_one_command_at_a_time() {
 #[tokio::test]
 async fn content_pipelined_behind_data_is_refused_and_ends_the_session() {
     let (router, one, _two) = two_backends(Mode::Normal).await;
-    let (mut d, _) = Setup::with(&router).start().await;
-    d.play(&[
-        ("EHLO client.test", "250 "),
-        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
-        ("RCPT TO:<a@one.test>", "250 2.1.5"),
-    ])
-    .await;
+    let mut d = in_transaction(Setup::with(&router)).await;
+    d.play(&[("RCPT TO:<a@one.test>", "250 2.1.5")]).await;
     d.send(b"DATA\r\nSubject: early\r\n\r\nhi\r\n.\r\n").await;
     assert!(d
         .reply()
@@ -252,14 +243,9 @@ async fn content_pipelined_behind_data_is_refused_and_ends_the_session() {
 /// Sends `body` after a 354; the reply to its end.
 async fn body_reply(body: &[u8]) -> (String, String) {
     let (router, one, _two) = two_backends(Mode::Normal).await;
-    let (mut d, _) = Setup::with(&router).start().await;
-    d.play(&[
-        ("EHLO client.test", "250 "),
-        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
-        ("RCPT TO:<a@one.test>", "250 2.1.5"),
-        ("DATA", "354 "),
-    ])
-    .await;
+    let mut d = in_transaction(Setup::with(&router)).await;
+    d.play(&[("RCPT TO:<a@one.test>", "250 2.1.5"), ("DATA", "354 ")])
+        .await;
     d.send(body).await;
     let reply = d.reply().await;
     // The session goes on.
