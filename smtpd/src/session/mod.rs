@@ -13,6 +13,7 @@
 //! | `data.rs` | DATA: the body through the scanner (`crate::data`) |
 //! | `update.rs`, `admin.rs` | update mails (the updater), RELOAD/SHUTDOWN (the master) |
 //! | `reply.rs` | every failure → its 4xx reply ([`reply::reply_for`]) |
+//! | `tests/` | dialogues over `tokio::io::duplex`: a transcript per stage, every failure's reply |
 //!
 //! The session stays SMTP-aware from start to end: every command is parsed
 //! here, every recipient is routed through the router and checked against the
