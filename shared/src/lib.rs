@@ -7,8 +7,6 @@
 //! - [`greylist`]: greylisting triplets, sender normalisation and the timer rules (sans-IO);
 //! - [`base64`]: the codec of SMTP AUTH;
 //! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
-//! - [`backend`]: the SMTP client side of a backend connection (smtpd relays
-//!   through it, the updater delivers with it);
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`policy`]: the router's policy protocol (a verdict per recipient) and
 //!   the access-list management requests, typed;
@@ -16,7 +14,9 @@
 //! - [`route`]: the router's lookup protocol, typed, and its client;
 //! - [`stats`]: the statistics counters, local days and ISO weeks, the
 //!   statistics file;
-//! - [`smtp`]: sans-IO SMTP parsers (commands, paths) and replies;
+//! - [`smtp`]: sans-IO SMTP parsers (commands, paths) and replies, and
+//!   [`smtp::client`], a plain SMTP client connection (smtpd's backend
+//!   connections are built on it, the updater delivers with it);
 //! - [`worker`]: the skeleton every worker runs on (inherited sockets,
 //!   configuration from the master, privilege drop, events);
 //! - [`logging`]: one log format for every process, and short ids.
@@ -24,7 +24,6 @@
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
 pub mod access;
-pub mod backend;
 pub mod base64;
 pub mod bufread;
 pub mod config;

@@ -1,14 +1,15 @@
 //! postern-smtpd: the SMTP front side. Several processes share the TCP
 //! listeners the master bound; each runs one session task per client.
 //!
-//! Layout: [`session`] is the client dialogue (parsing, routing, relaying,
-//! through `postern_shared::backend`), [`data`] the DATA body scanner,
-//! [`prepared`] the backend connections made ready ahead of sessions. This file is the skeleton glue: accept loops, reload, and the
+//! Layout: [`session`] is the client dialogue, a file per stage (parsing,
+//! routing, relaying), [`data`] the DATA body scanner, [`backend`] the
+//! backend connections (identity forwarding, health, the pool of prepared
+//! and reused connections). This file is the skeleton glue: accept loops, reload, and the
 //! graceful stop (stop accepting, let running sessions finish for
 //! `process.stop_timeout`, answer idle ones `421 4.3.2`).
 
+mod backend;
 mod data;
-mod prepared;
 mod session;
 
 use std::os::fd::OwnedFd;
@@ -26,8 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
 
-use postern_shared::backend::Health;
-use prepared::Prepared;
+use backend::pool::Prepared;
+use backend::Health;
 use session::AdminRequest;
 use tracing::Instrument;
 

@@ -35,10 +35,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use postern_shared::backend::{Backend, BackendError, ClientInfo};
-use postern_shared::config::{ClientIdentity, Config, Server};
+use postern_shared::config::{Config, Server};
 use postern_shared::proto::{self, Attrs};
-use postern_shared::route::{Cause, Route};
+use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
 use postern_shared::worker::{Event, Options, Worker};
 use tokio::io::BufStream;
 use tokio::net::{UnixListener, UnixStream};
@@ -574,31 +573,23 @@ fn local(t: u64) -> String {
 
 /// Delivers one copy: the server's credentials, the same envelope.
 async fn deliver(server: &Server, hostname: &str, msg: &Message) -> Outcome {
-    let route = Route {
-        server: 0,
+    let target = Target {
         name: server.display_name(),
         host: server.host.clone(),
         port: server.port,
         timeout: server.timeout.0,
-        identity: ClientIdentity::None,
-        cause: Cause::Domain,
     };
-    let unspecified = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let login = server.user.as_deref().zip(server.password.as_deref());
-    let client = ClientInfo {
-        peer: unspecified,
-        local: unspecified,
-        helo: None,
-        esmtp: true,
-        login,
-    };
-    let temp = |e: BackendError| Outcome::Deferred(e.to_string());
-    // No skipping here: the queue has its own retry schedule.
-    let mut b = match Backend::connect(&route, hostname, &client, None).await {
+    let temp = |e: ClientError| Outcome::Deferred(e.to_string());
+    let mut b = match Client::greet(&target, hostname, &[]).await {
         Ok(b) => b,
         Err(e) => return temp(e),
     };
-    let decide = |r: &postern_shared::backend::BackendReply| {
+    if let Some((user, password)) = server.user.as_deref().zip(server.password.as_deref()) {
+        if let Err(e) = b.auth_plain(user, password).await {
+            return temp(e);
+        }
+    }
+    let decide = |r: &ServerReply| {
         if r.code >= 500 {
             Some(Outcome::Failed(r.summary()))
         } else if r.code >= 400 {
@@ -634,7 +625,7 @@ async fn deliver(server: &Server, hostname: &str, msg: &Message) -> Outcome {
         return Outcome::Deferred(e.to_string());
     }
     let outcome = match b
-        .read_reply_within(DATA_DONE_TIMEOUT.max(route.timeout))
+        .read_reply_within(DATA_DONE_TIMEOUT.max(target.timeout))
         .await
     {
         Ok(r) => decide(&r).unwrap_or(Outcome::Delivered(r.summary())),

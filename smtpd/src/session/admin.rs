@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
+use super::reply::Failure;
 use super::{AdminRequest, End, Session};
 use postern_shared::config::in_networks;
 use postern_shared::smtp::{secret_eq, Reply};
@@ -103,10 +104,7 @@ impl Session {
                 self.reply(Reply::new(221, "2.0.0", "Shutting down"));
                 return Err(End::Closed);
             }
-            (_, Err(why)) => {
-                let why = why.replace(['\r', '\n'], " ");
-                self.reply(Reply::new(451, "4.3.5", &why));
-            }
+            (_, Err(why)) => self.fail(Failure::Master(why)),
             _ => unreachable!("request is reload or stop"),
         }
         Ok(())

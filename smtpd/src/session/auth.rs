@@ -17,6 +17,7 @@
 
 use tracing::{info, warn};
 
+use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::route::Lookup;
 use postern_shared::smtp::Reply;
@@ -99,7 +100,7 @@ impl Session {
         };
         if let Err(e) = self.check_client().await {
             warn!("cannot look up the relay lists for {}: {e}", self.ip());
-            self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+            self.fail(Failure::Credentials);
             return Ok(());
         }
         let p = &self.ctx.config.proxy;
@@ -153,7 +154,7 @@ impl Session {
             }
             Err(e) => {
                 warn!("cannot check credentials: {e}");
-                self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+                self.fail(Failure::Credentials);
             }
         }
         Ok(())

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use tracing::{debug, info};
 
+use super::reply::Failure;
 use super::Session;
 use postern_shared::smtp::Reply;
 
@@ -57,7 +58,7 @@ impl Session {
             },
             Err(e) => {
                 tracing::warn!("cannot check the authentication brake for {ip}: {e}");
-                self.reply(Reply::new(454, "4.7.0", "Temporary authentication failure"));
+                self.fail(Failure::Credentials);
                 false
             }
         }

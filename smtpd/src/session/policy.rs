@@ -7,32 +7,29 @@
 
 use tracing::{info, warn};
 
+use super::reply::Failure;
 use super::Session;
 use postern_shared::policy::{Query, Verdict};
 use postern_shared::smtp::{Path, Reply};
 
 impl Session {
-    /// `None`: the recipient may go on to the backend. `Some(reply)`: the
-    /// reply that refuses it (the router's, or `451 4.3.0` when the router
-    /// cannot decide: a lookup failure is never a refusal for good).
-    pub(super) async fn policy_check(&mut self, to: &Path) -> Option<Reply> {
-        let sender = self
-            .tx
-            .as_ref()
-            .map(|t| t.from.to_string())
-            .unwrap_or_default();
+    /// The policy phase of RCPT: `true` when the recipient may go on to
+    /// the backend; `false` when it was answered: refused (the router's
+    /// reply), or `451 4.3.0` when the router cannot decide (a lookup
+    /// failure is never a refusal for good).
+    pub(super) async fn policy_check(&mut self, to: &Path) -> bool {
         let query = Query {
             sid: self.sid.clone(),
             client: self.ip(),
             client_name: None,
             helo: self.helo.clone(),
-            sender,
+            sender: self.sender(),
             recipient: to.to_string(),
             improper_pipelining: self.improper_pipelining,
             dry: false,
         };
         match self.ctx.router.policy(&query).await {
-            Ok(Verdict::Dunno | Verdict::Accept { .. }) => None,
+            Ok(Verdict::Dunno | Verdict::Accept { .. }) => true,
             Ok(Verdict::Refuse(r)) => {
                 info!(
                     sender = %query.sender,
@@ -42,12 +39,13 @@ impl Session {
                     r.rule
                 );
                 self.counts.add(r.kind.counter(), 1);
-                Some(Reply::new(r.code, r.enhanced, &r.text))
+                self.reply(Reply::new(r.code, r.enhanced, &r.text));
+                false
             }
             Err(e) => {
                 warn!("cannot ask the policy for <{to}>: {e}");
-                let text = format!("<{to}>: Temporary lookup failure");
-                Some(Reply::new(451, "4.3.0", &text))
+                self.fail(Failure::Lookup(to.clone()));
+                false
             }
         }
     }

@@ -16,6 +16,7 @@ use tokio::io::BufStream;
 use tokio::net::UnixStream;
 use tracing::{info, warn};
 
+use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::config::in_networks;
 use postern_shared::proto::{self, Attrs};
@@ -63,11 +64,7 @@ impl Session {
         self.flush().await?;
         let mut body = Vec::new();
         let (scanner, _) = self.receive_body(Some(&mut body)).await?;
-        let from = self
-            .tx
-            .take()
-            .map(|t| t.from.to_string())
-            .unwrap_or_default();
+        let from = self.end_tx();
         if let Some(fault) = scanner.fault {
             self.refuse_body(fault, &from);
             return Ok(());
@@ -105,11 +102,7 @@ impl Session {
                     Err(_) => format!("no answer within {UPDATER_TIMEOUT:?}"),
                 };
                 warn!("update mail from <{from}> not queued: {why}");
-                self.reply(Reply::new(
-                    451,
-                    "4.3.0",
-                    "Error: queue file write error, try again later",
-                ));
+                self.fail(Failure::Updater);
             }
         }
         Ok(())

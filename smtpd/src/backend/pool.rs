@@ -1,4 +1,5 @@
-//! Backend connections prepared ahead of their sessions.
+//! The pool: backend connections prepared ahead of their sessions, and
+//! those of finished sessions kept for later ones (the reuse policy).
 //!
 //! Without them, a session's first RCPT waits for the route, then for a new
 //! backend connection: TCP handshake, greeting, EHLO — three round trips
@@ -45,8 +46,22 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postern_shared::backend::Backend;
+use postern_shared::config::ClientIdentity;
 use postern_shared::route::Route;
+
+use super::{Backend, ClientError};
+
+/// Error replies since the last accepted message above which a connection
+/// is not reused ([`Backend::reusable`]): an IPADDR FROM refused by a server
+/// that does not know it, and a refused recipient or two.
+pub const MAX_ERRORS_TO_REUSE: u32 = 3;
+
+/// Client sessions one backend connection serves at most, one after the
+/// other ([`Backend::recycle`]).
+pub const MAX_SESSIONS_PER_CONNECTION: u32 = 100;
+/// Age after which a backend connection serves no new session (Postfix's
+/// `smtp_connection_reuse_time_limit`).
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 
 /// How long a prepared connection may wait for a session.
 pub const KEEP: Duration = Duration::from_secs(2);
@@ -59,6 +74,64 @@ pub const KEEP: Duration = Duration::from_secs(2);
 /// a bound of 16 left 0.3 new backend connections per message, 64 left
 /// 0.15, most of them for the load's first sessions.
 pub const KEEP_RETURNED: usize = 64;
+
+/// The reuse policy.
+impl Backend {
+    /// Whether this connection may serve another client session once its
+    /// session is over: its identity is one said again per session
+    /// (`ipaddr`, `none`: not XCLIENT, whose repetition servers treat
+    /// differently, nor PROXY headers), no AUTH was replayed on it, every
+    /// reply has been read and nothing is left unsent, the backend is not
+    /// reading a body nor closing, it answered at most
+    /// [`MAX_ERRORS_TO_REUSE`] errors since its last accepted message (one
+    /// client's errors are not held against the next), and it is within
+    /// [`MAX_SESSIONS_PER_CONNECTION`] and [`MAX_CONNECTION_AGE`].
+    pub fn reusable(&self) -> bool {
+        matches!(
+            self.route.identity,
+            ClientIdentity::Ipaddr | ClientIdentity::None
+        ) && !self.authenticated
+            && self.conn.errors() <= MAX_ERRORS_TO_REUSE
+            && !self.conn.in_body()
+            && !self.conn.closing()
+            && self.skip == 0
+            && self.conn.is_idle()
+            && self.sessions < MAX_SESSIONS_PER_CONNECTION
+            && self.born.elapsed() < MAX_CONNECTION_AGE
+    }
+
+    /// Readies a connection whose session is over for the next one, as if
+    /// it had just been prepared: `EHLO` again, which resets the backend's
+    /// session state as RSET does (RFC 5321 §4.1.4). Only for a
+    /// [`Backend::reusable`] one. The next session forwards its own client's
+    /// identity ([`Backend::adopt`]) before anything of its own.
+    pub async fn recycle(&mut self, hostname: &str) -> Result<(), ClientError> {
+        if !self.reusable() {
+            return Err(ClientError::Protocol("connection not reusable"));
+        }
+        self.conn.hello(hostname).await
+    }
+
+    /// Whether a connection from the pool may serve a session of `route`:
+    /// one that forwarded an identity already forwards the same kind, and a
+    /// reused one is still within its count and age limits.
+    pub fn fits(&self, route: &Route) -> bool {
+        self.identity.is_none_or(|i| i == route.identity)
+            && self.sessions < MAX_SESSIONS_PER_CONNECTION
+            && self.born.elapsed() < MAX_CONNECTION_AGE
+    }
+
+    /// Whether it served a session already (it came back to the pool).
+    pub fn reused(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Whether a connection that waited unused is still fit (see
+    /// `Client::still_fresh`).
+    pub fn still_fresh(&mut self) -> bool {
+        self.conn.still_fresh()
+    }
+}
 
 /// The prepared connections of one smtpd process.
 #[derive(Default)]

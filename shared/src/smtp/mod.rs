@@ -6,6 +6,16 @@
 //! address literal, a source route is accepted and ignored. What a relay
 //! tester hides in a local part (`%`, `!`, a quoted `@`) stays in the local
 //! part, and [`Mailbox::routing_domain`] refuses to name a domain for it.
+//!
+//! [`client`] is the other side: a plain SMTP client connection to a
+//! server ([`client::Target`]), which smtpd's backend connections and the
+//! updater's deliveries are built on.
+//!
+//! Tests: golden files in `testdata/` — `commands.in` (command lines) and
+//! `paths.in` (paths, as MAIL and as RCPT) with what the parsers make of
+//! each in the `.ref` beside it (`POSTERN_GOLDEN=write` rewrites them).
+
+pub mod client;
 
 use std::fmt;
 
@@ -650,5 +660,96 @@ mod tests {
             out,
             b"250-mx.test\r\n250 PIPELINING\r\n554 5.7.1 <a@b>: Relaying denied\r\n"
         );
+    }
+
+    /// How the golden files show a path.
+    fn show_path(p: &Path) -> String {
+        match p {
+            Path::Null => "<>".into(),
+            Path::Postmaster => "<Postmaster>".into(),
+            Path::Mailbox(m) => {
+                let route = m.routing_domain().unwrap_or_else(|| "(none)".into());
+                format!("<{m}> local={} route={route}", m.local)
+            }
+        }
+    }
+
+    /// How the golden files show a parsed command.
+    fn show_command(c: &Command) -> String {
+        let params = |ps: &[Param]| -> String {
+            ps.iter()
+                .map(|p| match &p.value {
+                    Some(v) => format!(" {}={v}", p.name),
+                    None => format!(" {}", p.name),
+                })
+                .collect()
+        };
+        let creds = |c: &Option<(String, String)>| match c {
+            Some((u, p)) => format!("user={u} password={p}"),
+            None => "no credentials".into(),
+        };
+        match c {
+            Command::Helo(n) => format!("helo {n:?}"),
+            Command::Ehlo(n) => format!("ehlo {n:?}"),
+            Command::Mail(p, ps) => format!("mail {}{}", show_path(p), params(ps)),
+            Command::Rcpt(p, ps) => format!("rcpt {}{}", show_path(p), params(ps)),
+            Command::Data => "data".into(),
+            Command::Rset => "rset".into(),
+            Command::Noop => "noop".into(),
+            Command::Vrfy => "vrfy".into(),
+            Command::Expn => "expn".into(),
+            Command::Help => "help".into(),
+            Command::Quit => "quit".into(),
+            Command::Starttls => "starttls".into(),
+            Command::Auth(m, i) => format!("auth {m} {i:?}"),
+            Command::Reload(c) => format!("reload {}", creds(c)),
+            Command::Shutdown(c) => format!("shutdown {}", creds(c)),
+            Command::Invalid(r) => format!("invalid: {}", r.summary()),
+            Command::Unknown(v) => format!("unknown verb {v:?}"),
+        }
+    }
+
+    /// Runs `show` over each line of `testdata/<name>.in` and compares with
+    /// `testdata/<name>.ref` (written instead with `POSTERN_GOLDEN=write`).
+    fn golden(name: &str, show: impl Fn(&str) -> String) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/smtp/testdata");
+        let input = std::fs::read_to_string(dir.join(format!("{name}.in"))).expect("the .in file");
+        let mut out = String::new();
+        for line in input.lines() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            out.push_str(&format!("> {line}\n{}\n", show(line)));
+        }
+        let reference = dir.join(format!("{name}.ref"));
+        if std::env::var("POSTERN_GOLDEN").as_deref() == Ok("write") {
+            std::fs::write(&reference, &out).expect("write the .ref file");
+            return;
+        }
+        let expected = std::fs::read_to_string(&reference).expect("the .ref file");
+        for (i, (got, want)) in out.lines().zip(expected.lines()).enumerate() {
+            assert_eq!(got, want, "{name}.ref line {}", i + 1);
+        }
+        assert_eq!(
+            out.lines().count(),
+            expected.lines().count(),
+            "{name}.ref length"
+        );
+    }
+
+    #[test]
+    fn golden_commands() {
+        golden("commands", |line| show_command(&parse_command(line)));
+    }
+
+    #[test]
+    fn golden_paths() {
+        golden("paths", |inner| {
+            let as_ = |rcpt: bool| match parse_path(inner, rcpt) {
+                Ok(p) => show_path(&p),
+                Err(e) => format!("error: {e}"),
+            };
+            format!("  MAIL {}\n  RCPT {}", as_(false), as_(true))
+        });
     }
 }

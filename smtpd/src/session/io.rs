@@ -1,0 +1,243 @@
+//! Line I/O with the client: command lines in, replies out.
+//!
+//! Replies are queued in `Session::out` and written when the client has
+//! nothing more in flight (its input buffer is empty), so a pipelined group
+//! gets its replies in one segment, in order ([`Session::flush_if_idle`]).
+//! A client that pipelines without end and never reads is bounded: replies
+//! held back stop at [`MAX_HELD_REPLIES`], and a write waits at most
+//! `command_timeout` ([`Session::flush`]).
+//!
+//! A command line is read whole, CRLF-terminated, within `command_timeout`
+//! and the transaction's progress deadline ([`Session::read_line`]); while
+//! the router's connection count is awaited, its answer is applied as soon
+//! as it comes, even in the middle of a line. A line that is too long, ends
+//! with a bare CR or LF, or is not UTF-8 is answered with a 500 here and
+//! counts as an error.
+
+use std::time::Duration;
+
+use postern_shared::route::{Admission, RouterError};
+use postern_shared::smtp::Reply;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tracing::{debug, info};
+
+use super::{End, Session};
+use crate::backend::ServerReply;
+
+/// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
+const MAX_COMMAND_LINE: usize = 2048;
+
+/// The client's read buffer between messages: idle sessions are most of a
+/// busy server's sessions, and commands are short.
+pub(crate) const COMMAND_BUFFER: usize = 4 * 1024;
+/// The read buffer once a message body is coming (see [`Session::grow_reader`]);
+/// below glibc's 64 KB, whose frees make malloc consolidate its free lists.
+const DATA_BUFFER: usize = 32 * 1024;
+
+/// Replies held back while pipelined commands are read (bytes).
+const MAX_HELD_REPLIES: usize = 16 * 1024;
+
+impl Session {
+    /// Queues one of postern's own replies.
+    pub(super) fn reply(&mut self, r: Reply) {
+        if r.code >= 400 {
+            debug!(reply = %r.summary(), "reply {}", r.summary());
+        }
+        r.write_to(&mut self.out);
+    }
+
+    /// Queues a backend's reply, verbatim.
+    pub(super) fn relay(&mut self, r: &ServerReply) {
+        self.out.extend_from_slice(&r.raw);
+    }
+
+    /// Queues a reply to a command the client got wrong: it counts towards
+    /// the session's error limit.
+    pub(super) fn syntax_error(&mut self, r: Reply) {
+        self.errors += 1;
+        self.reply(r);
+    }
+
+    /// Writes the queued replies. A client that reads none of them for
+    /// `command_timeout` is gone (as Postfix's smtpd_timeout covers writes):
+    /// its session does not hang on a full socket.
+    pub(super) async fn flush(&mut self) -> Result<(), End> {
+        if !self.out.is_empty() {
+            let timeout = self.ctx.config.proxy.command_timeout.0;
+            let w = self.client.get_mut();
+            let write = async {
+                w.write_all(&self.out).await?;
+                w.flush().await
+            };
+            let written = tokio::time::timeout(timeout, write).await;
+            // Written or given up: nothing is tried twice.
+            self.out.clear();
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(End::Gone),
+                Err(_) => {
+                    info!(
+                        "timeout after {timeout:?} writing to {}: it reads no reply",
+                        self.ip()
+                    );
+                    return Err(End::Gone);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes queued replies unless more pipelined commands are already
+    /// buffered — or the replies reach [`MAX_HELD_REPLIES`] bytes: a client
+    /// pipelining without end does not make them grow without end.
+    pub(super) async fn flush_if_idle(&mut self) -> Result<(), End> {
+        if self.client.buffer().is_empty() || self.out.len() >= MAX_HELD_REPLIES {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
+    pub(super) async fn read_command(&mut self) -> Result<Option<String>, End> {
+        let too_long = Reply::new(500, "5.5.2", "Error: command line too long");
+        self.read_line(MAX_COMMAND_LINE, too_long).await
+    }
+
+    /// Reads one CRLF-terminated line of at most `limit` bytes. `Ok(None)`: a
+    /// bad line (too long: `too_long`; bare CR or LF; not UTF-8) was answered.
+    pub(super) async fn read_line(
+        &mut self,
+        limit: usize,
+        too_long: Reply,
+    ) -> Result<Option<String>, End> {
+        // A stopping process lets a transaction in progress finish; a session
+        // between transactions is told to come back later.
+        let stoppable = self.tx.is_none();
+        if stoppable && *self.ctx.shutdown.borrow() && self.client.buffer().is_empty() {
+            return Err(self.shutting_down());
+        }
+        let timeout = self.ctx.config.proxy.command_timeout.0;
+        let now = tokio::time::Instant::now();
+        // Checked before reading: a client that keeps sending never makes
+        // a read wait, let alone time out.
+        if self.progress_deadline.is_some_and(|d| d <= now) {
+            return Err(self.no_progress());
+        }
+        let deadline = match self.progress_deadline {
+            Some(d) => d.min(now + timeout),
+            None => now + timeout,
+        };
+        let mut shutdown = self.ctx.shutdown.clone();
+        let mut buf = Vec::with_capacity(128);
+        /// What ended a wait for (the rest of) the line.
+        enum Got {
+            Read(std::io::Result<usize>),
+            TimedOut,
+            Stop,
+            Count(Result<Result<Admission, RouterError>, tokio::task::JoinError>),
+        }
+        loop {
+            // The connection count, while it is awaited, comes first: a
+            // refused client is told as soon as it is known, even in the
+            // middle of a line (see greet_and_admit).
+            let got = {
+                let admission = &mut self.admission;
+                let room = limit.saturating_sub(buf.len()) as u64;
+                let mut limited = (&mut self.client).take(room);
+                let read = limited.read_until(b'\n', &mut buf);
+                tokio::select! {
+                    biased;
+                    v = async {
+                        match admission.as_mut() {
+                            Some(pending) => pending.await,
+                            None => std::future::pending().await,
+                        }
+                    }, if admission.is_some() => Got::Count(v),
+                    r = tokio::time::timeout_at(deadline, read) => match r {
+                        Ok(r) => Got::Read(r),
+                        Err(_) => Got::TimedOut,
+                    },
+                    _ = shutdown.wait_for(|s| *s), if stoppable => Got::Stop,
+                }
+            };
+            match got {
+                Got::Count(v) => {
+                    self.admission = None;
+                    self.admit(v)?;
+                }
+                Got::Read(Ok(_)) => break,
+                Got::Read(Err(_)) => return Err(End::Gone),
+                Got::TimedOut if self.progress_deadline.is_some_and(|d| d <= deadline) => {
+                    return Err(self.no_progress())
+                }
+                Got::TimedOut => return Err(self.timed_out(timeout, "a command")),
+                Got::Stop => return Err(self.shutting_down()),
+            }
+        }
+        if buf.is_empty() {
+            return Err(End::Gone);
+        }
+        if buf.last() != Some(&b'\n') {
+            // Longer than the limit: discard up to the end of the line,
+            // within the command's time as the line itself.
+            self.errors += 1;
+            match tokio::time::timeout_at(deadline, self.discard_line()).await {
+                Ok(discarded) => discarded?,
+                Err(_) => return Err(self.timed_out(timeout, "the end of a line")),
+            }
+            self.reply(too_long);
+            return Ok(None);
+        }
+        buf.pop();
+        if buf.pop() != Some(b'\r') || buf.contains(&b'\r') {
+            self.syntax_error(Reply::new(
+                500,
+                "5.5.2",
+                "Error: bare <CR> or <LF> received; commands end with <CR><LF>",
+            ));
+            return Ok(None);
+        }
+        match String::from_utf8(buf) {
+            Ok(s) => Ok(Some(s)),
+            Err(_) => {
+                self.syntax_error(Reply::new(
+                    500,
+                    "5.5.2",
+                    "Error: command is not valid UTF-8",
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn discard_line(&mut self) -> Result<(), End> {
+        loop {
+            let buf = self.client.fill_buf().await.map_err(|_| End::Gone)?;
+            if buf.is_empty() {
+                return Err(End::Gone);
+            }
+            if let Some(i) = buf.iter().position(|&b| b == b'\n') {
+                self.client.consume(i + 1);
+                return Ok(());
+            }
+            let n = buf.len();
+            self.client.consume(n);
+        }
+    }
+
+    /// Gives the client a large read buffer for the body (grown in place,
+    /// nothing buffered is lost; memory is only touched as bytes come).
+    pub(super) fn grow_reader(&mut self) {
+        self.client.reserve(DATA_BUFFER);
+    }
+
+    /// The client sent nothing of `what` within `timeout`: 421, the end.
+    pub(super) fn timed_out(&mut self, timeout: Duration, what: &str) -> End {
+        info!(
+            "timeout after {timeout:?} waiting for {what} from {}",
+            self.ip()
+        );
+        self.close(super::reply::Failure::ClientTimeout)
+    }
+}

@@ -1,0 +1,229 @@
+//! RCPT, in named phases: check → route → policy → forward.
+//!
+//! 1. **check** ([`Session::rcpt_check`]): a transaction is open (503), the
+//!    recipient limit (`452 4.5.3`), a transaction whose backend was lost
+//!    (`451 4.4.1`), no parameters (555); the update address goes to
+//!    `update.rs` and travels alone (`452 4.5.3`).
+//! 2. **route** ([`Session::rcpt_route`]): the client's relay lists first
+//!    (`request=client`, once); a relay client's recipients all go to its
+//!    server; anyone else's by domain (`request=route`, kept 5 s by
+//!    `RouterClient::route_domain`): `554 5.7.1 … Relaying denied` when no
+//!    server takes it, `452 4.5.3` when it is another server than the
+//!    transaction's, `451 4.3.0` when the router cannot tell.
+//! 3. **policy** (`policy.rs`, `request=policy`): for domain-routed
+//!    sessions only; a refusal is the recipient's reply and the backend
+//!    never sees it.
+//! 4. **forward** ([`Session::rcpt_forward`], with `relay.rs`): connect the
+//!    backend if needed, replay MAIL once, send RCPT (and DATA when the
+//!    client pipelined it right behind), relay the backend's reply
+//!    verbatim; backend trouble is `451 4.4.1`.
+
+use crate::backend::ClientError;
+use postern_shared::route::{Lookup, Route};
+use postern_shared::smtp::{Param, Path, Reply};
+use postern_shared::stats::Counter;
+use tracing::{debug, info, warn};
+
+use super::reply::Failure;
+use super::Session;
+
+impl Session {
+    /// RCPT TO: each phase answers the recipient itself when it stops it.
+    pub(super) async fn rcpt(&mut self, to: Path, params: Vec<Param>) {
+        if !self.rcpt_check(&to, &params) {
+            return;
+        }
+        let Some(route) = self.rcpt_route(&to).await else {
+            return;
+        };
+        // Policy (SPEC §8) for mail from the internet only: relay clients
+        // chose their server themselves.
+        if self.relay.is_none() && !self.policy_check(&to).await {
+            return;
+        }
+        self.rcpt_forward(&to, route).await;
+    }
+
+    /// Phase 1: whether the recipient may be looked at. `false`: answered
+    /// (an update address included).
+    fn rcpt_check(&mut self, to: &Path, params: &[Param]) -> bool {
+        let max_rcpts = self.ctx.config.proxy.max_recipients;
+        let is_update = self.is_update_address(to);
+        let Some(tx) = self.tx.as_mut() else {
+            self.syntax_error(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+            return false;
+        };
+        if tx.rcpts >= max_rcpts {
+            self.reply(Reply::new(452, "4.5.3", "Error: too many recipients"));
+            return false;
+        }
+        tx.rcpts += 1;
+        if tx.lost {
+            self.fail(Failure::Lost);
+            return false;
+        }
+        if let Some(p) = params.first() {
+            let text = format!("Unsupported option: {}", p.name);
+            self.syntax_error(Reply::new(555, "5.5.4", &text));
+            return false;
+        }
+        if is_update {
+            self.update_rcpt(to);
+            return false;
+        }
+        if tx.update {
+            // An update mail travels alone (SPEC §7): this one waits for the next transaction.
+            self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+            return false;
+        }
+        true
+    }
+
+    /// Phase 2: the recipient's server, which must be the transaction's.
+    /// `None`: answered.
+    async fn rcpt_route(&mut self, to: &Path) -> Option<Route> {
+        let tx_route = self.tx.as_ref().and_then(|t| t.route.clone());
+        if let Err(e) = self.check_client().await {
+            warn!("cannot look up the relay lists for {}: {e}", self.ip());
+            self.fail(Failure::Lookup(to.clone()));
+            return None;
+        }
+        let route = match to {
+            // A relay client's recipients all go to its server, whatever the domain.
+            _ if self.relay.is_some() => self.relay.clone().expect("checked just above"),
+            Path::Mailbox(m) => {
+                let Some(domain) = m.routing_domain() else {
+                    self.relay_denied(to);
+                    return None;
+                };
+                match self
+                    .ctx
+                    .router
+                    .route_domain(&self.sid, self.ip(), &domain)
+                    .await
+                {
+                    Ok(Lookup::Found(r)) => r,
+                    Ok(Lookup::NotFound) => {
+                        self.relay_denied(to);
+                        return None;
+                    }
+                    Err(e) => {
+                        warn!("cannot route <{to}>: {e}");
+                        self.fail(Failure::Lookup(to.clone()));
+                        return None;
+                    }
+                }
+            }
+            Path::Postmaster => match tx_route.clone() {
+                Some(r) => r,
+                None => {
+                    let text = "<Postmaster>: Recipient address rejected: give a domain (postmaster@domain)";
+                    self.reply(Reply::new(550, "5.1.1", text));
+                    return None;
+                }
+            },
+            Path::Null => {
+                self.relay_denied(to);
+                return None;
+            }
+        };
+        if let Some(current) = &tx_route {
+            if !same_server(current, &route) {
+                // RFC 5321 §4.5.3.1.10: the sender retries this one in a later transaction.
+                debug!(
+                    "<{to}> belongs to {}, transaction goes to {}",
+                    route.name, current.name
+                );
+                self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+                return None;
+            }
+        }
+        Some(route)
+    }
+
+    /// Phase 4: the recipient goes to its backend (see `relay.rs`), whose
+    /// reply is relayed verbatim.
+    async fn rcpt_forward(&mut self, to: &Path, route: Route) {
+        if let Err(e) = self.ensure_backend(&route, false).await {
+            return self.fail(Failure::Backend(route, e));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.route = Some(route.clone());
+        }
+        let exchange = match self.send_rcpt(to, &route).await {
+            Ok(x) => x,
+            Err(e) => return self.fail(Failure::Backend(route, e)),
+        };
+        let mut replies = exchange.replies.into_iter();
+        if exchange.mail {
+            let Some(r) = replies.next() else {
+                return self.fail(Failure::Backend(
+                    route,
+                    ClientError::Protocol("no reply to MAIL"),
+                ));
+            };
+            if !r.is_ok() {
+                info!(
+                    sender = %self.sender(),
+                    server = %route.name,
+                    reply = %r.summary(),
+                    "backend {} refused MAIL: {}",
+                    route.name,
+                    r.summary()
+                );
+                // A pipelined RCPT's reply (a 503, surely) is dropped with it.
+                return self.relay(&r);
+            }
+            if let Some(tx) = self.tx.as_mut() {
+                tx.backend_mail = true;
+            }
+        }
+        match replies.next() {
+            Some(r) => {
+                if r.is_ok() {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.accepted += 1;
+                        tx.recipients.push(to.to_string());
+                    }
+                }
+                self.relay(&r);
+            }
+            None => self.fail(Failure::Backend(
+                route.clone(),
+                ClientError::Protocol("no reply to RCPT"),
+            )),
+        }
+        if exchange.data {
+            match (replies.next(), self.tx.as_mut()) {
+                (Some(r), Some(tx)) => tx.data_ahead = Some(r),
+                _ => self.fail(Failure::Backend(
+                    route,
+                    ClientError::Protocol("no reply to DATA"),
+                )),
+            }
+        }
+        // The task starts once this session waits for its client again.
+        if let Some(route) = self.refill_due.take() {
+            let hostname = self.hostname().to_string();
+            self.ctx.prepared.refill(&route, &hostname);
+        }
+    }
+
+    /// A recipient no server takes: `554 5.7.1`, never overridden.
+    fn relay_denied(&mut self, to: &Path) {
+        warn!(
+            sender = %self.sender(),
+            recipient = %to,
+            reply = "554 5.7.1",
+            "no server found for rcpt {to}"
+        );
+        self.counts.add(Counter::RelayDenied, 1);
+        let text = format!("<{to}>: Relaying denied");
+        self.reply(Reply::new(554, "5.7.1", &text));
+    }
+}
+
+/// Whether two routes lead to the same backend server.
+pub(super) fn same_server(a: &Route, b: &Route) -> bool {
+    a.server == b.server && a.host == b.host && a.port == b.port
+}
