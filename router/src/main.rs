@@ -399,9 +399,15 @@ fn account(state: &State, req: &Attrs) -> Attrs {
                 None => {
                     // Mail from the internet: its policy lookups start now.
                     state.policy.prefetch(ip);
-                    Attrs::new()
+                    let a = Attrs::new()
                         .with("id", id)
-                        .with("status", Status::NotFound.as_str())
+                        .with("status", Status::NotFound.as_str());
+                    // No policy at all: the session's recipients need not ask.
+                    if state.policy.active() {
+                        a
+                    } else {
+                        a.with("policy", "off")
+                    }
                 }
             }
         }

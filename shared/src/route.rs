@@ -133,8 +133,10 @@ pub enum Lookup {
 /// The answer to a connection count request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Counted; with the client's `ip-addr` route when it is a relay client.
-    Allowed(Option<Route>),
+    /// Counted; with the client's `ip-addr` route when it is a relay client,
+    /// and whether any policy check is configured (`policy=off` in the
+    /// answer when none is: the session's recipients need no verdict).
+    Allowed(Option<Route>, bool),
     /// Over a limit: why.
     Refused(String),
 }
@@ -606,11 +608,12 @@ impl RouterClient {
             .with("client", client)
             .with("pid", pid);
         let reply = self.call_with(req, within, false).await?;
+        let policy = reply.get("policy") != Some("off");
         match reply.get("status").and_then(Status::parse) {
             Some(Status::Ok) => Route::from_attrs(&reply)
-                .map(|r| Admission::Allowed(Some(r)))
+                .map(|r| Admission::Allowed(Some(r), policy))
                 .ok_or(RouterError::BadReply),
-            Some(Status::NotFound) => Ok(Admission::Allowed(None)),
+            Some(Status::NotFound) => Ok(Admission::Allowed(None, policy)),
             Some(Status::Reject) => Ok(Admission::Refused(
                 reply
                     .get("reason")

@@ -200,6 +200,18 @@ impl Engine {
             .clone()
     }
 
+    /// Whether any check is configured: access entries, restrictions,
+    /// blocklists or greylisting. Without one, smtpd skips the policy's
+    /// round trip for the session's recipients.
+    pub fn active(&self) -> bool {
+        let s = self.settings();
+        !s.restrictions.is_empty()
+            || !s.dnsbl.is_empty()
+            || !s.rhsbl.is_empty()
+            || s.greylist.enabled
+            || !self.access.index().is_empty()
+    }
+
     /// Starts the lookups about a client that its RCPTs will need, as soon
     /// as its connection is counted (relay clients excepted: they skip policy).
     pub fn prefetch(self: &Arc<Self>, ip: IpAddr) {

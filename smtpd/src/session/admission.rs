@@ -72,8 +72,9 @@ impl Session {
             }
         };
         match verdict {
-            Ok(Admission::Allowed(route)) => {
+            Ok(Admission::Allowed(route, policy)) => {
                 self.relay = route;
+                self.policy_on = policy;
                 self.client_checked = true;
                 Ok(())
             }

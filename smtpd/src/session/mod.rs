@@ -174,6 +174,10 @@ struct Session {
     adopted: bool,
     /// The client's address was looked up in the relay lists.
     client_checked: bool,
+    /// Whether recipients ask the policy: false when the router said at
+    /// the connection count that no policy check is configured (an access
+    /// entry added meanwhile applies from the next session on).
+    policy_on: bool,
     /// The session's route when the client is a relay client (`ip-addr`, `auth`).
     relay: Option<Route>,
     /// Credentials of a successful AUTH, replayed to an auth-routed backend.
@@ -223,6 +227,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         refill_due: None,
         adopted: false,
         client_checked: false,
+        policy_on: true,
         relay: None,
         login: None,
         admin_failures: 0,

@@ -38,7 +38,7 @@ impl Session {
         };
         // Policy (SPEC §8) for mail from the internet only: relay clients
         // chose their server themselves.
-        if self.relay.is_none() && !self.policy_check(&to).await {
+        if self.relay.is_none() && self.policy_on && !self.policy_check(&to).await {
             return;
         }
         self.rcpt_forward(&to, route).await;
