@@ -40,7 +40,6 @@
 //! answers with the same text as its body.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use crate::route::Cause;
@@ -366,23 +365,10 @@ impl Stats {
         }
     }
 
-    /// Writes `state_dir/stats` durably: a temporary file in the same
-    /// directory, fsync, rename over the old one, fsync of the directory. A
-    /// crash leaves either the old file or the new one, never half of one.
+    /// Writes `state_dir/stats` durably ([`crate::durable::write`]): a crash
+    /// leaves either the old file or the new one, never half of one.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        let tmp = state_dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.encode().as_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, state_dir.join(FILE))?;
-            std::fs::File::open(state_dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::durable::write(&state_dir.join(FILE), self.encode().as_bytes())
     }
 }
 
