@@ -84,7 +84,7 @@ use std::collections::HashMap;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::config::{ClientIdentity, Config, Duration, Problem, Server};
+use crate::config::{ClientIdentity, Config, Duration, Parsed, Problem, Server};
 
 /// Listening port when the root has no `<port>` (seed §IV.1).
 pub const DEFAULT_PORT: u16 = 25;
@@ -278,7 +278,18 @@ fn read_server(block: &Element) -> Result<Server, LegacyError> {
                 }
             }
             // Lists: a repeated element adds to the list.
-            "relay" => s.relay.extend(list(child.value()?)),
+            "relay" => {
+                for r in list(child.value()?) {
+                    let pattern = Parsed::new(&r).map_err(|_| {
+                        child.at.error(ErrorKind::BadValue {
+                            element: child.name.clone(),
+                            value: r.clone(),
+                            expected: "an address, a pattern such as \"172.16.*.*\" or a network",
+                        })
+                    })?;
+                    s.relay.push(pattern);
+                }
+            }
             "domain" => s.domains.extend(list(child.value()?)),
             "user" => s.user = seen.value(child)?,
             "password" => s.password = seen.value(child)?,

@@ -622,11 +622,7 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
         dnsbl: zones(&p.dnsbl, Kind::Client),
         rhsbl: zones(&p.rhsbl, Kind::SenderDomain),
         exempt: p.exempt_recipients.clone(),
-        skip: p
-            .skip_networks
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect(),
+        skip: p.skip_networks.iter().map(|n| **n).collect(),
         dns,
         dns_timeout: p.dns_timeout.0,
         dns_servers: servers,
