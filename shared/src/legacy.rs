@@ -965,6 +965,15 @@ domains = ["yourdomain.net"]
     }
 
     #[test]
+    fn a_relay_that_is_no_address_is_refused_with_its_line() {
+        let e = err(one_server("<relay>10.0.0.1, 10.*.*</relay>\n").as_bytes());
+        assert_eq!(
+            e.kind.to_string(),
+            "<relay>: \"10.*.*\" is not an address, a pattern such as \"172.16.*.*\" or a network"
+        );
+    }
+
+    #[test]
     fn entities_cdata_and_comments_are_understood() {
         let c = ok(&one_server(
             "<password>a&amp;b&lt;&#233;&#x41;</password>\n<user><![CDATA[x<y]]></user>\n<name>Cust<!-- old name -->omer</name>\n",

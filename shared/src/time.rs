@@ -323,6 +323,18 @@ impl Clock {
         }
     }
 
+    /// Wall time as a `SystemTime` (the epoch at the latest: a manual clock
+    /// set before it).
+    pub fn now(&self) -> SystemTime {
+        match &self.manual {
+            None => SystemTime::now(),
+            Some(m) => {
+                let ms = u64::try_from(m.millis.load(Ordering::Relaxed)).unwrap_or(0);
+                UNIX_EPOCH + Duration::from_millis(ms)
+            }
+        }
+    }
+
     /// Wall time in whole seconds since the epoch (0 before it).
     pub fn now_secs(&self) -> u64 {
         u64::try_from(self.now_millis().div_euclid(1000)).unwrap_or(0)
@@ -518,6 +530,10 @@ mod tests {
         hand.advance(Duration::from_millis(1500));
         assert_eq!(clock.now_millis(), t0 + 1500);
         assert_eq!(clock.now_secs(), 1_796_569_683);
+        assert_eq!(
+            Timestamp(clock.now()).to_string(),
+            "2026-12-06T15:08:03.808Z"
+        );
         assert_eq!(clock.instant() - i0, Duration::from_millis(1500));
         hand.set(0);
         assert_eq!(clock.now_millis(), 0, "the wall clock steps back");
