@@ -25,7 +25,7 @@ use crate::net::{IpNet, IpPattern};
 mod explain;
 mod parsed;
 
-pub use parsed::{FromText, MetricsAddr, Parsed, Resolver};
+pub use parsed::{ClientZone, DomainZone, FromText, MetricsAddr, Parsed, Resolver};
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
@@ -398,10 +398,10 @@ pub struct Policy {
     pub restrictions: Vec<String>,
     /// Client-address blocklists, `zone[=filter[=reply-name]]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dnsbl: Vec<String>,
+    pub dnsbl: Vec<Parsed<ClientZone>>,
     /// Sender-domain blocklists, same syntax.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rhsbl: Vec<String>,
+    pub rhsbl: Vec<Parsed<DomainZone>>,
     /// DNS servers (`"127.0.0.1:53"`, or an address for port 53); empty:
     /// the nameservers of `/etc/resolv.conf`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -954,16 +954,6 @@ impl Config {
                     format!("policy.restrictions[{i}]"),
                     format!("{r:?} is listed twice"),
                 );
-            }
-        }
-        for (key, zones, kind) in [
-            ("policy.dnsbl", &po.dnsbl, crate::dnsbl::Kind::Client),
-            ("policy.rhsbl", &po.rhsbl, crate::dnsbl::Kind::SenderDomain),
-        ] {
-            for (i, z) in zones.iter().enumerate() {
-                if let Err(e) = crate::dnsbl::Zone::parse(z, kind) {
-                    bad(format!("{key}[{i}]"), e);
-                }
             }
         }
         if po.dns_timeout.0 < std::time::Duration::from_millis(100)

@@ -575,11 +575,6 @@ async fn futures_join_all<F: std::future::Future>(
 /// servers or timeout changed (it keeps its cache otherwise).
 fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Settings {
     let p = &config.policy;
-    let zones = |list: &[String], kind| {
-        list.iter()
-            .filter_map(|z| Zone::parse(z, kind).ok())
-            .collect()
-    };
     // The resolver is made even when no check needs it yet: an access
     // entry for a host name, added at any time, needs the client's
     // verified name. Only a configuration that needs DNS hears about it.
@@ -619,8 +614,8 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
     };
     Settings {
         restrictions: p.restrictions.clone(),
-        dnsbl: zones(&p.dnsbl, Kind::Client),
-        rhsbl: zones(&p.rhsbl, Kind::SenderDomain),
+        dnsbl: p.dnsbl.iter().map(|z| z.0.clone()).collect(),
+        rhsbl: p.rhsbl.iter().map(|z| z.0.clone()).collect(),
         exempt: p.exempt_recipients.clone(),
         skip: p.skip_networks.iter().map(|n| **n).collect(),
         dns,

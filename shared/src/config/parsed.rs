@@ -16,6 +16,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::dnsbl::{Kind, Zone};
 use crate::net::{IpNet, IpPattern};
 
 use super::PolicyListen;
@@ -145,6 +146,28 @@ impl FromText for Resolver {
             .ok_or_else(|| {
                 format!("{text:?} is not an address such as \"127.0.0.1\" or \"127.0.0.1:53\"")
             })
+    }
+}
+
+/// A zone of `policy.dnsbl`: `zone[=filter[=reply-name]]`, looked up by
+/// client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientZone(pub Zone);
+
+impl FromText for ClientZone {
+    fn from_text(text: &str) -> Result<Self, String> {
+        Zone::parse(text, Kind::Client).map(ClientZone)
+    }
+}
+
+/// A zone of `policy.rhsbl`: `zone[=filter[=reply-name]]`, looked up by
+/// sender domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainZone(pub Zone);
+
+impl FromText for DomainZone {
+    fn from_text(text: &str) -> Result<Self, String> {
+        Zone::parse(text, Kind::SenderDomain).map(DomainZone)
     }
 }
 
