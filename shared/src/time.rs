@@ -106,6 +106,11 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// not exist. A time that the local clock skips (summer time) is taken
 /// after the change, one it shows twice before.
 pub fn from_local(day: Day, hour: u32, minute: u32, second: u32) -> Option<i64> {
+    from_local_in(zone(), day, hour, minute, second)
+}
+
+/// [`from_local`] in time zone `tz`.
+fn from_local_in(tz: &TimeZone, day: Day, hour: u32, minute: u32, second: u32) -> Option<i64> {
     let t = Time::new(
         i8::try_from(hour).ok()?,
         i8::try_from(minute).ok()?,
@@ -113,7 +118,7 @@ pub fn from_local(day: Day, hour: u32, minute: u32, second: u32) -> Option<i64> 
         0,
     )
     .ok()?;
-    let at = zone().to_timestamp(day.date()?.to_datetime(t)).ok()?;
+    let at = tz.to_timestamp(day.date()?.to_datetime(t)).ok()?;
     Some(at.as_second())
 }
 
@@ -396,6 +401,7 @@ impl ManualClock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
 
     fn d(s: &str) -> Day {
         Day::parse(s).expect("valid date")
@@ -518,6 +524,24 @@ mod tests {
         let t = d("2026-03-15").days() * 86_400 + 43_200;
         let local = Day::local(t).expect("local time");
         assert!((local.days() - d("2026-03-15").days()).abs() <= 1);
+    }
+
+    #[test]
+    fn a_skipped_time_moves_on_and_a_repeated_one_is_taken_first() {
+        let Ok(paris) = TimeZone::get("Europe/Paris") else {
+            return; // no tzdb on this machine
+        };
+        let utc = |s: &str| {
+            jiff::Timestamp::from_str(s)
+                .expect("a timestamp")
+                .as_second()
+        };
+        // 2026-03-29: 02:00 → 03:00; 02:30 does not exist, it is 03:30 CEST.
+        let spring = from_local_in(&paris, d("2026-03-29"), 2, 30, 0);
+        assert_eq!(spring, Some(utc("2026-03-29T01:30:00Z")));
+        // 2026-10-25: 03:00 → 02:00; 02:30 happens twice, first in CEST.
+        let autumn = from_local_in(&paris, d("2026-10-25"), 2, 30, 0);
+        assert_eq!(autumn, Some(utc("2026-10-25T00:30:00Z")));
     }
 
     #[test]
