@@ -393,9 +393,9 @@ pub struct Policy {
     /// writable by `process.user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_file: Option<PathBuf>,
-    /// Postfix restriction names, applied in this order ([`RESTRICTIONS`]).
+    /// Postfix restrictions, applied in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restrictions: Vec<String>,
+    pub restrictions: Vec<Restriction>,
     /// Client-address blocklists, `zone[=filter[=reply-name]]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dnsbl: Vec<Parsed<ClientZone>>,
@@ -418,15 +418,47 @@ pub struct Policy {
     pub skip_networks: Vec<Parsed<IpNet>>,
 }
 
-/// The restrictions `policy.restrictions` may name (Postfix's).
-pub const RESTRICTIONS: [&str; 6] = [
-    "reject_invalid_helo_hostname",
-    "reject_non_fqdn_sender",
-    "reject_non_fqdn_recipient",
-    "reject_unknown_sender_domain",
-    "reject_unknown_recipient_domain",
-    "reject_unauth_pipelining",
-];
+/// A restriction `policy.restrictions` may name (Postfix's, by its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restriction {
+    /// `reject_invalid_helo_hostname`: a HELO that is neither a host name
+    /// nor an address literal.
+    RejectInvalidHeloHostname,
+    /// `reject_non_fqdn_sender`: a sender address without a dotted domain.
+    RejectNonFqdnSender,
+    /// `reject_non_fqdn_recipient`: a recipient address without a dotted
+    /// domain (`<Postmaster>` excepted).
+    RejectNonFqdnRecipient,
+    /// `reject_unknown_sender_domain`: a sender domain DNS does not know.
+    RejectUnknownSenderDomain,
+    /// `reject_unknown_recipient_domain`: a recipient domain DNS does not know.
+    RejectUnknownRecipientDomain,
+    /// `reject_unauth_pipelining`: commands sent ahead where SMTP forbids it.
+    RejectUnauthPipelining,
+}
+
+impl Restriction {
+    /// Postfix's name, as in the file and in the logs' `rule=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restriction::RejectInvalidHeloHostname => "reject_invalid_helo_hostname",
+            Restriction::RejectNonFqdnSender => "reject_non_fqdn_sender",
+            Restriction::RejectNonFqdnRecipient => "reject_non_fqdn_recipient",
+            Restriction::RejectUnknownSenderDomain => "reject_unknown_sender_domain",
+            Restriction::RejectUnknownRecipientDomain => "reject_unknown_recipient_domain",
+            Restriction::RejectUnauthPipelining => "reject_unauth_pipelining",
+        }
+    }
+
+    /// Whether it asks DNS.
+    pub fn needs_dns(self) -> bool {
+        matches!(
+            self,
+            Restriction::RejectUnknownSenderDomain | Restriction::RejectUnknownRecipientDomain
+        )
+    }
+}
 
 fn default_dns_timeout() -> Duration {
     Duration::from_secs(2)
@@ -464,10 +496,7 @@ impl Policy {
     pub fn needs_dns(&self) -> bool {
         !self.dnsbl.is_empty()
             || !self.rhsbl.is_empty()
-            || self
-                .restrictions
-                .iter()
-                .any(|r| r.starts_with("reject_unknown_"))
+            || self.restrictions.iter().any(|r| r.needs_dns())
     }
 
     /// The resolvers as socket addresses.
@@ -944,15 +973,10 @@ impl Config {
             }
         }
         for (i, r) in po.restrictions.iter().enumerate() {
-            if !RESTRICTIONS.contains(&r.as_str()) {
+            if po.restrictions[..i].contains(r) {
                 bad(
                     format!("policy.restrictions[{i}]"),
-                    format!("{r:?} is not one of {}", RESTRICTIONS.join(", ")),
-                );
-            } else if po.restrictions[..i].contains(r) {
-                bad(
-                    format!("policy.restrictions[{i}]"),
-                    format!("{r:?} is listed twice"),
+                    format!("{:?} is listed twice", r.as_str()),
                 );
             }
         }

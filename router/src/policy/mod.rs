@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use postern_shared::access::Client;
-use postern_shared::config::Config;
+use postern_shared::config::{Config, Restriction};
 use postern_shared::dnsbl::{self, Kind, Outcome, Zone};
 use postern_shared::net::{unmap, IpNet};
 use postern_shared::policy::{access_verdict, Query, Refusal, Verdict};
@@ -48,7 +48,7 @@ const FACTS_KEPT: Duration = Duration::from_secs(60);
 
 /// What the configuration says, ready to use; replaced whole at a reload.
 struct Settings {
-    restrictions: Vec<String>,
+    restrictions: Vec<Restriction>,
     dnsbl: Vec<Zone>,
     rhsbl: Vec<Zone>,
     exempt: Vec<String>,
@@ -288,22 +288,25 @@ impl Engine {
             }))
         };
         let domain_of = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_string());
-        for r in &s.restrictions {
-            match r.as_str() {
+        for &r in &s.restrictions {
+            let rule = r.as_str();
+            match r {
                 // (Without a HELO — `postern access test` without --helo —
                 // there is nothing to judge; smtpd always has one.)
-                "reject_invalid_helo_hostname" if q.helo.is_some() => {
+                Restriction::RejectInvalidHeloHostname if q.helo.is_some() => {
                     let helo = q.helo.as_deref().unwrap_or("");
                     if !valid_helo(helo) {
                         return refuse(
                             501,
                             "5.5.2",
                             format!("<{helo}>: Helo command rejected: Invalid name"),
-                            r,
+                            rule,
                         );
                     }
                 }
-                "reject_non_fqdn_sender" if !q.sender.is_empty() && !fqdn_address(&q.sender) => {
+                Restriction::RejectNonFqdnSender
+                    if !q.sender.is_empty() && !fqdn_address(&q.sender) =>
+                {
                     return refuse(
                         504,
                         "5.5.2",
@@ -311,11 +314,11 @@ impl Engine {
                             "<{}>: Sender address rejected: need fully-qualified address",
                             q.sender
                         ),
-                        r,
+                        rule,
                     );
                 }
                 // `<Postmaster>` without a domain must be accepted (RFC 5321 §4.1.1.3).
-                "reject_non_fqdn_recipient"
+                Restriction::RejectNonFqdnRecipient
                     if !fqdn_address(&q.recipient)
                         && !q.recipient.eq_ignore_ascii_case("postmaster") =>
                 {
@@ -326,11 +329,12 @@ impl Engine {
                             "<{}>: Recipient address rejected: need fully-qualified address",
                             q.recipient
                         ),
-                        r,
+                        rule,
                     );
                 }
-                "reject_unknown_sender_domain" | "reject_unknown_recipient_domain" => {
-                    let sender = r == "reject_unknown_sender_domain";
+                Restriction::RejectUnknownSenderDomain
+                | Restriction::RejectUnknownRecipientDomain => {
+                    let sender = r == Restriction::RejectUnknownSenderDomain;
                     let address = if sender { &q.sender } else { &q.recipient };
                     let Some(domain) = domain_of(address).filter(|d| !d.starts_with('[')) else {
                         continue;
@@ -356,16 +360,16 @@ impl Engine {
                             450,
                             enhanced,
                             format!("<{address}>: {who} address rejected: Domain not found"),
-                            r,
+                            rule,
                         );
                     }
                 }
-                "reject_unauth_pipelining" if q.improper_pipelining => {
+                Restriction::RejectUnauthPipelining if q.improper_pipelining => {
                     return refuse(
                         503,
                         "5.5.0",
                         "Error: improper use of SMTP command pipelining".into(),
-                        r,
+                        rule,
                     );
                 }
                 _ => {}
