@@ -396,7 +396,7 @@ mod tests {
 
     #[test]
     fn addresses_and_networks_are_parsed_with_the_file_and_named_by_element() {
-        let text = "[proxy]\nadmin_networks = [\"127.0.0.0/8\", \"ten\"]\n\n[policy]\nresolvers = [\"dns\"]\nskip_networks = [\"::1/128\", \"x/8\"]\ndnsbl = [\"zen.spamhaus.org\", \"zen\"]\nrestrictions = [\"reject_rbl_client\"]\n\n[policy_server]\nlisten = [\"unix:policy.sock\"]\n\n[metrics]\nlisten = \"localhost:9125\"\n\n[[server]]\nhost = \"h\"\nport = 25\ndomains = [\"a.test\"]\nrelay = [\"10.0.0.1\", \"10.*.*\"]\n";
+        let text = "[proxy]\nadmin_networks = [\"127.0.0.0/8\", \"ten\"]\n\n[policy]\nresolvers = [\"dns\"]\nskip_networks = [\"::1/128\", \"x/8\"]\ndnsbl = [\"zen.spamhaus.org\", \"zen\"]\nrestrictions = [\"reject_non_fqdn_sender\", \"reject_unauth_pipelining\", \"reject_rbl_client\"]\n\n[policy_server]\nlisten = [\"unix:policy.sock\"]\n\n[metrics]\nlisten = \"localhost:9125\"\n\n[[server]]\nhost = \"h\"\nport = 25\ndomains = [\"a.test\"]\nrelay = [\"10.0.0.1\", \"10.*.*\"]\n";
         assert_eq!(
             lines(text),
             [
@@ -404,7 +404,7 @@ mod tests {
                 "policy.resolvers[0]: \"dns\" is not an address such as \"127.0.0.1\" or \"127.0.0.1:53\" (line 5)",
                 "policy.skip_networks[1]: \"x/8\" is not an address or network such as \"127.0.0.0/8\" (line 6)",
                 "policy.dnsbl[1]: \"zen\": \"zen\" is not a zone name such as zen.spamhaus.org (line 7)",
-                "policy.restrictions[0]: \"reject_rbl_client\" is not one of reject_invalid_helo_hostname, reject_non_fqdn_sender, reject_non_fqdn_recipient, reject_unknown_sender_domain, reject_unknown_recipient_domain, reject_unauth_pipelining (line 8)",
+                "policy.restrictions[2]: \"reject_rbl_client\" is not one of reject_invalid_helo_hostname, reject_non_fqdn_sender, reject_non_fqdn_recipient, reject_unknown_sender_domain, reject_unknown_recipient_domain, reject_unauth_pipelining (line 8)",
                 "policy_server.listen[0]: \"unix:policy.sock\" is not an address:port such as \"127.0.0.1:10023\" nor \"unix:/run/postern/policy.sock\" (line 11)",
                 "metrics.listen: \"localhost:9125\" is not an address:port such as \"127.0.0.1:9125\" (line 14)",
                 "server[1].relay[1]: \"10.*.*\" is not an address, a pattern such as \"172.16.*.*\" or a network (line 20)",
