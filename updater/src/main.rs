@@ -26,6 +26,9 @@
 //! asked (`request=restart server=<name>` on the worker channel) to run that
 //! server's `restart_command` from its own configuration; the answer marks it
 //! done or failed.
+//!
+//! Time: every decision by the time (next tries, expiry, when a restart is
+//! due) reads the updater's [`Clock`], which a test sets and moves.
 
 mod schedule;
 mod spool;
