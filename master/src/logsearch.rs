@@ -29,7 +29,7 @@ use std::process::{Command, ExitCode, Stdio};
 use postern_shared::config::Config;
 use postern_shared::logging::file::rotated_siblings;
 use postern_shared::logging::record::{parse_line, write_value, Record};
-use postern_shared::logging::{
+use postern_shared::time::{
     days_from_civil, local_date, local_day, now_millis, utc_offset, Timestamp,
 };
 

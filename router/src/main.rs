@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use postern_shared::config::normalize_domain;
 use postern_shared::proto::{self, Attrs, Status};
 use postern_shared::route::PROTOCOL;
+use postern_shared::time::{Clock, Timestamp};
 use postern_shared::worker::{Event, Options, Worker};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -54,6 +55,8 @@ pub struct State {
     stats: Arc<stats::Recorder>,
     /// The policy for mail from the internet (SPEC §8).
     policy: Arc<policy::Engine>,
+    /// What time it is: the statistics' days, when access entries were added.
+    clock: Clock,
 }
 
 /// What every task of the router shares.
@@ -65,16 +68,23 @@ fn main() -> ExitCode {
 
 async fn run() -> anyhow::Result<()> {
     let mut worker = Worker::start("postern-router", Options::default()).await?;
+    let clock = Clock::system();
     let stats = Arc::new(stats::Recorder::load(
         worker.config.process.state_dir.clone(),
+        clock.clone(),
     ));
     let table: Shared = Arc::new(State {
         table: RwLock::new(Arc::new(load(&worker.config))),
         limits: RwLock::new(limits(&worker.config)),
         anvil: Mutex::new(Anvil::default()),
         brake: Mutex::new(AuthBrake::default()),
-        policy: Arc::new(policy::Engine::new(&worker.config, stats.clone())),
+        policy: Arc::new(policy::Engine::new(
+            &worker.config,
+            stats.clone(),
+            clock.clone(),
+        )),
         stats,
+        clock,
     });
     tokio::spawn(sweep_loop(table.clone()));
     tokio::spawn(table.policy.clone().self_test_loop());
@@ -271,7 +281,7 @@ async fn serve(stream: UnixStream, table: Shared) {
                 reply
             }
             Some("access-list" | "access-add" | "access-remove") => {
-                manage_access(&table.policy.access, &req, peer_uid)
+                manage_access(&table.policy.access, &req, peer_uid, &table.clock)
             }
             // The store answers on its own thread: a task, like a policy question.
             Some("greylist-search" | "greylist-list" | "greylist-whitelist") => {
@@ -427,7 +437,12 @@ fn account(state: &State, req: &Attrs) -> Attrs {
 
 /// `postern access list|add|remove`: the lists in force, or a change that
 /// is written to the file before it takes effect.
-fn manage_access(lists: &policy::access::Lists, req: &Attrs, peer_uid: Option<u32>) -> Attrs {
+fn manage_access(
+    lists: &policy::access::Lists,
+    req: &Attrs,
+    peer_uid: Option<u32>,
+    clock: &Clock,
+) -> Attrs {
     use policy::access::ChangeError;
     use postern_shared::access::{is_date, Action, Entry, Method, Pattern};
     let id = req.get("id").unwrap_or("");
@@ -470,9 +485,7 @@ fn manage_access(lists: &policy::access::Lists, req: &Attrs, peer_uid: Option<u3
             pattern,
             comment: req.get("comment").unwrap_or_default().to_string(),
             keep_until: keep_until.map(str::to_string),
-            added: Some(
-                postern_shared::logging::Timestamp(std::time::SystemTime::now()).to_string(),
-            ),
+            added: Some(Timestamp(clock.now()).to_string()),
             added_by: Some(added_by),
         })
     };

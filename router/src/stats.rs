@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_shared::proto::{Attrs, Status};
-use postern_shared::stats::{Counter, Counts, Day, Stats, FILE};
+use postern_shared::stats::{Counter, Counts, Stats, FILE};
+use postern_shared::time::Clock;
 
 /// How often changed counts are written to disk.
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -34,6 +35,8 @@ pub struct Recorder {
     writing: Mutex<()>,
     /// The last write failed (logged once, until a write succeeds).
     failing: AtomicBool,
+    /// Which local day it is (a test sets its own).
+    clock: Clock,
 }
 
 struct Live {
@@ -43,11 +46,11 @@ struct Live {
 }
 
 impl Recorder {
-    /// Loads `state_dir/stats`.
-    pub fn load(state_dir: PathBuf) -> Recorder {
+    /// Loads `state_dir/stats`; counts go to the local days of `clock`.
+    pub fn load(state_dir: PathBuf, clock: Clock) -> Recorder {
         let stats = match Stats::load(&state_dir) {
             Ok(mut s) => {
-                let pruned = s.prune(Day::today());
+                let pruned = s.prune(clock.today());
                 if pruned > 0 {
                     tracing::info!("statistics: {pruned} day(s) older than the retention pruned");
                 }
@@ -74,6 +77,7 @@ impl Recorder {
             }),
             writing: Mutex::new(()),
             failing: AtomicBool::new(false),
+            clock,
         }
     }
 
@@ -91,7 +95,7 @@ impl Recorder {
         }
         if !counts.is_empty() {
             let mut live = self.live();
-            live.stats.add(Day::today(), &counts);
+            live.stats.add(self.clock.today(), &counts);
             live.dirty = true;
         }
         Attrs::new()
@@ -122,7 +126,7 @@ impl Recorder {
             if !live.dirty {
                 return;
             }
-            live.stats.prune(Day::today());
+            live.stats.prune(self.clock.today());
             live.dirty = false;
             live.stats.clone()
         };
@@ -169,7 +173,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("postern-router-stats-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
-        let rec = Recorder::load(dir.clone());
+        let rec = Recorder::load(dir.clone(), Clock::system());
         let req = Attrs::new()
             .with("request", "count")
             .with("id", 4)
@@ -198,15 +202,49 @@ mod tests {
 
         assert!(!dir.join(FILE).exists(), "written by save, not by count");
         rec.save();
-        assert_eq!(sum(&Recorder::load(dir.clone())), total);
+        assert_eq!(sum(&Recorder::load(dir.clone(), Clock::system())), total);
 
         std::fs::write(dir.join(FILE), "not statistics\n").expect("write");
-        let fresh = Recorder::load(dir.clone());
+        let fresh = Recorder::load(dir.clone(), Clock::system());
         assert!(sum(&fresh).is_empty());
         assert!(
             dir.join("stats.unreadable").exists(),
             "kept for the operator"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn counts_go_to_the_clock_s_local_day_and_old_days_are_pruned() {
+        use postern_shared::stats::{Day, KEEP_DAYS};
+        use postern_shared::time::{from_local, ManualClock};
+        let dir = std::env::temp_dir().join(format!("postern-router-days-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        // 23:59 local time on 2026-01-05.
+        let first = Day::new(2026, 1, 5).expect("a date");
+        let at = from_local(first, 23, 59, 0).expect("a local time");
+        let hand = ManualClock::new(at * 1000);
+        let rec = Recorder::load(dir.clone(), hand.clock());
+        let one = Attrs::new().with("request", "count").with("connections", 1);
+        rec.count(&one);
+        hand.advance(Duration::from_secs(120));
+        rec.count(&one);
+        rec.count(&one);
+        let days: Vec<(Day, u64)> = rec
+            .live()
+            .stats
+            .days
+            .iter()
+            .map(|(d, c)| (*d, c.get(Counter::Connections)))
+            .collect();
+        assert_eq!(days, [(first, 1), (first.plus(1), 2)]);
+        // A year and more later, the save prunes the first days away.
+        hand.advance(Duration::from_secs(86_400 * KEEP_DAYS as u64));
+        rec.count(&one);
+        rec.save();
+        let kept: Vec<Day> = rec.live().stats.days.keys().copied().collect();
+        assert_eq!(kept, [first.plus(1), first.plus(KEEP_DAYS + 1)]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -48,7 +48,7 @@ impl Table {
                     identity: s.client_identity,
                     cause: Cause::Domain,
                 },
-                relay: s.relay.iter().filter_map(|r| r.parse().ok()).collect(),
+                relay: s.relay.iter().map(|r| r.value().clone()).collect(),
                 credentials: s.user.clone().zip(s.password.clone()),
             });
             for d in &s.domains {

@@ -292,25 +292,9 @@ impl Entry {
     }
 }
 
-/// Whether `s` is a calendar date `YYYY-MM-DD`.
+/// Whether `s` is a calendar date `YYYY-MM-DD` ([`crate::time::Day::parse`]).
 pub fn is_date(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return false;
-    }
-    let num = |r: std::ops::Range<usize>| s[r].parse::<u32>().ok();
-    let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
-        return false;
-    };
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days = match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return false,
-    };
-    (1..=days).contains(&d)
+    crate::time::Day::parse(s).is_some()
 }
 
 /// The access file: every entry, accept list first, each in file order.

@@ -23,6 +23,9 @@ use std::path::{Path, PathBuf};
 use crate::net::{IpNet, IpPattern};
 
 mod explain;
+mod parsed;
+
+pub use parsed::{ClientZone, DomainZone, FromText, MetricsAddr, Parsed, Resolver};
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
@@ -72,7 +75,7 @@ pub struct Metrics {
     /// Loopback `address:port` to listen on; absent: no endpoint. It has no
     /// authentication, hence loopback only. Changing it needs a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub listen: Option<String>,
+    pub listen: Option<Parsed<MetricsAddr>>,
 }
 
 impl Metrics {
@@ -80,9 +83,9 @@ impl Metrics {
         self.listen.is_none()
     }
 
-    /// The address to listen on, if set and valid (validate() has checked it).
+    /// The address to listen on, if set.
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        self.listen.as_deref().and_then(|l| l.parse().ok())
+        self.listen.as_ref().map(|l| l.0)
     }
 }
 
@@ -95,7 +98,7 @@ pub struct PolicyServer {
     /// `"127.0.0.1:10023"` or `"unix:/run/postern/policy.sock"`. Changing it
     /// needs a restart.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub listen: Vec<String>,
+    pub listen: Vec<Parsed<PolicyListen>>,
 }
 
 /// Where the policy server listens.
@@ -112,21 +115,9 @@ impl PolicyServer {
         self.listen.is_empty()
     }
 
-    /// The listen addresses, parsed (validate() has checked them).
+    /// The listen addresses.
     pub fn addrs(&self) -> Vec<PolicyListen> {
-        self.listen
-            .iter()
-            .filter_map(|l| parse_policy_listen(l))
-            .collect()
-    }
-}
-
-/// `"127.0.0.1:10023"`, `"[::1]:10023"` or `"unix:/absolute/path"`.
-pub fn parse_policy_listen(l: &str) -> Option<PolicyListen> {
-    match l.strip_prefix("unix:") {
-        Some(p) if Path::new(p).is_absolute() => Some(PolicyListen::Unix(p.into())),
-        Some(_) => None,
-        None => l.parse().ok().map(PolicyListen::Tcp),
+        self.listen.iter().map(|l| l.value().clone()).collect()
     }
 }
 
@@ -151,7 +142,7 @@ pub struct Proxy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub admin_password: Option<String>,
     /// Networks from which RELOAD and update mails are accepted.
-    pub admin_networks: Vec<String>,
+    pub admin_networks: Vec<Parsed<IpNet>>,
     /// Address whose mail postern broadcasts to every backend (SPEC §7).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub update_address: Option<String>,
@@ -186,7 +177,7 @@ impl Default for Proxy {
             banner: "ESMTP postern".into(),
             admin_user: None,
             admin_password: None,
-            admin_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            admin_networks: vec![Parsed::known("127.0.0.0/8"), Parsed::known("::1/128")],
             update_address: None,
             max_message_size: Size(50 * 1024 * 1024),
             max_recipients: 1000,
@@ -361,7 +352,7 @@ pub struct Server {
     pub timeout: Duration,
     /// Relay clients: addresses, `*` octets, CIDR.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub relay: Vec<String>,
+    pub relay: Vec<Parsed<IpPattern>>,
     /// SMTP AUTH user of this backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
@@ -405,19 +396,19 @@ pub struct Policy {
     /// writable by `process.user`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_file: Option<PathBuf>,
-    /// Postfix restriction names, applied in this order ([`RESTRICTIONS`]).
+    /// Postfix restrictions, applied in this order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub restrictions: Vec<String>,
+    pub restrictions: Vec<Restriction>,
     /// Client-address blocklists, `zone[=filter[=reply-name]]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dnsbl: Vec<String>,
+    pub dnsbl: Vec<Parsed<ClientZone>>,
     /// Sender-domain blocklists, same syntax.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rhsbl: Vec<String>,
+    pub rhsbl: Vec<Parsed<DomainZone>>,
     /// DNS servers (`"127.0.0.1:53"`, or an address for port 53); empty:
     /// the nameservers of `/etc/resolv.conf`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resolvers: Vec<String>,
+    pub resolvers: Vec<Parsed<Resolver>>,
     /// Per query; a recipient never waits for blocklists longer than twice this.
     #[serde(default = "default_dns_timeout")]
     pub dns_timeout: Duration,
@@ -427,18 +418,50 @@ pub struct Policy {
     /// Clients never looked up in blocklists (access lists still apply);
     /// `[]` looks up every client.
     #[serde(default = "default_skip_networks")]
-    pub skip_networks: Vec<String>,
+    pub skip_networks: Vec<Parsed<IpNet>>,
 }
 
-/// The restrictions `policy.restrictions` may name (Postfix's).
-pub const RESTRICTIONS: [&str; 6] = [
-    "reject_invalid_helo_hostname",
-    "reject_non_fqdn_sender",
-    "reject_non_fqdn_recipient",
-    "reject_unknown_sender_domain",
-    "reject_unknown_recipient_domain",
-    "reject_unauth_pipelining",
-];
+/// A restriction `policy.restrictions` may name (Postfix's, by its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Restriction {
+    /// `reject_invalid_helo_hostname`: a HELO that is neither a host name
+    /// nor an address literal.
+    RejectInvalidHeloHostname,
+    /// `reject_non_fqdn_sender`: a sender address without a dotted domain.
+    RejectNonFqdnSender,
+    /// `reject_non_fqdn_recipient`: a recipient address without a dotted
+    /// domain (`<Postmaster>` excepted).
+    RejectNonFqdnRecipient,
+    /// `reject_unknown_sender_domain`: a sender domain DNS does not know.
+    RejectUnknownSenderDomain,
+    /// `reject_unknown_recipient_domain`: a recipient domain DNS does not know.
+    RejectUnknownRecipientDomain,
+    /// `reject_unauth_pipelining`: commands sent ahead where SMTP forbids it.
+    RejectUnauthPipelining,
+}
+
+impl Restriction {
+    /// Postfix's name, as in the file and in the logs' `rule=`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Restriction::RejectInvalidHeloHostname => "reject_invalid_helo_hostname",
+            Restriction::RejectNonFqdnSender => "reject_non_fqdn_sender",
+            Restriction::RejectNonFqdnRecipient => "reject_non_fqdn_recipient",
+            Restriction::RejectUnknownSenderDomain => "reject_unknown_sender_domain",
+            Restriction::RejectUnknownRecipientDomain => "reject_unknown_recipient_domain",
+            Restriction::RejectUnauthPipelining => "reject_unauth_pipelining",
+        }
+    }
+
+    /// Whether it asks DNS.
+    pub fn needs_dns(self) -> bool {
+        matches!(
+            self,
+            Restriction::RejectUnknownSenderDomain | Restriction::RejectUnknownRecipientDomain
+        )
+    }
+}
 
 fn default_dns_timeout() -> Duration {
     Duration::from_secs(2)
@@ -448,8 +471,8 @@ fn default_exempt_recipients() -> Vec<String> {
     vec!["postmaster".into(), "abuse".into()]
 }
 
-fn default_skip_networks() -> Vec<String> {
-    vec!["127.0.0.0/8".into(), "::1/128".into()]
+fn default_skip_networks() -> Vec<Parsed<IpNet>> {
+    vec![Parsed::known("127.0.0.0/8"), Parsed::known("::1/128")]
 }
 
 /// `[greylist]`: greylisting of mail from the internet (SPEC §8), the
@@ -530,26 +553,13 @@ impl Policy {
     pub fn needs_dns(&self) -> bool {
         !self.dnsbl.is_empty()
             || !self.rhsbl.is_empty()
-            || self
-                .restrictions
-                .iter()
-                .any(|r| r.starts_with("reject_unknown_"))
+            || self.restrictions.iter().any(|r| r.needs_dns())
     }
 
-    /// The resolvers as socket addresses (validate() has checked them).
+    /// The resolvers as socket addresses.
     pub fn resolver_addrs(&self) -> Vec<SocketAddr> {
-        self.resolvers
-            .iter()
-            .filter_map(|r| parse_resolver(r))
-            .collect()
+        self.resolvers.iter().map(|r| r.0).collect()
     }
-}
-
-/// `"127.0.0.1:53"`, `"[::1]:5353"`, or a bare address for port 53.
-pub fn parse_resolver(r: &str) -> Option<SocketAddr> {
-    r.parse::<SocketAddr>()
-        .ok()
-        .or_else(|| r.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53)))
 }
 
 /// A duration written `"90s"`, `"5m"`, `"48h"`, `"32d"` or `"250ms"`.
@@ -929,14 +939,6 @@ impl Config {
                 "admin_user and admin_password go together".into(),
             );
         }
-        for (i, n) in p.admin_networks.iter().enumerate() {
-            if n.parse::<IpNet>().is_err() {
-                bad(
-                    format!("proxy.admin_networks[{i}]"),
-                    format!("{n:?} is not an address or network such as \"127.0.0.0/8\""),
-                );
-            }
-        }
         if let Some(a) = &p.update_address {
             let ok = a.rsplit_once('@').is_some_and(|(l, d)| {
                 !l.is_empty() && !l.contains(['@', '<', '>', ' ']) && is_hostname(d)
@@ -1006,19 +1008,16 @@ impl Config {
         }
 
         for (i, l) in self.policy_server.listen.iter().enumerate() {
-            match parse_policy_listen(l) {
-                Some(PolicyListen::Unix(path)) if !path.starts_with(&self.process.run_dir) => bad(
+            match l.value() {
+                PolicyListen::Unix(path) if !path.starts_with(&self.process.run_dir) => bad(
                     format!("policy_server.listen[{i}]"),
                     format!(
-                        "{l:?}: a Unix socket lives in process.run_dir ({}), which the master owns",
+                        "{:?}: a Unix socket lives in process.run_dir ({}), which the master owns",
+                        l.text(),
                         self.process.run_dir.display()
                     ),
                 ),
-                Some(_) => {}
-                None => bad(
-                    format!("policy_server.listen[{i}]"),
-                    format!("{l:?} is not an address:port such as \"127.0.0.1:10023\" nor \"unix:/run/postern/policy.sock\""),
-                ),
+                _ => {}
             }
         }
         let g = &self.greylist;
@@ -1076,33 +1075,10 @@ impl Config {
             }
         }
         for (i, r) in po.restrictions.iter().enumerate() {
-            if !RESTRICTIONS.contains(&r.as_str()) {
+            if po.restrictions[..i].contains(r) {
                 bad(
                     format!("policy.restrictions[{i}]"),
-                    format!("{r:?} is not one of {}", RESTRICTIONS.join(", ")),
-                );
-            } else if po.restrictions[..i].contains(r) {
-                bad(
-                    format!("policy.restrictions[{i}]"),
-                    format!("{r:?} is listed twice"),
-                );
-            }
-        }
-        for (key, zones, kind) in [
-            ("policy.dnsbl", &po.dnsbl, crate::dnsbl::Kind::Client),
-            ("policy.rhsbl", &po.rhsbl, crate::dnsbl::Kind::SenderDomain),
-        ] {
-            for (i, z) in zones.iter().enumerate() {
-                if let Err(e) = crate::dnsbl::Zone::parse(z, kind) {
-                    bad(format!("{key}[{i}]"), e);
-                }
-            }
-        }
-        for (i, r) in po.resolvers.iter().enumerate() {
-            if parse_resolver(r).is_none() {
-                bad(
-                    format!("policy.resolvers[{i}]"),
-                    format!("{r:?} is not an address such as \"127.0.0.1\" or \"127.0.0.1:53\""),
+                    format!("{:?} is listed twice", r.as_str()),
                 );
             }
         }
@@ -1119,14 +1095,6 @@ impl Config {
                 bad(
                     format!("policy.exempt_recipients[{i}]"),
                     format!("{l:?} is not a local part such as \"postmaster\""),
-                );
-            }
-        }
-        for (i, n) in po.skip_networks.iter().enumerate() {
-            if n.parse::<IpNet>().is_err() {
-                bad(
-                    format!("policy.skip_networks[{i}]"),
-                    format!("{n:?} is not an address or network such as \"127.0.0.0/8\""),
                 );
             }
         }
@@ -1210,16 +1178,11 @@ impl Config {
         }
 
         if let Some(l) = &self.metrics.listen {
-            match l.parse::<SocketAddr>() {
-                Ok(a) if a.ip().is_loopback() => {}
-                Ok(_) => bad(
+            if !l.0.ip().is_loopback() {
+                bad(
                     "metrics.listen".into(),
-                    format!("{l:?} is not a loopback address: the endpoint has no authentication (use 127.0.0.1 or [::1])"),
-                ),
-                Err(_) => bad(
-                    "metrics.listen".into(),
-                    format!("{l:?} is not an address:port such as \"127.0.0.1:9125\""),
-                ),
+                    format!("{:?} is not a loopback address: the endpoint has no authentication (use 127.0.0.1 or [::1])", l.text()),
+                );
             }
         }
 
@@ -1253,14 +1216,6 @@ impl Config {
             }
             if s.timeout.0 < std::time::Duration::from_millis(100) {
                 bad(k("timeout"), "must be at least 100ms".into());
-            }
-            for (j, r) in s.relay.iter().enumerate() {
-                if r.parse::<IpPattern>().is_err() {
-                    bad(
-                        format!("{}[{j}]", k("relay")),
-                        format!("{r:?} is not an address, a pattern such as \"172.16.*.*\" or a network"),
-                    );
-                }
             }
             if s.user.is_some() != s.password.is_some() {
                 bad(k("user"), "user and password go together".into());
@@ -1383,12 +1338,9 @@ pub fn is_hostname(h: &str) -> bool {
         })
 }
 
-/// True when `ip` is inside one of the `networks` (entries that fail to parse never match).
-pub fn in_networks(ip: IpAddr, networks: &[String]) -> bool {
-    networks
-        .iter()
-        .filter_map(|n| n.parse::<IpNet>().ok())
-        .any(|n| n.contains(ip))
+/// True when `ip` is inside one of the `networks`.
+pub fn in_networks(ip: IpAddr, networks: &[Parsed<IpNet>]) -> bool {
+    networks.iter().any(|n| n.contains(ip))
 }
 
 impl Config {
@@ -1402,22 +1354,24 @@ impl Config {
     pub fn warnings(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         for (i, n) in self.proxy.admin_networks.iter().enumerate() {
-            if let Some(why) = n.parse::<IpNet>().ok().and_then(|n| n.wide()) {
+            if let Some(why) = n.wide() {
                 out.push(Problem {
                     key: format!("proxy.admin_networks[{i}]"),
                     message: format!(
-                        "{n:?} {why}: every client in it may send RELOAD and update mails"
+                        "{:?} {why}: every client in it may send RELOAD and update mails",
+                        n.text()
                     ),
                 });
             }
         }
         for (i, s) in self.servers.iter().enumerate() {
             for (j, r) in s.relay.iter().enumerate() {
-                if let Some(why) = r.parse::<IpPattern>().ok().and_then(|p| p.wide()) {
+                if let Some(why) = r.wide() {
                     out.push(Problem {
                         key: format!("server[{}].relay[{j}]", i + 1),
                         message: format!(
-                            "{r:?} {why}: every client in it may relay mail to any domain through {} (an open relay)",
+                            "{:?} {why}: every client in it may relay mail to any domain through {} (an open relay)",
+                            r.text(),
                             s.display_name()
                         ),
                     });
@@ -1425,12 +1379,13 @@ impl Config {
             }
         }
         for (i, l) in self.policy_server.listen.iter().enumerate() {
-            if let Some(PolicyListen::Tcp(a)) = parse_policy_listen(l) {
+            if let PolicyListen::Tcp(a) = l.value() {
                 if !a.ip().is_loopback() {
                     out.push(Problem {
                         key: format!("policy_server.listen[{i}]"),
                         message: format!(
-                            "{l:?} is not a loopback address: whoever reaches it may ask the policy (firewall it to your Postfix hosts)"
+                            "{:?} is not a loopback address: whoever reaches it may ask the policy (firewall it to your Postfix hosts)",
+                            l.text()
                         ),
                     });
                 }
@@ -1613,11 +1568,15 @@ domains = ["four.test"]
 
     #[test]
     fn metrics_listen_must_be_loopback() {
+        // As `postern check` finds them: what does not parse as the file is
+        // read, what is not loopback in validate().
         let problems = |listen: &str| {
-            Config::parse(&format!("[metrics]\nlisten = {listen:?}\n"))
-                .expect("parses")
-                .validate()
+            let parsed = explain::parse(&format!("[metrics]\nlisten = {listen:?}\n"));
+            let config = parsed.config.expect("parses once the bad key is out");
+            parsed
+                .problems
                 .into_iter()
+                .chain(config.validate())
                 .filter(|p| p.key == "metrics.listen")
                 .count()
         };

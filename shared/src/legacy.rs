@@ -84,7 +84,7 @@ use std::collections::HashMap;
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
-use crate::config::{ClientIdentity, Config, Duration, Problem, Server};
+use crate::config::{ClientIdentity, Config, Duration, Parsed, Problem, Server};
 
 /// Listening port when the root has no `<port>` (seed §IV.1).
 pub const DEFAULT_PORT: u16 = 25;
@@ -278,7 +278,18 @@ fn read_server(block: &Element) -> Result<Server, LegacyError> {
                 }
             }
             // Lists: a repeated element adds to the list.
-            "relay" => s.relay.extend(list(child.value()?)),
+            "relay" => {
+                for r in list(child.value()?) {
+                    let pattern = Parsed::new(&r).map_err(|_| {
+                        child.at.error(ErrorKind::BadValue {
+                            element: child.name.clone(),
+                            value: r.clone(),
+                            expected: "an address, a pattern such as \"172.16.*.*\" or a network",
+                        })
+                    })?;
+                    s.relay.push(pattern);
+                }
+            }
             "domain" => s.domains.extend(list(child.value()?)),
             "user" => s.user = seen.value(child)?,
             "password" => s.password = seen.value(child)?,
@@ -951,6 +962,15 @@ domains = ["yourdomain.net"]
         assert_eq!(s.relay, ["10.0.0.1", "172.16.*.*", "10.1.0.0/16"]);
         assert_eq!(s.domains, ["a.test", "b.test", "c.test"]);
         assert_eq!(s.user, None, "an empty value is an absent one");
+    }
+
+    #[test]
+    fn a_relay_that_is_no_address_is_refused_with_its_line() {
+        let e = err(one_server("<relay>10.0.0.1, 10.*.*</relay>\n").as_bytes());
+        assert_eq!(
+            e.kind.to_string(),
+            "<relay>: \"10.*.*\" is not an address, a pattern such as \"172.16.*.*\" or a network"
+        );
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //!   the access-list management requests, typed;
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
-//! - [`stats`]: the statistics counters, local days and ISO weeks, the
-//!   statistics file;
+//! - [`stats`]: the statistics counters and file (its days and weeks are
+//!   [`time`]'s);
 //! - [`smtp`]: sans-IO SMTP parsers (commands, paths) and replies, and
 //!   [`smtp::client`], a plain SMTP client connection (smtpd's backend
 //!   connections are built on it, the updater delivers with it);
+//! - [`time`]: the calendar, local time through the system's time zone, the
+//!   log's time stamps, and a clock tests can set;
 //! - [`worker`]: the skeleton every worker runs on (inherited sockets,
 //!   configuration from the master, privilege drop, events);
 //! - [`logging`]: one log format for every process, and short ids.
@@ -38,4 +40,5 @@ pub mod proto;
 pub mod route;
 pub mod smtp;
 pub mod stats;
+pub mod time;
 pub mod worker;

@@ -35,6 +35,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// The log lines' time stamp (RFC 3339, UTC, milliseconds), from [`crate::time`].
+pub use crate::time::Timestamp;
+
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::field::RecordFields;
@@ -174,9 +177,9 @@ pub fn init(name: &'static str, level: Option<&str>) {
 /// Installs the global subscriber of process `name` as `settings` say.
 /// A second call in the same process changes nothing and returns `Ok`.
 pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError> {
-    // Load the time zone now: after a chroot /etc/localtime may be out of reach,
-    // and the C library keeps what it loaded first.
-    let _ = local_day(now_millis());
+    // Load the time zone now: after a chroot /etc/localtime may be out of
+    // reach, and the process keeps the zone it loaded first.
+    let _ = crate::time::zone();
     let journald = settings.journald.decide();
     let journal = if journald {
         let layer = tracing_journald::layer().map_err(LogError::Journald)?;
@@ -521,108 +524,6 @@ impl Visit for FieldVisitor<'_> {
     }
 }
 
-/// RFC 3339 UTC time with milliseconds.
-pub struct Timestamp(pub SystemTime);
-
-impl fmt::Display for Timestamp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let d = self.0.duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = d.as_secs();
-        let (days, rem) = (secs / 86_400, secs % 86_400);
-        let (y, m, day) = civil_from_days(days as i64);
-        // Digits placed by hand: this runs for every log line, and the
-        // formatting machinery's padding cost more than the rest of it.
-        let mut b = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut v: u64| {
-            for i in (at..at + width).rev() {
-                b[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-            }
-        };
-        put(0, 4, y.clamp(0, 9999) as u64);
-        put(5, 2, u64::from(m));
-        put(8, 2, u64::from(day));
-        put(11, 2, rem / 3600);
-        put(14, 2, rem % 3600 / 60);
-        put(17, 2, rem % 60);
-        put(20, 3, u64::from(d.subsec_millis()));
-        f.write_str(std::str::from_utf8(&b).map_err(|_| fmt::Error)?)
-    }
-}
-
-/// Days since 1970-01-01 → (year, month, day), after Howard Hinnant's algorithm.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// (year, month, day) → days since 1970-01-01; the inverse of `civil_from_days`.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Milliseconds since the epoch, now.
-pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The local time's offset from UTC, in seconds, at `secs` since the epoch
-/// (0 when the C library cannot tell).
-#[allow(unsafe_code)]
-pub fn utc_offset(secs: i64) -> i64 {
-    use nix::libc;
-    let t = secs as libc::time_t;
-    // SAFETY: `tm` is plain data (integers and a pointer the C library sets);
-    // localtime_r only writes into the `tm` it is given and reads `t`, both
-    // valid for the duration of the call. It is the thread-safe variant.
-    unsafe {
-        let mut tm: libc::tm = std::mem::zeroed();
-        if libc::localtime_r(&t, &mut tm).is_null() {
-            0
-        } else {
-            tm.tm_gmtoff
-        }
-    }
-}
-
-/// The local day (days since 1970-01-01) at `millis` since the epoch.
-pub fn local_day(millis: i64) -> i64 {
-    let secs = millis.div_euclid(1000);
-    (secs + utc_offset(secs)).div_euclid(86_400)
-}
-
-/// The first local midnight after `millis`, in milliseconds since the epoch.
-pub fn next_local_midnight(millis: i64) -> i64 {
-    let secs = millis.div_euclid(1000);
-    let offset = utc_offset(secs);
-    let next = ((secs + offset).div_euclid(86_400) + 1) * 86_400 - offset;
-    // Across a change of offset (summer time), `next` may be an hour off: the
-    // check at that time compares days, and is simply repeated if too early.
-    next.max(secs + 1) * 1000
-}
-
-/// `YYYY-MM-DD` of a day number.
-pub fn local_date(day: i64) -> String {
-    let (y, m, d) = civil_from_days(day);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 /// This process's id, asked of the kernel once (`getpid(2)` is a system
 /// call every time, and smtpd gives it with every session's accounting).
 pub fn pid() -> u32 {
@@ -647,35 +548,6 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        let t = UNIX_EPOCH + std::time::Duration::from_millis(1_231_429_953_007);
-        assert_eq!(Timestamp(t).to_string(), "2009-01-08T15:52:33.007Z");
-        assert_eq!(
-            Timestamp(UNIX_EPOCH).to_string(),
-            "1970-01-01T00:00:00.000Z"
-        );
-    }
-
-    #[test]
-    fn days_both_ways() {
-        for day in [-800_000, -1, 0, 1, 59, 60, 365, 11_016, 20_780, 2_932_896] {
-            let (y, m, d) = civil_from_days(day);
-            assert_eq!(days_from_civil(y, m, d), day);
-        }
-        assert_eq!(days_from_civil(2026, 11, 23), 20_780);
-        assert_eq!(local_date(20_780), "2026-11-23");
-    }
-
-    #[test]
-    fn midnights_follow_each_other() {
-        let now = now_millis();
-        let m = next_local_midnight(now);
-        assert!(m > now && m - now <= 25 * 3_600_000);
-        assert_eq!(local_day(m), local_day(now) + 1);
-        assert_eq!(local_day(m - 1000), local_day(now));
-    }
 
     /// Collects what a text layer writes.
     #[derive(Clone, Default)]

@@ -40,11 +40,10 @@
 //! answers with the same text as its body.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::io::Write;
 use std::path::Path;
 
 use crate::route::Cause;
+pub use crate::time::{Day, Week};
 
 /// Name of the statistics file in `process.state_dir`.
 pub const FILE: &str = "stats";
@@ -243,164 +242,6 @@ impl Counts {
     }
 }
 
-/// A calendar date (the proleptic Gregorian calendar, years 1 to 9999).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Day {
-    /// Year, e.g. 2026.
-    pub year: i32,
-    /// Month, 1 to 12.
-    pub month: u32,
-    /// Day of the month, 1 to 31.
-    pub day: u32,
-}
-
-/// An ISO 8601 week: its week-numbering year and number (1 to 53).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Week {
-    /// The week-numbering year (that of the week's Thursday).
-    pub year: i32,
-    /// The week number.
-    pub week: u32,
-}
-
-impl fmt::Display for Week {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-W{:02}", self.year, self.week)
-    }
-}
-
-/// Days from 0000-03-01 to the 1st of March of year `y` (years begin in
-/// March here, so that the leap day is the last day of a year).
-fn march_first(y: i64) -> i64 {
-    365 * y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400)
-}
-
-/// Days from 0000-03-01 to 1970-01-01.
-const UNIX_EPOCH_DAYS: i64 = 719_468;
-
-impl Day {
-    /// A valid date, or `None`.
-    pub fn new(year: i32, month: u32, day: u32) -> Option<Day> {
-        let d = Day { year, month, day };
-        ((1..=9999).contains(&year)
-            && (1..=12).contains(&month)
-            && day >= 1
-            && Day::from_days(d.days()) == d)
-            .then_some(d)
-    }
-
-    /// Days since 1970-01-01 (negative before).
-    pub fn days(self) -> i64 {
-        // Count from March: January and February belong to the year before.
-        let (y, m) = if self.month <= 2 {
-            (i64::from(self.year) - 1, i64::from(self.month) + 9)
-        } else {
-            (i64::from(self.year), i64::from(self.month) - 3)
-        };
-        // Month lengths from March repeat 31 30 31 30 31 (x2) then 31 29/28:
-        // the days before month m (0 = March) are (153 m + 2) / 5.
-        march_first(y) + (153 * m + 2) / 5 + i64::from(self.day) - 1 - UNIX_EPOCH_DAYS
-    }
-
-    /// The date `n` days after 1970-01-01.
-    pub fn from_days(n: i64) -> Day {
-        let z = n + UNIX_EPOCH_DAYS;
-        let mut y = z * 400 / 146_097;
-        while march_first(y + 1) <= z {
-            y += 1;
-        }
-        while march_first(y) > z {
-            y -= 1;
-        }
-        let doy = z - march_first(y);
-        let m = (5 * doy + 2) / 153;
-        let day = doy - (153 * m + 2) / 5 + 1;
-        let (year, month) = if m < 10 { (y, m + 3) } else { (y + 1, m - 9) };
-        Day {
-            year: year as i32,
-            month: month as u32,
-            day: day as u32,
-        }
-    }
-
-    /// The date `n` days later (earlier when negative).
-    pub fn plus(self, n: i64) -> Day {
-        Day::from_days(self.days() + n)
-    }
-
-    /// 1 for Monday to 7 for Sunday (1970-01-01 was a Thursday).
-    pub fn weekday(self) -> u32 {
-        ((self.days() + 3).rem_euclid(7) + 1) as u32
-    }
-
-    /// The Monday that starts this date's ISO week.
-    pub fn monday(self) -> Day {
-        self.plus(1 - i64::from(self.weekday()))
-    }
-
-    /// The ISO week: the one holding this date's week's Thursday, numbered
-    /// from the week that holds the year's first Thursday.
-    pub fn iso_week(self) -> Week {
-        let thursday = self.monday().plus(3);
-        let jan1 = Day {
-            year: thursday.year,
-            month: 1,
-            day: 1,
-        };
-        Week {
-            year: thursday.year,
-            week: ((thursday.days() - jan1.days()) / 7 + 1) as u32,
-        }
-    }
-
-    /// Parses `YYYY-MM-DD`.
-    pub fn parse(s: &str) -> Option<Day> {
-        let b = s.as_bytes();
-        if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-            return None;
-        }
-        let digits = |r: std::ops::Range<usize>| {
-            s.get(r)
-                .filter(|t| t.bytes().all(|c| c.is_ascii_digit()))
-                .and_then(|t| t.parse::<u32>().ok())
-        };
-        Day::new(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)
-    }
-
-    /// The local date at Unix time `t` (the machine's time zone).
-    pub fn local(t: i64) -> Option<Day> {
-        #[allow(unsafe_code)]
-        fn localtime(t: i64) -> Option<nix::libc::tm> {
-            // SAFETY: localtime_r writes only into the zeroed `tm` it is given.
-            let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
-            let t: nix::libc::time_t = t;
-            let r = unsafe { nix::libc::localtime_r(&t, &mut tm) };
-            (!r.is_null()).then_some(tm)
-        }
-        let tm = localtime(t)?;
-        Day::new(
-            tm.tm_year + 1900,
-            u32::try_from(tm.tm_mon + 1).ok()?,
-            u32::try_from(tm.tm_mday).ok()?,
-        )
-    }
-
-    /// Today's local date (UTC's if the local time cannot be had).
-    pub fn today() -> Day {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        Day::local(now).unwrap_or_else(|| Day::from_days(now.div_euclid(86_400)))
-    }
-}
-
-impl fmt::Display for Day {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)
-    }
-}
-
 /// Why a statistics file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -524,23 +365,10 @@ impl Stats {
         }
     }
 
-    /// Writes `state_dir/stats` durably: a temporary file in the same
-    /// directory, fsync, rename over the old one, fsync of the directory. A
-    /// crash leaves either the old file or the new one, never half of one.
+    /// Writes `state_dir/stats` durably ([`crate::durable::write`]): a crash
+    /// leaves either the old file or the new one, never half of one.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        let tmp = state_dir.join(format!(".{FILE}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(self.encode().as_bytes())?;
-            f.sync_all()?;
-            drop(f);
-            std::fs::rename(&tmp, state_dir.join(FILE))?;
-            std::fs::File::open(state_dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::durable::write(&state_dir.join(FILE), self.encode().as_bytes())
     }
 }
 
@@ -563,75 +391,6 @@ mod tests {
             assert_eq!(c.as_str(), expected);
             assert_eq!(Counter::parse(c.as_str()), Some(c));
         }
-    }
-
-    #[test]
-    fn days_round_trip_and_known_dates() {
-        assert_eq!(d("1970-01-01").days(), 0);
-        assert_eq!(d("2000-03-01").days(), 11_017);
-        assert_eq!(d("1969-12-31").days(), -1);
-        assert_eq!(d("2024-02-29").plus(1), d("2024-03-01"));
-        assert_eq!(d("2023-02-28").plus(1), d("2023-03-01"));
-        assert_eq!(d("2025-12-31").plus(1), d("2026-01-01"));
-        for n in -700_000..800_000 {
-            if n % 7 != 0 && !(-800..800).contains(&n) {
-                continue;
-            }
-            let day = Day::from_days(n);
-            assert_eq!(day.days(), n, "{day}");
-            assert_eq!(Day::parse(&day.to_string()), Some(day));
-        }
-        for bad in [
-            "2023-02-29",
-            "2100-02-29",
-            "2025-13-01",
-            "2025-00-10",
-            "2025-04-31",
-            "2025-4-01",
-            "2025/04/01",
-            "20250401xx",
-            "+025-04-01",
-        ] {
-            assert_eq!(Day::parse(bad), None, "{bad}");
-        }
-        assert!(Day::parse("2000-02-29").is_some());
-    }
-
-    #[test]
-    fn weekdays_and_iso_weeks() {
-        assert_eq!(d("1970-01-01").weekday(), 4, "a Thursday");
-        assert_eq!(d("2026-01-05").weekday(), 1, "a Monday");
-        assert_eq!(d("2026-01-11").weekday(), 7, "a Sunday");
-        assert_eq!(d("2026-01-08").monday(), d("2026-01-05"));
-        assert_eq!(d("2026-01-05").monday(), d("2026-01-05"));
-        for (date, week) in [
-            ("2005-01-01", "2004-W53"),
-            ("2005-01-02", "2004-W53"),
-            ("2005-01-03", "2005-W01"),
-            ("2008-12-29", "2009-W01"),
-            ("2009-12-31", "2009-W53"),
-            ("2010-01-03", "2009-W53"),
-            ("2010-01-04", "2010-W01"),
-            ("2021-01-03", "2020-W53"),
-            ("2024-12-30", "2025-W01"),
-            ("2025-06-15", "2025-W24"),
-            ("2026-01-01", "2026-W01"),
-            ("2026-12-31", "2026-W53"),
-            ("2027-01-03", "2026-W53"),
-            ("2027-01-04", "2027-W01"),
-        ] {
-            assert_eq!(d(date).iso_week().to_string(), week, "{date}");
-        }
-    }
-
-    #[test]
-    fn local_dates() {
-        let today = Day::today();
-        assert!(today.year >= 2024, "{today}");
-        // Noon UTC is the same date or its neighbour in any time zone.
-        let t = d("2026-03-15").days() * 86_400 + 43_200;
-        let local = Day::local(t).expect("local time");
-        assert!((local.days() - d("2026-03-15").days()).abs() <= 1);
     }
 
     #[test]

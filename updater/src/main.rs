@@ -26,6 +26,9 @@
 //! asked (`request=restart server=<name>` on the worker channel) to run that
 //! server's `restart_command` from its own configuration; the answer marks it
 //! done or failed.
+//!
+//! Time: every decision by the time (next tries, expiry, when a restart is
+//! due) reads the updater's [`Clock`], which a test sets and moves.
 
 mod schedule;
 mod spool;
@@ -33,11 +36,12 @@ mod spool;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
+use postern_shared::time::{local_minute, Clock};
 use postern_shared::worker::{Event, Options, Worker};
 use tokio::io::BufStream;
 use tokio::net::{UnixListener, UnixStream};
@@ -54,13 +58,6 @@ const KEEP_RESTARTS: u64 = 30 * 86_400;
 
 fn main() -> ExitCode {
     postern_shared::worker::main("postern-updater", run())
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs()
 }
 
 /// A request from the socket, with where its answer goes.
@@ -90,6 +87,9 @@ struct Updater {
     /// Worker request id → restart id, for restarts the master is running.
     running: HashMap<String, String>,
     results: mpsc::Sender<(String, String, Outcome)>,
+    /// What time it is, for every decision by the time: retries, expiry,
+    /// restarts (a test sets its own).
+    clock: Clock,
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -129,6 +129,7 @@ async fn run() -> anyhow::Result<()> {
         inflight: HashSet::new(),
         running: HashMap::new(),
         results,
+        clock: Clock::system(),
     };
     worker.ready().await;
     loop {
@@ -167,7 +168,7 @@ impl Updater {
 
     /// How long until something is due (at most a minute).
     fn next_wake(&self) -> Duration {
-        let now = now();
+        let now = self.clock.now_secs();
         let copies = self
             .queue
             .values()
@@ -178,9 +179,9 @@ impl Updater {
         Duration::from_secs(next.saturating_sub(now).clamp(0, 60)).max(Duration::from_millis(200))
     }
 
-    /// Starts due deliveries, expires old copies, runs due restarts.
-    async fn kick(&mut self, worker: &mut Worker) {
-        let now = now();
+    /// Fails the open copies older than `update.max_age` (unless in flight).
+    fn expire(&mut self) {
+        let now = self.clock.now_secs();
         let max_age = self.config.update.max_age.0.as_secs();
         let mut expired = Vec::new();
         for (id, q) in &mut self.queue {
@@ -202,6 +203,12 @@ impl Updater {
         for id in expired {
             self.save_and_maybe_finish(&id);
         }
+    }
+
+    /// Starts due deliveries, expires old copies, runs due restarts.
+    async fn kick(&mut self, worker: &mut Worker) {
+        self.expire();
+        let now = self.clock.now_secs();
         let mut start = Vec::new();
         for (id, q) in &self.queue {
             for c in &q.copies {
@@ -261,7 +268,9 @@ impl Updater {
                 c.reason = reply;
                 if q.restart_now {
                     if has_command {
-                        let at = self.schedule.now_for(server, now(), interval);
+                        let at = self
+                            .schedule
+                            .now_for(server, self.clock.now_secs(), interval);
                         if let Some(r) = self.schedule.add(server, at, &format!("{id} now")) {
                             info!(sid = %sid, "restart {} of {server} scheduled for {}", r.id, local(at));
                             if let Err(e) = self.schedule.save() {
@@ -277,7 +286,7 @@ impl Updater {
                 let shift = c.attempts.saturating_sub(1).min(30);
                 let delay = retry_min.saturating_mul(1 << shift).min(retry_max);
                 c.status = Status::Deferred;
-                c.next_try = now() + delay;
+                c.next_try = self.clock.now_secs() + delay;
                 info!(sid = %sid, "update {id} to {server} deferred: {why}; next try in {delay}s");
                 c.reason = why;
             }
@@ -352,7 +361,7 @@ impl Updater {
     }
 
     fn finish_restart(&mut self, rid: &str, ok: bool, result: String) {
-        let t = now();
+        let t = self.clock.now_secs();
         let Some(r) = self.schedule.get_mut(rid) else {
             return;
         };
@@ -451,7 +460,7 @@ impl Updater {
                 .get("recipient")
                 .ok_or_else(|| anyhow::anyhow!("queue request without a recipient"))?
                 .to_string(),
-            received: now(),
+            received: self.clock.now_secs(),
             sid: req.get("sid").unwrap_or_default().to_string(),
             body,
         };
@@ -551,24 +560,7 @@ impl Updater {
 
 /// Local time as `yyyy-mm-dd hh:mm`, the form of the directives.
 fn local(t: u64) -> String {
-    #[allow(unsafe_code)]
-    fn localtime(t: i64) -> Option<nix::libc::tm> {
-        // SAFETY: localtime_r writes only into the zeroed `tm` it is given.
-        let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
-        let r = unsafe { nix::libc::localtime_r(&t, &mut tm) };
-        (!r.is_null()).then_some(tm)
-    }
-    match localtime(t as i64) {
-        Some(tm) => format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}",
-            tm.tm_year + 1900,
-            tm.tm_mon + 1,
-            tm.tm_mday,
-            tm.tm_hour,
-            tm.tm_min
-        ),
-        None => t.to_string(),
-    }
+    local_minute(i64::try_from(t).unwrap_or(i64::MAX))
 }
 
 /// Delivers one copy: the server's credentials, the same envelope.
@@ -682,7 +674,81 @@ async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>) {
 
 #[cfg(test)]
 mod tests {
-    use super::terminator;
+    use super::*;
+    use postern_shared::time::ManualClock;
+
+    /// An updater on a temporary spool and state directory, on `clock`.
+    fn updater(tag: &str, clock: Clock) -> (Updater, std::path::PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("postern-updater-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let text = format!(
+            "[process]\nspool_dir = \"{d}/spool\"\nstate_dir = \"{d}/state\"\n\n\
+             [[server]]\nname = \"One\"\nhost = \"127.0.0.1\"\nport = 25\ndomains = [\"one.test\"]\n\
+             restart_command = [\"/bin/true\"]\n",
+            d = dir.display()
+        );
+        let config = Arc::new(Config::parse(&text).expect("a configuration"));
+        let (results, _) = mpsc::channel(1);
+        let u = Updater {
+            spool: Spool::open(&config.process.spool_dir).expect("spool"),
+            schedule: Schedule::load(&config.process.state_dir).expect("schedule"),
+            config,
+            queue: BTreeMap::new(),
+            inflight: HashSet::new(),
+            running: HashMap::new(),
+            results,
+            clock,
+        };
+        (u, dir)
+    }
+
+    fn queue(u: &mut Updater, body: &str) -> String {
+        let req = Attrs::new()
+            .with("request", "queue")
+            .with("sender", "admin@example.net")
+            .with("recipient", "update@mx.test")
+            .with_body(body.as_bytes().to_vec());
+        u.enqueue(&req).expect("queued")
+    }
+
+    #[test]
+    fn retries_restarts_and_expiry_follow_the_clock() {
+        let start = 1_796_483_282_000;
+        let hand = ManualClock::new(start);
+        let (mut u, dir) = updater("clock", hand.clock());
+        let now = (start / 1000) as u64;
+        let id = queue(&mut u, "Subject: x\r\n\r\nrestart spamwars now\r\n");
+        assert_eq!(u.queue[&id].msg.received, now);
+        // A deferral: the next try retry_min (60 s) later, then doubling.
+        u.delivered(&id, "One", Outcome::Deferred("451 later".into()));
+        assert_eq!(u.queue[&id].copies[0].next_try, now + 60);
+        assert_eq!(u.next_wake(), Duration::from_secs(60));
+        hand.advance(Duration::from_secs(59));
+        assert_eq!(u.next_wake(), Duration::from_secs(1));
+        hand.advance(Duration::from_secs(1));
+        assert_eq!(u.next_wake(), Duration::from_millis(200), "due now");
+        u.delivered(&id, "One", Outcome::Deferred("451 later".into()));
+        assert_eq!(u.queue[&id].copies[0].next_try, now + 60 + 120);
+        // Delivered: "restart now" waits for restart_interval after the last restart.
+        u.schedule.last.insert("One".into(), now);
+        u.delivered(&id, "One", Outcome::Delivered("250 ok".into()));
+        let r = &u.schedule.restarts[0];
+        assert_eq!(r.at, now + 300, "the last restart plus restart_interval");
+        assert!(u.schedule.due(u.clock.now_secs()).is_empty());
+        hand.advance(Duration::from_secs(240));
+        assert_eq!(u.schedule.due(u.clock.now_secs()), vec![r.id.clone()]);
+        assert!(u.queue.is_empty(), "every copy final: out of the queue");
+        // Expiry: an open copy older than max_age (5 days) fails.
+        let id = queue(&mut u, "Subject: y\r\n\r\nhi\r\n");
+        hand.advance(Duration::from_secs(5 * 86_400));
+        u.expire();
+        assert!(u.queue.contains_key(&id), "not older than max_age yet");
+        hand.advance(Duration::from_secs(1));
+        u.expire();
+        assert!(!u.queue.contains_key(&id), "failed, out of the queue");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_copy_ends_with_exactly_one_terminator() {

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use postern_shared::proto::Attrs;
+use postern_shared::time::{self, Day};
 
 use crate::spool::write_durably;
 
@@ -70,37 +71,16 @@ pub fn directives(body: &[u8]) -> (Vec<Directive>, Vec<String>) {
     (found, bad)
 }
 
-/// `yyyyMMddHHmm` in local time → Unix seconds; `None` for anything else.
+/// `yyyyMMddHHmm` in local time → Unix seconds; `None` for anything else
+/// (an impossible date such as 30 February included).
 pub fn local_time(stamp: &str) -> Option<u64> {
     if stamp.len() != 12 || !stamp.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let n = |r: std::ops::Range<usize>| stamp[r].parse::<i32>().ok();
+    let n = |r: std::ops::Range<usize>| stamp[r].parse::<u32>().ok();
     let (y, mo, d, h, mi) = (n(0..4)?, n(4..6)?, n(6..8)?, n(8..10)?, n(10..12)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 {
-        return None;
-    }
-    mktime(y, mo, d, h, mi)
-}
-
-#[allow(unsafe_code)]
-fn mktime(y: i32, mo: i32, d: i32, h: i32, mi: i32) -> Option<u64> {
-    use nix::libc;
-    // SAFETY: `tm` is a plain C struct, zeroed then filled; mktime reads and
-    // normalizes it and touches nothing else.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_isdst = -1;
-    let t = unsafe { libc::mktime(&mut tm) };
-    // mktime normalizes 30 February into March: refuse dates that moved.
-    if t < 0 || tm.tm_mday != d || tm.tm_mon != mo - 1 {
-        return None;
-    }
-    u64::try_from(t).ok()
+    let day = Day::new(i32::try_from(y).ok()?, mo, d)?;
+    u64::try_from(time::from_local(day, h, mi, 0)?).ok()
 }
 
 /// Where a restart stands.

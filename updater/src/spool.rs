@@ -1,7 +1,8 @@
 //! The durable update queue on disk (`process.spool_dir`).
 //!
-//! One update mail is two files, each written durably — to `tmp/`, fsync,
-//! rename into place, fsync of the directory — so that a crash at any moment
+//! One update mail is two files, each written durably — a temporary file
+//! beside it, fsync, rename into place, fsync of the directory
+//! ([`postern_shared::durable::write`]) — so that a crash at any moment
 //! leaves either the old or the new version, never a torn one:
 //!
 //! - `<ID>.msg`: the envelope and the body exactly as received (CRLF line
@@ -16,7 +17,6 @@
 //! removed. The files use the IPC codec of `postern_shared::proto`.
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -113,10 +113,9 @@ pub struct Spool {
 }
 
 impl Spool {
-    /// Opens (creating) the spool directory and its `tmp/`.
+    /// Opens (creating) the spool directory.
     pub fn open(dir: &Path) -> anyhow::Result<Spool> {
-        fs::create_dir_all(dir.join("tmp"))
-            .with_context(|| format!("creating {}", dir.display()))?;
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Spool {
             dir: dir.to_path_buf(),
         })
@@ -267,20 +266,12 @@ impl Spool {
     }
 }
 
-/// Writes `dir/name` so that a crash leaves the old or the new content:
-/// temporary file, fsync, rename, fsync of the directory.
+/// Writes `dir/name` so that a crash leaves the old or the new content
+/// ([`postern_shared::durable::write`]).
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp_dir = dir.join("tmp");
-    fs::create_dir_all(&tmp_dir)?;
-    let tmp = tmp_dir.join(format!("{name}.{}", std::process::id()));
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()
-        .with_context(|| format!("fsync {}", tmp.display()))?;
-    drop(f);
-    fs::rename(&tmp, dir.join(name))
-        .with_context(|| format!("renaming {} into place", tmp.display()))?;
-    sync_dir(dir)
+    let path = dir.join(name);
+    postern_shared::durable::write(&path, bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 fn sync_dir(dir: &Path) -> anyhow::Result<()> {

@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use postern_shared::access::Client;
-use postern_shared::config::Config;
+use postern_shared::config::{Config, Restriction};
 use postern_shared::dnsbl::{self, Kind, Outcome, Zone};
 use postern_shared::net::{unmap, IpNet};
 use postern_shared::policy::{access_verdict, Kind as RefusalKind, Query, Refusal, Verdict};
@@ -49,7 +49,7 @@ const FACTS_KEPT: Duration = Duration::from_secs(60);
 
 /// What the configuration says, ready to use; replaced whole at a reload.
 struct Settings {
-    restrictions: Vec<String>,
+    restrictions: Vec<Restriction>,
     dnsbl: Vec<Zone>,
     rhsbl: Vec<Zone>,
     exempt: Vec<String>,
@@ -87,6 +87,8 @@ pub struct Engine {
     breaker: greylist::SharedBreaker,
     /// For `greylist_passed`, which only the router sees.
     stats: Arc<crate::stats::Recorder>,
+    /// Greylisting's time (a test's clock can be moved).
+    clock: postern_shared::time::Clock,
     /// Where the store lives.
     state_dir: std::path::PathBuf,
     /// The last attempt to open the store (at most one a second).
@@ -102,7 +104,11 @@ type Prefetched = (Instant, u64, Arc<OnceCell<Facts>>);
 
 impl Engine {
     /// The engine for `config`.
-    pub fn new(config: &Config, stats: Arc<crate::stats::Recorder>) -> Engine {
+    pub fn new(
+        config: &Config,
+        stats: Arc<crate::stats::Recorder>,
+        clock: postern_shared::time::Clock,
+    ) -> Engine {
         let e = Engine {
             access: access::Lists::load(config.access_file()),
             settings: RwLock::new(Arc::new(settings(config, 1, None))),
@@ -111,6 +117,7 @@ impl Engine {
             greylist: RwLock::new(None),
             breaker: Mutex::new(greylist::Breaker::default()),
             stats,
+            clock,
             state_dir: config.process.state_dir.clone(),
             opened_at: Mutex::new(None),
             whitelist: RwLock::new(Vec::new()),
@@ -395,22 +402,25 @@ impl Engine {
             }))
         };
         let domain_of = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_string());
-        for r in &s.restrictions {
-            match r.as_str() {
+        for &r in &s.restrictions {
+            let rule = r.as_str();
+            match r {
                 // (Without a HELO — `postern access test` without --helo —
                 // there is nothing to judge; smtpd always has one.)
-                "reject_invalid_helo_hostname" if q.helo.is_some() => {
+                Restriction::RejectInvalidHeloHostname if q.helo.is_some() => {
                     let helo = q.helo.as_deref().unwrap_or("");
                     if !valid_helo(helo) {
                         return refuse(
                             501,
                             "5.5.2",
                             format!("<{helo}>: Helo command rejected: Invalid name"),
-                            r,
+                            rule,
                         );
                     }
                 }
-                "reject_non_fqdn_sender" if !q.sender.is_empty() && !fqdn_address(&q.sender) => {
+                Restriction::RejectNonFqdnSender
+                    if !q.sender.is_empty() && !fqdn_address(&q.sender) =>
+                {
                     return refuse(
                         504,
                         "5.5.2",
@@ -418,11 +428,11 @@ impl Engine {
                             "<{}>: Sender address rejected: need fully-qualified address",
                             q.sender
                         ),
-                        r,
+                        rule,
                     );
                 }
                 // `<Postmaster>` without a domain must be accepted (RFC 5321 §4.1.1.3).
-                "reject_non_fqdn_recipient"
+                Restriction::RejectNonFqdnRecipient
                     if !fqdn_address(&q.recipient)
                         && !q.recipient.eq_ignore_ascii_case("postmaster") =>
                 {
@@ -433,11 +443,12 @@ impl Engine {
                             "<{}>: Recipient address rejected: need fully-qualified address",
                             q.recipient
                         ),
-                        r,
+                        rule,
                     );
                 }
-                "reject_unknown_sender_domain" | "reject_unknown_recipient_domain" => {
-                    let sender = r == "reject_unknown_sender_domain";
+                Restriction::RejectUnknownSenderDomain
+                | Restriction::RejectUnknownRecipientDomain => {
+                    let sender = r == Restriction::RejectUnknownSenderDomain;
                     let address = if sender { &q.sender } else { &q.recipient };
                     let Some(domain) = domain_of(address).filter(|d| !d.starts_with('[')) else {
                         continue;
@@ -463,16 +474,16 @@ impl Engine {
                             450,
                             enhanced,
                             format!("<{address}>: {who} address rejected: Domain not found"),
-                            r,
+                            rule,
                         );
                     }
                 }
-                "reject_unauth_pipelining" if q.improper_pipelining => {
+                Restriction::RejectUnauthPipelining if q.improper_pipelining => {
                     return refuse(
                         503,
                         "5.5.0",
                         "Error: improper use of SMTP command pipelining".into(),
-                        r,
+                        rule,
                     );
                 }
                 _ => {}
@@ -615,7 +626,7 @@ impl Engine {
             g.ipv4_prefix,
             g.ipv6_prefix,
         );
-        let now = postern_shared::logging::now_millis().max(0) as u64;
+        let now = self.clock.now_millis().max(0) as u64;
         let result = tokio::time::timeout(
             greylist::STORE_TIMEOUT,
             store.attempt(&triplet, now, g.timings(), q.dry),
@@ -753,7 +764,7 @@ impl Engine {
             let (Some(store), true) = (store, s.greylist.enabled) else {
                 continue;
             };
-            let now = postern_shared::logging::now_millis().max(0) as u64;
+            let now = self.clock.now_millis().max(0) as u64;
             match store.purge(now, s.greylist.timings()).await {
                 Ok((dropped, pending, passed)) => tracing::info!(
                     "greylisting: purged {dropped} expired entries; {pending} pending, {passed} auto-whitelisted"
@@ -898,11 +909,6 @@ async fn futures_join_all<F: std::future::Future>(
 /// servers or timeout changed (it keeps its cache otherwise).
 fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Settings {
     let p = &config.policy;
-    let zones = |list: &[String], kind| {
-        list.iter()
-            .filter_map(|z| Zone::parse(z, kind).ok())
-            .collect()
-    };
     // The resolver is made even when no check needs it yet: an access
     // entry for a host name, added at any time, needs the client's
     // verified name. Only a configuration that needs DNS hears about it.
@@ -942,14 +948,10 @@ fn settings(config: &Config, generation: u64, old: Option<&Settings>) -> Setting
     };
     Settings {
         restrictions: p.restrictions.clone(),
-        dnsbl: zones(&p.dnsbl, Kind::Client),
-        rhsbl: zones(&p.rhsbl, Kind::SenderDomain),
+        dnsbl: p.dnsbl.iter().map(|z| z.0.clone()).collect(),
+        rhsbl: p.rhsbl.iter().map(|z| z.0.clone()).collect(),
         exempt: p.exempt_recipients.clone(),
-        skip: p
-            .skip_networks
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect(),
+        skip: p.skip_networks.iter().map(|n| **n).collect(),
         dns,
         dns_timeout: p.dns_timeout.0,
         dns_servers: servers,

@@ -88,7 +88,7 @@ pub fn parse(text: &str) -> Parsed {
             found.push((line, Problem { key, message }));
             break;
         }
-        let Some(bad) = locate(doc.get_ref(), at, "") else {
+        let Some(bad) = locate(doc.get_ref(), at, "", &message) else {
             found.push((
                 line,
                 Problem {
@@ -144,20 +144,23 @@ struct Found {
     value: Range<usize>,
 }
 
-/// The deepest key whose name or value holds position `at`.
-fn locate(table: &DeTable<'_>, at: usize, prefix: &str) -> Option<Found> {
+/// The deepest key whose name or value holds position `at`. An error about
+/// a list element that is placed on the whole list (a value parsed from a
+/// string, `config/parsed.rs`) names the element whose text `message`
+/// begins with, quoted.
+fn locate(table: &DeTable<'_>, at: usize, prefix: &str, message: &str) -> Option<Found> {
     for (k, v) in table.iter() {
         let path = join(prefix, k.get_ref());
         match v.get_ref() {
             DeValue::Table(t) => {
-                if let Some(f) = locate(t, at, &path) {
+                if let Some(f) = locate(t, at, &path, message) {
                     return Some(f);
                 }
             }
             DeValue::Array(a) => {
                 for (i, el) in a.iter().enumerate() {
                     if let DeValue::Table(t) = el.get_ref() {
-                        if let Some(f) = locate(t, at, &format!("{path}[{}]", i + 1)) {
+                        if let Some(f) = locate(t, at, &format!("{path}[{}]", i + 1), message) {
                             return Some(f);
                         }
                     }
@@ -171,7 +174,13 @@ fn locate(table: &DeTable<'_>, at: usize, prefix: &str) -> Option<Found> {
         }
         let mut named = path.clone();
         if let DeValue::Array(a) = v.get_ref() {
-            if let Some(i) = a.iter().position(|e| e.span().contains(&at)) {
+            let quoted = |e: &toml::Spanned<DeValue<'_>>| {
+                e.get_ref()
+                    .as_str()
+                    .is_some_and(|s| message.starts_with(&format!("{s:?}")))
+            };
+            let at_element = a.iter().position(|e| e.span().contains(&at));
+            if let Some(i) = at_element.or_else(|| a.iter().position(quoted)) {
                 if matches!(a[i].get_ref(), DeValue::Table(_)) {
                     continue;
                 }
@@ -383,6 +392,28 @@ mod tests {
                 "update.max_age: must be a duration in quotes, such as \"10s\", not 5 (line 4)",
             ]
         );
+    }
+
+    #[test]
+    fn addresses_and_networks_are_parsed_with_the_file_and_named_by_element() {
+        let text = "[proxy]\nadmin_networks = [\"127.0.0.0/8\", \"ten\"]\n\n[policy]\nresolvers = [\"dns\"]\nskip_networks = [\"::1/128\", \"x/8\"]\ndnsbl = [\"zen.spamhaus.org\", \"zen\"]\nrestrictions = [\"reject_non_fqdn_sender\", \"reject_unauth_pipelining\", \"reject_rbl_client\"]\n\n[policy_server]\nlisten = [\"unix:policy.sock\"]\n\n[metrics]\nlisten = \"localhost:9125\"\n\n[[server]]\nhost = \"h\"\nport = 25\ndomains = [\"a.test\"]\nrelay = [\"10.0.0.1\", \"10.*.*\"]\n";
+        assert_eq!(
+            lines(text),
+            [
+                "proxy.admin_networks[1]: \"ten\" is not an address or network such as \"127.0.0.0/8\" (line 2)",
+                "policy.resolvers[0]: \"dns\" is not an address such as \"127.0.0.1\" or \"127.0.0.1:53\" (line 5)",
+                "policy.skip_networks[1]: \"x/8\" is not an address or network such as \"127.0.0.0/8\" (line 6)",
+                "policy.dnsbl[1]: \"zen\": \"zen\" is not a zone name such as zen.spamhaus.org (line 7)",
+                "policy.restrictions[2]: \"reject_rbl_client\" is not one of reject_invalid_helo_hostname, reject_non_fqdn_sender, reject_non_fqdn_recipient, reject_unknown_sender_domain, reject_unknown_recipient_domain, reject_unauth_pipelining (line 8)",
+                "policy_server.listen[0]: \"unix:policy.sock\" is not an address:port such as \"127.0.0.1:10023\" nor \"unix:/run/postern/policy.sock\" (line 11)",
+                "metrics.listen: \"localhost:9125\" is not an address:port such as \"127.0.0.1:9125\" (line 14)",
+                "server[1].relay[1]: \"10.*.*\" is not an address, a pattern such as \"172.16.*.*\" or a network (line 20)",
+            ]
+        );
+        let config = parse(text)
+            .config
+            .expect("parses once the bad keys are out");
+        assert!(config.servers[0].relay.is_empty());
     }
 
     #[test]

@@ -53,7 +53,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 use nix::unistd::Gid;
 
-use super::{local_date, local_day, next_local_midnight, now_millis};
+use crate::time::{local_date, local_day, next_local_midnight, now_millis};
 
 /// How long after its timestamp a line may reach the file. The file's date is
 /// that of its first line's timestamp plus this much: a line stamped at
