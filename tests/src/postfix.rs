@@ -100,8 +100,9 @@ impl PostfixBackend {
         );
     }
 
-    /// As [`PostfixBackend::start`], with `main_cf` lines appended to the
-    /// instance's `main.cf` (restrictions, say; a later key wins).
+    /// As [`PostfixBackend::start`], with `main_cf` lines added to the
+    /// instance's `main.cf` (restrictions, say), each replacing the base's
+    /// line of the same key.
     pub fn start_with(main_cf: &str) -> PostfixBackend {
         assert!(
             Path::new(POSTFIX).exists() && Path::new(MASTER).exists(),
@@ -324,7 +325,7 @@ transport_maps = inline:{{{domain}=discard:}}
 default_transport = discard:
 relay_transport = discard:
 local_transport = discard:
-{extra}",
+",
         hostname = PostfixBackend::HOSTNAME,
         domain = PostfixBackend::DOMAIN,
     );
@@ -358,6 +359,24 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 smtp      unix  -       -       n       -       -       smtp
 "
     );
+    // The extra lines replace the base's keys rather than repeat them:
+    // Postfix warns of every overridden key in every daemon, postlogd
+    // included, which then waits on its own socket.
+    let keys: Vec<&str> = extra
+        .lines()
+        .filter_map(|l| l.split_once(" =").map(|(k, _)| k.trim()))
+        .filter(|k| !k.is_empty() && !k.starts_with('#'))
+        .collect();
+    let main_cf: String = main_cf
+        .lines()
+        .filter(|l| {
+            !keys
+                .iter()
+                .any(|k| l.split_once(" =").is_some_and(|(lk, _)| lk.trim() == *k))
+        })
+        .map(|l| format!("{l}\n"))
+        .chain(std::iter::once(extra.to_string()))
+        .collect();
     fs::write(dir.path("conf/main.cf"), main_cf).expect("write main.cf");
     fs::write(dir.path("conf/master.cf"), master_cf).expect("write master.cf");
 }
