@@ -19,6 +19,8 @@
 //!   Prometheus);
 //! - `postern_connections_open`: client connections open now (the router's
 //!   connection accounting);
+//! - `postern_greylist_store_up` (with greylisting on: 0 while the store
+//!   fails);
 //! - per DNS blocklist zone, `postern_dnsbl_zone_up` (0 while out of use)
 //!   and `postern_dnsbl_zone_degraded` (error answers, timeouts or failures
 //!   in the last 10 minutes);
@@ -135,7 +137,14 @@ async fn exchange(stream: &mut TcpStream, state: &Shared, ask: &Ask) -> std::io:
         ("GET" | "HEAD", "/metrics") => {
             let workers = worker_states(ask).await;
             let (total, open) = (state.stats.total(), open_connections(state));
-            let body = render(&total, open, &state.policy.zones(), workers.as_ref());
+            let greylist = state.policy.greylist_state().map(|(s, _)| s == "ok");
+            let body = render(
+                &total,
+                open,
+                &state.policy.zones(),
+                greylist,
+                workers.as_ref(),
+            );
             if method == "HEAD" {
                 // The same headers, no body.
                 return respond_head(stream, version, 200, CONTENT_TYPE, body.len()).await;
@@ -218,6 +227,7 @@ pub fn render(
     total: &Counts,
     open: u32,
     zones: &[(String, &str, String)],
+    greylist: Option<bool>,
     workers: Option<&Attrs>,
 ) -> String {
     let mut out = String::with_capacity(2048);
@@ -326,6 +336,14 @@ pub fn render(
             .collect::<Vec<_>>(),
     );
     family(
+        "postern_greylist_store_up",
+        "gauge",
+        "1 while the greylist store answers, 0 while it fails (on_store_error applies); absent with greylisting off.",
+        &greylist
+            .map(|up| vec![(String::new(), u64::from(up))])
+            .unwrap_or_default(),
+    );
+    family(
         "postern_master_answered",
         "gauge",
         "1 when the master gave the worker states for this scrape.",
@@ -384,7 +402,13 @@ mod tests {
         total.add(Counter::Forwarded(postern_shared::route::Cause::Auth), 1);
         total.add(Counter::Rejected(Rejection::Limit), 2);
         total.add(Counter::Bytes, 1234);
-        let text = render(&total, 3, &[], None);
+        let text = render(&total, 3, &[], None, None);
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("postern_greylist_store_up")),
+            "off: no sample"
+        );
         for line in [
             "postern_up 1",
             "postern_connections_total 9",
@@ -412,6 +436,7 @@ mod tests {
             &total,
             0,
             &[("bl.example.net".into(), "degraded", "error answer".into())],
+            Some(false),
             Some(&workers),
         );
         assert!(

@@ -147,6 +147,15 @@ impl Master {
                 text.push_str(&format!("{name:<30} {state}\n"));
             }
         }
+        // The greylist store's standing, when greylisting is on.
+        if let Some(g) = loads.iter().find_map(|a| a.get("greylist")) {
+            let (state, why) = g.split_once('|').unwrap_or((g, ""));
+            let state = match state {
+                "ok" => "in use".to_string(),
+                _ => format!("degraded: {why} (on_store_error applies)"),
+            };
+            text.push_str(&format!("greylist store: {state}\n"));
+        }
         text
     }
 
