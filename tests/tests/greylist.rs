@@ -95,6 +95,14 @@ s.quit()
                 .then_some(())
         },
     );
+    // The store's standing in postern status.
+    wait_for("the greylist store in postern status", || {
+        let out = p.cli(&["status"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == "greylist store: in use")
+            .then_some(())
+    });
 }
 
 #[test]
