@@ -492,7 +492,8 @@ pub struct Greylist {
     pub ipv4_prefix: u8,
     /// Likewise for IPv6.
     pub ipv6_prefix: u8,
-    /// `"embedded"` (a file in `state_dir`, owned by the router).
+    /// `"embedded"` (a file in `state_dir`, owned by the router), or
+    /// `"redis://host:port/db"` (shared by every postern host using it).
     pub store: String,
     /// `"accept"` or `"defer"` (451 4.3.0) when the store fails.
     pub on_store_error: String,
@@ -1050,13 +1051,13 @@ impl Config {
         }
         match g.store.as_str() {
             "embedded" => {}
-            s if s.starts_with("redis://") => bad(
-                "greylist.store".into(),
-                format!("{s:?}: the Redis store is not implemented yet; use \"embedded\""),
-            ),
+            s if s.strip_prefix("redis://").is_some_and(|rest| {
+                let host = rest.split(['/', '?']).next().unwrap_or("");
+                !host.is_empty() && !host.contains(char::is_whitespace)
+            }) => {}
             s => bad(
                 "greylist.store".into(),
-                format!("{s:?} is not \"embedded\""),
+                format!("{s:?} is not \"embedded\" nor a URL such as \"redis://127.0.0.1:6379/0\""),
             ),
         }
         if !matches!(g.on_store_error.as_str(), "accept" | "defer") {

@@ -9,6 +9,7 @@
 
 pub mod dns;
 pub mod postfix;
+pub mod redis;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};

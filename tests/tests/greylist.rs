@@ -7,6 +7,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use postern_tests::postfix::PostfixBackend;
+use postern_tests::redis::RedisServer;
 use postern_tests::*;
 
 fn greylisting(tag: &str, extra: &str) -> (Postern, RecordingBackend) {
@@ -33,7 +34,21 @@ fn wait_out_the_delay() {
 
 #[test]
 fn a_new_triplet_is_deferred_until_its_retry_after_the_delay_then_whitelisted() {
-    let (p, one) = greylisting("gl-flow", "");
+    flow("gl-flow", "");
+}
+
+/// The same flow against the shared store: a real redis-server.
+#[test]
+fn the_redis_store_follows_the_same_rules() {
+    let redis = RedisServer::start();
+    flow("gl-flow-redis", &format!("store = {:?}\n", redis.url()));
+}
+
+fn flow(tag: &str, store: &str) {
+    let (p, one) = greylisting(tag, store);
+    if !store.is_empty() {
+        p.wait_log("greylisting: store redis://");
+    }
     let first = send(&p, "127.0.0.5", "news+123@sender.example", "u@one.test");
     assert!(
         first.contains("<** 451 4.7.1 Greylisting in action, please come back in 00:00:01"),
@@ -278,4 +293,54 @@ fn the_greylist_command_searches_lists_and_whitelists() {
     let again = send(&p, "127.0.0.8", "y@fresh.example", "w@one.test");
     assert!(again.contains("<** 451 4.7.1"), "{again}");
     assert_eq!(one.wait_messages(2).len(), 2);
+}
+
+/// Two postern hosts on one Redis share the lists: a triplet that passed on
+/// one is not greylisted on the other. Redis killed: greylisting steps aside
+/// (on_store_error = "accept"), the status says so, and it resumes once
+/// Redis is back.
+#[test]
+fn two_posterns_on_one_redis_share_the_lists_and_an_outage_accepts() {
+    let mut redis = RedisServer::start();
+    let store = format!("store = {:?}\n", redis.url());
+    let (a, one_a) = greylisting("gl-redis-a", &store);
+    let (b, one_b) = greylisting("gl-redis-b", &store);
+    a.wait_log("greylisting: store redis://");
+    b.wait_log("greylisting: store redis://");
+    let first = send(&a, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(first.contains("<** 451 4.7.1"), "{first}");
+    wait_out_the_delay();
+    // The retry lands on the other host: it knows the first attempt.
+    let retry = send(&b, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(retry.contains("<-  250 2.0.0 Ok: queued as"), "{retry}");
+    let again = send(&a, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(again.contains("<-  250 2.0.0 Ok: queued as"), "{again}");
+    assert_eq!(
+        (one_a.wait_messages(1).len(), one_b.wait_messages(1).len()),
+        (1, 1)
+    );
+
+    redis.kill();
+    let during = send(&a, "127.0.0.6", "new@sender.example", "v@one.test");
+    assert!(
+        during.contains("<-  250 2.0.0 Ok: queued as"),
+        "accepted while the store is down: {during}"
+    );
+    wait_for("the degraded store in postern status", || {
+        let out = a.cli(&["status"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("greylist store: degraded"))
+            .then_some(())
+    });
+    redis.restart();
+    wait_for("greylisting to resume", || {
+        let out = send(
+            &a,
+            "127.0.0.7",
+            &format!("x{}@sender.example", std::process::id()),
+            "w@one.test",
+        );
+        out.contains("<** 451 4.7.1").then_some(())
+    });
 }

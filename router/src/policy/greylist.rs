@@ -402,6 +402,80 @@ fn sync(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// The store greylisting asks: the embedded file or a shared Redis.
+pub enum Store {
+    /// `store = "embedded"`.
+    Embedded(Embedded),
+    /// `store = "redis://…"`.
+    Redis(super::greylist_redis::RedisStore),
+}
+
+impl Store {
+    /// Where it is, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Embedded(e) => e.path().display().to_string(),
+            Store::Redis(r) => r.url.clone(),
+        }
+    }
+
+    /// Whether it is the store `[greylist] store` names.
+    pub fn is(&self, configured: &str) -> bool {
+        match self {
+            Store::Embedded(_) => configured == "embedded",
+            Store::Redis(r) => r.url == configured,
+        }
+    }
+
+    /// One attempt at `now` (the embedded store's clock; Redis uses its own).
+    pub async fn attempt(
+        &self,
+        t: &Triplet,
+        now: u64,
+        timings: Timings,
+        dry: bool,
+    ) -> Result<Step, String> {
+        match self {
+            Store::Embedded(e) => e.attempt(t, now, timings, dry).await,
+            Store::Redis(r) => r.attempt(t, timings, dry).await,
+        }
+    }
+
+    /// Drops what expired; (dropped, pending, passed).
+    pub async fn purge(&self, now: u64, timings: Timings) -> Result<(u64, u64, u64), String> {
+        match self {
+            Store::Embedded(e) => e.purge(now, timings).await,
+            Store::Redis(r) => r.purge().await,
+        }
+    }
+
+    /// Every entry of both lists.
+    pub async fn entries(&self) -> Result<Vec<Listed>, String> {
+        match self {
+            Store::Embedded(e) => e.entries().await,
+            Store::Redis(r) => r.entries().await,
+        }
+    }
+
+    /// The manual whitelist.
+    pub async fn whitelist(
+        &self,
+        change: Option<(String, Option<String>)>,
+    ) -> Result<WhitelistAnswer, String> {
+        match self {
+            Store::Embedded(e) => e.whitelist(change).await,
+            Store::Redis(r) => r.whitelist(change).await,
+        }
+    }
+
+    /// Syncs and closes an embedded store; nothing for Redis.
+    pub async fn stop(&self) {
+        if let Store::Embedded(e) = self {
+            e.stop().await;
+        }
+    }
+}
+
 /// Failures in a row and, once they are too many, until when the store is left alone.
 #[derive(Debug, Default)]
 pub struct Breaker {

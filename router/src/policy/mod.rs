@@ -27,6 +27,7 @@
 pub mod access;
 pub mod dns;
 pub mod greylist;
+pub mod greylist_redis;
 pub mod server;
 
 use std::collections::HashMap;
@@ -82,7 +83,7 @@ pub struct Engine {
     health: Mutex<HashMap<String, dnsbl::Health>>,
     facts: Mutex<HashMap<IpAddr, Prefetched>>,
     /// The greylist store, opened once greylisting is enabled.
-    greylist: RwLock<Option<Arc<greylist::Embedded>>>,
+    greylist: RwLock<Option<Arc<greylist::Store>>>,
     /// Its breaker.
     breaker: greylist::SharedBreaker,
     /// For `greylist_passed`, which only the router sees.
@@ -123,16 +124,18 @@ impl Engine {
             whitelist: RwLock::new(Vec::new()),
             whitelist_loaded: std::sync::atomic::AtomicBool::new(false),
         };
-        e.open_greylist(config.greylist.enabled);
+        e.open_greylist(&config.greylist);
         e
     }
 
-    /// Opens the greylist store when greylisting is on and it is not open,
-    /// trying at most once a second: a router that replaces another
-    /// (`postern restart router`) finds the file locked until the old one
-    /// has stopped. Until it opens, the store is failing: `on_store_error`.
-    fn open_greylist(&self, enabled: bool) -> Option<Arc<greylist::Embedded>> {
-        if !enabled {
+    /// The greylist store when greylisting is on and it is open. The
+    /// embedded store is opened here, trying at most once a second: a
+    /// router that replaces another (`postern restart router`) finds the
+    /// file locked until the old one has stopped. A Redis store is opened
+    /// by [`Engine::purge_loop`] (it takes a connection). Until it opens,
+    /// the store is failing: `on_store_error`.
+    fn open_greylist(&self, g: &postern_shared::config::Greylist) -> Option<Arc<greylist::Store>> {
+        if !g.enabled {
             return None;
         }
         if let Some(store) = self
@@ -140,8 +143,12 @@ impl Engine {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+            .filter(|s| s.is(&g.store))
         {
             return Some(store);
+        }
+        if g.store != "embedded" {
+            return None;
         }
         {
             let mut at = self.opened_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,16 +157,18 @@ impl Engine {
             }
             *at = Some(Instant::now());
         }
-        let mut held = self.greylist.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(store) = held.clone() {
-            return Some(store);
-        }
         let path = self.state_dir.join("greylist.redb");
-        match greylist::Embedded::open(&path) {
+        let opened = greylist::Embedded::open(&path).map(greylist::Store::Embedded);
+        self.opened(opened)
+    }
+
+    /// Puts a newly opened store in use (or records why it did not open).
+    fn opened(&self, opened: Result<greylist::Store, String>) -> Option<Arc<greylist::Store>> {
+        match opened {
             Ok(store) => {
-                tracing::info!("greylisting: store {}", path.display());
+                tracing::info!("greylisting: store {}", store.describe());
                 let store = Arc::new(store);
-                *held = Some(store.clone());
+                *self.greylist.write().unwrap_or_else(|p| p.into_inner()) = Some(store.clone());
                 // The whitelist's copy is read at the next attempt.
                 self.whitelist_loaded
                     .store(false, std::sync::atomic::Ordering::SeqCst);
@@ -178,6 +187,31 @@ impl Engine {
         }
     }
 
+    /// Opens the configured store if it is not the one open (at start for
+    /// Redis, after a reload that changed `store`, after a failed open).
+    async fn ensure_store(&self) {
+        let g = self.settings().greylist.clone();
+        if !g.enabled || self.open_greylist(&g).is_some() {
+            return;
+        }
+        let old = self
+            .greylist
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(old) = old {
+            old.stop().await;
+        }
+        if g.store.starts_with("redis://") {
+            let opened = greylist_redis::RedisStore::open(&g.store)
+                .await
+                .map(greylist::Store::Redis);
+            self.opened(opened);
+        } else {
+            self.open_greylist(&g);
+        }
+    }
+
     /// Syncs and closes the greylist store (at the router's stop).
     pub async fn stop(&self) {
         let store = self
@@ -193,7 +227,7 @@ impl Engine {
     /// A reload: new settings, the access file read again.
     pub fn reload(&self, config: &Config) {
         self.access.reload(config.access_file());
-        self.open_greylist(config.greylist.enabled);
+        self.open_greylist(&config.greylist);
         let old = self.settings();
         *self.settings.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(settings(config, old.generation + 1, Some(&old)));
@@ -599,7 +633,7 @@ impl Engine {
         {
             return failed("left alone after repeated failures");
         }
-        let Some(store) = self.open_greylist(true) else {
+        let Some(store) = self.open_greylist(g) else {
             return failed("not open");
         };
         if !self
@@ -642,7 +676,7 @@ impl Engine {
                 Instant::now(),
             );
         if let Some(w) = warning {
-            tracing::warn!("greylisting: the store {}: {w}", store.path().display());
+            tracing::warn!("greylisting: the store {}: {w}", store.describe());
         }
         let step = match result {
             Ok(step) => step,
@@ -719,7 +753,7 @@ impl Engine {
         change: Option<(&str, &str, Option<String>)>,
     ) -> Result<(bool, Vec<(String, String)>), String> {
         let store = self
-            .open_greylist(self.settings().greylist.enabled)
+            .open_greylist(&self.settings().greylist)
             .ok_or("greylisting is off, or its store is not open")?;
         let change = match change {
             Some((kind, pattern, comment)) => Some((whitelist_key(kind, pattern)?, comment)),
@@ -733,7 +767,7 @@ impl Engine {
     /// Every greylist entry (the search and list views).
     pub async fn greylist_entries(&self) -> Result<Vec<greylist::Listed>, String> {
         let store = self
-            .open_greylist(self.settings().greylist.enabled)
+            .open_greylist(&self.settings().greylist)
             .ok_or("greylisting is off, or its store is not open")?;
         store.entries().await
     }
@@ -744,16 +778,10 @@ impl Engine {
     pub async fn purge_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
+            self.ensure_store().await;
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
-                    let enabled = self.settings().greylist.enabled;
-                    let open = self.greylist.read().unwrap_or_else(|p| p.into_inner()).is_some();
-                    if enabled && !open {
-                        self.open_greylist(true);
-                    }
-                    continue;
-                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
             }
             let s = self.settings();
             let store = self
