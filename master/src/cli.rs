@@ -192,7 +192,9 @@ pub enum Command {
                           postern [-c FILE] greylist list [--pending|--passed] [--by sender|recipient|ip]\n       \
                           postern [-c FILE] greylist whitelist [list]\n       \
                           postern [-c FILE] greylist whitelist add (ip|from|to) PATTERN [--comment TEXT]\n       \
-                          postern [-c FILE] greylist whitelist remove (ip|from|to) PATTERN",
+                          postern [-c FILE] greylist whitelist remove (ip|from|to) PATTERN\n       \
+                          postern [-c FILE] greylist export > FILE\n       \
+                          postern [-c FILE] greylist import FILE|-",
         after_help = GREYLIST_HELP
     )]
     Greylist {
@@ -373,6 +375,16 @@ pub enum GreylistCommand {
         #[arg(long, value_name = "FIELD", value_parser = Words(&["sender", "recipient", "ip"]))]
         by: Option<String>,
     },
+    /// Both lists and the whitelist as text (to move them to another store or redb version)
+    #[command(override_usage = "postern [-c FILE] greylist export > FILE")]
+    Export,
+    /// Adds what an export holds to the store in use
+    #[command(override_usage = "postern [-c FILE] greylist import FILE|-")]
+    Import {
+        /// The export (`-`: standard input)
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
     /// The manual whitelist: clients, senders and recipients never greylisted
     #[command(override_usage = "postern [-c FILE] greylist whitelist [list|add|remove] ...")]
     Whitelist {
@@ -425,8 +437,10 @@ auto-whitelist (--passed), sorted by network (the default), sender or
 recipient.
 whitelist: clients (ip: an address or a network), senders or recipients
 (from, to: an address or a domain) never greylisted; the comment defaults to
-the date, the time and who added it. In force at once. Every command asks
-the running router, which owns the greylist store.";
+the date, the time and who added it. In force at once.
+export, import: both lists and the whitelist as tab-separated text, to move
+them to another store (embedded to Redis) or across a redb file format
+change. Every command asks the running router, which owns the store.";
 
 /// An access entry as `add` and `remove` name it: `ACTION METHOD PATTERN`.
 #[derive(Debug, Args)]

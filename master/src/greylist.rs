@@ -14,6 +14,30 @@ use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
     let mut done = None;
     let req = match &command {
+        GreylistCommand::Export => Attrs::new().with("request", "greylist-export"),
+        GreylistCommand::Import { file } => {
+            let text = if file.as_os_str() == "-" {
+                let mut s = String::new();
+                match std::io::Read::read_to_string(&mut std::io::stdin(), &mut s) {
+                    Ok(_) => s,
+                    Err(e) => {
+                        eprintln!("postern: greylist: cannot read standard input: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                match std::fs::read_to_string(file) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("postern: greylist: cannot read {}: {e}", file.display());
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            Attrs::new()
+                .with("request", "greylist-import")
+                .with_body(text.into_bytes())
+        }
         GreylistCommand::Search { pattern } => Attrs::new()
             .with("request", "greylist-search")
             .with("pattern", pattern),

@@ -284,7 +284,10 @@ async fn serve(stream: UnixStream, table: Shared) {
                 manage_access(&table.policy.access, &req, peer_uid, &table.clock)
             }
             // The store answers on its own thread: a task, like a policy question.
-            Some("greylist-search" | "greylist-list" | "greylist-whitelist") => {
+            Some(
+                "greylist-search" | "greylist-list" | "greylist-whitelist" | "greylist-export"
+                | "greylist-import",
+            ) => {
                 let (table, tx) = (table.clone(), tx.clone());
                 tokio::spawn(async move {
                     let reply = manage_greylist(&table.policy, &req, peer_uid).await;
@@ -554,6 +557,38 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
         )
     };
     match req.get("request") {
+        Some("greylist-export") => {
+            let (entries, whitelist) = match (
+                engine.greylist_entries().await,
+                engine.greylist_whitelist(None).await,
+            ) {
+                (Ok(e), Ok((_, w))) => (e, w),
+                (Err(e), _) | (_, Err(e)) => return refuse(e),
+            };
+            let mut lines = vec![policy::greylist::EXPORT_HEADER.to_string()];
+            lines.extend(entries.iter().map(policy::greylist::export_line));
+            lines.extend(
+                whitelist
+                    .iter()
+                    .map(|(k, c)| format!("whitelist\t{k}\t{c}")),
+            );
+            ok(lines)
+        }
+        Some("greylist-import") => {
+            let text =
+                String::from_utf8_lossy(req.body.as_deref().unwrap_or_default()).into_owned();
+            let (entries, whitelist) = match policy::greylist::parse_export(&text) {
+                Ok(parsed) => parsed,
+                Err(e) => return refuse(e),
+            };
+            match engine.greylist_import(entries, whitelist).await {
+                Ok(n) => {
+                    tracing::info!("greylisting: imported {n} entries");
+                    ok(vec![format!("imported {n} entries")])
+                }
+                Err(e) => refuse(e),
+            }
+        }
         Some("greylist-whitelist") => {
             let op = req.get("op").unwrap_or("list");
             let (kind, pattern) = (

@@ -344,3 +344,57 @@ fn two_posterns_on_one_redis_share_the_lists_and_an_outage_accepts() {
         out.contains("<** 451 4.7.1").then_some(())
     });
 }
+
+/// An export of the embedded store, imported into a Redis one: a triplet
+/// that passed on the first host passes on the second at once.
+#[test]
+fn an_export_moves_the_lists_to_another_store() {
+    let redis = RedisServer::start();
+    let (a, _one_a) = greylisting("gl-export", "");
+    send(&a, "127.0.0.5", "a@sender.example", "u@one.test");
+    wait_out_the_delay();
+    let ok = send(&a, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(ok.contains("<-  250 2.0.0 Ok: queued as"), "{ok}");
+    let (code, _, err) = greylist_cli(
+        &a,
+        &[
+            "whitelist",
+            "add",
+            "ip",
+            "192.0.2.0/24",
+            "--comment",
+            "partner",
+        ],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let (code, export, err) = greylist_cli(&a, &["export"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        export.starts_with("# postern greylist export 1\n"),
+        "{export}"
+    );
+    assert!(
+        export.contains("passed\t127.0.0.0/24\ta@sender.example\tu@one.test\t"),
+        "{export}"
+    );
+    assert!(
+        export.contains("whitelist\tip 192.0.2.0/24\tpartner"),
+        "{export}"
+    );
+
+    let (b, one_b) = greylisting("gl-import", &format!("store = {:?}\n", redis.url()));
+    b.wait_log("greylisting: store redis://");
+    let file = b.dir.path("greylist.txt");
+    std::fs::write(&file, &export).expect("write");
+    let (code, out, err) = greylist_cli(&b, &["import", file.to_str().expect("utf8")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "imported 2 entries");
+    let moved = send(&b, "127.0.0.5", "a@sender.example", "u@one.test");
+    assert!(moved.contains("<-  250 2.0.0 Ok: queued as"), "{moved}");
+    one_b.wait_messages(1);
+    let (_, wl, _) = greylist_cli(&b, &["whitelist"]);
+    assert_eq!(wl.trim(), "ip 192.0.2.0/24 # partner");
+    let (code, _, err) = greylist_cli(&b, &["import", "/nonexistent"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot read /nonexistent"), "{err}");
+}

@@ -64,6 +64,12 @@ enum Request {
         change: Option<(String, Option<String>)>,
         reply: oneshot::Sender<Result<WhitelistAnswer, String>>,
     },
+    /// Records and whitelist entries from an export, as they are.
+    Import {
+        entries: Vec<Listed>,
+        whitelist: Vec<(String, String)>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
     /// Sync what is committed, then stop.
     Stop(oneshot::Sender<()>),
 }
@@ -204,6 +210,24 @@ impl Embedded {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Request::Whitelist { change, reply })
+            .map_err(|_| "the store's thread is gone".to_string())?;
+        rx.await
+            .map_err(|_| "the store's thread is gone".to_string())?
+    }
+
+    /// Adds the records and whitelist entries of an export.
+    pub async fn import(
+        &self,
+        entries: Vec<Listed>,
+        whitelist: Vec<(String, String)>,
+    ) -> Result<u64, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Import {
+                entries,
+                whitelist,
+                reply,
+            })
             .map_err(|_| "the store's thread is gone".to_string())?;
         rx.await
             .map_err(|_| "the store's thread is gone".to_string())?
@@ -370,6 +394,28 @@ fn serve(db: Database, rx: std::sync::mpsc::Receiver<Request>) {
                                 let _ = reply.send(r.map(|()| (changed, all)));
                             }));
                         }
+                        Request::Import {
+                            entries,
+                            whitelist,
+                            reply,
+                        } => {
+                            let n = entries.len() as u64 + whitelist.len() as u64;
+                            for e in &entries {
+                                let key = e.triplet.key();
+                                let table = if e.passed { &mut passed } else { &mut pending };
+                                table.insert(
+                                    key.as_str(),
+                                    encode(e.first, e.last, e.count).as_slice(),
+                                )?;
+                            }
+                            let mut list = w.open_table(WHITELIST)?;
+                            for (k, c) in &whitelist {
+                                list.insert(k.as_str(), c.as_str())?;
+                            }
+                            answers.push(Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| n));
+                            }));
+                        }
                         Request::Stop(reply) => stop = Some(reply),
                     }
                 }
@@ -400,6 +446,57 @@ fn sync(db: &Database) -> Result<(), redb::Error> {
     w.set_durability(Durability::Immediate)?;
     w.commit()?;
     Ok(())
+}
+
+/// The first line of `postern greylist export`: the format and its version.
+pub const EXPORT_HEADER: &str = "# postern greylist export 1";
+
+/// One record as `postern greylist export` writes it: tab-separated list,
+/// network, sender, recipient, first and last (Unix milliseconds), count.
+pub fn export_line(e: &Listed) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}\t{}",
+        if e.passed { "passed" } else { "pending" },
+        e.triplet.network,
+        e.triplet.sender,
+        e.triplet.recipient,
+        e.first,
+        e.last,
+        e.count
+    )
+}
+
+/// Reads an export (from any store, any redb version): the records and the
+/// whitelist entries; a bad line is named by its number.
+pub fn parse_export(text: &str) -> Result<(Vec<Listed>, Vec<(String, String)>), String> {
+    let mut entries = Vec::new();
+    let mut whitelist = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = || format!("line {}: not a greylist export line: {line:?}", i + 1);
+        match f.as_slice() {
+            ["whitelist", key, comment] => whitelist.push((key.to_string(), comment.to_string())),
+            [list @ ("pending" | "passed"), network, sender, recipient, first, last, count] => {
+                let n = |v: &str| v.parse::<u64>().map_err(|_| bad());
+                entries.push(Listed {
+                    passed: *list == "passed",
+                    triplet: Triplet {
+                        network: network.to_string(),
+                        sender: sender.to_string(),
+                        recipient: recipient.to_string(),
+                    },
+                    first: n(first)?,
+                    last: n(last)?,
+                    count: n(count)?,
+                });
+            }
+            _ => return Err(bad()),
+        }
+    }
+    Ok((entries, whitelist))
 }
 
 /// The store greylisting asks: the embedded file or a shared Redis.
@@ -465,6 +562,20 @@ impl Store {
         match self {
             Store::Embedded(e) => e.whitelist(change).await,
             Store::Redis(r) => r.whitelist(change).await,
+        }
+    }
+
+    /// Adds an export's records and whitelist entries (those past their
+    /// time are dropped by the next purge, or by Redis at once).
+    pub async fn import(
+        &self,
+        entries: Vec<Listed>,
+        whitelist: Vec<(String, String)>,
+        timings: Timings,
+    ) -> Result<u64, String> {
+        match self {
+            Store::Embedded(e) => e.import(entries, whitelist).await,
+            Store::Redis(r) => r.import(entries, whitelist, timings).await,
         }
     }
 

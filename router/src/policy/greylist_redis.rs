@@ -209,6 +209,64 @@ impl RedisStore {
         Ok(out)
     }
 
+    /// Adds an export's records (with the expiry they have left; those
+    /// already past it are skipped) and whitelist entries.
+    pub async fn import(
+        &self,
+        entries: Vec<Listed>,
+        whitelist: Vec<(String, String)>,
+        t: Timings,
+    ) -> Result<u64, String> {
+        let mut conn = self.conn.clone();
+        let (now_s, now_us): (u64, u64) = redis::cmd("TIME")
+            .query_async(&mut conn)
+            .await
+            .map_err(err)?;
+        let now = now_s * 1000 + now_us / 1000;
+        let mut n = 0u64;
+        for e in &entries {
+            let until = if e.passed {
+                e.last.saturating_add(t.auto_whitelist)
+            } else {
+                e.first.saturating_add(t.retry_window)
+            };
+            if until <= now {
+                continue;
+            }
+            let member = e.triplet.key();
+            let (prefix, idx) = if e.passed {
+                ("a:", "passed")
+            } else {
+                ("p:", "pending")
+            };
+            let value = format!("{} {} {}", e.first, e.last, e.count);
+            redis::pipe()
+                .cmd("SET")
+                .arg(format!("{PREFIX}{prefix}{member}"))
+                .arg(value)
+                .arg("PX")
+                .arg(until - now + 60_000)
+                .ignore()
+                .cmd("ZADD")
+                .arg(format!("{PREFIX}{idx}"))
+                .arg(until)
+                .arg(&member)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+                .map_err(err)?;
+            n += 1;
+        }
+        for (k, c) in &whitelist {
+            let _: () = conn
+                .hset(format!("{PREFIX}whitelist"), k, c)
+                .await
+                .map_err(err)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The manual whitelist: add, remove, or only read it.
     pub async fn whitelist(
         &self,

@@ -764,6 +764,23 @@ impl Engine {
         Ok((changed, all))
     }
 
+    /// Adds the records and whitelist entries of an export.
+    pub async fn greylist_import(
+        &self,
+        entries: Vec<greylist::Listed>,
+        whitelist: Vec<(String, String)>,
+    ) -> Result<u64, String> {
+        let g = self.settings().greylist.clone();
+        let store = self
+            .open_greylist(&g)
+            .ok_or("greylisting is off, or its store is not open")?;
+        let n = store.import(entries, whitelist, g.timings()).await?;
+        // The whitelist's copy is read again at the next attempt.
+        self.whitelist_loaded
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        Ok(n)
+    }
+
     /// Every greylist entry (the search and list views).
     pub async fn greylist_entries(&self) -> Result<Vec<greylist::Listed>, String> {
         let store = self
