@@ -448,6 +448,9 @@ fn sync(db: &Database) -> Result<(), redb::Error> {
     Ok(())
 }
 
+/// What an export holds: the records, and the whitelist (key, comment).
+pub type Export = (Vec<Listed>, Vec<(String, String)>);
+
 /// The first line of `postern greylist export`: the format and its version.
 pub const EXPORT_HEADER: &str = "# postern greylist export 1";
 
@@ -468,7 +471,7 @@ pub fn export_line(e: &Listed) -> String {
 
 /// Reads an export (from any store, any redb version): the records and the
 /// whitelist entries; a bad line is named by its number.
-pub fn parse_export(text: &str) -> Result<(Vec<Listed>, Vec<(String, String)>), String> {
+pub fn parse_export(text: &str) -> Result<Export, String> {
     let mut entries = Vec::new();
     let mut whitelist = Vec::new();
     for (i, line) in text.lines().enumerate() {
