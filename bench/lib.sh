@@ -212,6 +212,30 @@ with open(sys.argv[1], "w") as f:
 PY
 }
 
+# Greylisting for the policy configuration: the embedded store seeded,
+# through `postern greylist import`, with 1,000,000 passed triplets of other
+# clients and the load's own (127.0.0.0/24, sender@load.test,
+# user@bench.test), so that every attempt of the load is a decision in a
+# big store that accepts.
+seed_greylist() {       # dir (of a running postern)
+    local dir=$1 now chunk
+    now=$(($(date +%s) * 1000))
+    for chunk in 0 1 2 3 4; do
+        python3 - "$now" "$chunk" >"$dir/greylist-$chunk.txt" <<'PY'
+import sys
+now, chunk = int(sys.argv[1]), int(sys.argv[2])
+print("# postern greylist export 1")
+if chunk == 0:
+    print(f"passed\t127.0.0.0/24\tsender@load.test\tuser@bench.test\t{now}\t{now}\t1")
+for i in range(chunk * 200000, (chunk + 1) * 200000):
+    net = f"10.{i // 65536 % 256}.{i // 256 % 256}.0/24"
+    print(f"{'passed' if i % 2 else 'pending'}\t{net}\tuser{i}@sender{i % 997}.example\tuser@bench.test\t{now}\t{now}\t1")
+PY
+        "$bin/postern" -c "$dir/postern.toml" greylist import "$dir/greylist-$chunk.txt" >/dev/null ||
+            { echo "bench: greylist import failed" >&2; return 1; }
+    done
+}
+
 start_dns() {           # dir: dnsmasq on DNS_PORT with the bench's zones
     local dir=$1
     /usr/sbin/dnsmasq --keep-in-foreground --listen-address=127.0.0.1 --bind-interfaces \
