@@ -31,6 +31,8 @@ pub const STORE_TIMEOUT: Duration = Duration::from_millis(300);
 pub const BREAKER_FAILURES: u32 = 5;
 /// How long an open breaker keeps the store out.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(30);
+/// A whitelisted triplet's renewal is written at most this often (ms).
+pub const RENEW_EVERY: u64 = 60_000;
 /// The schema this code reads and writes.
 const SCHEMA: u64 = 1;
 
@@ -299,7 +301,16 @@ fn serve(db: Database, rx: std::sync::mpsc::Receiver<Request>) {
                                         }),
                                 };
                             let s = step(record, now, &timings);
-                            if !dry {
+                            // A renewal within a minute of the last one is
+                            // not written: the auto-whitelist loses at most a
+                            // minute of its 32 days, and a busy correspondent
+                            // costs no write per mail.
+                            let fresh = matches!(
+                                (record, s),
+                                (Some(Record::Passed(old)), Step::Renew(_))
+                                    if now < old.last.saturating_add(RENEW_EVERY)
+                            );
+                            if !dry && !fresh {
                                 match s {
                                     Step::Greylist { record: p, .. }
                                     | Step::TooEarly { record: p, .. } => {

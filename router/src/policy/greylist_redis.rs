@@ -42,7 +42,8 @@ if p then
   local first, last, count = parse(p)
   if first and now < last + awl then
     local nl = math.max(now, last)
-    if not dry then
+    -- A renewal within a minute of the last one is not written.
+    if not dry and now >= last + 60000 then
       redis.call('SET', KEYS[2], fmt(first, nl, count + 1), 'PX', awl)
       redis.call('ZADD', KEYS[4], nl + awl, member)
     end
