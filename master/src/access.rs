@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use postern_shared::access::{is_date, AccessFile, AccessIndex, Action, Entry, Method, Pattern};
 use postern_shared::config::Config;
+use postern_shared::ipc;
 use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
-use postern_shared::proto::Attrs;
 use postern_shared::stats::Day;
 
 use crate::cli::{self, AccessCommand};
@@ -91,7 +91,7 @@ fn list(
     let file = match router(config) {
         Some(sock) => {
             let reply =
-                match crate::oneshot::router(&sock, Attrs::new().with("request", "access-list")) {
+                match crate::oneshot::router(&sock, ipc::request(ipc::RouterVerb::AccessList)) {
                     Ok(r) if r.get("status") == Some("ok") => r,
                     Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
                     Err(e) => {
@@ -209,11 +209,14 @@ fn change(
     let what = format!("{} {} {parsed}", action.as_str(), method.as_str());
     let by = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
     if let Some(sock) = router(config) {
-        let mut req = Attrs::new()
-            .with("request", if add { "access-add" } else { "access-remove" })
-            .with("action", action.as_str())
-            .with("method", method.as_str())
-            .with("pattern", parsed.to_string());
+        let mut req = ipc::request(if add {
+            ipc::RouterVerb::AccessAdd
+        } else {
+            ipc::RouterVerb::AccessRemove
+        })
+        .with("action", action.as_str())
+        .with("method", method.as_str())
+        .with("pattern", parsed.to_string());
         if add {
             req = req.with("comment", comment);
             if let Some(k) = keep_until {

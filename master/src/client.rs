@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
+use postern_shared::ipc::{self, ControlVerb, UpdaterVerb, Verb};
 use postern_shared::proto::{self, Attrs};
 
 use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
@@ -31,7 +32,11 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let reply = match ask(&sock, "master", cmd, Attrs::new().with("request", cmd)) {
+    let Some(verb) = <ControlVerb as Verb>::parse(cmd) else {
+        eprintln!("postern: {cmd}: not a request of the master");
+        return ExitCode::FAILURE;
+    };
+    let reply = match ask(&sock, "master", cmd, ipc::request(verb)) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -147,9 +152,7 @@ fn run_dir_line(text: &str) -> Option<PathBuf> {
 /// `postern restart WORKER`: the master replaces that kind of worker.
 pub fn restart(worker: &str, config: &Config) -> ExitCode {
     let sock = config.process.run_dir.join(CONTROL_SOCKET);
-    let req = Attrs::new()
-        .with("request", "restart")
-        .with("worker", worker);
+    let req = ipc::request(ControlVerb::Restart).with("worker", worker);
     match ask(&sock, "master", &format!("restart {worker}"), req) {
         Ok(r) => {
             println!(
@@ -179,17 +182,11 @@ pub enum UpdaterAsk {
 /// `postern queue …` and `postern restarts …`: one request to the updater.
 pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
     let (cmd, req) = match &ask_for {
-        UpdaterAsk::Queue => ("queue", Attrs::new().with("request", "list")),
-        UpdaterAsk::Flush => ("queue", Attrs::new().with("request", "flush")),
-        UpdaterAsk::Delete(id) => (
-            "queue",
-            Attrs::new().with("request", "delete").with("id", id),
-        ),
-        UpdaterAsk::Restarts => ("restarts", Attrs::new().with("request", "restarts")),
-        UpdaterAsk::Cancel(id) => (
-            "restarts",
-            Attrs::new().with("request", "cancel").with("id", id),
-        ),
+        UpdaterAsk::Queue => ("queue", ipc::request(UpdaterVerb::List)),
+        UpdaterAsk::Flush => ("queue", ipc::request(UpdaterVerb::Flush)),
+        UpdaterAsk::Delete(id) => ("queue", ipc::request(UpdaterVerb::Delete).with("id", id)),
+        UpdaterAsk::Restarts => ("restarts", ipc::request(UpdaterVerb::Restarts)),
+        UpdaterAsk::Cancel(id) => ("restarts", ipc::request(UpdaterVerb::Cancel).with("id", id)),
     };
     let sock = config.process.run_dir.join(UPDATER_SOCKET);
     let reply = match ask(&sock, "updater", cmd, req) {

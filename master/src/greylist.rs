@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use postern_shared::config::Config;
-use postern_shared::proto::Attrs;
+use postern_shared::ipc;
 
 use crate::cli::{GreylistCommand, WhitelistCommand};
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
@@ -14,15 +14,15 @@ use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
     let mut done = None;
     let req = match &command {
-        GreylistCommand::Search { pattern } => Attrs::new()
-            .with("request", "greylist-search")
-            .with("pattern", pattern),
+        GreylistCommand::Search { pattern } => {
+            ipc::request(ipc::RouterVerb::GreylistSearch).with("pattern", pattern)
+        }
         GreylistCommand::List {
             pending,
             passed,
             by,
         } => {
-            let mut req = Attrs::new().with("request", "greylist-list");
+            let mut req = ipc::request(ipc::RouterVerb::GreylistList);
             if *pending {
                 req = req.with("which", "pending");
             } else if *passed {
@@ -34,17 +34,16 @@ pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
             req
         }
         GreylistCommand::Whitelist { command } => match command {
-            None | Some(WhitelistCommand::List) => Attrs::new()
-                .with("request", "greylist-whitelist")
-                .with("op", "list"),
+            None | Some(WhitelistCommand::List) => {
+                ipc::request(ipc::RouterVerb::GreylistWhitelist).with("op", "list")
+            }
             Some(WhitelistCommand::Add {
                 kind,
                 pattern,
                 comment,
             }) => {
                 done = Some(format!("added {kind} {pattern}"));
-                let mut req = Attrs::new()
-                    .with("request", "greylist-whitelist")
+                let mut req = ipc::request(ipc::RouterVerb::GreylistWhitelist)
                     .with("op", "add")
                     .with("kind", kind)
                     .with("pattern", pattern);
@@ -58,8 +57,7 @@ pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
             }
             Some(WhitelistCommand::Remove { kind, pattern }) => {
                 done = Some(format!("removed {kind} {pattern}"));
-                Attrs::new()
-                    .with("request", "greylist-whitelist")
+                ipc::request(ipc::RouterVerb::GreylistWhitelist)
                     .with("op", "remove")
                     .with("kind", kind)
                     .with("pattern", pattern)

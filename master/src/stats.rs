@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use postern_shared::config::Config;
-use postern_shared::proto::Attrs;
+use postern_shared::ipc;
 use postern_shared::stats::{Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS};
 
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
@@ -75,7 +75,7 @@ fn fetch(config: &Config) -> Result<(Stats, Source), String> {
 }
 
 fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
-    let reply = crate::oneshot::router(sock, Attrs::new().with("request", "stats"))?;
+    let reply = crate::oneshot::router(sock, ipc::request(ipc::RouterVerb::Stats))?;
     if reply.get("status") != Some("ok") {
         return Err(reply.get("reason").unwrap_or("refused").to_string());
     }

@@ -30,6 +30,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
 use postern_shared::config::normalize_domain;
+use postern_shared::ipc::{self, RouterVerb};
 use postern_shared::proto::{self, Attrs, Status};
 use postern_shared::route::PROTOCOL;
 use postern_shared::time::{Clock, Timestamp};
@@ -142,7 +143,7 @@ async fn run() -> anyhow::Result<()> {
         let event = tokio::select! {
             e = worker.next_event() => e,
             _ = load_tick.tick() => {
-                let mut load = Attrs::new().with("event", "load");
+                let mut load = ipc::event(ipc::Event::Load);
                 for (zone, state, why) in table.policy.zones() {
                     load.push("zone", format!("{zone}|{state}|{}", why.replace('|', "/")));
                 }
@@ -158,7 +159,7 @@ async fn run() -> anyhow::Result<()> {
             Some(reply_to) = asks.recv() => {
                 asked.retain(|_, waiting| !waiting.is_closed());
                 if worker.has_master() {
-                    let id = worker.request(Attrs::new().with("request", "workers")).await;
+                    let id = worker.request(ipc::request(ipc::WorkerVerb::Workers)).await;
                     asked.insert(id, reply_to);
                 }
                 continue;
@@ -250,17 +251,17 @@ async fn serve(stream: UnixStream, table: Shared) {
                 return;
             }
         };
-        let reply = match req.get("request") {
-            Some("connect") => account(&table, &req),
+        let reply = match ipc::verb::<RouterVerb>(&req) {
+            Ok(RouterVerb::Connect) => account(&table, RouterVerb::Connect, &req),
             // A session's goodbye also carries its statistics.
-            Some("disconnect") => {
+            Ok(RouterVerb::Disconnect) => {
                 table.stats.count(&req);
-                account(&table, &req)
+                account(&table, RouterVerb::Disconnect, &req)
             }
-            Some("count") => table.stats.count(&req),
-            Some("brake") => brake(&table, &req),
-            Some("stats") => table.stats.report(&req),
-            Some("policy") => {
+            Ok(RouterVerb::Count) => table.stats.count(&req),
+            Ok(RouterVerb::Brake) => brake(&table, &req),
+            Ok(RouterVerb::Stats) => table.stats.report(&req),
+            Ok(RouterVerb::Policy) => {
                 let id = req.get("id").unwrap_or("").to_string();
                 let reply = match postern_shared::policy::Query::from_attrs(&req) {
                     Ok(q) => {
@@ -280,28 +281,36 @@ async fn serve(stream: UnixStream, table: Shared) {
                 };
                 reply
             }
-            Some("access-list" | "access-add" | "access-remove") => {
-                manage_access(&table.policy.access, &req, peer_uid, &table.clock)
-            }
+            Ok(
+                verb @ (RouterVerb::AccessList | RouterVerb::AccessAdd | RouterVerb::AccessRemove),
+            ) => manage_access(&table.policy.access, verb, &req, peer_uid, &table.clock),
             // The store answers on its own thread: a task, like a policy question.
-            Some("greylist-search" | "greylist-list" | "greylist-whitelist") => {
+            Ok(
+                verb @ (RouterVerb::GreylistSearch
+                | RouterVerb::GreylistList
+                | RouterVerb::GreylistWhitelist),
+            ) => {
                 let (table, tx) = (table.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let reply = manage_greylist(&table.policy, &req, peer_uid).await;
+                    let reply = manage_greylist(&table.policy, verb, &req, peer_uid).await;
                     if let Ok(bytes) = reply.encode() {
                         let _ = tx.send(bytes);
                     }
                 });
                 continue;
             }
-            _ => {
+            Ok(verb @ (RouterVerb::Route | RouterVerb::Client | RouterVerb::Auth)) => {
                 let current = table
                     .table
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
-                answer(&current, &req)
+                answer(&current, verb, &req)
             }
+            Err(unknown) => Attrs::new()
+                .with("id", req.get("id").unwrap_or(""))
+                .with("status", Status::TempFail.as_str())
+                .with("reason", unknown),
         };
         // A notice (smtpd's goodbyes): done, and nobody waits for an answer.
         if req.get("reply") == Some("no") {
@@ -371,7 +380,7 @@ async fn sweep_loop(state: Shared) {
 /// `request=connect` / `request=disconnect`: connection accounting. A connect
 /// that is allowed is also answered with the client's `ip-addr` route, if any,
 /// which saves smtpd a lookup.
-fn account(state: &State, req: &Attrs) -> Attrs {
+fn account(state: &State, verb: RouterVerb, req: &Attrs) -> Attrs {
     let id = req.get("id").unwrap_or("");
     let (Some(ip), Some(pid), Some(sid)) = (
         req.get("client")
@@ -389,7 +398,7 @@ fn account(state: &State, req: &Attrs) -> Attrs {
             .with("id", id)
             .with("status", Status::TempFail.as_str());
     };
-    if req.get("request") == Some("disconnect") {
+    if verb == RouterVerb::Disconnect {
         anvil.disconnect(pid, sid);
         return Attrs::new()
             .with("id", id)
@@ -439,6 +448,7 @@ fn account(state: &State, req: &Attrs) -> Attrs {
 /// is written to the file before it takes effect.
 fn manage_access(
     lists: &policy::access::Lists,
+    verb: RouterVerb,
     req: &Attrs,
     peer_uid: Option<u32>,
     clock: &Clock,
@@ -448,7 +458,7 @@ fn manage_access(
     let id = req.get("id").unwrap_or("");
     let reply = |status: Status| Attrs::new().with("id", id).with("status", status.as_str());
     let refuse = |why: String| reply(Status::Reject).with("reason", why);
-    if req.get("request") == Some("access-list") {
+    if verb == RouterVerb::AccessList {
         return reply(Status::Ok).with_body(lists.text().into_bytes());
     }
     let (action, method) = match (
@@ -462,7 +472,7 @@ fn manage_access(
         Ok(p) => p,
         Err(e) => return refuse(e.to_string()),
     };
-    let result = if req.get("request") == Some("access-remove") {
+    let result = if verb == RouterVerb::AccessRemove {
         lists.remove(action, method, &pattern)
     } else {
         let keep_until = req.get("keep_until").filter(|k| !k.is_empty());
@@ -493,7 +503,7 @@ fn manage_access(
         Ok(()) => {
             tracing::info!(
                 "access lists: {} {} {} {}",
-                if req.get("request") == Some("access-remove") {
+                if verb == RouterVerb::AccessRemove {
                     "removed"
                 } else {
                     "added"
@@ -516,7 +526,12 @@ fn manage_access(
 /// `postern greylist search|list|whitelist`: the views of seed 001 §10 and
 /// the manual whitelist. Answers `status=ok count=N` with one line per
 /// entry as body, or `status=reject reason=`.
-async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<u32>) -> Attrs {
+async fn manage_greylist(
+    engine: &policy::Engine,
+    verb: RouterVerb,
+    req: &Attrs,
+    peer_uid: Option<u32>,
+) -> Attrs {
     let id = req.get("id").unwrap_or("");
     let refuse = |why: String| {
         Attrs::new()
@@ -553,8 +568,8 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
             e.count
         )
     };
-    match req.get("request") {
-        Some("greylist-whitelist") => {
+    match verb {
+        RouterVerb::GreylistWhitelist => {
             let op = req.get("op").unwrap_or("list");
             let (kind, pattern) = (
                 req.get("kind").unwrap_or(""),
@@ -603,12 +618,12 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
                 Err(e) => refuse(e),
             }
         }
-        Some(verb) => {
+        _ => {
             let entries = match engine.greylist_entries().await {
                 Ok(e) => e,
                 Err(e) => return refuse(e),
             };
-            if verb == "greylist-search" {
+            if verb == RouterVerb::GreylistSearch {
                 let pattern = req.get("pattern").unwrap_or("").trim().to_lowercase();
                 if pattern.is_empty() {
                     return refuse("search needs an address, a domain, or an IP or network".into());
@@ -655,7 +670,6 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
             }
             ok(shown.into_iter().map(line).collect())
         }
-        None => refuse("no request".into()),
     }
 }
 
@@ -716,7 +730,7 @@ fn brake(state: &State, req: &Attrs) -> Attrs {
 }
 
 /// Answers one request against one table.
-fn answer(table: &Table, req: &Attrs) -> Attrs {
+fn answer(table: &Table, verb: RouterVerb, req: &Attrs) -> Attrs {
     let id = req.get("id").unwrap_or("");
     let sid = req.get("sid").unwrap_or("-");
     let tempfail = |why: &str| {
@@ -725,8 +739,8 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
             .with("status", Status::TempFail.as_str())
             .with("reason", why)
     };
-    let (what, found) = match req.get("request") {
-        Some("route") => {
+    let (what, found) = match verb {
+        RouterVerb::Route => {
             let Some(domain) = req.get("domain") else {
                 return tempfail("route request without domain");
             };
@@ -734,13 +748,13 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
             let found = table.by_domain(&domain);
             (domain, found)
         }
-        Some("client") => {
+        RouterVerb::Client => {
             let Some(ip) = req.get("client").and_then(|c| c.parse().ok()) else {
                 return tempfail("client request without a valid client address");
             };
             (format!("client {ip}"), table.by_client(ip))
         }
-        Some("auth") => {
+        RouterVerb::Auth => {
             let (Some(user), Some(password)) = (req.get("user"), req.get("password")) else {
                 return tempfail("auth request without user and password");
             };
@@ -748,7 +762,7 @@ fn answer(table: &Table, req: &Attrs) -> Attrs {
             // (it is often a mistyped password).
             ("auth".to_string(), table.by_credentials(user, password))
         }
-        other => return tempfail(&format!("unknown request {}", other.unwrap_or("(none)"))),
+        other => return tempfail(&format!("{other} is not a lookup")),
     };
     match found {
         Some(route) => {

@@ -163,6 +163,7 @@ pub async fn save_loop(recorder: Arc<Recorder>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_shared::ipc;
 
     fn sum(rec: &Recorder) -> Counts {
         rec.live().stats.total()
@@ -174,8 +175,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let rec = Recorder::load(dir.clone(), Clock::system());
-        let req = Attrs::new()
-            .with("request", "count")
+        let req = ipc::request(ipc::RouterVerb::Count)
             .with("id", 4)
             .with("sid", "S1")
             .with("connections", 1)
@@ -226,7 +226,7 @@ mod tests {
         let at = from_local(first, 23, 59, 0).expect("a local time");
         let hand = ManualClock::new(at * 1000);
         let rec = Recorder::load(dir.clone(), hand.clock());
-        let one = Attrs::new().with("request", "count").with("connections", 1);
+        let one = ipc::request(ipc::RouterVerb::Count).with("connections", 1);
         rec.count(&one);
         hand.advance(Duration::from_secs(120));
         rec.count(&one);

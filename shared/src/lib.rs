@@ -10,6 +10,7 @@
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`policy`]: the router's policy protocol (a verdict per recipient) and
 //!   the access-list management requests, typed;
+//! - [`ipc`]: the verbs of every IPC socket, typed, encoded and decoded in one place;
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
 //! - [`stats`]: the statistics counters and file (its days and weeks are
@@ -32,6 +33,7 @@ pub mod config;
 pub mod dnsbl;
 pub mod durable;
 pub mod greylist;
+pub mod ipc;
 pub mod legacy;
 pub mod logging;
 pub mod net;

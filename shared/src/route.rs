@@ -38,6 +38,7 @@ use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::ClientIdentity;
+use crate::ipc;
 use crate::proto::{self, Attrs, ProtoError, Status};
 
 /// Name announced by the router in its first message.
@@ -481,8 +482,7 @@ impl RouterClient {
             }
             Err(_) => None,
         };
-        let req = Attrs::new()
-            .with("request", "route")
+        let req = ipc::request(ipc::RouterVerb::Route)
             .with("sid", sid)
             .with("client", client)
             .with("domain", domain);
@@ -510,8 +510,7 @@ impl RouterClient {
 
     /// Asks whether `client` is a relay client of some server (`ip-addr` route).
     pub async fn route_client(&self, sid: &str, client: IpAddr) -> Result<Lookup, RouterError> {
-        let req = Attrs::new()
-            .with("request", "client")
+        let req = ipc::request(ipc::RouterVerb::Client)
             .with("sid", sid)
             .with("client", client);
         self.lookup(req).await
@@ -524,8 +523,7 @@ impl RouterClient {
         user: &str,
         password: &str,
     ) -> Result<Lookup, RouterError> {
-        let req = Attrs::new()
-            .with("request", "auth")
+        let req = ipc::request(ipc::RouterVerb::Auth)
             .with("sid", sid)
             .with("user", user)
             .with("password", password);
@@ -562,8 +560,7 @@ impl RouterClient {
         client: IpAddr,
         failed: bool,
     ) -> Result<Brake, RouterError> {
-        let req = Attrs::new()
-            .with("request", "brake")
+        let req = ipc::request(ipc::RouterVerb::Brake)
             .with("sid", sid)
             .with("client", client)
             .with("failed", u8::from(failed));
@@ -602,8 +599,7 @@ impl RouterClient {
         pid: u32,
         within: Duration,
     ) -> Result<Admission, RouterError> {
-        let req = Attrs::new()
-            .with("request", "connect")
+        let req = ipc::request(ipc::RouterVerb::Connect)
             .with("sid", sid)
             .with("client", client)
             .with("pid", pid);
@@ -640,8 +636,7 @@ impl RouterClient {
         counts: &crate::stats::Counts,
         within: Duration,
     ) -> Result<(), RouterError> {
-        let mut req = Attrs::new()
-            .with("request", "disconnect")
+        let mut req = ipc::request(ipc::RouterVerb::Disconnect)
             .with("sid", sid)
             .with("client", client)
             .with("pid", pid);
@@ -665,7 +660,7 @@ impl RouterClient {
         if counts.is_empty() {
             return Ok(());
         }
-        let mut req = Attrs::new().with("request", "count").with("sid", sid);
+        let mut req = ipc::request(ipc::RouterVerb::Count).with("sid", sid);
         for (name, n) in counts.iter() {
             req.push(name, n);
         }

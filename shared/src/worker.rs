@@ -41,6 +41,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::ipc::{self, MasterVerb};
 use crate::proto::{self, Attrs};
 
 /// Name of the inherited descriptor that talks to the master.
@@ -185,7 +186,7 @@ impl Worker {
 
     /// Tells the master that this worker serves.
     pub async fn ready(&mut self) {
-        self.send(Attrs::new().with("event", "ready")).await;
+        self.send(ipc::event(ipc::Event::Ready)).await;
     }
 
     /// Acknowledges a [`Event::Reload`].
@@ -278,8 +279,8 @@ where
 async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc::Sender<Event>) {
     loop {
         let ev = match proto::read(&mut r).await {
-            Ok(Some(msg)) => match msg.get("request") {
-                Some("config") => match config_of(&msg) {
+            Ok(Some(msg)) => match ipc::verb::<MasterVerb>(&msg) {
+                Ok(MasterVerb::Config) => match config_of(&msg) {
                     Ok(c) => Event::Reload {
                         id: msg.get("id").unwrap_or("0").to_string(),
                         config: Arc::new(c.config),
@@ -291,11 +292,11 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                         continue;
                     }
                 },
-                Some("stop") => Event::Stop,
-                Some("drain") => Event::Drain,
-                None if msg.get("status").is_some() => Event::Reply(msg),
-                other => {
-                    tracing::warn!("ignoring master request {other:?}");
+                Ok(MasterVerb::Stop) => Event::Stop,
+                Ok(MasterVerb::Drain) => Event::Drain,
+                Err(ipc::DecodeError::Missing) if msg.get("status").is_some() => Event::Reply(msg),
+                Err(other) => {
+                    tracing::warn!("ignoring master request: {other}");
                     continue;
                 }
             },
@@ -316,7 +317,7 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
 }
 
 fn config_of(msg: &Attrs) -> anyhow::Result<WorkerConfig> {
-    if msg.get("request") != Some("config") {
+    if ipc::verb::<MasterVerb>(msg) != Ok(MasterVerb::Config) {
         bail!("expected request=config");
     }
     let body = msg

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
+use postern_shared::ipc::{self, UpdaterVerb};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
 use postern_shared::time::{local_minute, Clock};
@@ -338,11 +339,7 @@ impl Updater {
         }
         info!("restart {rid}: asking the master to restart {server}");
         let req = worker
-            .request(
-                Attrs::new()
-                    .with("request", "restart")
-                    .with("server", &server),
-            )
+            .request(ipc::request(ipc::WorkerVerb::Restart).with("server", &server))
             .await;
         self.running.insert(req, rid.to_string());
     }
@@ -383,18 +380,22 @@ impl Updater {
     /// Answers one socket request.
     fn request(&mut self, req: &Attrs) -> Attrs {
         let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
-        match req.get("request") {
-            Some("queue") => match self.enqueue(req) {
+        let verb = match ipc::verb::<UpdaterVerb>(req) {
+            Ok(verb) => verb,
+            Err(unknown) => return fail(&unknown.to_string()),
+        };
+        match verb {
+            UpdaterVerb::Queue => match self.enqueue(req) {
                 Ok(id) => Attrs::new().with("status", "ok").with("queue_id", id),
                 Err(e) => {
                     error!("cannot queue an update: {e:#}");
                     fail(&format!("{e:#}"))
                 }
             },
-            Some("list") => Attrs::new()
+            UpdaterVerb::List => Attrs::new()
                 .with("status", "ok")
                 .with_body(self.list().into_bytes()),
-            Some("flush") => {
+            UpdaterVerb::Flush => {
                 let mut n = 0;
                 for q in self.queue.values_mut() {
                     for c in &mut q.copies {
@@ -407,7 +408,7 @@ impl Updater {
                 info!("queue flush: {n} deferred copies to try now");
                 Attrs::new().with("status", "ok").with("count", n)
             }
-            Some("delete") => {
+            UpdaterVerb::Delete => {
                 let id = req.get("id").unwrap_or_default();
                 if self.queue.remove(id).is_none() {
                     return Attrs::new()
@@ -420,10 +421,10 @@ impl Updater {
                     Err(e) => fail(&format!("{e:#}")),
                 }
             }
-            Some("restarts") => Attrs::new()
+            UpdaterVerb::Restarts => Attrs::new()
                 .with("status", "ok")
                 .with_body(self.list_restarts().into_bytes()),
-            Some("cancel") => {
+            UpdaterVerb::Cancel => {
                 let id = req.get("id").unwrap_or_default();
                 match self.schedule.get_mut(id) {
                     Some(r) if r.state == State::Scheduled => {
@@ -443,7 +444,6 @@ impl Updater {
                         .with("reason", format!("no restart {id}")),
                 }
             }
-            other => fail(&format!("unknown request {}", other.unwrap_or("(none)"))),
         }
     }
 
@@ -704,8 +704,7 @@ mod tests {
     }
 
     fn queue(u: &mut Updater, body: &str) -> String {
-        let req = Attrs::new()
-            .with("request", "queue")
+        let req = ipc::request(ipc::UpdaterVerb::Queue)
             .with("sender", "admin@example.net")
             .with("recipient", "update@mx.test")
             .with_body(body.as_bytes().to_vec());

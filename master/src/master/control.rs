@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use postern_shared::ipc::{self, ControlVerb};
 use postern_shared::proto::{self, Attrs};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
@@ -16,24 +17,25 @@ impl Master {
     /// Answers one request of the admin CLI (`postern status`, `reload`,
     /// `stop`, `restart WORKER`); a reload or restart answers when it is done.
     pub(super) async fn control(&mut self, req: Attrs, reply: oneshot::Sender<Attrs>) {
-        match req.get("request") {
-            Some("status") => {
+        match ipc::verb::<ControlVerb>(&req) {
+            Ok(ControlVerb::Status) => {
                 let _ = reply.send(self.status());
             }
-            Some("reload") => self.begin_reload(Some(reply)).await,
-            Some("restart") => {
+            Ok(ControlVerb::Reload) => self.begin_reload(Some(reply)).await,
+            Ok(ControlVerb::Restart) => {
                 let worker = req.get("worker").unwrap_or_default().to_string();
                 self.restart_worker(&worker, reply).await;
             }
-            Some("stop") => {
+            Ok(ControlVerb::Stop) => {
                 let _ = reply.send(Attrs::new().with("status", "ok"));
                 self.begin_stop("postern stop");
             }
-            other => {
-                let _ = reply.send(Attrs::new().with("status", "tempfail").with(
-                    "reason",
-                    format!("unknown request {}", other.unwrap_or("(none)")),
-                ));
+            Err(unknown) => {
+                let _ = reply.send(
+                    Attrs::new()
+                        .with("status", "tempfail")
+                        .with("reason", unknown),
+                );
             }
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
+use postern_shared::ipc;
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::TlsPem;
 use sd_notify::NotifyState;
@@ -79,8 +80,7 @@ impl Master {
         let bodies: HashMap<&'static str, Attrs> = [Kind::Smtpd, Kind::Router, Kind::Updater]
             .into_iter()
             .map(|k| {
-                let msg = Attrs::new()
-                    .with("request", "config")
+                let msg = ipc::request(ipc::MasterVerb::Config)
                     .with("id", &id)
                     .with_body(self.worker_config(k).into_bytes());
                 (k.program(), msg)

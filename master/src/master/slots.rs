@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use postern_shared::ipc;
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::WorkerConfig;
 use tokio::io::BufReader;
@@ -192,8 +193,7 @@ impl Master {
             }
         };
         let (r, mut w) = stream.into_split();
-        let msg = Attrs::new()
-            .with("request", "config")
+        let msg = ipc::request(ipc::MasterVerb::Config)
             .with("id", "0")
             .with_body(body);
         if let Err(e) = proto::write(&mut w, &msg).await {

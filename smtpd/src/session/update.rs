@@ -19,6 +19,7 @@ use tracing::{info, warn};
 use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::config::in_networks;
+use postern_shared::ipc;
 use postern_shared::proto::{self, Attrs};
 use postern_shared::smtp::{Mailbox, Path, Reply};
 
@@ -82,8 +83,7 @@ impl Session {
             .update_address
             .clone()
             .unwrap_or_default();
-        let req = Attrs::new()
-            .with("request", "queue")
+        let req = ipc::request(ipc::UpdaterVerb::Queue)
             .with("sid", &self.sid)
             .with("sender", &from)
             .with("recipient", recipient)
