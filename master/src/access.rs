@@ -90,17 +90,19 @@ fn list(
         .transpose()?;
     let file = match router(config) {
         Some(sock) => {
-            let reply =
-                match crate::oneshot::router(&sock, ipc::request(ipc::RouterVerb::AccessList)) {
-                    Ok(r) if r.get("status") == Some("ok") => r,
-                    Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
-                    Err(e) => {
-                        return Ok(fail(format!(
-                            "the router at {} did not answer: {e}",
-                            sock.display()
-                        )))
-                    }
-                };
+            let reply = match ipc::oneshot::ROUTER
+                .call_blocking(&sock, ipc::request(ipc::RouterVerb::AccessList))
+                .map_err(|e| e.to_string())
+            {
+                Ok(r) if r.get("status") == Some("ok") => r,
+                Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
+                Err(e) => {
+                    return Ok(fail(format!(
+                        "the router at {} did not answer: {e}",
+                        sock.display()
+                    )))
+                }
+            };
             let text =
                 String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default()).into_owned();
             match AccessFile::parse(&text) {
@@ -226,21 +228,28 @@ fn change(
                 req = req.with("by", b);
             }
         }
-        return Ok(match crate::oneshot::router(&sock, req) {
-            Ok(r) if r.get("status") == Some("ok") => {
-                println!(
-                    "postern: access: {} {what}",
-                    if add { "added" } else { "removed" }
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(r) if r.get("status") == Some("notfound") => fail(format!("{what} is not listed")),
-            Ok(r) => fail(r.get("reason").unwrap_or("the router refused")),
-            Err(e) => fail(format!(
-                "the router at {} did not answer: {e}",
-                sock.display()
-            )),
-        });
+        return Ok(
+            match ipc::oneshot::ROUTER
+                .call_blocking(&sock, req)
+                .map_err(|e| e.to_string())
+            {
+                Ok(r) if r.get("status") == Some("ok") => {
+                    println!(
+                        "postern: access: {} {what}",
+                        if add { "added" } else { "removed" }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) if r.get("status") == Some("notfound") => {
+                    fail(format!("{what} is not listed"))
+                }
+                Ok(r) => fail(r.get("reason").unwrap_or("the router refused")),
+                Err(e) => fail(format!(
+                    "the router at {} did not answer: {e}",
+                    sock.display()
+                )),
+            },
+        );
     }
     // Not running: the file itself.
     let path = config.access_file();
@@ -322,20 +331,25 @@ fn test(
         dry: true,
     };
     match router(config) {
-        Some(sock) => Ok(match crate::oneshot::router(&sock, q.to_attrs()) {
-            Ok(r) if r.get("status") == Some("ok") => match PolicyVerdict::from_attrs(&r) {
-                Some(v) => {
-                    print!("{}", describe(&v));
-                    ExitCode::SUCCESS
-                }
-                None => fail("the router's answer is not a verdict"),
+        Some(sock) => Ok(
+            match ipc::oneshot::ROUTER
+                .call_blocking(&sock, q.to_attrs())
+                .map_err(|e| e.to_string())
+            {
+                Ok(r) if r.get("status") == Some("ok") => match PolicyVerdict::from_attrs(&r) {
+                    Some(v) => {
+                        print!("{}", describe(&v));
+                        ExitCode::SUCCESS
+                    }
+                    None => fail("the router's answer is not a verdict"),
+                },
+                Ok(r) => fail(r.get("reason").unwrap_or("the router could not decide")),
+                Err(e) => fail(format!(
+                    "the router at {} did not answer: {e}",
+                    sock.display()
+                )),
             },
-            Ok(r) => fail(r.get("reason").unwrap_or("the router could not decide")),
-            Err(e) => fail(format!(
-                "the router at {} did not answer: {e}",
-                sock.display()
-            )),
-        }),
+        ),
         None => {
             let file = match AccessFile::load(&config.access_file()) {
                 Ok(f) => f,

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
-use postern_shared::ipc::{self, ControlVerb, UpdaterVerb, Verb};
-use postern_shared::proto::{self, Attrs};
+use postern_shared::ipc::{self, oneshot, ControlVerb, UpdaterVerb, Verb};
+use postern_shared::proto::Attrs;
 
 use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
 
@@ -36,7 +36,7 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
         eprintln!("postern: {cmd}: not a request of the master");
         return ExitCode::FAILURE;
     };
-    let reply = match ask(&sock, "master", cmd, ipc::request(verb)) {
+    let reply = match ask(&sock, &oneshot::MASTER, cmd, ipc::request(verb)) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -153,7 +153,7 @@ fn run_dir_line(text: &str) -> Option<PathBuf> {
 pub fn restart(worker: &str, config: &Config) -> ExitCode {
     let sock = config.process.run_dir.join(CONTROL_SOCKET);
     let req = ipc::request(ControlVerb::Restart).with("worker", worker);
-    match ask(&sock, "master", &format!("restart {worker}"), req) {
+    match ask(&sock, &oneshot::MASTER, &format!("restart {worker}"), req) {
         Ok(r) => {
             println!(
                 "postern: {worker} restarted ({} process(es))",
@@ -189,7 +189,7 @@ pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
         UpdaterAsk::Cancel(id) => ("restarts", ipc::request(UpdaterVerb::Cancel).with("id", id)),
     };
     let sock = config.process.run_dir.join(UPDATER_SOCKET);
-    let reply = match ask(&sock, "updater", cmd, req) {
+    let reply = match ask(&sock, &oneshot::UPDATER, cmd, req) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -208,9 +208,17 @@ pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
 
 /// One request to `who` at `sock`; an error (no answer, or not `status=ok`)
 /// is printed as one line and becomes the exit status.
-fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs, ExitCode> {
-    let reply = request(sock, req).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
+/// One request to the master or the updater; its reply when `status=ok`,
+/// else what went wrong is printed and the exit code returned.
+fn ask(
+    sock: &std::path::Path,
+    server: &oneshot::Server,
+    cmd: &str,
+    req: Attrs,
+) -> Result<Attrs, ExitCode> {
+    let who = server.name;
+    let reply = server.call_blocking(sock, req).map_err(|e| {
+        if e.is_permission_denied() {
             // Not "not running": the socket is there, this user may not use it.
             eprintln!(
                 "postern: {cmd}: permission denied: cannot talk to the {who} at {} (run it as root or as the master's user)",
@@ -232,26 +240,6 @@ fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs
         return Err(ExitCode::FAILURE);
     }
     Ok(reply)
-}
-
-fn request(sock: &std::path::Path, req: Attrs) -> std::io::Result<Attrs> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(sock).await?;
-        let mut conn = tokio::io::BufStream::new(stream);
-        proto::write(&mut conn, &req)
-            .await
-            .map_err(std::io::Error::other)?;
-        // A reload waits for every worker's acknowledgement; allow for that.
-        match tokio::time::timeout(Duration::from_secs(30), proto::read(&mut conn)).await {
-            Err(_) => Err(std::io::Error::other("no answer within 30s")),
-            Ok(r) => r.map_err(std::io::Error::other)?.ok_or_else(|| {
-                std::io::Error::other("the master closed the connection without answering")
-            }),
-        }
-    })
 }
 
 #[cfg(test)]

@@ -69,7 +69,10 @@ pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let sock = config.process.run_dir.join(ROUTER_SOCKET);
-    let reply = match crate::oneshot::router(&sock, req) {
+    let reply = match ipc::oneshot::ROUTER
+        .call_blocking(&sock, req)
+        .map_err(|e| e.to_string())
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

@@ -75,7 +75,9 @@ fn fetch(config: &Config) -> Result<(Stats, Source), String> {
 }
 
 fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
-    let reply = crate::oneshot::router(sock, ipc::request(ipc::RouterVerb::Stats))?;
+    let reply = ipc::oneshot::ROUTER
+        .call_blocking(sock, ipc::request(ipc::RouterVerb::Stats))
+        .map_err(|e| e.to_string())?;
     if reply.get("status") != Some("ok") {
         return Err(reply.get("reason").unwrap_or("refused").to_string());
     }

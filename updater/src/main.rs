@@ -40,12 +40,11 @@ use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
 use postern_shared::ipc::{self, UpdaterVerb};
-use postern_shared::proto::{self, Attrs};
+use postern_shared::proto::Attrs;
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
 use postern_shared::time::{local_minute, Clock};
 use postern_shared::worker::{Event, Options, Worker};
-use tokio::io::BufStream;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -103,7 +102,12 @@ async fn run() -> anyhow::Result<()> {
     for fd in listeners {
         let std = std::os::unix::net::UnixListener::from(fd);
         std.set_nonblocking(true)?;
-        tokio::spawn(accept_loop(UnixListener::from_std(std)?, req_tx.clone()));
+        tokio::spawn(ipc::oneshot::serve(
+            UnixListener::from_std(std)?,
+            "updater",
+            req_tx.clone(),
+            |req, reply| (req, reply),
+        ));
     }
     let config = worker.config.clone();
     let spool = Spool::open(&config.process.spool_dir)?;
@@ -639,36 +643,6 @@ fn terminator(body: &[u8]) -> &'static [u8] {
         b".\r\n"
     } else {
         b"\r\n.\r\n"
-    }
-}
-
-async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        tokio::spawn(serve(stream, tx.clone()));
-    }
-}
-
-/// One request per connection.
-async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>) {
-    let mut conn = BufStream::new(stream);
-    let req = match proto::read(&mut conn).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => {
-            warn!("dropping updater client: {e}");
-            return;
-        }
-    };
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if tx.send((req, reply_tx)).await.is_err() {
-        return;
-    }
-    if let Ok(answer) = reply_rx.await {
-        let _ = proto::write(&mut conn, &answer).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use postern_shared::ipc::{self, ControlVerb};
-use postern_shared::proto::{self, Attrs};
+use postern_shared::proto::Attrs;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -183,31 +183,9 @@ impl Master {
 
 /// Serves the admin CLI: one request per connection.
 pub(super) async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut conn = tokio::io::BufStream::new(stream);
-            let Ok(Some(req)) = proto::read(&mut conn).await else {
-                return;
-            };
-            let (reply_tx, reply_rx) = oneshot::channel();
-            if tx
-                .send(Msg::Control {
-                    req,
-                    reply: reply_tx,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if let Ok(reply) = reply_rx.await {
-                let _ = proto::write(&mut conn, &reply).await;
-            }
-        });
-    }
+    ipc::oneshot::serve(listener, "control", tx, |req, reply| Msg::Control {
+        req,
+        reply,
+    })
+    .await
 }

@@ -17,12 +17,17 @@
 //! | master channel, worker → master | [`WorkerVerb`], and [`Event`] |
 //! | `master.sock` (the CLI → the master) | [`ControlVerb`] |
 //!
+//! [`oneshot`] holds the client and the server of the sockets that take one
+//! request per connection.
+//!
 //! `ARCHITECTURE.md`'s IPC table names exactly these verbs; a test below
 //! keeps the two together. Postfix's `request=smtpd_access_policy` on the
 //! policy server socket is Postfix's protocol, not one of ours: the router's
 //! policy server checks it itself.
 
 use std::fmt;
+
+pub mod oneshot;
 
 use crate::proto::Attrs;
 
