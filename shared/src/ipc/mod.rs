@@ -18,7 +18,8 @@
 //! | `master.sock` (the CLI → the master) | [`ControlVerb`] |
 //!
 //! [`oneshot`] holds the client and the server of the sockets that take one
-//! request per connection.
+//! request per connection; [`mux`] the multiplexed connection, one per
+//! process, on which smtpd's sessions share the router.
 //!
 //! `ARCHITECTURE.md`'s IPC table names exactly these verbs; a test below
 //! keeps the two together. Postfix's `request=smtpd_access_policy` on the
@@ -27,6 +28,7 @@
 
 use std::fmt;
 
+pub mod mux;
 pub mod oneshot;
 
 use crate::proto::Attrs;
