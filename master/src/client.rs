@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
-use postern_shared::ipc::{self, oneshot, ControlVerb, UpdaterVerb, Verb};
+use postern_shared::ipc::{oneshot, ControlRequest, UpdaterRequest};
 use postern_shared::proto::Attrs;
 
 use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
@@ -32,11 +32,16 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let Some(verb) = <ControlVerb as Verb>::parse(cmd) else {
-        eprintln!("postern: {cmd}: not a request of the master");
-        return ExitCode::FAILURE;
+    let req = match cmd {
+        "status" => ControlRequest::Status,
+        "reload" => ControlRequest::Reload,
+        "stop" => ControlRequest::Stop,
+        _ => {
+            eprintln!("postern: {cmd}: not a request of the master");
+            return ExitCode::FAILURE;
+        }
     };
-    let reply = match ask(&sock, &oneshot::MASTER, cmd, ipc::request(verb)) {
+    let reply = match ask(&sock, &oneshot::MASTER, cmd, req.encode()) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -152,7 +157,10 @@ fn run_dir_line(text: &str) -> Option<PathBuf> {
 /// `postern restart WORKER`: the master replaces that kind of worker.
 pub fn restart(worker: &str, config: &Config) -> ExitCode {
     let sock = config.process.run_dir.join(CONTROL_SOCKET);
-    let req = ipc::request(ControlVerb::Restart).with("worker", worker);
+    let req = ControlRequest::Restart {
+        worker: worker.to_string(),
+    }
+    .encode();
     match ask(&sock, &oneshot::MASTER, &format!("restart {worker}"), req) {
         Ok(r) => {
             println!(
@@ -182,14 +190,14 @@ pub enum UpdaterAsk {
 /// `postern queue …` and `postern restarts …`: one request to the updater.
 pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
     let (cmd, req) = match &ask_for {
-        UpdaterAsk::Queue => ("queue", ipc::request(UpdaterVerb::List)),
-        UpdaterAsk::Flush => ("queue", ipc::request(UpdaterVerb::Flush)),
-        UpdaterAsk::Delete(id) => ("queue", ipc::request(UpdaterVerb::Delete).with("id", id)),
-        UpdaterAsk::Restarts => ("restarts", ipc::request(UpdaterVerb::Restarts)),
-        UpdaterAsk::Cancel(id) => ("restarts", ipc::request(UpdaterVerb::Cancel).with("id", id)),
+        UpdaterAsk::Queue => ("queue", UpdaterRequest::List),
+        UpdaterAsk::Flush => ("queue", UpdaterRequest::Flush),
+        UpdaterAsk::Delete(id) => ("queue", UpdaterRequest::Delete { id: id.clone() }),
+        UpdaterAsk::Restarts => ("restarts", UpdaterRequest::Restarts),
+        UpdaterAsk::Cancel(id) => ("restarts", UpdaterRequest::Cancel { id: id.clone() }),
     };
     let sock = config.process.run_dir.join(UPDATER_SOCKET);
-    let reply = match ask(&sock, &oneshot::UPDATER, cmd, req) {
+    let reply = match ask(&sock, &oneshot::UPDATER, cmd, req.encode()) {
         Ok(r) => r,
         Err(code) => return code,
     };

@@ -49,7 +49,7 @@ use anyhow::Context;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use postern_shared::config::{Config, PolicyListen};
-use postern_shared::ipc::{self, WorkerVerb};
+use postern_shared::ipc::{self, WorkerRequest};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::TlsPem;
 use sd_notify::NotifyState;
@@ -345,17 +345,15 @@ impl Master {
                     return;
                 }
                 if ipc::is_request(&attrs) {
+                    let request = WorkerRequest::decode(&attrs);
                     // An SMTP RELOAD/SHUTDOWN: the session's id on the master's lines.
-                    let span = tracing::info_span!(
-                        "worker_request",
-                        sid = attrs.get("sid").unwrap_or("-")
-                    );
+                    let sid = request.as_ref().ok().and_then(|r| r.sid()).unwrap_or("-");
+                    let span = tracing::info_span!("worker_request", sid);
                     self.worker_request(
                         slot,
                         generation,
-                        ipc::verb::<WorkerVerb>(&attrs),
+                        request.clone(),
                         attrs.get("id").unwrap_or("").to_string(),
-                        attrs.get("server").unwrap_or("").to_string(),
                     )
                     .instrument(span)
                     .await;
@@ -414,9 +412,8 @@ impl Master {
         &mut self,
         slot: usize,
         generation: u64,
-        request: Result<WorkerVerb, ipc::DecodeError>,
+        request: Result<WorkerRequest, ipc::DecodeError>,
         id: String,
-        server: String,
     ) {
         let program = self.slots[slot].kind.program();
         let (tx, rx) = oneshot::channel::<Attrs>();
@@ -435,17 +432,17 @@ impl Master {
             }
         });
         match request {
-            Ok(WorkerVerb::Reload) => {
+            Ok(WorkerRequest::Reload { .. }) => {
                 info!("reload requested by {program} (SMTP RELOAD)");
                 self.begin_reload(Some(tx)).await;
             }
-            Ok(WorkerVerb::Restart) if self.slots[slot].kind == Kind::Updater => {
+            Ok(WorkerRequest::Restart { server }) if self.slots[slot].kind == Kind::Updater => {
                 self.run_restart_command(&server, tx);
             }
-            Ok(WorkerVerb::Workers) => {
+            Ok(WorkerRequest::Workers) => {
                 let _ = tx.send(self.worker_states());
             }
-            Ok(WorkerVerb::Stop) => {
+            Ok(WorkerRequest::Stop { .. }) => {
                 // Answer before the stop closes the worker's channel.
                 drop(tx);
                 if let Some(w) = &mut self.slots[slot].to_worker {
@@ -454,11 +451,11 @@ impl Master {
                 }
                 self.begin_stop("SMTP SHUTDOWN");
             }
-            Ok(other @ WorkerVerb::Restart) => {
+            Ok(other @ WorkerRequest::Restart { .. }) => {
                 let _ = tx.send(
                     Attrs::new()
                         .with("status", "tempfail")
-                        .with("reason", format!("unknown request {other}")),
+                        .with("reason", format!("unknown request {}", other.verb())),
                 );
             }
             Err(unknown) => {

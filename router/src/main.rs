@@ -159,7 +159,7 @@ async fn run() -> anyhow::Result<()> {
             Some(reply_to) = asks.recv() => {
                 asked.retain(|_, waiting| !waiting.is_closed());
                 if worker.has_master() {
-                    let id = worker.request(ipc::request(ipc::WorkerVerb::Workers)).await;
+                    let id = worker.request(ipc::WorkerRequest::Workers.encode()).await;
                     asked.insert(id, reply_to);
                 }
                 continue;

@@ -153,7 +153,7 @@ async fn run() -> anyhow::Result<()> {
             },
             Some(req) = admin_rx.recv() => {
                 if worker.has_master() {
-                    let id = worker.request(ipc::request(req.request).with("sid", &req.sid)).await;
+                    let id = worker.request(worker_request(&req).encode()).await;
                     pending.push((id, req));
                 } else {
                     let _ = req.reply.send(Err("no master: this smtpd was started by hand".into()));
@@ -283,4 +283,13 @@ fn acceptor(pem: Option<&TlsPem>) -> anyhow::Result<Option<TlsAcceptor>> {
     .with_single_cert(certs, key)
     .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// What an SMTP admin command asks the master.
+fn worker_request(req: &AdminRequest) -> ipc::WorkerRequest {
+    let sid = req.sid.clone();
+    match req.request {
+        ipc::WorkerVerb::Reload => ipc::WorkerRequest::Reload { sid },
+        _ => ipc::WorkerRequest::Stop { sid },
+    }
 }

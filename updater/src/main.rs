@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
-use postern_shared::ipc::{self, UpdaterVerb};
+use postern_shared::ipc::{self, UpdaterRequest, WorkerRequest};
 use postern_shared::proto::Attrs;
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
 use postern_shared::time::{local_minute, Clock};
@@ -154,7 +154,7 @@ async fn run() -> anyhow::Result<()> {
                 }
             },
             Some((req, reply)) = req_rx.recv() => {
-                let answer = u.request(&req);
+                let answer = u.request(req);
                 let _ = reply.send(answer);
             }
             Some((id, server, outcome)) = results_rx.recv() => u.delivered(&id, &server, outcome),
@@ -343,7 +343,12 @@ impl Updater {
         }
         info!("restart {rid}: asking the master to restart {server}");
         let req = worker
-            .request(ipc::request(ipc::WorkerVerb::Restart).with("server", &server))
+            .request(
+                WorkerRequest::Restart {
+                    server: server.clone(),
+                }
+                .encode(),
+            )
             .await;
         self.running.insert(req, rid.to_string());
     }
@@ -382,24 +387,29 @@ impl Updater {
     }
 
     /// Answers one socket request.
-    fn request(&mut self, req: &Attrs) -> Attrs {
+    fn request(&mut self, req: Attrs) -> Attrs {
         let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
-        let verb = match ipc::verb::<UpdaterVerb>(req) {
-            Ok(verb) => verb,
-            Err(unknown) => return fail(&unknown.to_string()),
+        let req = match UpdaterRequest::decode(req) {
+            Ok(req) => req,
+            Err(bad) => return fail(&bad.to_string()),
         };
-        match verb {
-            UpdaterVerb::Queue => match self.enqueue(req) {
+        match req {
+            UpdaterRequest::Queue {
+                sid,
+                sender,
+                recipient,
+                body,
+            } => match self.enqueue(sid, sender, recipient, body) {
                 Ok(id) => Attrs::new().with("status", "ok").with("queue_id", id),
                 Err(e) => {
                     error!("cannot queue an update: {e:#}");
                     fail(&format!("{e:#}"))
                 }
             },
-            UpdaterVerb::List => Attrs::new()
+            UpdaterRequest::List => Attrs::new()
                 .with("status", "ok")
                 .with_body(self.list().into_bytes()),
-            UpdaterVerb::Flush => {
+            UpdaterRequest::Flush => {
                 let mut n = 0;
                 for q in self.queue.values_mut() {
                     for c in &mut q.copies {
@@ -412,60 +422,55 @@ impl Updater {
                 info!("queue flush: {n} deferred copies to try now");
                 Attrs::new().with("status", "ok").with("count", n)
             }
-            UpdaterVerb::Delete => {
-                let id = req.get("id").unwrap_or_default();
-                if self.queue.remove(id).is_none() {
+            UpdaterRequest::Delete { id } => {
+                if self.queue.remove(&id).is_none() {
                     return Attrs::new()
                         .with("status", "notfound")
                         .with("reason", format!("no update {id} in the queue"));
                 }
                 info!("update {id} deleted from the queue");
-                match self.spool.delete(id) {
+                match self.spool.delete(&id) {
                     Ok(()) => Attrs::new().with("status", "ok"),
                     Err(e) => fail(&format!("{e:#}")),
                 }
             }
-            UpdaterVerb::Restarts => Attrs::new()
+            UpdaterRequest::Restarts => Attrs::new()
                 .with("status", "ok")
                 .with_body(self.list_restarts().into_bytes()),
-            UpdaterVerb::Cancel => {
-                let id = req.get("id").unwrap_or_default();
-                match self.schedule.get_mut(id) {
-                    Some(r) if r.state == State::Scheduled => {
-                        r.state = State::Cancelled;
-                        info!("restart {id} of {} cancelled", r.server);
-                        match self.schedule.save() {
-                            Ok(()) => Attrs::new().with("status", "ok"),
-                            Err(e) => fail(&format!("{e:#}")),
-                        }
+            UpdaterRequest::Cancel { id } => match self.schedule.get_mut(&id) {
+                Some(r) if r.state == State::Scheduled => {
+                    r.state = State::Cancelled;
+                    info!("restart {id} of {} cancelled", r.server);
+                    match self.schedule.save() {
+                        Ok(()) => Attrs::new().with("status", "ok"),
+                        Err(e) => fail(&format!("{e:#}")),
                     }
-                    Some(r) => Attrs::new().with("status", "reject").with(
-                        "reason",
-                        format!("restart {id} is {}, not scheduled", r.state.as_str()),
-                    ),
-                    None => Attrs::new()
-                        .with("status", "notfound")
-                        .with("reason", format!("no restart {id}")),
                 }
-            }
+                Some(r) => Attrs::new().with("status", "reject").with(
+                    "reason",
+                    format!("restart {id} is {}, not scheduled", r.state.as_str()),
+                ),
+                None => Attrs::new()
+                    .with("status", "notfound")
+                    .with("reason", format!("no restart {id}")),
+            },
         }
     }
 
     /// Stores a new update mail durably and schedules its "at" restarts.
-    fn enqueue(&mut self, req: &Attrs) -> anyhow::Result<String> {
-        let body = req
-            .body
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("queue request without a body"))?;
+    fn enqueue(
+        &mut self,
+        sid: String,
+        sender: String,
+        recipient: String,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String> {
         let msg = Message {
             id: postern_shared::logging::new_id(),
-            sender: req.get("sender").unwrap_or_default().to_string(),
-            recipient: req
-                .get("recipient")
-                .ok_or_else(|| anyhow::anyhow!("queue request without a recipient"))?
-                .to_string(),
+            sender,
+            recipient,
             received: self.clock.now_secs(),
-            sid: req.get("sid").unwrap_or_default().to_string(),
+            sid,
             body,
         };
         let copies: Vec<Copy> = self
@@ -678,11 +683,13 @@ mod tests {
     }
 
     fn queue(u: &mut Updater, body: &str) -> String {
-        let req = ipc::request(ipc::UpdaterVerb::Queue)
-            .with("sender", "admin@example.net")
-            .with("recipient", "update@mx.test")
-            .with_body(body.as_bytes().to_vec());
-        u.enqueue(&req).expect("queued")
+        u.enqueue(
+            String::new(),
+            "admin@example.net".into(),
+            "update@mx.test".into(),
+            body.as_bytes().to_vec(),
+        )
+        .expect("queued")
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use postern_shared::ipc::{self, ControlVerb};
+use postern_shared::ipc::{self, ControlRequest};
 use postern_shared::proto::Attrs;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
@@ -17,16 +17,15 @@ impl Master {
     /// Answers one request of the admin CLI (`postern status`, `reload`,
     /// `stop`, `restart WORKER`); a reload or restart answers when it is done.
     pub(super) async fn control(&mut self, req: Attrs, reply: oneshot::Sender<Attrs>) {
-        match ipc::verb::<ControlVerb>(&req) {
-            Ok(ControlVerb::Status) => {
+        match ControlRequest::decode(&req) {
+            Ok(ControlRequest::Status) => {
                 let _ = reply.send(self.status());
             }
-            Ok(ControlVerb::Reload) => self.begin_reload(Some(reply)).await,
-            Ok(ControlVerb::Restart) => {
-                let worker = req.get("worker").unwrap_or_default().to_string();
+            Ok(ControlRequest::Reload) => self.begin_reload(Some(reply)).await,
+            Ok(ControlRequest::Restart { worker }) => {
                 self.restart_worker(&worker, reply).await;
             }
-            Ok(ControlVerb::Stop) => {
+            Ok(ControlRequest::Stop) => {
                 let _ = reply.send(Attrs::new().with("status", "ok"));
                 self.begin_stop("postern stop");
             }

@@ -17,6 +17,13 @@
 //! | master channel, worker → master | [`WorkerVerb`], and [`Event`] |
 //! | `master.sock` (the CLI → the master) | [`ControlVerb`] |
 //!
+//! The sockets whose requests carry few attributes have a typed request
+//! each, decoded strictly from an attribute list and encoded into one here:
+//! [`UpdaterRequest`], [`MasterRequest`], [`WorkerRequest`],
+//! [`ControlRequest`]. A request without an attribute its verb needs is a
+//! [`DecodeError::Without`]. The `id` that matches a reply to its request
+//! is the transport's, not the request's: it is added by whoever sends.
+//!
 //! [`oneshot`] holds the client and the server of the sockets that take one
 //! request per connection; [`mux`] the multiplexed connection, one per
 //! process, on which smtpd's sessions share the router.
@@ -28,8 +35,15 @@
 
 use std::fmt;
 
+mod channel;
+mod control;
 pub mod mux;
 pub mod oneshot;
+mod updater;
+
+pub use channel::{MasterRequest, WorkerRequest};
+pub use control::ControlRequest;
+pub use updater::UpdaterRequest;
 
 use crate::proto::Attrs;
 
@@ -48,6 +62,9 @@ pub enum DecodeError {
     /// The verb is not one the socket knows.
     #[error("unknown request {0}")]
     Unknown(String),
+    /// A request lacks an attribute (or a body) its verb needs.
+    #[error("{0} request without {1}")]
+    Without(&'static str, &'static str),
 }
 
 /// A socket's verbs: their wire spelling and back.
@@ -216,6 +233,16 @@ pub fn event(event: Event) -> Attrs {
 /// replies and events).
 pub fn is_request(msg: &Attrs) -> bool {
     msg.get(REQUEST).is_some()
+}
+
+/// A required attribute of a `verb` request.
+fn required<'a>(
+    msg: &'a Attrs,
+    verb: impl Verb,
+    name: &'static str,
+) -> Result<&'a str, DecodeError> {
+    msg.get(name)
+        .ok_or(DecodeError::Without(verb.as_str(), name))
 }
 
 /// A request's verb, strictly: missing or unknown is an error.

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::config::in_networks;
-use postern_shared::ipc::{self, oneshot};
+use postern_shared::ipc::{oneshot, UpdaterRequest};
 use postern_shared::smtp::{Mailbox, Path, Reply};
 
 impl Session {
@@ -75,11 +75,13 @@ impl Session {
             .update_address
             .clone()
             .unwrap_or_default();
-        let req = ipc::request(ipc::UpdaterVerb::Queue)
-            .with("sid", &self.sid)
-            .with("sender", &from)
-            .with("recipient", recipient)
-            .with_body(body);
+        let req = UpdaterRequest::Queue {
+            sid: self.sid.clone(),
+            sender: from.clone(),
+            recipient,
+            body,
+        }
+        .encode();
         match oneshot::UPDATER.call(&self.ctx.updater, req).await {
             Ok(answer) if answer.get("status") == Some("ok") => {
                 let id = answer.get("queue_id").unwrap_or("?").to_string();
