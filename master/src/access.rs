@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use postern_shared::access::{is_date, AccessFile, AccessIndex, Action, Entry, Method, Pattern};
 use postern_shared::config::Config;
-use postern_shared::ipc;
+use postern_shared::ipc::{self, RouterRequest};
 use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
 use postern_shared::stats::Day;
 
@@ -91,7 +91,7 @@ fn list(
     let file = match router(config) {
         Some(sock) => {
             let reply = match ipc::oneshot::ROUTER
-                .call_blocking(&sock, ipc::request(ipc::RouterVerb::AccessList))
+                .call_blocking(&sock, RouterRequest::AccessList.encode())
                 .map_err(|e| e.to_string())
             {
                 Ok(r) if r.get("status") == Some("ok") => r,
@@ -211,23 +211,28 @@ fn change(
     let what = format!("{} {} {parsed}", action.as_str(), method.as_str());
     let by = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
     if let Some(sock) = router(config) {
-        let mut req = ipc::request(if add {
-            ipc::RouterVerb::AccessAdd
-        } else {
-            ipc::RouterVerb::AccessRemove
-        })
-        .with("action", action.as_str())
-        .with("method", method.as_str())
-        .with("pattern", parsed.to_string());
-        if add {
-            req = req.with("comment", comment);
-            if let Some(k) = keep_until {
-                req = req.with("keep_until", k);
+        let (action, method, pattern) = (
+            action.as_str().to_string(),
+            method.as_str().to_string(),
+            parsed.to_string(),
+        );
+        let req = if add {
+            RouterRequest::AccessAdd {
+                action,
+                method,
+                pattern,
+                comment: Some(comment.to_string()),
+                keep_until: keep_until.map(|k| k.to_string()),
+                by: by.clone(),
             }
-            if let Some(b) = &by {
-                req = req.with("by", b);
+        } else {
+            RouterRequest::AccessRemove {
+                action,
+                method,
+                pattern,
             }
         }
+        .encode();
         return Ok(
             match ipc::oneshot::ROUTER
                 .call_blocking(&sock, req)

@@ -76,7 +76,7 @@ fn fetch(config: &Config) -> Result<(Stats, Source), String> {
 
 fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
     let reply = ipc::oneshot::ROUTER
-        .call_blocking(sock, ipc::request(ipc::RouterVerb::Stats))
+        .call_blocking(sock, ipc::RouterRequest::Stats.encode())
         .map_err(|e| e.to_string())?;
     if reply.get("status") != Some("ok") {
         return Err(reply.get("reason").unwrap_or("refused").to_string());

@@ -32,7 +32,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::ClientIdentity;
-use crate::ipc::{self, mux::Mux, mux::MuxError};
+use crate::ipc::mux::{Mux, MuxError};
+use crate::ipc::RouterRequest;
 use crate::proto::{Attrs, ProtoError, Status};
 
 pub use crate::ipc::mux::NOTICE_DELAY;
@@ -253,10 +254,12 @@ impl RouterClient {
             }
             Err(_) => None,
         };
-        let req = ipc::request(ipc::RouterVerb::Route)
-            .with("sid", sid)
-            .with("client", client)
-            .with("domain", domain);
+        let req = RouterRequest::Route {
+            sid: sid.to_string(),
+            client: Some(client.to_string()),
+            domain: domain.to_string(),
+        }
+        .encode();
         let found = self.lookup(req).await?;
         if let (Some(generation), Ok(mut cache)) = (generation, self.routes.lock()) {
             if cache.generation == generation {
@@ -281,9 +284,11 @@ impl RouterClient {
 
     /// Asks whether `client` is a relay client of some server (`ip-addr` route).
     pub async fn route_client(&self, sid: &str, client: IpAddr) -> Result<Lookup, RouterError> {
-        let req = ipc::request(ipc::RouterVerb::Client)
-            .with("sid", sid)
-            .with("client", client);
+        let req = RouterRequest::Client {
+            sid: sid.to_string(),
+            client,
+        }
+        .encode();
         self.lookup(req).await
     }
 
@@ -294,10 +299,12 @@ impl RouterClient {
         user: &str,
         password: &str,
     ) -> Result<Lookup, RouterError> {
-        let req = ipc::request(ipc::RouterVerb::Auth)
-            .with("sid", sid)
-            .with("user", user)
-            .with("password", password);
+        let req = RouterRequest::Auth {
+            sid: sid.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        }
+        .encode();
         self.lookup(req).await
     }
 
@@ -331,10 +338,12 @@ impl RouterClient {
         client: IpAddr,
         failed: bool,
     ) -> Result<Brake, RouterError> {
-        let req = ipc::request(ipc::RouterVerb::Brake)
-            .with("sid", sid)
-            .with("client", client)
-            .with("failed", u8::from(failed));
+        let req = RouterRequest::Brake {
+            sid: sid.to_string(),
+            client,
+            failed,
+        }
+        .encode();
         let reply = self.call(req).await?;
         let failures = reply
             .get("failures")
@@ -370,10 +379,12 @@ impl RouterClient {
         pid: u32,
         within: Duration,
     ) -> Result<Admission, RouterError> {
-        let req = ipc::request(ipc::RouterVerb::Connect)
-            .with("sid", sid)
-            .with("client", client)
-            .with("pid", pid);
+        let req = RouterRequest::Connect {
+            sid: sid.to_string(),
+            client,
+            pid,
+        }
+        .encode();
         let reply = self.call_with(req, within, false).await?;
         let policy = reply.get("policy") != Some("off");
         match reply.get("status").and_then(Status::parse) {
@@ -407,14 +418,13 @@ impl RouterClient {
         counts: &crate::stats::Counts,
         within: Duration,
     ) -> Result<(), RouterError> {
-        let mut req = ipc::request(ipc::RouterVerb::Disconnect)
-            .with("sid", sid)
-            .with("client", client)
-            .with("pid", pid);
-        for (name, n) in counts.iter() {
-            req.push(name, n);
-        }
-        self.notify(req, within).await
+        let req = RouterRequest::Disconnect {
+            sid: sid.to_string(),
+            client,
+            pid,
+            counts: counts.clone(),
+        };
+        self.notify(req.encode(), within).await
     }
 
     /// Sends a session's counts (`request=count sid= <counter>=<n>…`, one
@@ -431,11 +441,11 @@ impl RouterClient {
         if counts.is_empty() {
             return Ok(());
         }
-        let mut req = ipc::request(ipc::RouterVerb::Count).with("sid", sid);
-        for (name, n) in counts.iter() {
-            req.push(name, n);
-        }
-        self.notify(req, within).await
+        let req = RouterRequest::Count {
+            sid: sid.to_string(),
+            counts: counts.clone(),
+        };
+        self.notify(req.encode(), within).await
     }
 
     /// Writes the notices still waiting, at once (a stopping smtpd, so

@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use postern_shared::ipc::postfix;
 use postern_shared::policy::{Query, Verdict};
-use postern_shared::proto::Attrs;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::Shared;
@@ -238,7 +237,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Shared) {
 fn count(state: &Arc<crate::State>, v: &Verdict) {
     if let Verdict::Refuse(r) = v {
         let counter = r.kind.counter();
-        state.stats.count(&Attrs::new().with(counter.as_str(), 1));
+        state.stats.count_one(counter);
     }
 }
 

@@ -17,9 +17,8 @@
 //! | master channel, worker → master | [`WorkerVerb`], and [`Event`] |
 //! | `master.sock` (the CLI → the master) | [`ControlVerb`] |
 //!
-//! The sockets whose requests carry few attributes have a typed request
-//! each, decoded strictly from an attribute list and encoded into one here:
-//! [`UpdaterRequest`], [`MasterRequest`], [`WorkerRequest`],
+//! Every socket has a typed request, decoded strictly from an attribute list and encoded into one here:
+//! [`RouterRequest`], [`UpdaterRequest`], [`MasterRequest`], [`WorkerRequest`],
 //! [`ControlRequest`]. A request without an attribute its verb needs is a
 //! [`DecodeError::Without`]. The `id` that matches a reply to its request
 //! is the transport's, not the request's: it is added by whoever sends.
@@ -39,10 +38,12 @@ mod channel;
 mod control;
 pub mod mux;
 pub mod oneshot;
+mod router;
 mod updater;
 
 pub use channel::{MasterRequest, WorkerRequest};
 pub use control::ControlRequest;
+pub use router::RouterRequest;
 pub use updater::UpdaterRequest;
 
 use crate::proto::Attrs;
@@ -65,6 +66,9 @@ pub enum DecodeError {
     /// A request lacks an attribute (or a body) its verb needs.
     #[error("{0} request without {1}")]
     Without(&'static str, &'static str),
+    /// A request lacks what its verb needs, in the receiver's words.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// A socket's verbs: their wire spelling and back.
