@@ -10,7 +10,8 @@
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`policy`]: the router's policy protocol (a verdict per recipient) and
 //!   the access-list management requests, typed;
-//! - [`ipc`]: the verbs of every IPC socket, typed, encoded and decoded in one place;
+//! - [`ipc`]: every IPC socket's verbs and requests, typed, encoded and decoded
+//!   in one place; the multiplexed connection and the one-shot client and server;
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
 //! - [`stats`]: the statistics counters and file (its days and weeks are
