@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
-use postern_shared::ipc::{oneshot, ControlRequest, UpdaterRequest};
+use postern_shared::ipc::{oneshot, ControlRequest, UpdaterReply, UpdaterRequest};
 use postern_shared::proto::Attrs;
 
 use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
@@ -201,14 +201,14 @@ pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match (&reply.body, &ask_for) {
-        (Some(body), _) => print!("{}", String::from_utf8_lossy(body)),
-        (None, UpdaterAsk::Flush) => println!(
-            "postern: {} deferred copies will be tried now",
-            reply.get("count").unwrap_or("0")
-        ),
-        (None, UpdaterAsk::Delete(_)) => println!("postern: deleted"),
-        (None, UpdaterAsk::Cancel(_)) => println!("postern: cancelled"),
+    match (UpdaterReply::decode(&reply), &ask_for) {
+        (Some(UpdaterReply::Text(body)), _) => print!("{}", String::from_utf8_lossy(&body)),
+        (Some(UpdaterReply::Flushed { count }), _) => {
+            println!("postern: {count} deferred copies will be tried now")
+        }
+        (_, UpdaterAsk::Flush) => println!("postern: 0 deferred copies will be tried now"),
+        (_, UpdaterAsk::Delete(_)) => println!("postern: deleted"),
+        (_, UpdaterAsk::Cancel(_)) => println!("postern: cancelled"),
         _ => {}
     }
     ExitCode::SUCCESS

@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
-use postern_shared::ipc::{self, UpdaterRequest, WorkerRequest};
+use postern_shared::ipc::{self, UpdaterReply, UpdaterRequest, WorkerRequest};
 use postern_shared::proto::Attrs;
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
 use postern_shared::time::{local_minute, Clock};
@@ -388,7 +388,12 @@ impl Updater {
 
     /// Answers one socket request.
     fn request(&mut self, req: Attrs) -> Attrs {
-        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
+        self.answer(req).encode()
+    }
+
+    /// The answer to one socket request.
+    fn answer(&mut self, req: Attrs) -> UpdaterReply {
+        let fail = |why: &str| UpdaterReply::TempFail(why.to_string());
         let req = match UpdaterRequest::decode(req) {
             Ok(req) => req,
             Err(bad) => return fail(&bad.to_string()),
@@ -400,15 +405,13 @@ impl Updater {
                 recipient,
                 body,
             } => match self.enqueue(sid, sender, recipient, body) {
-                Ok(id) => Attrs::new().with("status", "ok").with("queue_id", id),
+                Ok(queue_id) => UpdaterReply::Queued { queue_id },
                 Err(e) => {
                     error!("cannot queue an update: {e:#}");
                     fail(&format!("{e:#}"))
                 }
             },
-            UpdaterRequest::List => Attrs::new()
-                .with("status", "ok")
-                .with_body(self.list().into_bytes()),
+            UpdaterRequest::List => UpdaterReply::Text(self.list().into_bytes()),
             UpdaterRequest::Flush => {
                 let mut n = 0;
                 for q in self.queue.values_mut() {
@@ -420,39 +423,33 @@ impl Updater {
                     }
                 }
                 info!("queue flush: {n} deferred copies to try now");
-                Attrs::new().with("status", "ok").with("count", n)
+                UpdaterReply::Flushed { count: n }
             }
             UpdaterRequest::Delete { id } => {
                 if self.queue.remove(&id).is_none() {
-                    return Attrs::new()
-                        .with("status", "notfound")
-                        .with("reason", format!("no update {id} in the queue"));
+                    return UpdaterReply::NotFound(format!("no update {id} in the queue"));
                 }
                 info!("update {id} deleted from the queue");
                 match self.spool.delete(&id) {
-                    Ok(()) => Attrs::new().with("status", "ok"),
+                    Ok(()) => UpdaterReply::Done,
                     Err(e) => fail(&format!("{e:#}")),
                 }
             }
-            UpdaterRequest::Restarts => Attrs::new()
-                .with("status", "ok")
-                .with_body(self.list_restarts().into_bytes()),
+            UpdaterRequest::Restarts => UpdaterReply::Text(self.list_restarts().into_bytes()),
             UpdaterRequest::Cancel { id } => match self.schedule.get_mut(&id) {
                 Some(r) if r.state == State::Scheduled => {
                     r.state = State::Cancelled;
                     info!("restart {id} of {} cancelled", r.server);
                     match self.schedule.save() {
-                        Ok(()) => Attrs::new().with("status", "ok"),
+                        Ok(()) => UpdaterReply::Done,
                         Err(e) => fail(&format!("{e:#}")),
                     }
                 }
-                Some(r) => Attrs::new().with("status", "reject").with(
-                    "reason",
-                    format!("restart {id} is {}, not scheduled", r.state.as_str()),
-                ),
-                None => Attrs::new()
-                    .with("status", "notfound")
-                    .with("reason", format!("no restart {id}")),
+                Some(r) => UpdaterReply::Reject(format!(
+                    "restart {id} is {}, not scheduled",
+                    r.state.as_str()
+                )),
+                None => UpdaterReply::NotFound(format!("no restart {id}")),
             },
         }
     }

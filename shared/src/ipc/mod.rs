@@ -44,7 +44,7 @@ mod updater;
 pub use channel::{MasterRequest, WorkerRequest};
 pub use control::ControlRequest;
 pub use router::RouterRequest;
-pub use updater::UpdaterRequest;
+pub use updater::{UpdaterReply, UpdaterRequest};
 
 use crate::proto::Attrs;
 

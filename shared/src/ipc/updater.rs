@@ -1,7 +1,7 @@
 //! `updater.sock`: requests to the updater, one per connection.
 
 use super::{request, required, verb, DecodeError, UpdaterVerb};
-use crate::proto::Attrs;
+use crate::proto::{Attrs, Status};
 
 /// A request to the updater.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,77 @@ impl UpdaterRequest {
     }
 }
 
+/// The updater's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdaterReply {
+    /// The mail is on disk (`status=ok queue_id=`).
+    Queued {
+        /// Its queue id.
+        queue_id: String,
+    },
+    /// The queue's or the schedule's text (`status=ok` and a body).
+    Text(Vec<u8>),
+    /// Deferred copies to try now (`status=ok count=`).
+    Flushed {
+        /// How many.
+        count: u64,
+    },
+    /// Done (`status=ok`).
+    Done,
+    /// No such update or restart (`status=notfound reason=`).
+    NotFound(String),
+    /// Not in a state that allows it (`status=reject reason=`).
+    Reject(String),
+    /// Could not do it now (`status=tempfail reason=`).
+    TempFail(String),
+}
+
+impl UpdaterReply {
+    /// The attribute list to send.
+    pub fn encode(self) -> Attrs {
+        let ok = Attrs::new().with("status", Status::Ok.as_str());
+        let refused = |status: Status, reason: String| {
+            Attrs::new()
+                .with("status", status.as_str())
+                .with("reason", reason)
+        };
+        match self {
+            UpdaterReply::Queued { queue_id } => ok.with("queue_id", queue_id),
+            UpdaterReply::Text(text) => ok.with_body(text),
+            UpdaterReply::Flushed { count } => ok.with("count", count),
+            UpdaterReply::Done => ok,
+            UpdaterReply::NotFound(why) => refused(Status::NotFound, why),
+            UpdaterReply::Reject(why) => refused(Status::Reject, why),
+            UpdaterReply::TempFail(why) => refused(Status::TempFail, why),
+        }
+    }
+
+    /// The reply a message holds; `None` for one without a valid status.
+    pub fn decode(msg: &Attrs) -> Option<Self> {
+        let reason = || msg.get("reason").unwrap_or("refused").to_string();
+        Some(match Status::parse(msg.get("status")?)? {
+            Status::Ok => {
+                if let Some(queue_id) = msg.get("queue_id") {
+                    UpdaterReply::Queued {
+                        queue_id: queue_id.to_string(),
+                    }
+                } else if let Some(body) = &msg.body {
+                    UpdaterReply::Text(body.clone())
+                } else if let Some(count) = msg.get("count") {
+                    UpdaterReply::Flushed {
+                        count: count.parse().ok()?,
+                    }
+                } else {
+                    UpdaterReply::Done
+                }
+            }
+            Status::NotFound => UpdaterReply::NotFound(reason()),
+            Status::Reject => UpdaterReply::Reject(reason()),
+            Status::TempFail => UpdaterReply::TempFail(reason()),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +199,22 @@ mod tests {
             UpdaterRequest::decode(request(UpdaterVerb::Delete)),
             Err(DecodeError::Without("delete", "id"))
         );
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        for r in [
+            UpdaterReply::Queued {
+                queue_id: "Q1".into(),
+            },
+            UpdaterReply::Text(b"Q1 one pending\n".to_vec()),
+            UpdaterReply::Flushed { count: 3 },
+            UpdaterReply::Done,
+            UpdaterReply::NotFound("no update Q2 in the queue".into()),
+            UpdaterReply::Reject("restart R1 is done, not scheduled".into()),
+            UpdaterReply::TempFail("disk full".into()),
+        ] {
+            assert_eq!(UpdaterReply::decode(&r.clone().encode()), Some(r));
+        }
     }
 }

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::config::in_networks;
-use postern_shared::ipc::{oneshot, UpdaterRequest};
+use postern_shared::ipc::{oneshot, UpdaterReply, UpdaterRequest};
 use postern_shared::smtp::{Mailbox, Path, Reply};
 
 impl Session {
@@ -82,16 +82,21 @@ impl Session {
             body,
         }
         .encode();
-        match oneshot::UPDATER.call(&self.ctx.updater, req).await {
-            Ok(answer) if answer.get("status") == Some("ok") => {
-                let id = answer.get("queue_id").unwrap_or("?").to_string();
+        let answer = oneshot::UPDATER.call(&self.ctx.updater, req).await;
+        match answer.as_ref().map(UpdaterReply::decode) {
+            Ok(Some(UpdaterReply::Queued { queue_id: id })) => {
                 info!("update mail from <{from}> queued as {id}");
                 self.junk = 0;
                 self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             other => {
                 let why = match other {
-                    Ok(a) => a.get("reason").unwrap_or("refused").to_string(),
+                    Ok(Some(
+                        UpdaterReply::NotFound(why)
+                        | UpdaterReply::Reject(why)
+                        | UpdaterReply::TempFail(why),
+                    )) => why,
+                    Ok(_) => "refused".to_string(),
                     Err(e) => e.to_string(),
                 };
                 warn!("update mail from <{from}> not queued: {why}");
