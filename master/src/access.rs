@@ -12,8 +12,8 @@ use std::process::ExitCode;
 
 use postern_shared::access::{is_date, AccessFile, AccessIndex, Action, Entry, Method, Pattern};
 use postern_shared::config::Config;
+use postern_shared::ipc::{self, RouterRequest};
 use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
-use postern_shared::proto::Attrs;
 use postern_shared::stats::Day;
 
 use crate::cli::{self, AccessCommand};
@@ -90,17 +90,19 @@ fn list(
         .transpose()?;
     let file = match router(config) {
         Some(sock) => {
-            let reply =
-                match crate::oneshot::router(&sock, Attrs::new().with("request", "access-list")) {
-                    Ok(r) if r.get("status") == Some("ok") => r,
-                    Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
-                    Err(e) => {
-                        return Ok(fail(format!(
-                            "the router at {} did not answer: {e}",
-                            sock.display()
-                        )))
-                    }
-                };
+            let reply = match ipc::oneshot::ROUTER
+                .call_blocking(&sock, RouterRequest::AccessList.encode())
+                .map_err(|e| e.to_string())
+            {
+                Ok(r) if r.get("status") == Some("ok") => r,
+                Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
+                Err(e) => {
+                    return Ok(fail(format!(
+                        "the router at {} did not answer: {e}",
+                        sock.display()
+                    )))
+                }
+            };
             let text =
                 String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default()).into_owned();
             match AccessFile::parse(&text) {
@@ -209,35 +211,50 @@ fn change(
     let what = format!("{} {} {parsed}", action.as_str(), method.as_str());
     let by = std::env::var("SUDO_USER").ok().filter(|u| !u.is_empty());
     if let Some(sock) = router(config) {
-        let mut req = Attrs::new()
-            .with("request", if add { "access-add" } else { "access-remove" })
-            .with("action", action.as_str())
-            .with("method", method.as_str())
-            .with("pattern", parsed.to_string());
-        if add {
-            req = req.with("comment", comment);
-            if let Some(k) = keep_until {
-                req = req.with("keep_until", k);
+        let (action, method, pattern) = (
+            action.as_str().to_string(),
+            method.as_str().to_string(),
+            parsed.to_string(),
+        );
+        let req = if add {
+            RouterRequest::AccessAdd {
+                action,
+                method,
+                pattern,
+                comment: Some(comment.to_string()),
+                keep_until: keep_until.map(|k| k.to_string()),
+                by: by.clone(),
             }
-            if let Some(b) = &by {
-                req = req.with("by", b);
+        } else {
+            RouterRequest::AccessRemove {
+                action,
+                method,
+                pattern,
             }
         }
-        return Ok(match crate::oneshot::router(&sock, req) {
-            Ok(r) if r.get("status") == Some("ok") => {
-                println!(
-                    "postern: access: {} {what}",
-                    if add { "added" } else { "removed" }
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(r) if r.get("status") == Some("notfound") => fail(format!("{what} is not listed")),
-            Ok(r) => fail(r.get("reason").unwrap_or("the router refused")),
-            Err(e) => fail(format!(
-                "the router at {} did not answer: {e}",
-                sock.display()
-            )),
-        });
+        .encode();
+        return Ok(
+            match ipc::oneshot::ROUTER
+                .call_blocking(&sock, req)
+                .map_err(|e| e.to_string())
+            {
+                Ok(r) if r.get("status") == Some("ok") => {
+                    println!(
+                        "postern: access: {} {what}",
+                        if add { "added" } else { "removed" }
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(r) if r.get("status") == Some("notfound") => {
+                    fail(format!("{what} is not listed"))
+                }
+                Ok(r) => fail(r.get("reason").unwrap_or("the router refused")),
+                Err(e) => fail(format!(
+                    "the router at {} did not answer: {e}",
+                    sock.display()
+                )),
+            },
+        );
     }
     // Not running: the file itself.
     let path = config.access_file();
@@ -319,20 +336,25 @@ fn test(
         dry: true,
     };
     match router(config) {
-        Some(sock) => Ok(match crate::oneshot::router(&sock, q.to_attrs()) {
-            Ok(r) if r.get("status") == Some("ok") => match PolicyVerdict::from_attrs(&r) {
-                Some(v) => {
-                    print!("{}", describe(&v));
-                    ExitCode::SUCCESS
-                }
-                None => fail("the router's answer is not a verdict"),
+        Some(sock) => Ok(
+            match ipc::oneshot::ROUTER
+                .call_blocking(&sock, q.to_attrs())
+                .map_err(|e| e.to_string())
+            {
+                Ok(r) if r.get("status") == Some("ok") => match PolicyVerdict::from_attrs(&r) {
+                    Some(v) => {
+                        print!("{}", describe(&v));
+                        ExitCode::SUCCESS
+                    }
+                    None => fail("the router's answer is not a verdict"),
+                },
+                Ok(r) => fail(r.get("reason").unwrap_or("the router could not decide")),
+                Err(e) => fail(format!(
+                    "the router at {} did not answer: {e}",
+                    sock.display()
+                )),
             },
-            Ok(r) => fail(r.get("reason").unwrap_or("the router could not decide")),
-            Err(e) => fail(format!(
-                "the router at {} did not answer: {e}",
-                sock.display()
-            )),
-        }),
+        ),
         None => {
             let file = match AccessFile::load(&config.access_file()) {
                 Ok(f) => f,

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
-use postern_shared::proto::{self, Attrs};
+use postern_shared::ipc::{oneshot, ControlRequest, UpdaterReply, UpdaterRequest};
+use postern_shared::proto::Attrs;
 
 use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
 
@@ -31,7 +32,16 @@ pub fn run(cmd: &str, config: &Config) -> ExitCode {
         );
         return ExitCode::FAILURE;
     }
-    let reply = match ask(&sock, "master", cmd, Attrs::new().with("request", cmd)) {
+    let req = match cmd {
+        "status" => ControlRequest::Status,
+        "reload" => ControlRequest::Reload,
+        "stop" => ControlRequest::Stop,
+        _ => {
+            eprintln!("postern: {cmd}: not a request of the master");
+            return ExitCode::FAILURE;
+        }
+    };
+    let reply = match ask(&sock, &oneshot::MASTER, cmd, req.encode()) {
         Ok(r) => r,
         Err(code) => return code,
     };
@@ -147,10 +157,11 @@ fn run_dir_line(text: &str) -> Option<PathBuf> {
 /// `postern restart WORKER`: the master replaces that kind of worker.
 pub fn restart(worker: &str, config: &Config) -> ExitCode {
     let sock = config.process.run_dir.join(CONTROL_SOCKET);
-    let req = Attrs::new()
-        .with("request", "restart")
-        .with("worker", worker);
-    match ask(&sock, "master", &format!("restart {worker}"), req) {
+    let req = ControlRequest::Restart {
+        worker: worker.to_string(),
+    }
+    .encode();
+    match ask(&sock, &oneshot::MASTER, &format!("restart {worker}"), req) {
         Ok(r) => {
             println!(
                 "postern: {worker} restarted ({} process(es))",
@@ -179,31 +190,25 @@ pub enum UpdaterAsk {
 /// `postern queue …` and `postern restarts …`: one request to the updater.
 pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
     let (cmd, req) = match &ask_for {
-        UpdaterAsk::Queue => ("queue", Attrs::new().with("request", "list")),
-        UpdaterAsk::Flush => ("queue", Attrs::new().with("request", "flush")),
-        UpdaterAsk::Delete(id) => (
-            "queue",
-            Attrs::new().with("request", "delete").with("id", id),
-        ),
-        UpdaterAsk::Restarts => ("restarts", Attrs::new().with("request", "restarts")),
-        UpdaterAsk::Cancel(id) => (
-            "restarts",
-            Attrs::new().with("request", "cancel").with("id", id),
-        ),
+        UpdaterAsk::Queue => ("queue", UpdaterRequest::List),
+        UpdaterAsk::Flush => ("queue", UpdaterRequest::Flush),
+        UpdaterAsk::Delete(id) => ("queue", UpdaterRequest::Delete { id: id.clone() }),
+        UpdaterAsk::Restarts => ("restarts", UpdaterRequest::Restarts),
+        UpdaterAsk::Cancel(id) => ("restarts", UpdaterRequest::Cancel { id: id.clone() }),
     };
     let sock = config.process.run_dir.join(UPDATER_SOCKET);
-    let reply = match ask(&sock, "updater", cmd, req) {
+    let reply = match ask(&sock, &oneshot::UPDATER, cmd, req.encode()) {
         Ok(r) => r,
         Err(code) => return code,
     };
-    match (&reply.body, &ask_for) {
-        (Some(body), _) => print!("{}", String::from_utf8_lossy(body)),
-        (None, UpdaterAsk::Flush) => println!(
-            "postern: {} deferred copies will be tried now",
-            reply.get("count").unwrap_or("0")
-        ),
-        (None, UpdaterAsk::Delete(_)) => println!("postern: deleted"),
-        (None, UpdaterAsk::Cancel(_)) => println!("postern: cancelled"),
+    match (UpdaterReply::decode(&reply), &ask_for) {
+        (Some(UpdaterReply::Text(body)), _) => print!("{}", String::from_utf8_lossy(&body)),
+        (Some(UpdaterReply::Flushed { count }), _) => {
+            println!("postern: {count} deferred copies will be tried now")
+        }
+        (_, UpdaterAsk::Flush) => println!("postern: 0 deferred copies will be tried now"),
+        (_, UpdaterAsk::Delete(_)) => println!("postern: deleted"),
+        (_, UpdaterAsk::Cancel(_)) => println!("postern: cancelled"),
         _ => {}
     }
     ExitCode::SUCCESS
@@ -211,9 +216,17 @@ pub fn updater(ask_for: UpdaterAsk, config: &Config) -> ExitCode {
 
 /// One request to `who` at `sock`; an error (no answer, or not `status=ok`)
 /// is printed as one line and becomes the exit status.
-fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs, ExitCode> {
-    let reply = request(sock, req).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::PermissionDenied {
+/// One request to the master or the updater; its reply when `status=ok`,
+/// else what went wrong is printed and the exit code returned.
+fn ask(
+    sock: &std::path::Path,
+    server: &oneshot::Server,
+    cmd: &str,
+    req: Attrs,
+) -> Result<Attrs, ExitCode> {
+    let who = server.name;
+    let reply = server.call_blocking(sock, req).map_err(|e| {
+        if e.is_permission_denied() {
             // Not "not running": the socket is there, this user may not use it.
             eprintln!(
                 "postern: {cmd}: permission denied: cannot talk to the {who} at {} (run it as root or as the master's user)",
@@ -235,26 +248,6 @@ fn ask(sock: &std::path::Path, who: &str, cmd: &str, req: Attrs) -> Result<Attrs
         return Err(ExitCode::FAILURE);
     }
     Ok(reply)
-}
-
-fn request(sock: &std::path::Path, req: Attrs) -> std::io::Result<Attrs> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(sock).await?;
-        let mut conn = tokio::io::BufStream::new(stream);
-        proto::write(&mut conn, &req)
-            .await
-            .map_err(std::io::Error::other)?;
-        // A reload waits for every worker's acknowledgement; allow for that.
-        match tokio::time::timeout(Duration::from_secs(30), proto::read(&mut conn)).await {
-            Err(_) => Err(std::io::Error::other("no answer within 30s")),
-            Ok(r) => r.map_err(std::io::Error::other)?.ok_or_else(|| {
-                std::io::Error::other("the master closed the connection without answering")
-            }),
-        }
-    })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use postern_shared::config::Config;
-use postern_shared::proto::Attrs;
+use postern_shared::ipc::{self, RouterRequest};
 
 use crate::cli::{GreylistCommand, WhitelistCommand};
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
@@ -14,7 +14,7 @@ use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
     let mut done = None;
     let req = match &command {
-        GreylistCommand::Export => Attrs::new().with("request", "greylist-export"),
+        GreylistCommand::Export => RouterRequest::GreylistExport,
         GreylistCommand::Import { file } => {
             let text = if file.as_os_str() == "-" {
                 let mut s = String::new();
@@ -34,59 +34,61 @@ pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
                     }
                 }
             };
-            Attrs::new()
-                .with("request", "greylist-import")
-                .with_body(text.into_bytes())
+            RouterRequest::GreylistImport {
+                text: text.into_bytes(),
+            }
         }
-        GreylistCommand::Search { pattern } => Attrs::new()
-            .with("request", "greylist-search")
-            .with("pattern", pattern),
+        GreylistCommand::Search { pattern } => RouterRequest::GreylistSearch {
+            pattern: pattern.to_string(),
+        },
         GreylistCommand::List {
             pending,
             passed,
             by,
         } => {
-            let mut req = Attrs::new().with("request", "greylist-list");
-            if *pending {
-                req = req.with("which", "pending");
+            let which = if *pending {
+                Some("pending".to_string())
             } else if *passed {
-                req = req.with("which", "passed");
+                Some("passed".to_string())
+            } else {
+                None
+            };
+            RouterRequest::GreylistList {
+                which,
+                by: by.as_ref().map(|b| b.to_string()),
             }
-            if let Some(by) = by {
-                req = req.with("by", by);
-            }
-            req
         }
         GreylistCommand::Whitelist { command } => match command {
-            None | Some(WhitelistCommand::List) => Attrs::new()
-                .with("request", "greylist-whitelist")
-                .with("op", "list"),
+            None | Some(WhitelistCommand::List) => RouterRequest::GreylistWhitelist {
+                op: "list".into(),
+                kind: String::new(),
+                pattern: String::new(),
+                comment: None,
+                by: None,
+            },
             Some(WhitelistCommand::Add {
                 kind,
                 pattern,
                 comment,
             }) => {
                 done = Some(format!("added {kind} {pattern}"));
-                let mut req = Attrs::new()
-                    .with("request", "greylist-whitelist")
-                    .with("op", "add")
-                    .with("kind", kind)
-                    .with("pattern", pattern);
-                if let Some(c) = comment {
-                    req = req.with("comment", c);
+                RouterRequest::GreylistWhitelist {
+                    op: "add".into(),
+                    kind: kind.to_string(),
+                    pattern: pattern.to_string(),
+                    comment: comment.as_ref().map(|c| c.to_string()),
+                    by: std::env::var("SUDO_USER").ok(),
                 }
-                if let Ok(by) = std::env::var("SUDO_USER") {
-                    req = req.with("by", by);
-                }
-                req
             }
             Some(WhitelistCommand::Remove { kind, pattern }) => {
                 done = Some(format!("removed {kind} {pattern}"));
-                Attrs::new()
-                    .with("request", "greylist-whitelist")
-                    .with("op", "remove")
-                    .with("kind", kind)
-                    .with("pattern", pattern)
+                RouterRequest::GreylistWhitelist {
+                    op: "remove".into(),
+                    kind: kind.to_string(),
+                    pattern: pattern.to_string(),
+                    comment: None,
+                    by: None,
+                }
             }
         },
     };
@@ -95,7 +97,10 @@ pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
         return ExitCode::FAILURE;
     }
     let sock = config.process.run_dir.join(ROUTER_SOCKET);
-    let reply = match crate::oneshot::router(&sock, req) {
+    let reply = match ipc::oneshot::ROUTER
+        .call_blocking(&sock, req.encode())
+        .map_err(|e| e.to_string())
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!(

@@ -18,7 +18,6 @@ mod client;
 mod greylist;
 mod logsearch;
 mod master;
-mod oneshot;
 mod preflight;
 mod sockets;
 mod spawn;

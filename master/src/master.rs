@@ -49,6 +49,7 @@ use anyhow::Context;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use postern_shared::config::{Config, PolicyListen};
+use postern_shared::ipc::{self, WorkerRequest};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::TlsPem;
 use sd_notify::NotifyState;
@@ -343,22 +344,22 @@ impl Master {
                 if self.slots.get(slot).map(|s| s.generation) != Some(generation) {
                     return;
                 }
-                if let Some(request) = attrs.get("request") {
+                if ipc::is_request(&attrs) {
+                    let request = WorkerRequest::decode(&attrs);
                     // An SMTP RELOAD/SHUTDOWN: the session's id on the master's lines.
-                    let span =
-                        tracing::info_span!("request", sid = attrs.get("sid").unwrap_or("-"));
+                    let sid = request.as_ref().ok().and_then(|r| r.sid()).unwrap_or("-");
+                    let span = tracing::info_span!("worker_request", sid);
                     self.worker_request(
                         slot,
                         generation,
-                        request.to_string(),
+                        request.clone(),
                         attrs.get("id").unwrap_or("").to_string(),
-                        attrs.get("server").unwrap_or("").to_string(),
                     )
                     .instrument(span)
                     .await;
-                } else if attrs.get("event") == Some("load") {
+                } else if ipc::event_of(&attrs) == Ok(ipc::Event::Load) {
                     self.slots[slot].load = Some(attrs);
-                } else if attrs.get("event") == Some("ready") {
+                } else if ipc::event_of(&attrs) == Ok(ipc::Event::Ready) {
                     if self.slots[slot].state == SlotState::Starting {
                         self.slots[slot].state = SlotState::Ready;
                     }
@@ -411,9 +412,8 @@ impl Master {
         &mut self,
         slot: usize,
         generation: u64,
-        request: String,
+        request: Result<WorkerRequest, ipc::DecodeError>,
         id: String,
-        server: String,
     ) {
         let program = self.slots[slot].kind.program();
         let (tx, rx) = oneshot::channel::<Attrs>();
@@ -431,18 +431,18 @@ impl Master {
                     .await;
             }
         });
-        match request.as_str() {
-            "reload" => {
+        match request {
+            Ok(WorkerRequest::Reload { .. }) => {
                 info!("reload requested by {program} (SMTP RELOAD)");
                 self.begin_reload(Some(tx)).await;
             }
-            "restart" if self.slots[slot].kind == Kind::Updater => {
+            Ok(WorkerRequest::Restart { server }) if self.slots[slot].kind == Kind::Updater => {
                 self.run_restart_command(&server, tx);
             }
-            "workers" => {
+            Ok(WorkerRequest::Workers) => {
                 let _ = tx.send(self.worker_states());
             }
-            "stop" => {
+            Ok(WorkerRequest::Stop { .. }) => {
                 // Answer before the stop closes the worker's channel.
                 drop(tx);
                 if let Some(w) = &mut self.slots[slot].to_worker {
@@ -451,11 +451,18 @@ impl Master {
                 }
                 self.begin_stop("SMTP SHUTDOWN");
             }
-            other => {
+            Ok(other @ WorkerRequest::Restart { .. }) => {
                 let _ = tx.send(
                     Attrs::new()
                         .with("status", "tempfail")
-                        .with("reason", format!("unknown request {other}")),
+                        .with("reason", format!("unknown request {}", other.verb())),
+                );
+            }
+            Err(unknown) => {
+                let _ = tx.send(
+                    Attrs::new()
+                        .with("status", "tempfail")
+                        .with("reason", unknown),
                 );
             }
         }

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use postern_shared::config::Config;
-use postern_shared::proto::Attrs;
+use postern_shared::ipc;
 use postern_shared::stats::{Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS};
 
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
@@ -75,7 +75,9 @@ fn fetch(config: &Config) -> Result<(Stats, Source), String> {
 }
 
 fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
-    let reply = crate::oneshot::router(sock, Attrs::new().with("request", "stats"))?;
+    let reply = ipc::oneshot::ROUTER
+        .call_blocking(sock, ipc::RouterRequest::Stats.encode())
+        .map_err(|e| e.to_string())?;
     if reply.get("status") != Some("ok") {
         return Err(reply.get("reason").unwrap_or("refused").to_string());
     }

@@ -30,6 +30,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
 use postern_shared::config::normalize_domain;
+use postern_shared::ipc::{self, RouterRequest};
 use postern_shared::proto::{self, Attrs, Status};
 use postern_shared::route::PROTOCOL;
 use postern_shared::time::{Clock, Timestamp};
@@ -142,7 +143,7 @@ async fn run() -> anyhow::Result<()> {
         let event = tokio::select! {
             e = worker.next_event() => e,
             _ = load_tick.tick() => {
-                let mut load = Attrs::new().with("event", "load");
+                let mut load = ipc::event(ipc::Event::Load);
                 for (zone, state, why) in table.policy.zones() {
                     load.push("zone", format!("{zone}|{state}|{}", why.replace('|', "/")));
                 }
@@ -158,7 +159,7 @@ async fn run() -> anyhow::Result<()> {
             Some(reply_to) = asks.recv() => {
                 asked.retain(|_, waiting| !waiting.is_closed());
                 if worker.has_master() {
-                    let id = worker.request(Attrs::new().with("request", "workers")).await;
+                    let id = worker.request(ipc::WorkerRequest::Workers.encode()).await;
                     asked.insert(id, reply_to);
                 }
                 continue;
@@ -250,61 +251,76 @@ async fn serve(stream: UnixStream, table: Shared) {
                 return;
             }
         };
-        let reply = match req.get("request") {
-            Some("connect") => account(&table, &req),
+        let id = req.get("id").unwrap_or("").to_string();
+        let reply = match RouterRequest::decode(&req) {
+            Ok(RouterRequest::Connect { sid, client, pid }) => {
+                account(&table, &id, &sid, client, pid, false)
+            }
             // A session's goodbye also carries its statistics.
-            Some("disconnect") => {
-                table.stats.count(&req);
-                account(&table, &req)
+            Ok(RouterRequest::Disconnect {
+                sid,
+                client,
+                pid,
+                counts,
+            }) => {
+                table.stats.count(&id, &counts);
+                account(&table, &id, &sid, client, pid, true)
             }
-            Some("count") => table.stats.count(&req),
-            Some("brake") => brake(&table, &req),
-            Some("stats") => table.stats.report(&req),
-            Some("policy") => {
-                let id = req.get("id").unwrap_or("").to_string();
-                let reply = match postern_shared::policy::Query::from_attrs(&req) {
-                    Ok(q) => {
-                        let (table, tx) = (table.clone(), tx.clone());
-                        tokio::spawn(async move {
-                            let verdict = table.policy.decide(&q).await;
-                            if let Ok(bytes) = verdict.to_attrs(&id).encode() {
-                                let _ = tx.send(bytes);
-                            }
-                        });
-                        continue;
+            Ok(RouterRequest::Count { counts, .. }) => table.stats.count(&id, &counts),
+            Ok(RouterRequest::Brake {
+                sid,
+                client,
+                failed,
+            }) => brake(&table, &id, &sid, client, failed),
+            Ok(RouterRequest::Stats) => table.stats.report(&id),
+            Ok(RouterRequest::Policy(q)) => {
+                let (table, tx) = (table.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let verdict = table.policy.decide(&q).await;
+                    if let Ok(bytes) = verdict.to_attrs(&id).encode() {
+                        let _ = tx.send(bytes);
                     }
-                    Err(why) => Attrs::new()
-                        .with("id", id)
-                        .with("status", Status::TempFail.as_str())
-                        .with("reason", why),
-                };
-                reply
+                });
+                continue;
             }
-            Some("access-list" | "access-add" | "access-remove") => {
-                manage_access(&table.policy.access, &req, peer_uid, &table.clock)
-            }
+            Ok(
+                request @ (RouterRequest::AccessList
+                | RouterRequest::AccessAdd { .. }
+                | RouterRequest::AccessRemove { .. }),
+            ) => manage_access(&table.policy.access, &id, request, peer_uid, &table.clock),
             // The store answers on its own thread: a task, like a policy question.
-            Some(
-                "greylist-search" | "greylist-list" | "greylist-whitelist" | "greylist-export"
-                | "greylist-import",
+            Ok(
+                request @ (RouterRequest::GreylistSearch { .. }
+                | RouterRequest::GreylistList { .. }
+                | RouterRequest::GreylistWhitelist { .. }
+                | RouterRequest::GreylistExport
+                | RouterRequest::GreylistImport { .. }),
             ) => {
                 let (table, tx) = (table.clone(), tx.clone());
                 tokio::spawn(async move {
-                    let reply = manage_greylist(&table.policy, &req, peer_uid).await;
+                    let reply = manage_greylist(&table.policy, &id, request, peer_uid).await;
                     if let Ok(bytes) = reply.encode() {
                         let _ = tx.send(bytes);
                     }
                 });
                 continue;
             }
-            _ => {
+            Ok(
+                request @ (RouterRequest::Route { .. }
+                | RouterRequest::Client { .. }
+                | RouterRequest::Auth { .. }),
+            ) => {
                 let current = table
                     .table
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
                     .clone();
-                answer(&current, &req)
+                answer(&current, &id, &request)
             }
+            Err(bad) => Attrs::new()
+                .with("id", id)
+                .with("status", Status::TempFail.as_str())
+                .with("reason", bad),
         };
         // A notice (smtpd's goodbyes): done, and nobody waits for an answer.
         if req.get("reply") == Some("no") {
@@ -374,25 +390,20 @@ async fn sweep_loop(state: Shared) {
 /// `request=connect` / `request=disconnect`: connection accounting. A connect
 /// that is allowed is also answered with the client's `ip-addr` route, if any,
 /// which saves smtpd a lookup.
-fn account(state: &State, req: &Attrs) -> Attrs {
-    let id = req.get("id").unwrap_or("");
-    let (Some(ip), Some(pid), Some(sid)) = (
-        req.get("client")
-            .and_then(|c| c.parse::<std::net::IpAddr>().ok()),
-        req.get("pid").and_then(|p| p.parse::<u32>().ok()),
-        req.get("sid").filter(|s| !s.is_empty()),
-    ) else {
-        return Attrs::new()
-            .with("id", id)
-            .with("status", Status::TempFail.as_str())
-            .with("reason", "connection accounting needs client, pid and sid");
-    };
+fn account(
+    state: &State,
+    id: &str,
+    sid: &str,
+    ip: std::net::IpAddr,
+    pid: u32,
+    leaving: bool,
+) -> Attrs {
     let Ok(mut anvil) = state.anvil.lock() else {
         return Attrs::new()
             .with("id", id)
             .with("status", Status::TempFail.as_str());
     };
-    if req.get("request") == Some("disconnect") {
+    if leaving {
         anvil.disconnect(pid, sid);
         return Attrs::new()
             .with("id", id)
@@ -442,43 +453,53 @@ fn account(state: &State, req: &Attrs) -> Attrs {
 /// is written to the file before it takes effect.
 fn manage_access(
     lists: &policy::access::Lists,
-    req: &Attrs,
+    id: &str,
+    request: RouterRequest,
     peer_uid: Option<u32>,
     clock: &Clock,
 ) -> Attrs {
     use policy::access::ChangeError;
     use postern_shared::access::{is_date, Action, Entry, Method, Pattern};
-    let id = req.get("id").unwrap_or("");
     let reply = |status: Status| Attrs::new().with("id", id).with("status", status.as_str());
     let refuse = |why: String| reply(Status::Reject).with("reason", why);
-    if req.get("request") == Some("access-list") {
-        return reply(Status::Ok).with_body(lists.text().into_bytes());
-    }
-    let (action, method) = match (
-        req.get("action").unwrap_or("").parse::<Action>(),
-        req.get("method").unwrap_or("").parse::<Method>(),
-    ) {
+    let (words, added) = match request {
+        RouterRequest::AccessAdd {
+            action,
+            method,
+            pattern,
+            comment,
+            keep_until,
+            by,
+        } => ((action, method, pattern), Some((comment, keep_until, by))),
+        RouterRequest::AccessRemove {
+            action,
+            method,
+            pattern,
+        } => ((action, method, pattern), None),
+        _ => return reply(Status::Ok).with_body(lists.text().into_bytes()),
+    };
+    let (action_word, method_word, pattern_word) = &words;
+    let (action, method) = match (action_word.parse::<Action>(), method_word.parse::<Method>()) {
         (Ok(a), Ok(m)) => (a, m),
         (Err(e), _) | (_, Err(e)) => return refuse(e),
     };
-    let pattern = match Pattern::parse(method, req.get("pattern").unwrap_or("")) {
+    let pattern = match Pattern::parse(method, pattern_word) {
         Ok(p) => p,
         Err(e) => return refuse(e.to_string()),
     };
-    let result = if req.get("request") == Some("access-remove") {
-        lists.remove(action, method, &pattern)
-    } else {
-        let keep_until = req.get("keep_until").filter(|k| !k.is_empty());
-        if let Some(k) = keep_until.filter(|k| !is_date(k)) {
+    let removing = added.is_none();
+    let result = if let Some((comment, keep_until, by)) = added {
+        let keep_until = keep_until.filter(|k| !k.is_empty());
+        if let Some(k) = keep_until.as_ref().filter(|k| !is_date(k)) {
             return refuse(format!("keep-until {k:?} is not a date such as 2027-01-31"));
         }
         let user = peer_uid
             .and_then(|uid| nix::unistd::User::from_uid(uid.into()).ok().flatten())
             .map(|u| u.name);
         // The CLI says who ran it; the socket's peer says which account did.
-        let added_by = match (req.get("by").filter(|b| !b.is_empty()), user) {
+        let added_by = match (by.filter(|b| !b.is_empty()), user) {
             (Some(by), Some(u)) if by != u => format!("{by} (as {u})"),
-            (Some(by), _) => by.to_string(),
+            (Some(by), _) => by,
             (None, Some(u)) => u,
             (None, None) => "unknown".to_string(),
         };
@@ -486,24 +507,22 @@ fn manage_access(
             action,
             method,
             pattern,
-            comment: req.get("comment").unwrap_or_default().to_string(),
-            keep_until: keep_until.map(str::to_string),
+            comment: comment.unwrap_or_default(),
+            keep_until,
             added: Some(Timestamp(clock.now()).to_string()),
             added_by: Some(added_by),
         })
+    } else {
+        lists.remove(action, method, &pattern)
     };
     match result {
         Ok(()) => {
             tracing::info!(
                 "access lists: {} {} {} {}",
-                if req.get("request") == Some("access-remove") {
-                    "removed"
-                } else {
-                    "added"
-                },
-                req.get("action").unwrap_or(""),
-                req.get("method").unwrap_or(""),
-                req.get("pattern").unwrap_or("")
+                if removing { "removed" } else { "added" },
+                action_word,
+                method_word,
+                pattern_word
             );
             reply(Status::Ok)
         }
@@ -519,8 +538,12 @@ fn manage_access(
 /// `postern greylist search|list|whitelist`: the views of seed 001 §10 and
 /// the manual whitelist. Answers `status=ok count=N` with one line per
 /// entry as body, or `status=reject reason=`.
-async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<u32>) -> Attrs {
-    let id = req.get("id").unwrap_or("");
+async fn manage_greylist(
+    engine: &policy::Engine,
+    id: &str,
+    request: RouterRequest,
+    peer_uid: Option<u32>,
+) -> Attrs {
     let refuse = |why: String| {
         Attrs::new()
             .with("id", id)
@@ -556,8 +579,8 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
             e.count
         )
     };
-    match req.get("request") {
-        Some("greylist-export") => {
+    match request {
+        RouterRequest::GreylistExport => {
             let (entries, whitelist) = match (
                 engine.greylist_entries().await,
                 engine.greylist_whitelist(None).await,
@@ -574,9 +597,8 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
             );
             ok(lines)
         }
-        Some("greylist-import") => {
-            let text =
-                String::from_utf8_lossy(req.body.as_deref().unwrap_or_default()).into_owned();
+        RouterRequest::GreylistImport { text } => {
+            let text = String::from_utf8_lossy(&text).into_owned();
             let (entries, whitelist) = match policy::greylist::parse_export(&text) {
                 Ok(parsed) => parsed,
                 Err(e) => return refuse(e),
@@ -589,26 +611,24 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
                 Err(e) => refuse(e),
             }
         }
-        Some("greylist-whitelist") => {
-            let op = req.get("op").unwrap_or("list");
-            let (kind, pattern) = (
-                req.get("kind").unwrap_or(""),
-                req.get("pattern").unwrap_or(""),
-            );
+        RouterRequest::GreylistWhitelist {
+            op,
+            kind,
+            pattern,
+            comment,
+            by,
+        } => {
+            let (op, kind, pattern) = (op.as_str(), kind.as_str(), pattern.as_str());
             let change = match op {
                 "list" => None,
                 "add" => {
                     let user = peer_uid
                         .and_then(|uid| nix::unistd::User::from_uid(uid.into()).ok().flatten())
                         .map(|u| u.name);
-                    let by = req
-                        .get("by")
-                        .filter(|b| !b.is_empty())
-                        .map(str::to_string)
-                        .or(user);
+                    let by = by.filter(|b| !b.is_empty()).or(user);
                     // Seed 001 §10.8: the comment defaults to date, time and who.
-                    let comment = match req.get("comment").filter(|c| !c.is_empty()) {
-                        Some(c) => c.to_string(),
+                    let comment = match comment.filter(|c| !c.is_empty()) {
+                        Some(c) => c,
                         None => format!(
                             "added {} by {}",
                             postern_shared::logging::Timestamp(std::time::SystemTime::now()),
@@ -638,13 +658,13 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
                 Err(e) => refuse(e),
             }
         }
-        Some(verb) => {
+        request => {
             let entries = match engine.greylist_entries().await {
                 Ok(e) => e,
                 Err(e) => return refuse(e),
             };
-            if verb == "greylist-search" {
-                let pattern = req.get("pattern").unwrap_or("").trim().to_lowercase();
+            if let RouterRequest::GreylistSearch { pattern } = &request {
+                let pattern = pattern.trim().to_lowercase();
                 if pattern.is_empty() {
                     return refuse("search needs an address, a domain, or an IP or network".into());
                 }
@@ -668,7 +688,12 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
                     .collect();
                 return ok(found);
             }
-            let which = req.get("which").unwrap_or("");
+            let (which, by) = match &request {
+                RouterRequest::GreylistList { which, by } => {
+                    (which.as_deref().unwrap_or(""), by.as_deref().unwrap_or(""))
+                }
+                _ => ("", ""),
+            };
             let mut shown: Vec<&policy::greylist::Listed> = entries
                 .iter()
                 .filter(|e| match which {
@@ -677,7 +702,7 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
                     _ => true,
                 })
                 .collect();
-            match req.get("by").unwrap_or("") {
+            match by {
                 "sender" => shown.sort_by(|a, b| {
                     (&a.triplet.sender, a.first).cmp(&(&b.triplet.sender, b.first))
                 }),
@@ -690,7 +715,6 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
             }
             ok(shown.into_iter().map(line).collect())
         }
-        None => refuse("no request".into()),
     }
 }
 
@@ -699,26 +723,14 @@ async fn manage_greylist(engine: &policy::Engine, req: &Attrs, peer_uid: Option<
 /// `status=ok failures=N`, or `status=reject failures=N retry_after=SECONDS`
 /// while it is locked out. The failure that locks it out is logged, once,
 /// whichever smtpd process reported it.
-fn brake(state: &State, req: &Attrs) -> Attrs {
-    let id = req.get("id").unwrap_or("");
-    let sid = req.get("sid").unwrap_or("-");
-    let (Some(ip), Some(failed)) = (
-        req.get("client")
-            .and_then(|c| c.parse::<std::net::IpAddr>().ok()),
-        req.get("failed").filter(|f| matches!(*f, "0" | "1")),
-    ) else {
-        return Attrs::new()
-            .with("id", id)
-            .with("status", Status::TempFail.as_str())
-            .with("reason", "brake request needs client and failed=0|1");
-    };
+fn brake(state: &State, id: &str, sid: &str, ip: std::net::IpAddr, failed: bool) -> Attrs {
     let Ok(mut brake) = state.brake.lock() else {
         return Attrs::new()
             .with("id", id)
             .with("status", Status::TempFail.as_str());
     };
     let now = std::time::Instant::now();
-    let v = if failed == "1" {
+    let v = if failed {
         brake.fail(ip, now)
     } else {
         brake.check(ip, now)
@@ -751,39 +763,35 @@ fn brake(state: &State, req: &Attrs) -> Attrs {
 }
 
 /// Answers one request against one table.
-fn answer(table: &Table, req: &Attrs) -> Attrs {
-    let id = req.get("id").unwrap_or("");
-    let sid = req.get("sid").unwrap_or("-");
-    let tempfail = |why: &str| {
-        Attrs::new()
-            .with("id", id)
-            .with("status", Status::TempFail.as_str())
-            .with("reason", why)
-    };
-    let (what, found) = match req.get("request") {
-        Some("route") => {
-            let Some(domain) = req.get("domain") else {
-                return tempfail("route request without domain");
-            };
+fn answer(table: &Table, id: &str, request: &RouterRequest) -> Attrs {
+    let (sid, what, found) = match request {
+        RouterRequest::Route { sid, domain, .. } => {
             let domain = normalize_domain(domain);
             let found = table.by_domain(&domain);
-            (domain, found)
+            (sid, domain, found)
         }
-        Some("client") => {
-            let Some(ip) = req.get("client").and_then(|c| c.parse().ok()) else {
-                return tempfail("client request without a valid client address");
-            };
-            (format!("client {ip}"), table.by_client(ip))
+        RouterRequest::Client { sid, client } => {
+            (sid, format!("client {client}"), table.by_client(*client))
         }
-        Some("auth") => {
-            let (Some(user), Some(password)) = (req.get("user"), req.get("password")) else {
-                return tempfail("auth request without user and password");
-            };
+        RouterRequest::Auth {
+            sid,
+            user,
+            password,
+        } => {
             // Never log the password, nor the user name of a failed attempt
             // (it is often a mistyped password).
-            ("auth".to_string(), table.by_credentials(user, password))
+            (
+                sid,
+                "auth".to_string(),
+                table.by_credentials(user, password),
+            )
         }
-        other => return tempfail(&format!("unknown request {}", other.unwrap_or("(none)"))),
+        other => {
+            return Attrs::new()
+                .with("id", id)
+                .with("status", Status::TempFail.as_str())
+                .with("reason", format!("{} is not a lookup", other.verb()))
+        }
     };
     match found {
         Some(route) => {

@@ -86,28 +86,30 @@ impl Recorder {
     }
 
     /// `request=count`: adds the request's counters to today.
-    pub fn count(&self, req: &Attrs) -> Attrs {
-        let mut counts = Counts::default();
-        for (name, value) in req.iter() {
-            if let (Some(c), Ok(n)) = (Counter::parse(name), value.parse::<u64>()) {
-                counts.add(c, n);
-            }
-        }
+    pub fn count(&self, id: &str, counts: &Counts) -> Attrs {
         if !counts.is_empty() {
             let mut live = self.live();
-            live.stats.add(self.clock.today(), &counts);
+            live.stats.add(self.clock.today(), counts);
             live.dirty = true;
         }
         Attrs::new()
-            .with("id", req.get("id").unwrap_or(""))
+            .with("id", id)
             .with("status", Status::Ok.as_str())
     }
 
+    /// Adds one to a counter today (the router's own events: policy
+    /// refusals of the policy server, greylisting passes).
+    pub fn count_one(&self, counter: Counter) {
+        let mut counts = Counts::default();
+        counts.add(counter, 1);
+        self.count("", &counts);
+    }
+
     /// `request=stats`: every day kept, as the file's text.
-    pub fn report(&self, req: &Attrs) -> Attrs {
+    pub fn report(&self, id: &str) -> Attrs {
         let text = self.live().stats.encode();
         Attrs::new()
-            .with("id", req.get("id").unwrap_or(""))
+            .with("id", id)
             .with("status", Status::Ok.as_str())
             .with_body(text.into_bytes())
     }
@@ -163,6 +165,15 @@ pub async fn save_loop(recorder: Arc<Recorder>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use postern_shared::ipc;
+
+    /// A `request=count` as the router's connection decodes and answers it.
+    fn count(rec: &Recorder, req: &Attrs) -> Attrs {
+        let Ok(ipc::RouterRequest::Count { counts, .. }) = ipc::RouterRequest::decode(req) else {
+            panic!("a count request");
+        };
+        rec.count(req.get("id").unwrap_or(""), &counts)
+    }
 
     fn sum(rec: &Recorder) -> Counts {
         rec.live().stats.total()
@@ -174,8 +185,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
         let rec = Recorder::load(dir.clone(), Clock::system());
-        let req = Attrs::new()
-            .with("request", "count")
+        let req = ipc::request(ipc::RouterVerb::Count)
             .with("id", 4)
             .with("sid", "S1")
             .with("connections", 1)
@@ -183,10 +193,10 @@ mod tests {
             .with("bytes", 300)
             .with("nonsense", 5)
             .with("messages", "many");
-        let reply = rec.count(&req);
+        let reply = count(&rec, &req);
         assert_eq!(reply.get("id"), Some("4"));
         assert_eq!(reply.get("status"), Some("ok"));
-        rec.count(&req);
+        count(&rec, &req);
         let total = sum(&rec);
         assert_eq!(total.get(Counter::Connections), 2);
         assert_eq!(total.get(Counter::Bytes), 600);
@@ -196,7 +206,7 @@ mod tests {
             3,
             "unknown names and bad numbers ignored"
         );
-        let body = rec.report(&Attrs::new()).body.expect("body");
+        let body = rec.report("").body.expect("body");
         let text = String::from_utf8(body).expect("utf-8");
         assert_eq!(Stats::decode(&text).expect("decodes").total(), total);
 
@@ -226,11 +236,11 @@ mod tests {
         let at = from_local(first, 23, 59, 0).expect("a local time");
         let hand = ManualClock::new(at * 1000);
         let rec = Recorder::load(dir.clone(), hand.clock());
-        let one = Attrs::new().with("request", "count").with("connections", 1);
-        rec.count(&one);
+        let one = ipc::request(ipc::RouterVerb::Count).with("connections", 1);
+        count(&rec, &one);
         hand.advance(Duration::from_secs(120));
-        rec.count(&one);
-        rec.count(&one);
+        count(&rec, &one);
+        count(&rec, &one);
         let days: Vec<(Day, u64)> = rec
             .live()
             .stats
@@ -241,7 +251,7 @@ mod tests {
         assert_eq!(days, [(first, 1), (first.plus(1), 2)]);
         // A year and more later, the save prunes the first days away.
         hand.advance(Duration::from_secs(86_400 * KEEP_DAYS as u64));
-        rec.count(&one);
+        count(&rec, &one);
         rec.save();
         let kept: Vec<Day> = rec.live().stats.days.keys().copied().collect();
         assert_eq!(kept, [first.plus(1), first.plus(KEEP_DAYS + 1)]);

@@ -10,6 +10,8 @@
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`policy`]: the router's policy protocol (a verdict per recipient) and
 //!   the access-list management requests, typed;
+//! - [`ipc`]: every IPC socket's verbs and requests, typed, encoded and decoded
+//!   in one place; the multiplexed connection and the one-shot client and server;
 //! - [`proto`]: the attribute-list codec of every IPC socket;
 //! - [`route`]: the router's lookup protocol, typed, and its client;
 //! - [`stats`]: the statistics counters and file (its days and weeks are
@@ -32,6 +34,7 @@ pub mod config;
 pub mod dnsbl;
 pub mod durable;
 pub mod greylist;
+pub mod ipc;
 pub mod legacy;
 pub mod logging;
 pub mod net;

@@ -34,6 +34,7 @@
 use std::net::IpAddr;
 
 use crate::access::{AccessIndex, Address, Client, Entry, Method, Verdict as Access};
+use crate::ipc;
 use crate::proto::{Attrs, Status};
 use crate::stats::Rejection;
 
@@ -62,8 +63,7 @@ pub struct Query {
 impl Query {
     /// The request attributes.
     pub fn to_attrs(&self) -> Attrs {
-        let mut a = Attrs::new()
-            .with("request", "policy")
+        let mut a = ipc::request(ipc::RouterVerb::Policy)
             .with("sid", &self.sid)
             .with("client", self.client)
             .with("sender", &self.sender)

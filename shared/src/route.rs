@@ -28,17 +28,15 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
-use tokio::sync::{mpsc, oneshot};
-
 use crate::config::ClientIdentity;
-use crate::proto::{self, Attrs, ProtoError, Status};
+use crate::ipc::mux::{Mux, MuxError};
+use crate::ipc::RouterRequest;
+use crate::proto::{Attrs, ProtoError, Status};
+
+pub use crate::ipc::mux::NOTICE_DELAY;
 
 /// Name announced by the router in its first message.
 pub const PROTOCOL: &str = "postern-router";
@@ -153,6 +151,16 @@ pub struct Brake {
     pub locked: Option<Duration>,
 }
 
+impl From<MuxError> for RouterError {
+    fn from(e: MuxError) -> Self {
+        match e {
+            MuxError::Unavailable(e) => RouterError::Unavailable(e),
+            MuxError::Timeout(d) => RouterError::Timeout(d),
+            MuxError::WrongServer => RouterError::BadReply,
+        }
+    }
+}
+
 /// Why a lookup could not be made: always temporary for the client.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -185,12 +193,9 @@ pub enum RouterError {
 /// when the router does not answer in time. A request whose caller gave up
 /// before it was written is not written at all.
 pub struct RouterClient {
-    path: PathBuf,
+    /// The connection, shared by every session.
+    mux: Mux,
     timeout: Duration,
-    /// The current connection; held while a new one is being opened, so that
-    /// sessions arriving meanwhile wait for it instead of opening their own.
-    conn: tokio::sync::Mutex<Option<Arc<Mux>>>,
-    next_id: AtomicU64,
     /// Domain routes already asked (see [`RouterClient::route_domain`]).
     routes: Mutex<RouteCache>,
 }
@@ -210,244 +215,12 @@ pub const ROUTE_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Domains kept at most; the cache starts afresh when full.
 const ROUTE_CACHE_MAX: usize = 4096;
 
-/// One multiplexed connection to the router.
-struct Mux {
-    /// Encoded requests, for the writer task.
-    queue: mpsc::UnboundedSender<Outgoing>,
-    /// Callers waiting for a reply, by request id; `None` once the
-    /// connection broke.
-    waiting: Mutex<Option<HashMap<u64, oneshot::Sender<Attrs>>>>,
-}
-
-impl Mux {
-    /// Queues a request; `None` if the connection is broken.
-    fn send(&self, id: u64, bytes: Vec<u8>) -> Option<oneshot::Receiver<Attrs>> {
-        let mut waiting = self.waiting.lock().ok()?;
-        let map = waiting.as_mut()?;
-        let (tx, rx) = oneshot::channel();
-        map.insert(id, tx);
-        if self.queue.send(Outgoing::Request(id, bytes)).is_err() {
-            map.remove(&id);
-            return None;
-        }
-        Some(rx)
-    }
-
-    /// Queues a notice (no reply); `false` if the connection is broken.
-    fn notice(&self, bytes: Vec<u8>) -> bool {
-        !self.is_broken() && self.queue.send(Outgoing::Notice(bytes)).is_ok()
-    }
-
-    /// Whether a caller still waits for request `id`.
-    fn is_waiting(&self, id: u64) -> bool {
-        self.waiting
-            .lock()
-            .map(|w| w.as_ref().is_some_and(|m| m.contains_key(&id)))
-            .unwrap_or(false)
-    }
-
-    /// Forgets a caller that gave up (timed out).
-    fn forget(&self, id: u64) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            if let Some(map) = waiting.as_mut() {
-                map.remove(&id);
-            }
-        }
-    }
-
-    /// Marks the connection broken and fails every caller waiting on it.
-    fn fail(&self) {
-        if let Ok(mut waiting) = self.waiting.lock() {
-            *waiting = None;
-        }
-    }
-
-    fn is_broken(&self) -> bool {
-        self.waiting.lock().map(|w| w.is_none()).unwrap_or(true)
-    }
-
-    /// Hands a reply to its caller; `false` if the reply has no valid id.
-    fn deliver(&self, reply: Attrs) -> bool {
-        let Some(id) = reply.get("id").and_then(|i| i.parse::<u64>().ok()) else {
-            return false;
-        };
-        let caller = self
-            .waiting
-            .lock()
-            .ok()
-            .and_then(|mut w| w.as_mut().and_then(|m| m.remove(&id)));
-        if let Some(caller) = caller {
-            // The caller may have timed out meanwhile: nothing to do then.
-            let _ = caller.send(reply);
-        }
-        true
-    }
-}
-
-/// Removes a caller's entry when it stops waiting, reply or not.
-struct Waiter<'a> {
-    mux: &'a Mux,
-    id: u64,
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        self.mux.forget(self.id);
-    }
-}
-
-/// Largest batch of requests written at once.
-const BATCH_MAX: usize = 64 * 1024;
-
-/// How long a notice may wait for a request to travel with.
-pub const NOTICE_DELAY: Duration = Duration::from_millis(50);
-
-/// What the writer task sends.
-#[derive(Debug)]
-enum Outgoing {
-    /// A request whose caller waits (its id): written at once, unless the
-    /// caller gave up meanwhile (a `connect` written late would be counted
-    /// by the router and never uncounted).
-    Request(u64, Vec<u8>),
-    /// A notice (`reply=no`): nobody waits for it, so it waits (at most
-    /// [`NOTICE_DELAY`]) to travel with the next request.
-    Notice(Vec<u8>),
-    /// Write what waits now, then say so (the process is stopping).
-    Flush(oneshot::Sender<()>),
-    /// The reader is gone: close the connection.
-    Close,
-}
-
-/// Writes queued requests, as many as are queued, in one write; notices go
-/// with the next request, or after [`NOTICE_DELAY`] when none comes. Under
-/// load a session's goodbye thus costs the router no wake-up of its own.
-async fn write_loop(
-    mut w: OwnedWriteHalf,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
-    mux: Weak<Mux>,
-) {
-    let mut batch = Vec::with_capacity(4096);
-    let mut due: Option<tokio::time::Instant> = None;
-    loop {
-        let next = tokio::select! {
-            next = queue.recv() => next,
-            _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                due = None;
-                if write_batch(&mut w, &mut batch, &mux).await {
-                    continue;
-                }
-                return;
-            }
-        };
-        let mut flushed = Vec::new();
-        let waits = |id: u64| mux.upgrade().is_some_and(|m| m.is_waiting(id));
-        let mut urgent = match next {
-            Some(Outgoing::Request(id, bytes)) => {
-                if waits(id) {
-                    batch.extend_from_slice(&bytes);
-                }
-                true
-            }
-            Some(Outgoing::Close) => {
-                let _ = w.shutdown().await;
-                return;
-            }
-            Some(Outgoing::Notice(bytes)) => {
-                batch.extend_from_slice(&bytes);
-                false
-            }
-            Some(Outgoing::Flush(done)) => {
-                flushed.push(done);
-                true
-            }
-            None => {
-                // Every sender is gone: what is left is sent, best effort.
-                let _ = write_batch(&mut w, &mut batch, &mux).await;
-                return;
-            }
-        };
-        while batch.len() < BATCH_MAX {
-            match queue.try_recv() {
-                Ok(Outgoing::Request(id, bytes)) => {
-                    if waits(id) {
-                        batch.extend_from_slice(&bytes);
-                    }
-                    urgent = true;
-                }
-                Ok(Outgoing::Close) => {
-                    let _ = w.shutdown().await;
-                    return;
-                }
-                Ok(Outgoing::Notice(bytes)) => batch.extend_from_slice(&bytes),
-                Ok(Outgoing::Flush(done)) => {
-                    flushed.push(done);
-                    urgent = true;
-                }
-                Err(_) => break,
-            }
-        }
-        if urgent || batch.len() >= BATCH_MAX {
-            due = None;
-            let ok = write_batch(&mut w, &mut batch, &mux).await;
-            for done in flushed {
-                let _ = done.send(());
-            }
-            if !ok {
-                return;
-            }
-        } else if due.is_none() {
-            due = Some(tokio::time::Instant::now() + NOTICE_DELAY);
-        }
-    }
-}
-
-/// Writes and empties `batch`; `false` when the connection broke.
-async fn write_batch(w: &mut OwnedWriteHalf, batch: &mut Vec<u8>, mux: &Weak<Mux>) -> bool {
-    if batch.is_empty() {
-        return true;
-    }
-    // Log lines first (see proto::write).
-    crate::logging::flush();
-    let ok = w.write_all(batch).await.is_ok();
-    batch.clear();
-    if !ok {
-        if let Some(mux) = mux.upgrade() {
-            mux.fail();
-        }
-    }
-    ok
-}
-
-/// Reads replies and hands each to its caller, until the connection ends.
-async fn read_loop(mut r: BufReader<OwnedReadHalf>, mux: Arc<Mux>) {
-    loop {
-        match proto::read(&mut r).await {
-            Ok(Some(reply)) => {
-                if !mux.deliver(reply) {
-                    tracing::warn!("router answered without a request id: dropping the connection");
-                    break;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                tracing::debug!("router connection: {e}");
-                break;
-            }
-        }
-    }
-    mux.fail();
-    // The writer holds the socket open: it closes it.
-    let _ = mux.queue.send(Outgoing::Close);
-}
-
 impl RouterClient {
     /// A client of the router socket at `path`; each request waits at most `timeout`.
     pub fn new(path: PathBuf, timeout: Duration) -> Self {
         RouterClient {
-            path,
+            mux: Mux::new(path, PROTOCOL, "router"),
             timeout,
-            conn: tokio::sync::Mutex::new(None),
-            next_id: 0.into(),
             routes: Mutex::default(),
         }
     }
@@ -481,11 +254,12 @@ impl RouterClient {
             }
             Err(_) => None,
         };
-        let req = Attrs::new()
-            .with("request", "route")
-            .with("sid", sid)
-            .with("client", client)
-            .with("domain", domain);
+        let req = RouterRequest::Route {
+            sid: sid.to_string(),
+            client: Some(client.to_string()),
+            domain: domain.to_string(),
+        }
+        .encode();
         let found = self.lookup(req).await?;
         if let (Some(generation), Ok(mut cache)) = (generation, self.routes.lock()) {
             if cache.generation == generation {
@@ -510,10 +284,11 @@ impl RouterClient {
 
     /// Asks whether `client` is a relay client of some server (`ip-addr` route).
     pub async fn route_client(&self, sid: &str, client: IpAddr) -> Result<Lookup, RouterError> {
-        let req = Attrs::new()
-            .with("request", "client")
-            .with("sid", sid)
-            .with("client", client);
+        let req = RouterRequest::Client {
+            sid: sid.to_string(),
+            client,
+        }
+        .encode();
         self.lookup(req).await
     }
 
@@ -524,11 +299,12 @@ impl RouterClient {
         user: &str,
         password: &str,
     ) -> Result<Lookup, RouterError> {
-        let req = Attrs::new()
-            .with("request", "auth")
-            .with("sid", sid)
-            .with("user", user)
-            .with("password", password);
+        let req = RouterRequest::Auth {
+            sid: sid.to_string(),
+            user: user.to_string(),
+            password: password.to_string(),
+        }
+        .encode();
         self.lookup(req).await
     }
 
@@ -562,11 +338,12 @@ impl RouterClient {
         client: IpAddr,
         failed: bool,
     ) -> Result<Brake, RouterError> {
-        let req = Attrs::new()
-            .with("request", "brake")
-            .with("sid", sid)
-            .with("client", client)
-            .with("failed", u8::from(failed));
+        let req = RouterRequest::Brake {
+            sid: sid.to_string(),
+            client,
+            failed,
+        }
+        .encode();
         let reply = self.call(req).await?;
         let failures = reply
             .get("failures")
@@ -602,11 +379,12 @@ impl RouterClient {
         pid: u32,
         within: Duration,
     ) -> Result<Admission, RouterError> {
-        let req = Attrs::new()
-            .with("request", "connect")
-            .with("sid", sid)
-            .with("client", client)
-            .with("pid", pid);
+        let req = RouterRequest::Connect {
+            sid: sid.to_string(),
+            client,
+            pid,
+        }
+        .encode();
         let reply = self.call_with(req, within, false).await?;
         let policy = reply.get("policy") != Some("off");
         match reply.get("status").and_then(Status::parse) {
@@ -640,15 +418,13 @@ impl RouterClient {
         counts: &crate::stats::Counts,
         within: Duration,
     ) -> Result<(), RouterError> {
-        let mut req = Attrs::new()
-            .with("request", "disconnect")
-            .with("sid", sid)
-            .with("client", client)
-            .with("pid", pid);
-        for (name, n) in counts.iter() {
-            req.push(name, n);
-        }
-        self.notify(req, within).await
+        let req = RouterRequest::Disconnect {
+            sid: sid.to_string(),
+            client,
+            pid,
+            counts: counts.clone(),
+        };
+        self.notify(req.encode(), within).await
     }
 
     /// Sends a session's counts (`request=count sid= <counter>=<n>…`, one
@@ -665,42 +441,22 @@ impl RouterClient {
         if counts.is_empty() {
             return Ok(());
         }
-        let mut req = Attrs::new().with("request", "count").with("sid", sid);
-        for (name, n) in counts.iter() {
-            req.push(name, n);
-        }
-        self.notify(req, within).await
+        let req = RouterRequest::Count {
+            sid: sid.to_string(),
+            counts: counts.clone(),
+        };
+        self.notify(req.encode(), within).await
     }
 
     /// Writes the notices still waiting, at once (a stopping smtpd, so
     /// that the statistics of its last sessions are not lost).
     pub async fn flush(&self, within: Duration) {
-        let mux = match self.conn.try_lock() {
-            Ok(conn) => conn.clone(),
-            Err(_) => None,
-        };
-        let Some(mux) = mux else { return };
-        let (done, written) = oneshot::channel();
-        if mux.queue.send(Outgoing::Flush(done)).is_ok() {
-            let _ = tokio::time::timeout(within, written).await;
-        }
+        self.mux.flush(within).await
     }
 
-    /// Queues `req` with `reply=no` on the current connection.
-    async fn notify(&self, mut req: Attrs, within: Duration) -> Result<(), RouterError> {
-        req.push("reply", "no");
-        let bytes = req.encode()?;
-        let queued = async {
-            for _ in 0..2 {
-                if self.mux().await?.notice(bytes.clone()) {
-                    return Ok(());
-                }
-            }
-            Err(RouterError::Unavailable(ProtoError::Truncated))
-        };
-        tokio::time::timeout(within, queued)
-            .await
-            .map_err(|_| RouterError::Timeout(within))?
+    /// Queues `req` as a notice (`reply=no`) on the current connection.
+    async fn notify(&self, req: Attrs, within: Duration) -> Result<(), RouterError> {
+        Ok(self.mux.notify(req, within).await?)
     }
 
     async fn lookup(&self, req: Attrs) -> Result<Lookup, RouterError> {
@@ -725,73 +481,25 @@ impl RouterClient {
         self.call_with(req, within, true).await
     }
 
-    /// One request and its reply. A connection found broken before the
-    /// request is sent is replaced; one that breaks after it was sent is
-    /// replaced and the request sent again only with `resend` (the router
-    /// may have acted on it: a `connect` sent twice would be counted twice).
+    /// One request and its reply; sent again on a new connection only
+    /// with `resend` (see [`Mux::call`]).
     async fn call_with(
         &self,
-        mut req: Attrs,
+        req: Attrs,
         within: Duration,
         resend: bool,
     ) -> Result<Attrs, RouterError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        req.push("id", id);
-        let bytes = req.encode()?;
-        let fut = async {
-            let mut sent = 0;
-            for _ in 0..3 {
-                let mux = self.mux().await?;
-                let Some(reply) = mux.send(id, bytes.clone()) else {
-                    continue;
-                };
-                let _waiter = Waiter { mux: &mux, id };
-                if let Ok(reply) = reply.await {
-                    return Ok(reply);
-                }
-                sent += 1;
-                if !resend || sent == 2 {
-                    break;
-                }
-            }
-            Err(ProtoError::Truncated.into())
-        };
-        tokio::time::timeout(within, fut)
-            .await
-            .map_err(|_| RouterError::Timeout(within))?
-    }
-
-    /// The current connection, or a new one if there is none or it broke.
-    async fn mux(&self) -> Result<Arc<Mux>, RouterError> {
-        let mut conn = self.conn.lock().await;
-        if let Some(mux) = conn.as_ref().filter(|m| !m.is_broken()) {
-            return Ok(mux.clone());
-        }
-        *conn = None;
-        let stream = UnixStream::connect(&self.path)
-            .await
-            .map_err(ProtoError::Io)?;
-        let (r, w) = stream.into_split();
-        let mut r = BufReader::new(r);
-        let hello = proto::read(&mut r).await?.ok_or(ProtoError::Truncated)?;
-        if hello.get("protocol") != Some(PROTOCOL) {
-            return Err(RouterError::BadReply);
-        }
-        let (queue, rx) = mpsc::unbounded_channel();
-        let mux = Arc::new(Mux {
-            queue,
-            waiting: Mutex::new(Some(HashMap::new())),
-        });
-        tokio::spawn(write_loop(w, rx, Arc::downgrade(&mux)));
-        tokio::spawn(read_loop(r, mux.clone()));
-        *conn = Some(mux.clone());
-        Ok(mux)
+        Ok(self.mux.call(req, within, resend).await?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proto;
+    use std::sync::Arc;
+    use tokio::io::{AsyncWriteExt, BufReader};
+    use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
     use tokio::net::UnixListener;
 
     fn socket_path(tag: &str) -> PathBuf {

@@ -41,6 +41,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::ipc::{self, MasterRequest};
 use crate::proto::{self, Attrs};
 
 /// Name of the inherited descriptor that talks to the master.
@@ -123,7 +124,12 @@ impl Worker {
                     .await
                     .context("reading the configuration from the master")?
                     .context("the master closed the channel before sending the configuration")?;
-                let config = config_of(&first).context("the master's first message")?;
+                let config = match MasterRequest::decode(first) {
+                    Ok(MasterRequest::Config { body, .. }) => config_of(&body),
+                    Ok(_) => Err(anyhow::anyhow!("expected request=config")),
+                    Err(e) => Err(anyhow::anyhow!("{e}")),
+                }
+                .context("the master's first message")?;
                 tokio::spawn(read_master(read, tx));
                 (config, Some(write))
             }
@@ -185,7 +191,7 @@ impl Worker {
 
     /// Tells the master that this worker serves.
     pub async fn ready(&mut self) {
-        self.send(Attrs::new().with("event", "ready")).await;
+        self.send(ipc::event(ipc::Event::Ready)).await;
     }
 
     /// Acknowledges a [`Event::Reload`].
@@ -278,10 +284,13 @@ where
 async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc::Sender<Event>) {
     loop {
         let ev = match proto::read(&mut r).await {
-            Ok(Some(msg)) => match msg.get("request") {
-                Some("config") => match config_of(&msg) {
+            Ok(Some(msg)) if !ipc::is_request(&msg) && msg.get("status").is_some() => {
+                Event::Reply(msg)
+            }
+            Ok(Some(msg)) => match MasterRequest::decode(msg) {
+                Ok(MasterRequest::Config { id, body }) => match config_of(&body) {
                     Ok(c) => Event::Reload {
-                        id: msg.get("id").unwrap_or("0").to_string(),
+                        id,
                         config: Arc::new(c.config),
                         tls: c.tls.map(Arc::new),
                         auth_servers: c.auth_servers,
@@ -291,11 +300,10 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
                         continue;
                     }
                 },
-                Some("stop") => Event::Stop,
-                Some("drain") => Event::Drain,
-                None if msg.get("status").is_some() => Event::Reply(msg),
-                other => {
-                    tracing::warn!("ignoring master request {other:?}");
+                Ok(MasterRequest::Stop) => Event::Stop,
+                Ok(MasterRequest::Drain) => Event::Drain,
+                Err(other) => {
+                    tracing::warn!("ignoring master request: {other}");
                     continue;
                 }
             },
@@ -315,14 +323,8 @@ async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc
     }
 }
 
-fn config_of(msg: &Attrs) -> anyhow::Result<WorkerConfig> {
-    if msg.get("request") != Some("config") {
-        bail!("expected request=config");
-    }
-    let body = msg
-        .body
-        .as_deref()
-        .context("request=config without a body")?;
+/// The configuration of a `request=config`'s body.
+fn config_of(body: &[u8]) -> anyhow::Result<WorkerConfig> {
     let text = std::str::from_utf8(body).context("configuration is not UTF-8")?;
     let mut c: WorkerConfig = toml::from_str(text).context("configuration from the master")?;
     c.config.fill_defaults();

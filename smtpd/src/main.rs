@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use postern_shared::config::Config;
+use postern_shared::ipc;
 use postern_shared::logging::new_id;
 use postern_shared::proto::Attrs;
 use postern_shared::route::RouterClient;
@@ -102,8 +103,7 @@ async fn run() -> anyhow::Result<()> {
     let stopping = loop {
         tokio::select! {
             _ = load_tick.tick() => {
-                let mut load = Attrs::new()
-                    .with("event", "load")
+                let mut load = ipc::event(ipc::Event::Load)
                     .with("sessions", shared.active.load(Ordering::SeqCst));
                 for line in shared.health.report() {
                     load.push("failing", line);
@@ -145,7 +145,7 @@ async fn run() -> anyhow::Result<()> {
                 Event::Stop => {
                     // A SHUTDOWN whose answer raced with the stop itself succeeded.
                     for (_, req) in pending.drain(..) {
-                        let answer = if req.request == "stop" { Ok(()) } else { Err("stopping".into()) };
+                        let answer = if req.request == ipc::WorkerVerb::Stop { Ok(()) } else { Err("stopping".into()) };
                         let _ = req.reply.send(answer);
                     }
                     break true;
@@ -153,7 +153,7 @@ async fn run() -> anyhow::Result<()> {
             },
             Some(req) = admin_rx.recv() => {
                 if worker.has_master() {
-                    let id = worker.request(Attrs::new().with("request", req.request).with("sid", &req.sid)).await;
+                    let id = worker.request(worker_request(&req).encode()).await;
                     pending.push((id, req));
                 } else {
                     let _ = req.reply.send(Err("no master: this smtpd was started by hand".into()));
@@ -283,4 +283,13 @@ fn acceptor(pem: Option<&TlsPem>) -> anyhow::Result<Option<TlsAcceptor>> {
     .with_single_cert(certs, key)
     .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
+}
+
+/// What an SMTP admin command asks the master.
+fn worker_request(req: &AdminRequest) -> ipc::WorkerRequest {
+    let sid = req.sid.clone();
+    match req.request {
+        ipc::WorkerVerb::Reload => ipc::WorkerRequest::Reload { sid },
+        _ => ipc::WorkerRequest::Stop { sid },
+    }
 }

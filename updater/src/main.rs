@@ -39,12 +39,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
-use postern_shared::proto::{self, Attrs};
+use postern_shared::ipc::{self, UpdaterReply, UpdaterRequest, WorkerRequest};
+use postern_shared::proto::Attrs;
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
 use postern_shared::time::{local_minute, Clock};
 use postern_shared::worker::{Event, Options, Worker};
-use tokio::io::BufStream;
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
 
@@ -102,7 +102,12 @@ async fn run() -> anyhow::Result<()> {
     for fd in listeners {
         let std = std::os::unix::net::UnixListener::from(fd);
         std.set_nonblocking(true)?;
-        tokio::spawn(accept_loop(UnixListener::from_std(std)?, req_tx.clone()));
+        tokio::spawn(ipc::oneshot::serve(
+            UnixListener::from_std(std)?,
+            "updater",
+            req_tx.clone(),
+            |req, reply| (req, reply),
+        ));
     }
     let config = worker.config.clone();
     let spool = Spool::open(&config.process.spool_dir)?;
@@ -149,7 +154,7 @@ async fn run() -> anyhow::Result<()> {
                 }
             },
             Some((req, reply)) = req_rx.recv() => {
-                let answer = u.request(&req);
+                let answer = u.request(req);
                 let _ = reply.send(answer);
             }
             Some((id, server, outcome)) = results_rx.recv() => u.delivered(&id, &server, outcome),
@@ -339,9 +344,10 @@ impl Updater {
         info!("restart {rid}: asking the master to restart {server}");
         let req = worker
             .request(
-                Attrs::new()
-                    .with("request", "restart")
-                    .with("server", &server),
+                WorkerRequest::Restart {
+                    server: server.clone(),
+                }
+                .encode(),
             )
             .await;
         self.running.insert(req, rid.to_string());
@@ -381,20 +387,32 @@ impl Updater {
     }
 
     /// Answers one socket request.
-    fn request(&mut self, req: &Attrs) -> Attrs {
-        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
-        match req.get("request") {
-            Some("queue") => match self.enqueue(req) {
-                Ok(id) => Attrs::new().with("status", "ok").with("queue_id", id),
+    fn request(&mut self, req: Attrs) -> Attrs {
+        self.answer(req).encode()
+    }
+
+    /// The answer to one socket request.
+    fn answer(&mut self, req: Attrs) -> UpdaterReply {
+        let fail = |why: &str| UpdaterReply::TempFail(why.to_string());
+        let req = match UpdaterRequest::decode(req) {
+            Ok(req) => req,
+            Err(bad) => return fail(&bad.to_string()),
+        };
+        match req {
+            UpdaterRequest::Queue {
+                sid,
+                sender,
+                recipient,
+                body,
+            } => match self.enqueue(sid, sender, recipient, body) {
+                Ok(queue_id) => UpdaterReply::Queued { queue_id },
                 Err(e) => {
                     error!("cannot queue an update: {e:#}");
                     fail(&format!("{e:#}"))
                 }
             },
-            Some("list") => Attrs::new()
-                .with("status", "ok")
-                .with_body(self.list().into_bytes()),
-            Some("flush") => {
+            UpdaterRequest::List => UpdaterReply::Text(self.list().into_bytes()),
+            UpdaterRequest::Flush => {
                 let mut n = 0;
                 for q in self.queue.values_mut() {
                     for c in &mut q.copies {
@@ -405,63 +423,51 @@ impl Updater {
                     }
                 }
                 info!("queue flush: {n} deferred copies to try now");
-                Attrs::new().with("status", "ok").with("count", n)
+                UpdaterReply::Flushed { count: n }
             }
-            Some("delete") => {
-                let id = req.get("id").unwrap_or_default();
-                if self.queue.remove(id).is_none() {
-                    return Attrs::new()
-                        .with("status", "notfound")
-                        .with("reason", format!("no update {id} in the queue"));
+            UpdaterRequest::Delete { id } => {
+                if self.queue.remove(&id).is_none() {
+                    return UpdaterReply::NotFound(format!("no update {id} in the queue"));
                 }
                 info!("update {id} deleted from the queue");
-                match self.spool.delete(id) {
-                    Ok(()) => Attrs::new().with("status", "ok"),
+                match self.spool.delete(&id) {
+                    Ok(()) => UpdaterReply::Done,
                     Err(e) => fail(&format!("{e:#}")),
                 }
             }
-            Some("restarts") => Attrs::new()
-                .with("status", "ok")
-                .with_body(self.list_restarts().into_bytes()),
-            Some("cancel") => {
-                let id = req.get("id").unwrap_or_default();
-                match self.schedule.get_mut(id) {
-                    Some(r) if r.state == State::Scheduled => {
-                        r.state = State::Cancelled;
-                        info!("restart {id} of {} cancelled", r.server);
-                        match self.schedule.save() {
-                            Ok(()) => Attrs::new().with("status", "ok"),
-                            Err(e) => fail(&format!("{e:#}")),
-                        }
+            UpdaterRequest::Restarts => UpdaterReply::Text(self.list_restarts().into_bytes()),
+            UpdaterRequest::Cancel { id } => match self.schedule.get_mut(&id) {
+                Some(r) if r.state == State::Scheduled => {
+                    r.state = State::Cancelled;
+                    info!("restart {id} of {} cancelled", r.server);
+                    match self.schedule.save() {
+                        Ok(()) => UpdaterReply::Done,
+                        Err(e) => fail(&format!("{e:#}")),
                     }
-                    Some(r) => Attrs::new().with("status", "reject").with(
-                        "reason",
-                        format!("restart {id} is {}, not scheduled", r.state.as_str()),
-                    ),
-                    None => Attrs::new()
-                        .with("status", "notfound")
-                        .with("reason", format!("no restart {id}")),
                 }
-            }
-            other => fail(&format!("unknown request {}", other.unwrap_or("(none)"))),
+                Some(r) => UpdaterReply::Reject(format!(
+                    "restart {id} is {}, not scheduled",
+                    r.state.as_str()
+                )),
+                None => UpdaterReply::NotFound(format!("no restart {id}")),
+            },
         }
     }
 
     /// Stores a new update mail durably and schedules its "at" restarts.
-    fn enqueue(&mut self, req: &Attrs) -> anyhow::Result<String> {
-        let body = req
-            .body
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("queue request without a body"))?;
+    fn enqueue(
+        &mut self,
+        sid: String,
+        sender: String,
+        recipient: String,
+        body: Vec<u8>,
+    ) -> anyhow::Result<String> {
         let msg = Message {
             id: postern_shared::logging::new_id(),
-            sender: req.get("sender").unwrap_or_default().to_string(),
-            recipient: req
-                .get("recipient")
-                .ok_or_else(|| anyhow::anyhow!("queue request without a recipient"))?
-                .to_string(),
+            sender,
+            recipient,
             received: self.clock.now_secs(),
-            sid: req.get("sid").unwrap_or_default().to_string(),
+            sid,
             body,
         };
         let copies: Vec<Copy> = self
@@ -642,36 +648,6 @@ fn terminator(body: &[u8]) -> &'static [u8] {
     }
 }
 
-async fn accept_loop(listener: UnixListener, tx: mpsc::Sender<Request>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        tokio::spawn(serve(stream, tx.clone()));
-    }
-}
-
-/// One request per connection.
-async fn serve(stream: UnixStream, tx: mpsc::Sender<Request>) {
-    let mut conn = BufStream::new(stream);
-    let req = match proto::read(&mut conn).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return,
-        Err(e) => {
-            warn!("dropping updater client: {e}");
-            return;
-        }
-    };
-    let (reply_tx, reply_rx) = oneshot::channel();
-    if tx.send((req, reply_tx)).await.is_err() {
-        return;
-    }
-    if let Ok(answer) = reply_rx.await {
-        let _ = proto::write(&mut conn, &answer).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -704,12 +680,13 @@ mod tests {
     }
 
     fn queue(u: &mut Updater, body: &str) -> String {
-        let req = Attrs::new()
-            .with("request", "queue")
-            .with("sender", "admin@example.net")
-            .with("recipient", "update@mx.test")
-            .with_body(body.as_bytes().to_vec());
-        u.enqueue(&req).expect("queued")
+        u.enqueue(
+            String::new(),
+            "admin@example.net".into(),
+            "update@mx.test".into(),
+            body.as_bytes().to_vec(),
+        )
+        .expect("queued")
     }
 
     #[test]

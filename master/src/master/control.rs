@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use postern_shared::proto::{self, Attrs};
+use postern_shared::ipc::{self, ControlRequest};
+use postern_shared::proto::Attrs;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,24 +17,24 @@ impl Master {
     /// Answers one request of the admin CLI (`postern status`, `reload`,
     /// `stop`, `restart WORKER`); a reload or restart answers when it is done.
     pub(super) async fn control(&mut self, req: Attrs, reply: oneshot::Sender<Attrs>) {
-        match req.get("request") {
-            Some("status") => {
+        match ControlRequest::decode(&req) {
+            Ok(ControlRequest::Status) => {
                 let _ = reply.send(self.status());
             }
-            Some("reload") => self.begin_reload(Some(reply)).await,
-            Some("restart") => {
-                let worker = req.get("worker").unwrap_or_default().to_string();
+            Ok(ControlRequest::Reload) => self.begin_reload(Some(reply)).await,
+            Ok(ControlRequest::Restart { worker }) => {
                 self.restart_worker(&worker, reply).await;
             }
-            Some("stop") => {
+            Ok(ControlRequest::Stop) => {
                 let _ = reply.send(Attrs::new().with("status", "ok"));
                 self.begin_stop("postern stop");
             }
-            other => {
-                let _ = reply.send(Attrs::new().with("status", "tempfail").with(
-                    "reason",
-                    format!("unknown request {}", other.unwrap_or("(none)")),
-                ));
+            Err(unknown) => {
+                let _ = reply.send(
+                    Attrs::new()
+                        .with("status", "tempfail")
+                        .with("reason", unknown),
+                );
             }
         }
     }
@@ -181,31 +182,9 @@ impl Master {
 
 /// Serves the admin CLI: one request per connection.
 pub(super) async fn control_loop(listener: UnixListener, tx: mpsc::Sender<Msg>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut conn = tokio::io::BufStream::new(stream);
-            let Ok(Some(req)) = proto::read(&mut conn).await else {
-                return;
-            };
-            let (reply_tx, reply_rx) = oneshot::channel();
-            if tx
-                .send(Msg::Control {
-                    req,
-                    reply: reply_tx,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if let Ok(reply) = reply_rx.await {
-                let _ = proto::write(&mut conn, &reply).await;
-            }
-        });
-    }
+    ipc::oneshot::serve(listener, "control", tx, |req, reply| Msg::Control {
+        req,
+        reply,
+    })
+    .await
 }

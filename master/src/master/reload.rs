@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
+use postern_shared::ipc::MasterRequest;
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::TlsPem;
 use sd_notify::NotifyState;
@@ -79,10 +80,11 @@ impl Master {
         let bodies: HashMap<&'static str, Attrs> = [Kind::Smtpd, Kind::Router, Kind::Updater]
             .into_iter()
             .map(|k| {
-                let msg = Attrs::new()
-                    .with("request", "config")
-                    .with("id", &id)
-                    .with_body(self.worker_config(k).into_bytes());
+                let msg = MasterRequest::Config {
+                    id: id.clone(),
+                    body: self.worker_config(k).into_bytes(),
+                }
+                .encode();
                 (k.program(), msg)
             })
             .collect();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use postern_shared::ipc::MasterRequest;
 use postern_shared::proto::{self, Attrs};
 use postern_shared::worker::WorkerConfig;
 use tokio::io::BufReader;
@@ -192,10 +193,11 @@ impl Master {
             }
         };
         let (r, mut w) = stream.into_split();
-        let msg = Attrs::new()
-            .with("request", "config")
-            .with("id", "0")
-            .with_body(body);
+        let msg = MasterRequest::Config {
+            id: "0".into(),
+            body,
+        }
+        .encode();
         if let Err(e) = proto::write(&mut w, &msg).await {
             // The worker died at once; SIGCHLD will tell.
             warn!(

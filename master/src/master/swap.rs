@@ -12,6 +12,7 @@
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
+use postern_shared::ipc::MasterRequest;
 use postern_shared::proto::{self, Attrs};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -112,7 +113,7 @@ impl Master {
         }
         let go = go.clone();
         let ready = all_ready;
-        let drain = Attrs::new().with("request", "drain");
+        let drain = MasterRequest::Drain.encode();
         let tx = self.tx.clone();
         for i in go {
             // Old processes that served are told to drain over their channel (their

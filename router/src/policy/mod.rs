@@ -712,8 +712,7 @@ impl Engine {
                         triplet.recipient
                     );
                     let counter = postern_shared::stats::Counter::GreylistPassed;
-                    self.stats
-                        .count(&postern_shared::proto::Attrs::new().with(counter.as_str(), 1));
+                    self.stats.count_one(counter);
                 }
                 None
             }

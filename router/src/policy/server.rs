@@ -30,8 +30,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_shared::ipc::postfix;
 use postern_shared::policy::{Query, Verdict};
-use postern_shared::proto::Attrs;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::Shared;
@@ -122,10 +122,10 @@ fn truncate(s: &str) -> &str {
 /// the RCPT state). `Err`: a malformed request.
 fn query_of(attrs: &[(String, String)]) -> Result<Option<Query>, Bad> {
     let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    if get("request") != Some("smtpd_access_policy") {
+    if get(postfix::REQUEST) != Some(postfix::POLICY) {
         return Err(Bad::Malformed(format!(
             "request={:?}, not smtpd_access_policy",
-            get("request").unwrap_or("")
+            get(postfix::REQUEST).unwrap_or("")
         )));
     }
     let client = get("client_address")
@@ -237,7 +237,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Shared) {
 fn count(state: &Arc<crate::State>, v: &Verdict) {
     if let Verdict::Refuse(r) = v {
         let counter = r.kind.counter();
-        state.stats.count(&Attrs::new().with(counter.as_str(), 1));
+        state.stats.count_one(counter);
     }
 }
 

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 use super::reply::Failure;
 use super::{AdminRequest, End, Session};
 use postern_shared::config::in_networks;
+use postern_shared::ipc::WorkerVerb;
 use postern_shared::smtp::{secret_eq, Reply};
 
 /// Failed admin commands in a row before the session is closed.
@@ -32,10 +33,10 @@ const MASTER_TIMEOUT: Duration = Duration::from_secs(30);
 impl Session {
     pub(super) async fn admin(
         &mut self,
-        request: &'static str,
+        request: WorkerVerb,
         creds: Option<(String, String)>,
     ) -> Result<(), End> {
-        let verb = if request == "reload" {
+        let verb = if request == WorkerVerb::Reload {
             "RELOAD"
         } else {
             "SHUTDOWN"
@@ -46,7 +47,7 @@ impl Session {
             return Ok(());
         };
         let ip = self.ip();
-        let allowed = if request == "reload" {
+        let allowed = if request == WorkerVerb::Reload {
             in_networks(ip, &p.admin_networks)
         } else {
             ip.is_loopback()
@@ -99,8 +100,10 @@ impl Session {
             Err("no master".to_string())
         };
         match (request, answer) {
-            ("reload", Ok(())) => self.reply(Reply::new(250, "2.0.0", "Configuration reloaded")),
-            ("stop", Ok(())) => {
+            (WorkerVerb::Reload, Ok(())) => {
+                self.reply(Reply::new(250, "2.0.0", "Configuration reloaded"))
+            }
+            (WorkerVerb::Stop, Ok(())) => {
                 self.reply(Reply::new(221, "2.0.0", "Shutting down"));
                 return Err(End::Closed);
             }

@@ -45,6 +45,7 @@ use std::time::Duration;
 
 use postern_shared::bufread::Reader;
 use postern_shared::config::Config;
+use postern_shared::ipc::WorkerVerb;
 use postern_shared::net::unmap;
 use postern_shared::route::{Admission, Route, RouterClient};
 use postern_shared::smtp::{parse_command, Command, Reply};
@@ -93,8 +94,8 @@ pub type BoxStream = Box<dyn ClientStream>;
 
 /// An SMTP admin command passed to the master through the process's main loop.
 pub struct AdminRequest {
-    /// `reload` or `stop`.
-    pub request: &'static str,
+    /// [`WorkerVerb::Reload`] or [`WorkerVerb::Stop`].
+    pub request: WorkerVerb,
     /// The session asking, for the master's log line.
     pub sid: String,
     /// The master's answer: `Ok`, or why not.
@@ -357,8 +358,8 @@ impl Session {
             Command::Helo(name) => self.helo(name).await,
             Command::Starttls => return self.starttls().await,
             Command::Auth(mech, initial) => return self.auth(&mech, initial).await,
-            Command::Reload(creds) => return self.admin("reload", creds).await,
-            Command::Shutdown(creds) => return self.admin("stop", creds).await,
+            Command::Reload(creds) => return self.admin(WorkerVerb::Reload, creds).await,
+            Command::Shutdown(creds) => return self.admin(WorkerVerb::Stop, creds).await,
             Command::Ehlo(name) => self.ehlo(name).await,
             Command::Mail(from, params) => self.mail(from, params),
             Command::Rcpt(to, params) => self.rcpt(to, params).await,

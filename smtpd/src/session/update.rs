@@ -10,20 +10,13 @@
 //! the client get `250 2.0.0 Ok: queued as <ID>`. An updater that cannot take
 //! it gives `451 4.3.0`: the sender keeps the mail and retries.
 
-use std::time::Duration;
-
-use tokio::io::BufStream;
-use tokio::net::UnixStream;
 use tracing::{info, warn};
 
 use super::reply::Failure;
 use super::{End, Session};
 use postern_shared::config::in_networks;
-use postern_shared::proto::{self, Attrs};
+use postern_shared::ipc::{oneshot, UpdaterReply, UpdaterRequest};
 use postern_shared::smtp::{Mailbox, Path, Reply};
-
-/// How long the updater may take to store a mail (an fsync or two).
-const UPDATER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Session {
     /// Whether `to` is `proxy.update_address`, however it is spelled: the
@@ -82,24 +75,29 @@ impl Session {
             .update_address
             .clone()
             .unwrap_or_default();
-        let req = Attrs::new()
-            .with("request", "queue")
-            .with("sid", &self.sid)
-            .with("sender", &from)
-            .with("recipient", recipient)
-            .with_body(body);
-        match tokio::time::timeout(UPDATER_TIMEOUT, call(&self.ctx.updater, &req)).await {
-            Ok(Ok(answer)) if answer.get("status") == Some("ok") => {
-                let id = answer.get("queue_id").unwrap_or("?").to_string();
+        let req = UpdaterRequest::Queue {
+            sid: self.sid.clone(),
+            sender: from.clone(),
+            recipient,
+            body,
+        }
+        .encode();
+        let answer = oneshot::UPDATER.call(&self.ctx.updater, req).await;
+        match answer.as_ref().map(UpdaterReply::decode) {
+            Ok(Some(UpdaterReply::Queued { queue_id: id })) => {
                 info!("update mail from <{from}> queued as {id}");
                 self.junk = 0;
                 self.reply(Reply::new(250, "2.0.0", &format!("Ok: queued as {id}")));
             }
             other => {
                 let why = match other {
-                    Ok(Ok(a)) => a.get("reason").unwrap_or("refused").to_string(),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no answer within {UPDATER_TIMEOUT:?}"),
+                    Ok(Some(
+                        UpdaterReply::NotFound(why)
+                        | UpdaterReply::Reject(why)
+                        | UpdaterReply::TempFail(why),
+                    )) => why,
+                    Ok(_) => "refused".to_string(),
+                    Err(e) => e.to_string(),
                 };
                 warn!("update mail from <{from}> not queued: {why}");
                 self.fail(Failure::Updater);
@@ -107,13 +105,4 @@ impl Session {
         }
         Ok(())
     }
-}
-
-/// One request on a fresh connection to the updater.
-async fn call(path: &std::path::Path, req: &Attrs) -> Result<Attrs, proto::ProtoError> {
-    let mut conn = BufStream::new(UnixStream::connect(path).await?);
-    proto::write(&mut conn, req).await?;
-    proto::read(&mut conn)
-        .await?
-        .ok_or(proto::ProtoError::Truncated)
 }
