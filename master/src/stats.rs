@@ -11,7 +11,9 @@ use std::process::ExitCode;
 
 use postern_shared::config::Config;
 use postern_shared::ipc;
-use postern_shared::stats::{Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS};
+use postern_shared::stats::{
+    Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS, PASSED_SIZE, PENDING_SIZE,
+};
 
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
 
@@ -219,10 +221,39 @@ impl Report {
         out.push_str(
             "\nDOMAIN, IP-ADDR, AUTH: mails forwarded by route cause; DENIED: relaying denied;\n\
              PASSED: greylist passed; BYTES: of the messages a backend accepted.\n\
-             spam rate = refused / (refused + messages); refused = relaying denied + rejected.\n\
-             Not counted yet: greylisting, and the access, dnsbl and restriction refusals\n\
-             (they come with the anti-spam policy).\n",
+             spam rate = refused / (refused + messages); refused = relaying denied + rejected.\n",
         );
+        // Seed 001 §7.3: greylisting per day, with both lists' sizes.
+        let grey: Vec<Vec<String>> = self
+            .days
+            .iter()
+            .filter(|d| {
+                let c = &d.counts;
+                c.get(Counter::Greylisted) + c.get(Counter::GreylistPassed) > 0
+                    || c.get_named(PENDING_SIZE) + c.get_named(PASSED_SIZE) > 0
+            })
+            .map(|d| {
+                let c = &d.counts;
+                vec![
+                    d.label.clone(),
+                    c.get(Counter::Greylisted).to_string(),
+                    c.get(Counter::GreylistPassed).to_string(),
+                    c.get_named(PENDING_SIZE).to_string(),
+                    c.get_named(PASSED_SIZE).to_string(),
+                ]
+            })
+            .collect();
+        if !grey.is_empty() {
+            out.push_str("\nGreylisting per day\n");
+            out.push_str(&table(
+                &["DAY", "GREYLISTED", "PASSED", "PENDING LIST", "WHITELIST"],
+                &grey,
+                1,
+            ));
+            out.push_str(
+                "PENDING LIST, WHITELIST: the lists' sizes at the day's last hourly purge.\n",
+            );
+        }
         out
     }
 
@@ -277,6 +308,14 @@ fn row_json(r: &Row, key: &str) -> String {
         ("bytes", Counter::Bytes),
     ] {
         let _ = write!(s, "\"{name}\": {}, ", c.get(counter));
+    }
+    if key == "date" && c.get_named(PENDING_SIZE) + c.get_named(PASSED_SIZE) > 0 {
+        let _ = write!(
+            s,
+            "\"greylist_pending_size\": {}, \"greylist_passed_size\": {}, ",
+            c.get_named(PENDING_SIZE),
+            c.get_named(PASSED_SIZE)
+        );
     }
     let rate = c
         .spam_rate()

@@ -99,6 +99,16 @@ impl Recorder {
 
     /// Adds one to a counter today (the router's own events: policy
     /// refusals of the policy server, greylisting passes).
+    /// Records today's greylist list sizes (levels: each replaces the last).
+    pub fn set_sizes(&self, pending: u64, passed: u64) {
+        let today = self.clock.today();
+        let mut live = self.live();
+        let day = live.stats.days.entry(today).or_default();
+        day.set_named(postern_shared::stats::PENDING_SIZE, pending);
+        day.set_named(postern_shared::stats::PASSED_SIZE, passed);
+        live.dirty = true;
+    }
+
     pub fn count_one(&self, counter: Counter) {
         let mut counts = Counts::default();
         counts.add(counter, 1);

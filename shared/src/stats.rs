@@ -115,7 +115,7 @@ pub enum Counter {
     RelayDenied,
     /// Refusals by kind.
     Rejected(Rejection),
-    /// Greylisted (reserved).
+    /// Recipients greylisted (`451 4.7.1`).
     Greylisted,
     /// Passed greylisting (reserved).
     GreylistPassed,
@@ -173,6 +173,12 @@ impl Counter {
     }
 }
 
+/// The size of greylisting's pending list on a day (at its last purge,
+/// hourly): a level kept per day (seed 001 §7.3), not summed into weeks.
+pub const PENDING_SIZE: &str = "greylist.pending_size";
+/// Likewise for the auto-whitelist.
+pub const PASSED_SIZE: &str = "greylist.passed_size";
+
 /// Counter values by name; absent means 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -183,6 +189,18 @@ impl Counts {
     /// Adds `n` to a counter.
     pub fn add(&mut self, c: Counter, n: u64) {
         self.add_named(c.as_str(), n);
+    }
+
+    /// Sets a value by name, replacing what it was (the greylist's list
+    /// sizes, [`PENDING_SIZE`] and [`PASSED_SIZE`], which are levels, not
+    /// counts).
+    pub fn set_named(&mut self, name: &str, n: u64) {
+        self.values.insert(name.to_string(), n);
+    }
+
+    /// A value by name (0 when absent).
+    pub fn get_named(&self, name: &str) -> u64 {
+        self.values.get(name).copied().unwrap_or(0)
     }
 
     /// Adds `n` to a counter by name (the name is not checked).

@@ -110,6 +110,26 @@ s.quit()
                 .then_some(())
         },
     );
+    // Seed 001 §7.3: greylisting per day, with both lists' sizes (taken at
+    // each purge: hourly, and at a reload).
+    let reload = p.cli(&["reload"]);
+    assert!(
+        reload.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reload.stderr)
+    );
+    wait_for("both lists' sizes in postern stats", || {
+        let out = p.cli(&["stats"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = text
+            .lines()
+            .skip_while(|l| *l != "Greylisting per day")
+            .nth(2)?
+            .to_string();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        // DAY GREYLISTED PASSED PENDING LIST WHITELIST
+        (cells.get(1..) == Some(&["3", "1", "1", "1"][..])).then_some(())
+    });
     // The store's standing in postern status.
     wait_for("the greylist store in postern status", || {
         let out = p.cli(&["status"]);

@@ -788,18 +788,26 @@ impl Engine {
         store.entries().await
     }
 
-    /// Purges expired greylist records every hour (and logs the sizes);
+    /// Purges expired greylist records every hour and at each reload (and
+    /// logs and records both lists' sizes for the day's statistics);
     /// meanwhile, a store that could not be opened (another router still
     /// held it) is tried again every second.
     pub async fn purge_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut generation = self.settings().generation;
         loop {
             self.ensure_store().await;
+            // Hourly, and at each reload (its timings may have changed).
             tokio::select! {
                 _ = tick.tick() => {}
-                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if self.settings().generation == generation {
+                        continue;
+                    }
+                }
             }
             let s = self.settings();
+            generation = s.generation;
             let store = self
                 .greylist
                 .read()
@@ -810,9 +818,13 @@ impl Engine {
             };
             let now = self.clock.now_millis().max(0) as u64;
             match store.purge(now, s.greylist.timings()).await {
-                Ok((dropped, pending, passed)) => tracing::info!(
-                    "greylisting: purged {dropped} expired entries; {pending} pending, {passed} auto-whitelisted"
-                ),
+                Ok((dropped, pending, passed)) => {
+                    tracing::info!(
+                        "greylisting: purged {dropped} expired entries; {pending} pending, {passed} auto-whitelisted"
+                    );
+                    // Seed 001 §7.3: both lists' sizes per day.
+                    self.stats.set_sizes(pending, passed);
+                }
                 Err(e) => tracing::warn!("greylisting: purge failed: {e}"),
             }
         }
