@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Round-trip time of one router lookup, as smtpd makes it.
+"""Round-trip time of one router lookup, as smtpd makes it (or, with
+--policy, of one policy question).
 
     python3 bench/routerprobe.py --socket RUN_DIR/router.sock --n 2000 --domain bench.test
 
@@ -52,6 +53,11 @@ def main():
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--domain", default="bench.test")
     ap.add_argument("--client", default="127.0.0.1")
+    ap.add_argument(
+        "--policy",
+        metavar="SENDER,RECIPIENT",
+        help="time policy questions (request=policy) for this sender and recipient instead of route lookups",
+    )
     ap.add_argument("--pause-ms", type=float, default=1.0)
     ap.add_argument("--deadline", type=float, default=120.0)
     args = ap.parse_args()
@@ -70,15 +76,25 @@ def main():
     for i in range(args.n):
         if stopped or time.monotonic() > stop_at:
             break
-        req = (
-            "request=route\nid=%d\nsid=PROBE%06d\nclient=%s\ndomain=%s\n\n"
-            % (i, i, args.client, args.domain)
-        ).encode()
+        if args.policy:
+            sender, recipient = args.policy.split(",", 1)
+            req = (
+                "request=policy\nid=%d\nsid=PROBE%06d\nclient=%s\nsender=%s\nrecipient=%s\n\n"
+                % (i, i, args.client, sender, recipient)
+            ).encode()
+        else:
+            req = (
+                "request=route\nid=%d\nsid=PROBE%06d\nclient=%s\ndomain=%s\n\n"
+                % (i, i, args.client, args.domain)
+            ).encode()
         t0 = time.perf_counter()
         sock.sendall(req)
         reply, buf = read_message(sock, buf)
         dt = time.perf_counter() - t0
-        if reply.get("status") != "ok" or reply.get("id") != str(i):
+        # A policy question must be answered, and not refused: the probe's
+        # triplet is one that passed greylisting.
+        refused = args.policy and reply.get("action") not in ("dunno", "accept")
+        if reply.get("status") != "ok" or reply.get("id") != str(i) or refused:
             errors += 1
             first = first or repr(reply)
         else:
