@@ -265,7 +265,8 @@ def main():
         p("| policy | messages/s | CPU µs/msg: all postern / router | trials ok |")
         p("|---|---|---|---|")
         for t, label in (("postern", "off"), ("postern-policy", "on"),
-                         ("postern-greylist", "on, with greylisting (1,000,000 triplets)")):
+                         ("postern-greylist", "on, with greylisting (1,000,000 triplets)"),
+                         ("postern-greylist-redis", "on, with greylisting on Redis (1,000,000 triplets)")):
             ok, n = run.count("policy", t)
             p("| %s | %s | %s / %s | %d/%d |" % (
                 label, fmt(run.median("policy", t, "msgs_per_s")),
@@ -276,6 +277,9 @@ def main():
             "policy", "postern-greylist", "probe_p99_us")
         p("A policy decision under this load, greylisting on (bench/routerprobe.py --policy on "
           "router.sock, the load's own passed triplet): p50 %s µs, p99 %s µs." % (fmt(p50), fmt(p99)))
+        r50, r99 = run.median("policy", "postern-greylist-redis", "probe_p50_us"), run.median(
+            "policy", "postern-greylist-redis", "probe_p99_us")
+        p("The same with the Redis store: p50 %s µs, p99 %s µs." % (fmt(r50), fmt(r99)))
         p()
 
     if "idle" in configs:
@@ -333,6 +337,9 @@ def main():
     p99 = run.median("policy", "postern-greylist", "probe_p99_us")
     target("a policy decision's p99 under s100's load < 1 ms (embedded store, 1,000,000 triplets)",
            p99 / 1000 if p99 else None, lambda v: v < 1, 3, " ms")
+    r99 = run.median("policy", "postern-greylist-redis", "probe_p99_us")
+    target("a policy decision's p99 under s100's load < 2 ms (Redis store over loopback)",
+           r99 / 1000 if r99 else None, lambda v: v < 2, 3, " ms")
     target("with greylisting on too, CPU per message ≤ 1.15 × policy off",
            run.ratio("policy", "postern-greylist", "postern", "cpu_us_per_msg"), lambda v: v <= 1.15)
     target("p99 with reloads ≤ 2 × p99 without", run.ratio("reload", "postern-reload", "postern-steady", "p99_ms"),
