@@ -165,42 +165,29 @@ impl Embedded {
         timings: Timings,
         dry: bool,
     ) -> Result<Step, String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Attempt {
-                key: t.key(),
-                now,
-                timings,
-                dry,
-                reply,
-            })
-            .map_err(|_| "the store's thread is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the store's thread is gone".to_string())?
+        self.call(|reply| Request::Attempt {
+            key: t.key(),
+            now,
+            timings,
+            dry,
+            reply,
+        })
+        .await
     }
 
     /// Drops what expired; returns (dropped, pending, passed).
     pub async fn purge(&self, now: u64, timings: Timings) -> Result<(u64, u64, u64), String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Purge {
-                now,
-                timings,
-                reply,
-            })
-            .map_err(|_| "the store's thread is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the store's thread is gone".to_string())?
+        self.call(|reply| Request::Purge {
+            now,
+            timings,
+            reply,
+        })
+        .await
     }
 
     /// Every entry of both lists.
     pub async fn entries(&self) -> Result<Vec<Listed>, String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Entries(reply))
-            .map_err(|_| "the store's thread is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the store's thread is gone".to_string())?
+        self.call(Request::Entries).await
     }
 
     /// Changes the manual whitelist (`(key, Some(comment))` adds, `(key,
@@ -209,12 +196,8 @@ impl Embedded {
         &self,
         change: Option<(String, Option<String>)>,
     ) -> Result<WhitelistAnswer, String> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Whitelist { change, reply })
-            .map_err(|_| "the store's thread is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the store's thread is gone".to_string())?
+        self.call(|reply| Request::Whitelist { change, reply })
+            .await
     }
 
     /// Adds the records and whitelist entries of an export.
@@ -223,16 +206,24 @@ impl Embedded {
         entries: Vec<Listed>,
         whitelist: Vec<(String, String)>,
     ) -> Result<u64, String> {
+        self.call(|reply| Request::Import {
+            entries,
+            whitelist,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the request `make` builds around a reply channel to the
+    /// store's thread and waits for its answer.
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Request,
+    ) -> Result<T, String> {
+        let gone = || "the store's thread is gone".to_string();
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Request::Import {
-                entries,
-                whitelist,
-                reply,
-            })
-            .map_err(|_| "the store's thread is gone".to_string())?;
-        rx.await
-            .map_err(|_| "the store's thread is gone".to_string())?
+        self.tx.send(make(reply)).map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
     }
 
     /// Syncs and stops the thread (at the router's stop).

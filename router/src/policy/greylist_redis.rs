@@ -91,6 +91,13 @@ fn err(e: redis::RedisError) -> String {
     e.to_string()
 }
 
+/// Redis's own clock, in milliseconds: the one every postern sharing the
+/// store agrees on.
+async fn now_ms(conn: &mut ConnectionManager) -> Result<u64, String> {
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(conn).await.map_err(err)?;
+    Ok(s * 1000 + us / 1000)
+}
+
 impl RedisStore {
     /// Connects (within a second) to `url`.
     pub async fn open(url: &str) -> Result<RedisStore, String> {
@@ -153,11 +160,7 @@ impl RedisStore {
     /// (dropped, pending, passed).
     pub async fn purge(&self) -> Result<(u64, u64, u64), String> {
         let mut conn = self.conn.clone();
-        let (now_s, now_us): (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
-        let now = now_s * 1000 + now_us / 1000;
+        let now = now_ms(&mut conn).await?;
         let mut dropped = 0u64;
         for idx in ["pending", "passed"] {
             let n: u64 = conn
@@ -219,11 +222,7 @@ impl RedisStore {
         t: Timings,
     ) -> Result<u64, String> {
         let mut conn = self.conn.clone();
-        let (now_s, now_us): (u64, u64) = redis::cmd("TIME")
-            .query_async(&mut conn)
-            .await
-            .map_err(err)?;
-        let now = now_s * 1000 + now_us / 1000;
+        let now = now_ms(&mut conn).await?;
         let mut n = 0u64;
         // A thousand records a round trip: an export of a million entries
         // imports in seconds, not in a million round trips.
