@@ -743,6 +743,23 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// One message, `Subject: two`, from `sender` to `recipients` in one
+/// transaction, sent by Python's smtplib from the loopback address `from`;
+/// returns its line `refused: {…}` (smtplib's refused recipients).
+pub fn smtplib_sendmail(from: &str, to: SocketAddr, sender: &str, recipients: &[&str]) -> String {
+    let script = r#"
+import smtplib, sys
+s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), source_address=(sys.argv[3], 0), timeout=20)
+refused = s.sendmail(sys.argv[4], sys.argv[5:], "Subject: two\r\n\r\nhi\r\n")
+print("refused:", refused)
+s.quit()
+"#;
+    let (ip, port) = (to.ip().to_string(), to.port().to_string());
+    let mut args = vec![ip.as_str(), port.as_str(), from, sender];
+    args.extend_from_slice(recipients);
+    python(script, &args)
+}
+
 /// A TCP connection from a chosen loopback source address (distinct client IPs).
 pub fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
     use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};

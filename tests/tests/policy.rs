@@ -73,16 +73,11 @@ fn reject_entries_refuse_at_rcpt_with_postfix_texts_and_nothing_reaches_the_back
         "{out}"
     );
     // Per recipient: one transaction, one refused and one delivered.
-    let script = r#"
-import smtplib, sys
-s = smtplib.SMTP(sys.argv[1], int(sys.argv[2]), source_address=("127.0.0.6", 0), timeout=20)
-refused = s.sendmail("a@good.test", ["closed@one.test", "open@one.test"], "Subject: two\r\n\r\nhi\r\n")
-print("refused:", refused)
-s.quit()
-"#;
-    let out = python(
-        script,
-        &[&p.addr.ip().to_string(), &p.addr.port().to_string()],
+    let out = smtplib_sendmail(
+        "127.0.0.6",
+        p.addr,
+        "a@good.test",
+        &["closed@one.test", "open@one.test"],
     );
     assert!(
         out.contains("refused: {'closed@one.test': (554, b'5.7.1 <closed@one.test>: Recipient address rejected: Access denied')}"),
