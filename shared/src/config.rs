@@ -22,13 +22,15 @@ use std::path::{Path, PathBuf};
 
 use crate::net::{IpNet, IpPattern};
 
+mod alias;
 mod explain;
 mod parsed;
 mod policy;
 mod validate;
 
-use validate::{server_lines, with_server_lines};
+use validate::{block_lines, with_block_lines};
 
+pub use alias::Alias;
 pub use parsed::{ClientZone, DomainZone, FromText, MetricsAddr, Parsed, Resolver};
 pub use policy::{Greylist, Policy, PolicyListen, PolicyServer, Restriction};
 
@@ -57,6 +59,10 @@ pub struct Config {
     /// The update queue and scheduled backend restarts (SPEC §7).
     #[serde(default)]
     pub update: Update,
+    /// Virtual aliases (SPEC §12): `[[alias]]`, checked as a whole by
+    /// [`crate::alias::Aliases`].
+    #[serde(default, rename = "alias", skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<Alias>,
     /// Anti-spam policy for mail from the internet (SPEC §8): access lists,
     /// restrictions, DNS blocklists.
     #[serde(default, skip_serializing_if = "Policy::is_empty")]
@@ -578,13 +584,17 @@ impl Config {
             config.fill_defaults();
             // A bad key was reported as it was written; validate() sees the
             // placeholder put in its place and is not asked twice.
-            let lines = server_lines(&text);
+            let lines = block_lines(&text, "server");
+            let alias_lines = block_lines(&text, "alias");
             for mut p in config.validate() {
                 let reported =
                     |q: &Problem| q.key == p.key || q.key.starts_with(&format!("{}[", p.key));
                 if !problems.iter().any(reported) {
                     if lines.len() == config.servers.len() {
-                        with_server_lines(&mut p, &lines);
+                        with_block_lines(&mut p, "server", &lines);
+                    }
+                    if alias_lines.len() == config.aliases.len() {
+                        with_block_lines(&mut p, "alias", &alias_lines);
                     }
                     problems.push(p);
                 }

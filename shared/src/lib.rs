@@ -1,7 +1,9 @@
 //! postern-shared: what postern's processes have in common.
 //!
 //! - [`access`]: the access lists' entries, patterns and file;
+//! - [`alias`]: virtual aliases, their expansion and their checks at load;
 //! - [`config`]: the TOML configuration, its validation and defaults;
+//! - [`domains`]: which server receives mail for a domain;
 //! - [`dnsbl`]: DNS blocklist zones, filters, answers and zone health (sans-IO);
 //! - [`durable`]: files replaced whole or not at all;
 //! - [`greylist`]: greylisting triplets, sender normalisation and the timer rules (sans-IO);
@@ -28,10 +30,12 @@
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
 pub mod access;
+pub mod alias;
 pub mod base64;
 pub mod bufread;
 pub mod config;
 pub mod dnsbl;
+pub mod domains;
 pub mod durable;
 pub mod greylist;
 pub mod ipc;

@@ -232,6 +232,8 @@ fn placeholder(owner: &str) -> Option<&'static str> {
         "host" if in_server => Some("\"\""),
         "port" if in_server => Some("0"),
         "domains" if in_server => Some("[]"),
+        "address" if owner.starts_with("alias[") => Some("\"\""),
+        "to" if owner.starts_with("alias[") => Some("[]"),
         "cert" | "key" if owner.starts_with("tls.") => Some("\"\""),
         _ => None,
     }

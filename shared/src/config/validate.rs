@@ -373,6 +373,15 @@ impl Config {
                 }
             }
         }
+        // Aliases (SPEC §12): each alone, then the table as a whole once
+        // every alias is right (a faulty one would make false loops).
+        let (aliases, problems) = crate::alias::Aliases::build(&self.aliases);
+        if problems.is_empty() {
+            let index = crate::domains::DomainIndex::new(&self.servers);
+            out.extend(aliases.check(&self.servers, &index));
+        } else {
+            out.extend(problems);
+        }
         out
     }
 
@@ -427,8 +436,10 @@ impl Config {
     }
 }
 
-/// The line (from 1) of each `[[server]]` header of a TOML text, in order.
-pub(super) fn server_lines(text: &str) -> Vec<usize> {
+/// The line (from 1) of each `[[TABLE]]` header of a TOML text, in order
+/// (`table` is `server` or `alias`).
+pub(super) fn block_lines(text: &str, table: &str) -> Vec<usize> {
+    let header = format!("[[{table}]]");
     text.lines()
         .enumerate()
         .filter(|(_, l)| {
@@ -437,27 +448,28 @@ pub(super) fn server_lines(text: &str) -> Vec<usize> {
                 .take_while(|&c| c != '#')
                 .filter(|c| !c.is_whitespace())
                 .collect();
-            bare == "[[server]]"
+            bare == header
         })
         .map(|(i, _)| i + 1)
         .collect()
 }
 
-/// Gives a problem about a server the line of its block, at the end as
-/// the type errors have it (`server[2].port: … (line 14)`), and another
-/// server it names its line too (`… of server[1], at line 4`), so that a
-/// problem between two servers shows both places.
-pub(super) fn with_server_lines(p: &mut Problem, lines: &[usize]) {
+/// Gives a problem about a block of `table` (`server`, `alias`) the line
+/// of its block, at the end as the type errors have it (`server[2].port: …
+/// (line 14)`), and another block it names its line too (`… of server[1],
+/// at line 4`), so that a problem between two blocks shows both places.
+pub(super) fn with_block_lines(p: &mut Problem, table: &str, lines: &[usize]) {
+    let open = format!("{table}[");
     let block = |text: &str| -> Option<(usize, usize)> {
-        let rest = text.strip_prefix("server[")?;
+        let rest = text.strip_prefix(open.as_str())?;
         let n_len = rest.find(|c: char| !c.is_ascii_digit())?;
         let n: usize = rest[..n_len].parse().ok()?;
         rest[n_len..].starts_with(']').then_some(())?;
-        Some((n, "server[".len() + n_len + 1))
+        Some((n, open.len() + n_len + 1))
     };
     let mut message = String::with_capacity(p.message.len() + 16);
     let mut rest = p.message.as_str();
-    while let Some(at) = rest.find("server[") {
+    while let Some(at) = rest.find(open.as_str()) {
         let (before, from) = rest.split_at(at);
         message.push_str(before);
         match block(from).and_then(|(n, len)| Some((lines.get(n.checked_sub(1)?)?, len))) {
@@ -467,8 +479,8 @@ pub(super) fn with_server_lines(p: &mut Problem, lines: &[usize]) {
                 rest = &from[len..];
             }
             None => {
-                message.push_str("server[");
-                rest = &from["server[".len()..];
+                message.push_str(&open);
+                rest = &from[open.len()..];
             }
         }
     }
