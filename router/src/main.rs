@@ -41,7 +41,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use anvil::{Anvil, AuthBrake, Refusal};
-use table::Table;
+use table::{Recipient, Table};
 
 /// What every router connection shares.
 pub struct State {
@@ -494,13 +494,65 @@ fn brake(state: &State, id: &str, sid: &str, ip: std::net::IpAddr, failed: bool)
     reply
 }
 
+/// The answer for a recipient in an alias domain (SPEC §12): the route
+/// with `alias=yes` (the answer depends on the local part) and one `to=`
+/// per address an alias made of it; `status=notfound alias=yes` for an
+/// address no alias takes in a domain no server lists.
+fn alias_answer(
+    id: &str,
+    sid: &str,
+    local: &Option<String>,
+    domain: &str,
+    found: Recipient,
+) -> Attrs {
+    let address = format!("{}@{domain}", local.as_deref().unwrap_or_default());
+    match found {
+        Recipient::Aliased(route, targets) => {
+            let mut reply = route.to_attrs(id).with("alias", "yes");
+            if targets.is_empty() {
+                tracing::info!(sid, cause = route.cause.as_str(), server = %route.name,
+                    "route {address} (no alias) -> {}", route.name);
+            } else {
+                tracing::info!(sid, cause = route.cause.as_str(), server = %route.name,
+                    "route {address} (alias: {}) -> {}", targets.join(", "), route.name);
+            }
+            for t in targets {
+                reply.push("to", t);
+            }
+            reply
+        }
+        Recipient::Unknown => {
+            tracing::info!(sid, "route {address}: no alias in an alias domain");
+            Attrs::new()
+                .with("id", id)
+                .with("status", Status::NotFound.as_str())
+                .with("alias", "yes")
+        }
+        Recipient::Broken(why) => {
+            tracing::error!(sid, "cannot route {address}: {why}");
+            Attrs::new()
+                .with("id", id)
+                .with("status", Status::TempFail.as_str())
+                .with("reason", why)
+        }
+        // Answered by the caller.
+        Recipient::Plain(_) => Attrs::new()
+            .with("id", id)
+            .with("status", Status::TempFail.as_str()),
+    }
+}
+
 /// Answers one request against one table.
 fn answer(table: &Table, id: &str, request: &RouterRequest) -> Attrs {
     let (sid, what, found) = match request {
-        RouterRequest::Route { sid, domain, .. } => {
+        RouterRequest::Route {
+            sid, local, domain, ..
+        } => {
             let domain = normalize_domain(domain);
-            let found = table.by_domain(&domain);
-            (sid, domain, found)
+            match table.by_recipient(local.as_deref().unwrap_or_default(), &domain) {
+                Recipient::Plain(found) => (sid, domain, found),
+                other => return alias_answer(id, sid, local, &domain, other),
+            }
         }
         RouterRequest::Client { sid, client } => {
             (sid, format!("client {client}"), table.by_client(*client))

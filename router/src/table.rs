@@ -2,15 +2,18 @@
 //! rules — the client's address in a server's `relay` list (`ip-addr`), the
 //! client's SMTP AUTH credentials (`auth`), the recipient's domain (`domain`).
 //!
+//! A recipient's route is its domain's, after its aliases (SPEC §12):
+//! [`Table::by_recipient`].
+//!
 //! Built once per configuration and never changed: a reload builds a new
 //! table and swaps it in whole, so a lookup sees either the old table or the
 //! new one, never a mix.
 
-use std::collections::HashMap;
-
 use std::net::IpAddr;
 
-use postern_shared::config::{normalize_domain, Config};
+use postern_shared::alias::Aliases;
+use postern_shared::config::Config;
+use postern_shared::domains::DomainIndex;
 use postern_shared::net::IpPattern;
 use postern_shared::route::{Cause, Route};
 use postern_shared::smtp::secret_eq;
@@ -24,19 +27,25 @@ struct Entry {
     credentials: Option<(String, String)>,
 }
 
-/// Domain → server, exact names and `.suffix` entries.
+/// The servers, domain → server (exact names and `.suffix` entries), and
+/// the aliases (SPEC §12).
 #[derive(Debug, Default)]
 pub struct Table {
     servers: Vec<Entry>,
-    exact: HashMap<String, usize>,
-    /// `.example.com` entries, stored without the leading dot; they match subdomains only.
-    parents: HashMap<String, usize>,
+    domains: DomainIndex,
+    /// The `[[alias]]` table.
+    pub aliases: Aliases,
 }
 
 impl Table {
     /// Builds the table of a validated configuration.
     pub fn new(config: &Config) -> Table {
-        let mut t = Table::default();
+        let mut t = Table {
+            domains: DomainIndex::new(&config.servers),
+            // Validated with the configuration: nothing is left out here.
+            aliases: Aliases::build(&config.aliases).0,
+            ..Table::default()
+        };
         for (i, s) in config.servers.iter().enumerate() {
             t.servers.push(Entry {
                 route: Route {
@@ -51,13 +60,6 @@ impl Table {
                 relay: s.relay.iter().map(|r| r.value().clone()).collect(),
                 credentials: s.user.clone().zip(s.password.clone()),
             });
-            for d in &s.domains {
-                let d = normalize_domain(d);
-                match d.strip_prefix('.') {
-                    Some(parent) => t.parents.insert(parent.to_string(), i),
-                    None => t.exact.insert(d, i),
-                };
-            }
         }
         t
     }
@@ -74,17 +76,39 @@ impl Table {
 
     /// The server receiving mail for `domain` (already lower-cased, no trailing dot).
     pub fn by_domain(&self, domain: &str) -> Option<Route> {
-        let i = self.exact.get(domain).copied().or_else(|| {
-            let mut rest = domain;
-            while let Some(dot) = rest.find('.') {
-                rest = &rest[dot + 1..];
-                if let Some(&i) = self.parents.get(rest) {
-                    return Some(i);
+        let i = self.domains.server_of(domain)?;
+        Some(self.route(i, Cause::Domain))
+    }
+
+    /// The route of recipient `local@domain` (domain lower-cased, no
+    /// trailing dot) after its aliases: [`Recipient::Plain`] for a domain
+    /// without aliases (its answer holds for every local part).
+    pub fn by_recipient(&self, local: &str, domain: &str) -> Recipient {
+        if !self.aliases.is_alias_domain(domain) {
+            return Recipient::Plain(self.by_domain(domain));
+        }
+        match self.aliases.expand(local, domain) {
+            Ok(None) => match self.by_domain(domain) {
+                Some(r) => Recipient::Aliased(r, Vec::new()),
+                None => Recipient::Unknown,
+            },
+            Ok(Some(targets)) => {
+                // One server for every target: checked when the table was loaded.
+                let servers: Vec<Option<Route>> = targets
+                    .iter()
+                    .map(|t| self.by_domain(t.rsplit_once('@').map_or("", |(_, d)| d)))
+                    .collect();
+                match servers.first() {
+                    Some(Some(r)) if servers.iter().all(|s| s.as_ref() == Some(r)) => {
+                        Recipient::Aliased(r.clone(), targets)
+                    }
+                    _ => Recipient::Broken(format!(
+                        "the aliases of {local}@{domain} do not lead to one server"
+                    )),
                 }
             }
-            None
-        })?;
-        Some(self.route(i, Cause::Domain))
+            Err(e) => Recipient::Broken(format!("the alias {local}@{domain} {e}")),
+        }
     }
 
     /// The first server (in configuration order) whose `relay` list holds `ip`.
@@ -114,6 +138,20 @@ impl Table {
         r.cause = cause;
         r
     }
+}
+
+/// Where a recipient goes ([`Table::by_recipient`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipient {
+    /// Not an alias domain: its domain's server, or none (relaying denied).
+    Plain(Option<Route>),
+    /// In an alias domain: the server, and the addresses an alias made of
+    /// it (empty when no alias takes it and a server lists the domain).
+    Aliased(Route, Vec<String>),
+    /// In an alias domain that no server lists, and no alias takes it.
+    Unknown,
+    /// The table cannot expand it (never, for a table that loaded).
+    Broken(String),
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::ClientIdentity;
@@ -200,20 +200,71 @@ pub struct RouterClient {
     routes: Mutex<RouteCache>,
 }
 
-/// Answers of `request=route`, by normalised domain.
+/// Answers of `request=route`: by normalised domain, or, in an alias
+/// domain, by address (`local@domain`, the local part unquoted and
+/// lower-cased).
 #[derive(Default)]
 struct RouteCache {
-    entries: HashMap<String, (std::time::Instant, Lookup)>,
+    entries: HashMap<String, (std::time::Instant, Cached)>,
     /// Bumped by [`RouterClient::forget_routes`]: a lookup that was under way
     /// meanwhile is not kept.
     generation: u64,
 }
 
+/// One kept answer.
+#[derive(Clone)]
+enum Cached {
+    /// The domain's answer, for every local part.
+    Domain(RcptRoute),
+    /// An alias domain: the answer depends on the local part, kept under
+    /// the address.
+    AliasDomain,
+}
+
 /// How long a domain's route is kept by smtpd.
 pub const ROUTE_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// Domains kept at most; the cache starts afresh when full.
+/// Domains (and addresses of alias domains) kept at most; the cache starts
+/// afresh when full.
 const ROUTE_CACHE_MAX: usize = 4096;
+
+/// The answer to a recipient's route lookup (`request=route`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptRoute {
+    /// Its server; with the addresses it stands for when an alias took
+    /// it (SPEC §12), in the order of the table, each once.
+    Found(Route, Option<Arc<[String]>>),
+    /// No server receives mail for its domain: relaying denied.
+    NotFound,
+    /// Its domain is an alias domain that no server lists, and no alias
+    /// takes the address: user unknown.
+    Unknown,
+}
+
+impl RcptRoute {
+    /// The router's reply to a route request: `status=ok` with the route
+    /// and, for an alias, `alias=yes` and one `to=` per address;
+    /// `status=notfound`, with `alias=yes` for an alias domain.
+    fn from_attrs(reply: &Attrs) -> Result<(RcptRoute, bool), RouterError> {
+        let alias_domain = reply.get("alias") == Some("yes");
+        let found = match reply.get("status").and_then(Status::parse) {
+            Some(Status::Ok) => {
+                let route = Route::from_attrs(reply).ok_or(RouterError::BadReply)?;
+                let to: Vec<String> = reply.get_all("to").map(str::to_string).collect();
+                RcptRoute::Found(route, (!to.is_empty()).then(|| to.into()))
+            }
+            Some(Status::NotFound) if alias_domain => RcptRoute::Unknown,
+            Some(Status::NotFound) => RcptRoute::NotFound,
+            Some(Status::TempFail) => {
+                return Err(RouterError::TempFail(
+                    reply.get("reason").unwrap_or("unknown").to_string(),
+                ))
+            }
+            _ => return Err(RouterError::BadReply),
+        };
+        Ok((found, alias_domain))
+    }
+}
 
 impl RouterClient {
     /// A client of the router socket at `path`; each request waits at most `timeout`.
@@ -225,30 +276,51 @@ impl RouterClient {
         }
     }
 
-    /// Asks which server receives mail for `domain`, for a client at `client`.
+    /// Asks which server receives mail for `local@domain` (the local part
+    /// as the client wrote it), for a client at `client`, and what the
+    /// aliases make of it.
     ///
     /// Answers (found or not found) are kept for [`ROUTE_CACHE_TTL`], so
     /// that a busy smtpd asks the router once per domain and 5 s rather
-    /// than once per recipient; [`RouterClient::forget_routes`] empties the
-    /// cache when a reload comes. A reload that reaches the router after
-    /// smtpd may thus leave a route of the previous table in use for at most
-    /// 5 s, as a session that started before a reload keeps its
-    /// configuration. The route does not depend on the client today; when
-    /// per-recipient policy (SPEC §8) comes, it must not be cached here.
-    pub async fn route_domain(
+    /// than once per recipient — per address in an alias domain, whose
+    /// answers depend on the local part (the router says which domains
+    /// are); [`RouterClient::forget_routes`] empties the cache when a
+    /// reload comes. A reload that reaches the router after smtpd may thus
+    /// leave a route of the previous table in use for at most 5 s, as a
+    /// session that started before a reload keeps its configuration. The
+    /// route does not depend on the client; the policy's verdicts, which
+    /// do, are never kept ([`RouterClient::policy`]).
+    pub async fn route_recipient(
         &self,
         sid: &str,
         client: IpAddr,
+        local: &str,
         domain: &str,
-    ) -> Result<Lookup, RouterError> {
+    ) -> Result<RcptRoute, RouterError> {
         let key = crate::config::normalize_domain(domain);
+        let address = || {
+            let m = crate::smtp::Mailbox {
+                local: local.to_string(),
+                domain: String::new(),
+            };
+            format!("{}@{key}", m.unquoted_local().to_lowercase())
+        };
         let generation = match self.routes.lock() {
             Ok(cache) => {
-                if let Some((at, found)) = cache.entries.get(&key) {
-                    if at.elapsed() < ROUTE_CACHE_TTL {
-                        tracing::debug!(sid, "route {key}: known");
-                        return Ok(found.clone());
-                    }
+                let fresh = |k: &str| {
+                    cache
+                        .entries
+                        .get(k)
+                        .filter(|(at, _)| at.elapsed() < ROUTE_CACHE_TTL)
+                        .map(|(_, c)| c.clone())
+                };
+                let known = match fresh(&key) {
+                    Some(Cached::AliasDomain) => fresh(&address()),
+                    other => other,
+                };
+                if let Some(Cached::Domain(found)) = known {
+                    tracing::debug!(sid, "route {local}@{key}: known");
+                    return Ok(found);
                 }
                 Some(cache.generation)
             }
@@ -257,18 +329,28 @@ impl RouterClient {
         let req = RouterRequest::Route {
             sid: sid.to_string(),
             client: Some(client.to_string()),
+            local: Some(local.to_string()),
             domain: domain.to_string(),
         }
         .encode();
-        let found = self.lookup(req).await?;
+        let (found, alias_domain) = RcptRoute::from_attrs(&self.call(req).await?)?;
         if let (Some(generation), Ok(mut cache)) = (generation, self.routes.lock()) {
             if cache.generation == generation {
-                if cache.entries.len() >= ROUTE_CACHE_MAX {
+                if cache.entries.len() + 2 > ROUTE_CACHE_MAX {
                     cache.entries.clear();
                 }
-                cache
-                    .entries
-                    .insert(key, (std::time::Instant::now(), found.clone()));
+                let now = std::time::Instant::now();
+                if alias_domain {
+                    let address = address();
+                    cache.entries.insert(key, (now, Cached::AliasDomain));
+                    cache
+                        .entries
+                        .insert(address, (now, Cached::Domain(found.clone())));
+                } else {
+                    cache
+                        .entries
+                        .insert(key, (now, Cached::Domain(found.clone())));
+                }
             }
         }
         Ok(found)

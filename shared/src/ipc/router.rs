@@ -17,12 +17,15 @@ use crate::stats::{Counter, Counts};
 /// connection's, added by whoever sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouterRequest {
-    /// The server of a recipient domain.
+    /// The server of a recipient (`local@domain`), its aliases expanded.
     Route {
         /// The session asking.
         sid: String,
         /// The client's address, when known.
         client: Option<String>,
+        /// The recipient's local part as the client wrote it; without it
+        /// (an older smtpd) no alias applies.
+        local: Option<String>,
         /// The domain, as the client wrote it.
         domain: String,
     },
@@ -203,8 +206,14 @@ impl RouterRequest {
             RouterRequest::Route {
                 sid,
                 client,
+                local,
                 domain,
-            } => with_some(msg.with("sid", sid), "client", client).with("domain", domain),
+            } => with_some(
+                with_some(msg.with("sid", sid), "client", client),
+                "local",
+                local,
+            )
+            .with("domain", domain),
             RouterRequest::Client { sid, client } => msg.with("sid", sid).with("client", client),
             RouterRequest::Auth {
                 sid,
@@ -298,6 +307,7 @@ impl RouterRequest {
             RouterVerb::Route => RouterRequest::Route {
                 sid: sid(),
                 client: get("client"),
+                local: get("local"),
                 domain: get("domain")
                     .ok_or(DecodeError::Invalid("route request without domain"))?,
             },
@@ -413,6 +423,7 @@ mod tests {
             RouterRequest::Route {
                 sid: "S".into(),
                 client: Some("192.0.2.7".into()),
+                local: Some("Jean.Dupont".into()),
                 domain: "one.test".into(),
             },
             RouterRequest::Client {

@@ -222,14 +222,15 @@ impl Backend {
     }
 
     /// Sends `lines` in one group when the backend allows PIPELINING (one
-    /// after the other otherwise, stopping at the first refusal) and returns
+    /// after the other otherwise, stopping at a refused MAIL: a refused
+    /// RCPT does not keep the next recipients from their turn) and returns
     /// their replies, in order.
     pub async fn pipeline(&mut self, lines: &[&str]) -> Result<Vec<ServerReply>, ClientError> {
         if !self.conn.caps.pipelining {
             let mut out = Vec::new();
             for line in lines {
                 let r = self.command(line).await?;
-                let stop = !r.is_ok();
+                let stop = !r.is_ok() && line.starts_with("MAIL ");
                 out.push(r);
                 if stop {
                     break;

@@ -21,8 +21,13 @@ pub(super) struct Tx {
     pub(super) from: Path,
     /// MAIL's parameters, replayed to the backend where it supports them.
     pub(super) params: Vec<Param>,
-    /// Recipients the backend accepted, for the log.
+    /// Recipients the backend accepted, for the log: as the client gave
+    /// them (an alias's addresses are in the log line of its RCPT).
     pub(super) recipients: Vec<String>,
+    /// Every address sent to the backend in this transaction (lower-cased)
+    /// with the backend's reply: an address that a recipient given twice,
+    /// or an alias, leads to again is not sent again (SPEC §12).
+    pub(super) sent: std::collections::HashMap<String, ServerReply>,
     /// The transaction's server, set by its first routed recipient.
     pub(super) route: Option<Route>,
     /// The backend accepted our MAIL for this transaction.
@@ -94,6 +99,7 @@ impl Session {
             from,
             params,
             recipients: Vec::new(),
+            sent: Default::default(),
             route: None,
             backend_mail: false,
             accepted: 0,

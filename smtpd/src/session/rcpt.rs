@@ -9,17 +9,33 @@
 //!    server; anyone else's by domain (`request=route`, kept 5 s by
 //!    `RouterClient::route_domain`): `554 5.7.1 … Relaying denied` when no
 //!    server takes it, `452 4.5.3` when it is another server than the
-//!    transaction's, `451 4.3.0` when the router cannot tell.
+//!    transaction's, `451 4.3.0` when the router cannot tell. The router
+//!    expands the recipient's aliases (SPEC §12) in the same answer: the
+//!    route is then the aliases' server, and an address in an alias domain
+//!    that no alias takes and no server lists gets `550 5.1.1 … User
+//!    unknown in virtual alias table` (Postfix's words).
 //! 3. **policy** (`policy.rs`, `request=policy`): for domain-routed
 //!    sessions only; a refusal is the recipient's reply and the backend
 //!    never sees it.
 //! 4. **forward** ([`Session::rcpt_forward`], with `relay.rs`): connect the
-//!    backend if needed, replay MAIL once, send RCPT (and DATA when the
+//!    backend if needed, replay MAIL once, send RCPT — one per address of
+//!    an alias, each address once per transaction (DATA too when the
 //!    client pipelined it right behind), relay the backend's reply
-//!    verbatim; backend trouble is `451 4.4.1`.
+//!    verbatim; backend trouble is `451 4.4.1`. For an alias the client
+//!    gets one reply: the backend's first acceptance if it accepted at
+//!    least one address, else its first refusal, the address in its text
+//!    replaced by the client's (an alias does not show where it leads);
+//!    a mix is logged.
+//!
+//! Policy (phase 3) and the client's replies are about the address the
+//! client gave; the backend sees only what its aliases make of it. Relay
+//! clients (ip-addr, auth) send their recipients to their server as they
+//! are: aliases apply to mail routed by domain.
 
-use crate::backend::ClientError;
-use postern_shared::route::{Lookup, Route};
+use std::sync::Arc;
+
+use crate::backend::{ClientError, ServerReply};
+use postern_shared::route::{RcptRoute, Route};
 use postern_shared::smtp::{Param, Path, Reply};
 use postern_shared::stats::Counter;
 use tracing::{debug, info, warn};
@@ -33,7 +49,7 @@ impl Session {
         if !self.rcpt_check(&to, &params) {
             return;
         }
-        let Some(route) = self.rcpt_route(&to).await else {
+        let Some((route, aliased)) = self.rcpt_route(&to).await else {
             return;
         };
         // Policy (SPEC §8) for mail from the internet only: relay clients
@@ -41,7 +57,7 @@ impl Session {
         if self.relay.is_none() && self.policy_on && !self.policy_check(&to).await {
             return;
         }
-        self.rcpt_forward(&to, route).await;
+        self.rcpt_forward(&to, route, aliased).await;
     }
 
     /// Phase 1: whether the recipient may be looked at. `false`: answered
@@ -79,15 +95,16 @@ impl Session {
         true
     }
 
-    /// Phase 2: the recipient's server, which must be the transaction's.
-    /// `None`: answered.
-    async fn rcpt_route(&mut self, to: &Path) -> Option<Route> {
+    /// Phase 2: the recipient's server, which must be the transaction's,
+    /// and the addresses its alias stands for, if any. `None`: answered.
+    async fn rcpt_route(&mut self, to: &Path) -> Option<(Route, Option<Arc<[String]>>)> {
         let tx_route = self.tx.as_ref().and_then(|t| t.route.clone());
         if let Err(e) = self.check_client().await {
             warn!("cannot look up the relay lists for {}: {e}", self.ip());
             self.fail(Failure::Lookup(to.clone()));
             return None;
         }
+        let mut aliased = None;
         let route = match to {
             // A relay client's recipients all go to its server, whatever the domain.
             _ if self.relay.is_some() => self.relay.clone().expect("checked just above"),
@@ -99,12 +116,28 @@ impl Session {
                 match self
                     .ctx
                     .router
-                    .route_domain(&self.sid, self.ip(), &domain)
+                    .route_recipient(&self.sid, self.ip(), &m.local, &domain)
                     .await
                 {
-                    Ok(Lookup::Found(r)) => r,
-                    Ok(Lookup::NotFound) => {
+                    Ok(RcptRoute::Found(r, targets)) => {
+                        aliased = targets;
+                        r
+                    }
+                    Ok(RcptRoute::NotFound) => {
                         self.relay_denied(to);
+                        return None;
+                    }
+                    Ok(RcptRoute::Unknown) => {
+                        info!(
+                            sender = %self.sender(),
+                            recipient = %to,
+                            reply = "550 5.1.1",
+                            "rcpt <{to}>: no alias takes it in its alias domain"
+                        );
+                        let text = format!(
+                            "<{to}>: Recipient address rejected: User unknown in virtual alias table"
+                        );
+                        self.reply(Reply::new(550, "5.1.1", &text));
                         return None;
                     }
                     Err(e) => {
@@ -138,19 +171,49 @@ impl Session {
                 return None;
             }
         }
-        Some(route)
+        Some((route, aliased))
     }
 
-    /// Phase 4: the recipient goes to its backend (see `relay.rs`), whose
-    /// reply is relayed verbatim.
-    async fn rcpt_forward(&mut self, to: &Path, route: Route) {
+    /// Phase 4: the recipient goes to its backend (see `relay.rs`) — the
+    /// addresses of its alias when it has one, those not sent in this
+    /// transaction yet — and the client gets the backend's reply.
+    async fn rcpt_forward(&mut self, to: &Path, route: Route, aliased: Option<Arc<[String]>>) {
+        let given = to.to_string();
+        let targets: Vec<String> = match &aliased {
+            Some(t) => t.to_vec(),
+            None => vec![given.clone()],
+        };
+        let fresh: Vec<String> = match &self.tx {
+            Some(tx) => targets
+                .iter()
+                .filter(|t| !tx.sent.contains_key(&t.to_lowercase()))
+                .cloned()
+                .collect(),
+            None => targets.clone(),
+        };
+        if fresh.is_empty() {
+            // All sent already (a recipient given twice, or through an
+            // alias and directly): the backend's replies again.
+            let earlier: Vec<ServerReply> = self
+                .tx
+                .as_ref()
+                .map(|tx| {
+                    targets
+                        .iter()
+                        .filter_map(|t| tx.sent.get(&t.to_lowercase()).cloned())
+                        .collect()
+                })
+                .unwrap_or_default();
+            debug!("<{to}>: every address was sent in this transaction already");
+            return self.answer_rcpt(to, &targets, &aliased, &earlier);
+        }
         if let Err(e) = self.ensure_backend(&route, false).await {
             return self.fail(Failure::Backend(route, e));
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.route = Some(route.clone());
         }
-        let exchange = match self.send_rcpt(to, &route).await {
+        let exchange = match self.send_rcpt(&fresh, &route).await {
             Ok(x) => x,
             Err(e) => return self.fail(Failure::Backend(route, e)),
         };
@@ -178,21 +241,27 @@ impl Session {
                 tx.backend_mail = true;
             }
         }
-        match replies.next() {
-            Some(r) => {
-                if r.is_ok() {
-                    if let Some(tx) = self.tx.as_mut() {
-                        tx.accepted += 1;
-                        tx.recipients.push(to.to_string());
-                    }
-                }
-                self.relay(&r);
-            }
-            None => self.fail(Failure::Backend(
-                route.clone(),
+        let got: Vec<ServerReply> = replies.by_ref().take(fresh.len()).collect();
+        if got.len() < fresh.len() {
+            return self.fail(Failure::Backend(
+                route,
                 ClientError::Protocol("no reply to RCPT"),
-            )),
+            ));
         }
+        if let Some(tx) = self.tx.as_mut() {
+            for (t, r) in fresh.iter().zip(&got) {
+                tx.accepted += u32::from(r.is_ok());
+                tx.sent.insert(t.to_lowercase(), r.clone());
+            }
+        }
+        let all: Vec<ServerReply> = match &self.tx {
+            Some(tx) => targets
+                .iter()
+                .filter_map(|t| tx.sent.get(&t.to_lowercase()).cloned())
+                .collect(),
+            None => got,
+        };
+        self.answer_rcpt(to, &targets, &aliased, &all);
         if exchange.data {
             match (replies.next(), self.tx.as_mut()) {
                 (Some(r), Some(tx)) => tx.data_ahead = Some(r),
@@ -207,6 +276,74 @@ impl Session {
             let hostname = self.hostname().to_string();
             self.ctx.prepared.refill(&route, &hostname);
         }
+    }
+
+    /// The client's one reply to its RCPT `to`, from the backend's replies
+    /// to `targets` (the addresses `to` stands for, in order): the first
+    /// acceptance, else the first refusal. For an alias the log line
+    /// names both the recipient and its addresses, and a refusal's text
+    /// names the recipient, not the address it was for.
+    fn answer_rcpt(
+        &mut self,
+        to: &Path,
+        targets: &[String],
+        aliased: &Option<Arc<[String]>>,
+        replies: &[ServerReply],
+    ) {
+        let accepted = replies.iter().position(ServerReply::is_ok);
+        let Some(at) = accepted.or((!replies.is_empty()).then_some(0)) else {
+            return self.fail(Failure::Lookup(to.clone()));
+        };
+        let first = &replies[at];
+        if accepted.is_some() {
+            if let Some(tx) = self.tx.as_mut() {
+                let given = to.to_string();
+                if !tx.recipients.contains(&given) {
+                    tx.recipients.push(given);
+                }
+            }
+        }
+        let Some(aliased) = aliased else {
+            return self.relay(first);
+        };
+        let refused: Vec<String> = targets
+            .iter()
+            .zip(replies)
+            .filter(|(_, r)| !r.is_ok())
+            .map(|(t, r)| format!("<{t}>: {}", r.summary()))
+            .collect();
+        let expanded = aliased.join(",");
+        if accepted.is_some() && !refused.is_empty() {
+            warn!(
+                sender = %self.sender(),
+                recipient = %to,
+                expanded = %expanded,
+                reply = %first.summary(),
+                "rcpt <{to}> expanded to {expanded}: the backend refused {}",
+                refused.join("; ")
+            );
+        } else {
+            info!(
+                sender = %self.sender(),
+                recipient = %to,
+                expanded = %expanded,
+                reply = %first.summary(),
+                "rcpt <{to}> expanded to {expanded}: {}",
+                first.summary()
+            );
+        }
+        if first.is_ok() {
+            return self.relay(first);
+        }
+        // The refused address is the alias's business: the client reads its own.
+        let text = match targets.get(at) {
+            Some(t) => String::from_utf8_lossy(&first.raw).replace(t.as_str(), &to.to_string()),
+            None => String::from_utf8_lossy(&first.raw).into_owned(),
+        };
+        self.relay(&ServerReply {
+            code: first.code,
+            raw: text.into_bytes(),
+        });
     }
 
     /// A recipient no server takes: `554 5.7.1`, never overridden.

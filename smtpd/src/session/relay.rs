@@ -12,7 +12,6 @@
 
 use crate::backend::{Backend, ClientError, ClientInfo, ServerReply};
 use postern_shared::route::{Cause, Route};
-use postern_shared::smtp::Path;
 use postern_shared::stats::Counter;
 use tracing::{debug, info};
 
@@ -26,7 +25,7 @@ pub(super) struct Exchange {
     /// DATA went last (pipelined by the client right behind this RCPT).
     pub(super) data: bool,
     /// The backend's replies, one per command sent (fewer when a backend
-    /// without PIPELINING refused one: the rest was not sent).
+    /// without PIPELINING refused MAIL: the rest was not sent).
     pub(super) replies: Vec<ServerReply>,
 }
 
@@ -99,36 +98,36 @@ impl Session {
         Ok(())
     }
 
-    /// Sends `to`'s RCPT to the connected backend, with MAIL first when the
-    /// backend has not had it in this transaction, and with DATA when the
-    /// client pipelined its DATA right behind this RCPT (and nothing after
-    /// it): it travels in the same group, as Postfix's smtp client sends
-    /// it, saving the backend a round trip; its reply waits in the
-    /// transaction for the client's DATA, which comes next.
+    /// Sends the RCPT of each of `targets` (a recipient, or the addresses
+    /// its alias stands for) to the connected backend, with MAIL first
+    /// when the backend has not had it in this transaction, and with DATA
+    /// when the client pipelined its DATA right behind this RCPT (and
+    /// nothing after it): it travels in the same group, as Postfix's smtp
+    /// client sends it, saving the backend a round trip; its reply waits in
+    /// the transaction for the client's DATA, which comes next.
     ///
     /// A prepared connection that went stale after it was taken fails at
     /// its first exchange: the group goes once more, on a connection of the
     /// session's own (nothing of it was accepted on the old one).
     pub(super) async fn send_rcpt(
         &mut self,
-        to: &Path,
+        targets: &[String],
         route: &Route,
     ) -> Result<Exchange, ClientError> {
         let mut retried = false;
         let exchange = loop {
             let mail = !self.tx.as_ref().is_some_and(|t| t.backend_mail);
-            let rcpt_line = format!("RCPT TO:<{to}>");
-            let mail_line = self.mail_line();
-            let mut lines: Vec<&str> = if mail {
-                vec![&mail_line, &rcpt_line]
-            } else {
-                vec![&rcpt_line]
-            };
+            let mut lines: Vec<String> = Vec::with_capacity(targets.len() + 2);
+            if mail {
+                lines.push(self.mail_line());
+            }
+            lines.extend(targets.iter().map(|t| format!("RCPT TO:<{t}>")));
             let data = self.backend.as_ref().is_some_and(|b| b.caps().pipelining)
                 && self.client.buffer().eq_ignore_ascii_case(b"DATA\r\n");
             if data {
-                lines.push("DATA");
+                lines.push("DATA".into());
             }
+            let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
             let replies = match self.backend.as_mut() {
                 Some(b) => b.pipeline(&lines).await,
                 None => Err(ClientError::Protocol("no backend connection")),
@@ -202,6 +201,7 @@ impl Session {
             tx.backend_mail = false;
             tx.accepted = 0;
             tx.recipients.clear();
+            tx.sent.clear();
         }
     }
 }

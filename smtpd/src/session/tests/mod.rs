@@ -366,6 +366,7 @@ async fn backend(s: tokio::net::TcpStream, mode: Mode, got: Arc<Mutex<Vec<u8>>>)
             return;
         };
         let verb = String::from_utf8_lossy(&line).to_ascii_uppercase();
+        let refusal;
         let reply: &[u8] = if verb.starts_with("EHLO") {
             if mode == Mode::NoPipelining {
                 b"250-backend.test\r\n250 8BITMIME\r\n"
@@ -378,7 +379,10 @@ async fn backend(s: tokio::net::TcpStream, mode: Mode, got: Arc<Mutex<Vec<u8>>>)
                 return;
             }
             if verb.contains("<REFUSED@") {
-                b"550 5.1.1 <refused>: no such user\r\n"
+                let address = String::from_utf8_lossy(&line);
+                let address = address.trim_end().trim_start_matches("RCPT TO:");
+                refusal = format!("550 5.1.1 {address}: no such user\r\n");
+                refusal.as_bytes()
             } else {
                 b"250 2.1.5 Ok\r\n"
             }

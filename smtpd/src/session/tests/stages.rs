@@ -101,7 +101,7 @@ async fn rcpt_goes_through_check_route_policy_forward() {
         ("RCPT TO:<u@one.test>", "250 2.1.5 Ok"),
         (
             "RCPT TO:<refused@one.test>",
-            "550 5.1.1 <refused>: no such user",
+            "550 5.1.1 <refused@one.test>: no such user",
         ),
         // The transaction has a server now.
         ("RCPT TO:<Postmaster>", "250 2.1.5 Ok"),
@@ -303,4 +303,72 @@ async fn bad_command_lines_get_500_and_the_session_goes_on() {
     d.play(&[("NOOP", "250 2.0.0"), ("QUIT", "221 2.0.0")])
         .await;
     d.ends().await;
+}
+
+/// The usual router, and `alias.test` an alias domain that no server
+/// lists: `list@` stands for ann@ and bob@one.test, `half@` for ann@ and
+/// refused@one.test, `gone@` for refused@one.test alone; no other alias.
+fn with_aliases(req: &Attrs, ports: &[u16]) -> Option<Attrs> {
+    if req.get("request")? != "route" || req.get("domain")? != "alias.test" {
+        return usual(req, ports);
+    }
+    let targets: &[&str] = match req.get("local")? {
+        "list" => &["ann@one.test", "bob@one.test"],
+        "half" => &["ann@one.test", "refused@one.test"],
+        "gone" => &["refused@one.test"],
+        _ => return Some(answer(req, "notfound").with("alias", "yes")),
+    };
+    let mut a = route_to(req, 1, ports[0], Duration::from_secs(5)).with("alias", "yes");
+    for t in targets {
+        a.push("to", t);
+    }
+    Some(a)
+}
+
+#[tokio::test]
+async fn an_alias_sends_each_address_once_and_the_client_gets_one_reply_per_rcpt() {
+    for mode in [Mode::Normal, Mode::NoPipelining] {
+        let (one, two) = (
+            BackendStub::start(mode).await,
+            BackendStub::start(mode).await,
+        );
+        let ports = [one.port, two.port];
+        let router = RouterStub::start(move |req| with_aliases(req, &ports)).await;
+        let (mut d, _) = Setup::with(&router).start().await;
+        d.play(&[
+            ("EHLO client.test", "250 "),
+            ("MAIL FROM:<s@x.test>", "250 2.1.0"),
+            ("RCPT TO:<ann@one.test>", "250 2.1.5 Ok"),
+            // ann@ went already: bob@ only.
+            ("RCPT TO:<list@alias.test>", "250 2.1.5 Ok"),
+            // One of two accepted: 250 (the mix is logged).
+            ("RCPT TO:<half@alias.test>", "250 2.1.5 Ok"),
+            // Refused already: the same refusal, in the client's words.
+            (
+                "RCPT TO:<gone@alias.test>",
+                "550 5.1.1 <gone@alias.test>: no such user",
+            ),
+            (
+                "RCPT TO:<nobody@alias.test>",
+                "550 5.1.1 <nobody@alias.test>: Recipient address rejected: User unknown in virtual alias table",
+            ),
+            ("RCPT TO:<bob@one.test>", "250 2.1.5 Ok"),
+            ("DATA", "354 "),
+            ("hi\r\n.", "250 2.0.0"),
+        ])
+        .await;
+        let got = one.received();
+        for rcpt in ["ann@one.test", "bob@one.test", "refused@one.test"] {
+            assert_eq!(
+                got.matches(&format!("RCPT TO:<{rcpt}>\r\n")).count(),
+                1,
+                "{rcpt} once: {got}"
+            );
+        }
+        assert!(
+            !got.contains("alias.test"),
+            "the backend sees only the addresses: {got}"
+        );
+        assert!(two.received().is_empty());
+    }
 }
