@@ -638,12 +638,12 @@ mod tests {
         let ip: IpAddr = "127.0.0.2".parse().expect("ip");
         let ask = |d: &'static str| {
             let c = client.clone();
-            async move { c.route_domain("S", ip, d).await }
+            async move { c.route_recipient("S", ip, "u", d).await }
         };
         let (a, b, c) = tokio::join!(ask("a.test"), ask("b.test"), ask("c.test"));
         for (got, want) in [(a, "a.test"), (b, "b.test"), (c, "c.test")] {
             match got.expect("answered") {
-                Lookup::Found(r) => assert_eq!(r.name, want),
+                RcptRoute::Found(r, None) => assert_eq!(r.name, want),
                 other => panic!("{want}: {other:?}"),
             }
         }
@@ -670,12 +670,12 @@ mod tests {
             proto::read(&mut r).await.expect("read")
         });
         let ip: IpAddr = "127.0.0.2".parse().expect("ip");
-        match client.route_domain("S", ip, "one.test").await {
-            Ok(Lookup::Found(r)) => assert_eq!(r.name, "one.test"),
+        match client.route_recipient("S", ip, "u", "one.test").await {
+            Ok(RcptRoute::Found(r, None)) => assert_eq!(r.name, "one.test"),
             other => panic!("{other:?}"),
         }
         // The new connection stays in use: the next request goes to it.
-        let next = client.route_domain("S", ip, "two.test");
+        let next = client.route_recipient("S", ip, "u", "two.test");
         let (asked, _) = tokio::join!(
             server,
             tokio::time::timeout(Duration::from_millis(500), next)
@@ -717,7 +717,12 @@ mod tests {
                 tokio::time::timeout(Duration::from_millis(300), proto::read(&mut r)).await
             {
                 asked.push(req.get("domain").unwrap_or_default().to_string());
-                w.write_all(&found(&req).encode().expect("encode"))
+                let mut answer = found(&req);
+                if req.get("domain") == Some("alias.test") {
+                    answer.push("alias", "yes");
+                    answer.push("to", "a@one.test");
+                }
+                w.write_all(&answer.encode().expect("encode"))
                     .await
                     .expect("reply");
             }
@@ -726,17 +731,34 @@ mod tests {
         let ip: IpAddr = "127.0.0.2".parse().expect("ip");
         for d in ["One.test", "one.test.", "two.test", "one.test"] {
             assert!(matches!(
-                client.route_domain("S", ip, d).await,
-                Ok(Lookup::Found(_))
+                client.route_recipient("S", ip, "u", d).await,
+                Ok(RcptRoute::Found(..))
             ));
         }
         client.forget_routes();
         assert!(matches!(
-            client.route_domain("S", ip, "one.test").await,
-            Ok(Lookup::Found(_))
+            client.route_recipient("S", ip, "u", "one.test").await,
+            Ok(RcptRoute::Found(..))
         ));
+        // An alias domain's answers depend on the local part: kept by address.
+        for local in ["list", "List", "other", "list"] {
+            match client.route_recipient("S", ip, local, "alias.test").await {
+                Ok(RcptRoute::Found(_, Some(to))) => assert_eq!(&to[..], ["a@one.test"]),
+                other => panic!("{other:?}"),
+            }
+        }
         let asked = server.await.expect("server");
-        assert_eq!(asked, ["One.test", "two.test", "one.test"]);
+        assert_eq!(
+            asked,
+            [
+                "One.test",
+                "two.test",
+                "one.test",
+                "alias.test",
+                "alias.test"
+            ],
+            "list@ once (whatever its case), other@ once"
+        );
         let _ = std::fs::remove_file(&path);
     }
 
@@ -764,8 +786,8 @@ mod tests {
             .await
             .expect("queued");
         assert!(matches!(
-            client.route_domain("S2", ip, "one.test").await,
-            Ok(Lookup::Found(_))
+            client.route_recipient("S2", ip, "u", "one.test").await,
+            Ok(RcptRoute::Found(..))
         ));
         client
             .count("S3", &counts, Duration::from_secs(1))
