@@ -202,6 +202,16 @@ pub enum Command {
         #[command(subcommand)]
         command: GreylistCommand,
     },
+    /// Virtual aliases: what an address stands for, and its server
+    #[command(
+        override_usage = "postern [-c FILE] alias test ADDRESS",
+        after_help = ALIAS_HELP
+    )]
+    Alias {
+        /// test.
+        #[command(subcommand)]
+        command: AliasCommand,
+    },
     /// Print shell completions for bash, zsh or fish
     #[command(
         override_usage = "postern completions bash|zsh|fish|elvish|powershell",
@@ -225,6 +235,18 @@ pub enum Command {
         /// One command's page instead of the whole
         #[arg(value_name = "COMMAND")]
         command: Vec<String>,
+    },
+}
+
+/// `postern alias test`.
+#[derive(Debug, Subcommand)]
+pub enum AliasCommand {
+    /// The addresses ADDRESS stands for and the server that receives them
+    #[command(override_usage = "postern [-c FILE] alias test ADDRESS")]
+    Test {
+        /// A recipient address, user@example.com
+        #[arg(value_name = "ADDRESS")]
+        address: String,
     },
 }
 
@@ -508,6 +530,13 @@ session that has ended; when it is stopped, from process.state_dir/stats.
 JSON, with the same names (spam_rate is a fraction, null without mail).";
 
 /// `postern access --help`'s text.
+const ALIAS_HELP: &str = "\
+The [[alias]] tables of the configuration file, as the next start or reload
+applies them: user@domain is looked up, then @domain; targets are expanded
+again, up to 10 levels. test prints what the backend would receive for
+ADDRESS and which server, or why it would be refused. Exit status 0 when a
+server receives it, 1 when it would be refused or the file does not load.";
+
 const ACCESS_HELP: &str = "\
 Access lists for mail from the internet: an accept entry skips the other
 checks (never relay control), a reject entry refuses with 554 5.7.1.

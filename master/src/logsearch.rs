@@ -402,7 +402,8 @@ fn summarize<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<Summary> {
             match k.as_str() {
                 "client_ip" if s.client.is_none() => s.client = Some(v.clone()),
                 "sender" => add(&mut s.senders, v),
-                "recipient" => v.split(',').for_each(|x| add(&mut s.recipients, x)),
+                // An alias's addresses (SPEC §12) are the session's recipients too.
+                "recipient" | "expanded" => v.split(',').for_each(|x| add(&mut s.recipients, x)),
                 "server" => add(&mut s.servers, v),
                 "reply" => s.reply = Some(v.clone()),
                 _ => {}

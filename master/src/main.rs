@@ -13,6 +13,7 @@
 //! for a usage mistake, 1 for a command that failed.
 
 mod access;
+mod alias;
 mod cli;
 mod client;
 mod greylist;
@@ -54,7 +55,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Config => with_config(&path, |c| {
-            print!("{}", masked(c).to_toml());
+            print!("{}", masked(c.clone()).to_toml());
+            print!("{}", alias::served_domains(&c));
             ExitCode::SUCCESS
         }),
         Command::Stop => control("stop", &path),
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Stats { weeks, json } => with_config(&path, |c| stats::run(weeks, json, &c)),
         Command::Access { command } => with_config(&path, |c| access::run(command, &c)),
         Command::Greylist { command } => with_config(&path, |c| greylist::run(command, &c)),
+        Command::Alias { command } => with_config(&path, |c| alias::run(command, &c, &path)),
         Command::Completions { shell } => cli::completions(shell),
         Command::Man { command } => cli::man(&command),
     }

@@ -199,6 +199,13 @@ fn load(config: &postern_shared::config::Config) -> Table {
     for (i, name) in t.names().enumerate() {
         tracing::info!("ready to serve server {}/{total} '{name}'", i + 1);
     }
+    if !t.aliases.is_empty() {
+        tracing::info!(
+            "{} aliases in {} domains",
+            t.aliases.len(),
+            t.aliases.domains()
+        );
+    }
     t
 }
 

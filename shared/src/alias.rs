@@ -217,6 +217,11 @@ impl Aliases {
         self.addresses.len() + self.domains.len()
     }
 
+    /// Number of alias domains.
+    pub fn domains(&self) -> usize {
+        self.served.len()
+    }
+
     /// Whether some alias is in `domain` (lower-cased): such a domain is
     /// served even when no server lists it, and its routes depend on the
     /// local part.

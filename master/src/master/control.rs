@@ -129,6 +129,16 @@ impl Master {
                 format!("{}:{}", s.host, s.port)
             ));
         }
+        let aliases = crate::alias::domain_lines(&self.config);
+        if !aliases.is_empty() {
+            text.push_str(
+                "ALIAS DOMAIN                 ALIASES                  OTHER ADDRESSES\n",
+            );
+            for l in aliases {
+                text.push_str(&l);
+                text.push('\n');
+            }
+        }
         // The router's view of the DNS blocklists (SPEC §8).
         let zones: Vec<&str> = loads.iter().flat_map(|a| a.get_all("zone")).collect();
         if !zones.is_empty() {

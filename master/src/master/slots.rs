@@ -222,6 +222,10 @@ impl Master {
     pub(super) fn worker_config(&self, kind: Kind) -> String {
         let auth_servers = WorkerConfig::has_auth_servers(&self.config);
         let mut config = (*self.config).clone();
+        // Only the router looks aliases up.
+        if kind != Kind::Router {
+            config.aliases.clear();
+        }
         let tls = match kind {
             Kind::Smtpd => {
                 config.servers.clear();
