@@ -6,12 +6,20 @@
 //! id=7                               status=ok
 //! sid=4F2A9C01                       cause=domain
 //! client=203.0.113.9                 server=1
-//! domain=one.test                    name=Customer One
-//!                                    host=localhost
+//! local=social                       name=Customer One
+//! domain=hebergee.test               host=localhost
 //!                                    port=1025
 //!                                    timeout_ms=10000
 //!                                    identity=ipaddr
+//!                                    alias=yes
+//!                                    to=pomme@one.test
+//!                                    to=poire@one.test
 //! ```
+//!
+//! `alias=yes` says the domain has aliases (SPEC §12): the answer holds for
+//! this address only; `to=` are the addresses an alias made of it, none
+//! when no alias takes it. `status=notfound alias=yes` is an alias
+//! domain's unknown user ([`RcptRoute::Unknown`]).
 //!
 //! The other lookups are `request=client client=<ip>` (the `ip-addr` route)
 //! and `request=auth user=… password=…` (the `auth` route), with the same
@@ -196,7 +204,7 @@ pub struct RouterClient {
     /// The connection, shared by every session.
     mux: Mux,
     timeout: Duration,
-    /// Domain routes already asked (see [`RouterClient::route_domain`]).
+    /// Recipient routes already asked (see [`RouterClient::route_recipient`]).
     routes: Mutex<RouteCache>,
 }
 

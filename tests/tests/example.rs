@@ -64,6 +64,17 @@ fn the_example_shows_starttls_auth_and_log_search() {
         &["--from", "you@elsewhere.test", "--to", "user@example.test"],
     );
     assert!(ok, "{out}");
+    // The example's list alias: both addresses, one transaction.
+    let (out, ok) = swaks(
+        p.addr,
+        &["--from", "you@elsewhere.test", "--to", "team@example.test"],
+    );
+    assert!(ok, "{out}");
+    wait_for("the backend to print the list's two recipients", || {
+        let s = said();
+        (s.contains("RCPT TO:<ann@example.test>") && s.contains("RCPT TO:<bob@example.test>"))
+            .then_some(())
+    });
     // Anywhere else, without AUTH: refused.
     let (out, _) = swaks(
         p.addr,
@@ -108,7 +119,7 @@ fn the_example_shows_starttls_auth_and_log_search() {
     let found = String::from_utf8_lossy(&o.stdout);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{found}{err}");
-    assert_eq!(found.lines().count(), 3, "{found}");
+    assert_eq!(found.lines().count(), 4, "{found}");
     assert_eq!(
         err.trim(),
         format!("postern: searched {}", base.join("postern.log").display())

@@ -7,7 +7,7 @@
 //! 2. **route** ([`Session::rcpt_route`]): the client's relay lists first
 //!    (`request=client`, once); a relay client's recipients all go to its
 //!    server; anyone else's by domain (`request=route`, kept 5 s by
-//!    `RouterClient::route_domain`): `554 5.7.1 … Relaying denied` when no
+//!    `RouterClient::route_recipient`): `554 5.7.1 … Relaying denied` when no
 //!    server takes it, `452 4.5.3` when it is another server than the
 //!    transaction's, `451 4.3.0` when the router cannot tell. The router
 //!    expands the recipient's aliases (SPEC §12) in the same answer: the
@@ -19,7 +19,7 @@
 //!    never sees it.
 //! 4. **forward** ([`Session::rcpt_forward`], with `relay.rs`): connect the
 //!    backend if needed, replay MAIL once, send RCPT — one per address of
-//!    an alias, each address once per transaction (DATA too when the
+//!    an alias, an address the backend accepted once per transaction (DATA too when the
 //!    client pipelined it right behind), relay the backend's reply
 //!    verbatim; backend trouble is `451 4.4.1`. For an alias the client
 //!    gets one reply: the backend's first acceptance if it accepted at
@@ -175,14 +175,17 @@ impl Session {
     }
 
     /// Phase 4: the recipient goes to its backend (see `relay.rs`) — the
-    /// addresses of its alias when it has one, those not sent in this
-    /// transaction yet — and the client gets the backend's reply.
+    /// addresses of its alias when it has one, those the backend has not
+    /// accepted in this transaction yet — and the client gets the
+    /// backend's reply.
     async fn rcpt_forward(&mut self, to: &Path, route: Route, aliased: Option<Arc<[String]>>) {
         let given = to.to_string();
         let targets: Vec<String> = match &aliased {
             Some(t) => t.to_vec(),
             None => vec![given.clone()],
         };
+        // Addresses the backend accepted in this transaction already are
+        // not sent again; a refused one is (its answer may change).
         let fresh: Vec<String> = match &self.tx {
             Some(tx) => targets
                 .iter()
@@ -192,8 +195,8 @@ impl Session {
             None => targets.clone(),
         };
         if fresh.is_empty() {
-            // All sent already (a recipient given twice, or through an
-            // alias and directly): the backend's replies again.
+            // A recipient given twice, or through an alias and directly:
+            // the backend's acceptance again.
             let earlier: Vec<ServerReply> = self
                 .tx
                 .as_ref()
@@ -204,7 +207,7 @@ impl Session {
                         .collect()
                 })
                 .unwrap_or_default();
-            debug!("<{to}>: every address was sent in this transaction already");
+            debug!("<{to}>: every address was accepted in this transaction already");
             return self.answer_rcpt(to, &targets, &aliased, &earlier);
         }
         if let Err(e) = self.ensure_backend(&route, false).await {
@@ -248,19 +251,30 @@ impl Session {
                 ClientError::Protocol("no reply to RCPT"),
             ));
         }
-        if let Some(tx) = self.tx.as_mut() {
-            for (t, r) in fresh.iter().zip(&got) {
-                tx.accepted += u32::from(r.is_ok());
-                tx.sent.insert(t.to_lowercase(), r.clone());
+        // Each target's reply: this exchange's, or the acceptance of an
+        // earlier one.
+        let mut all: Vec<ServerReply> = Vec::with_capacity(targets.len());
+        let mut now = fresh.iter().zip(got);
+        let mut next_now = now.next();
+        for t in &targets {
+            match (&next_now, self.tx.as_ref()) {
+                (Some((f, _)), _) if *f == t => {
+                    let (_, r) = next_now.take().expect("matched just above");
+                    all.push(r);
+                    next_now = now.next();
+                }
+                (_, Some(tx)) => all.extend(tx.sent.get(&t.to_lowercase()).cloned()),
+                (_, None) => {}
             }
         }
-        let all: Vec<ServerReply> = match &self.tx {
-            Some(tx) => targets
-                .iter()
-                .filter_map(|t| tx.sent.get(&t.to_lowercase()).cloned())
-                .collect(),
-            None => got,
-        };
+        if let Some(tx) = self.tx.as_mut() {
+            for (t, r) in targets.iter().zip(&all) {
+                if r.is_ok() && !tx.sent.contains_key(&t.to_lowercase()) {
+                    tx.accepted += 1;
+                    tx.sent.insert(t.to_lowercase(), r.clone());
+                }
+            }
+        }
         self.answer_rcpt(to, &targets, &aliased, &all);
         if exchange.data {
             match (replies.next(), self.tx.as_mut()) {
