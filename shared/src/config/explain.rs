@@ -419,6 +419,24 @@ mod tests {
     }
 
     #[test]
+    fn an_alias_of_the_wrong_type_is_named_and_left_to_validation() {
+        let text = "[[alias]]\naddress = \"a@one.test\"\nto = \"b@one.test\"\n\n[[alias]]\naddress = 7\nto = [\"c@one.test\"]\n";
+        let got = lines(text);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with("alias[1].to: must be a list") && got[0].ends_with("(line 3)"),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("alias[2].address: must be a string")
+                && got[1].ends_with("(line 6)"),
+            "{got:?}"
+        );
+        let config = parse(text).config.expect("parses with placeholders");
+        assert_eq!(config.aliases.len(), 2);
+    }
+
+    #[test]
     fn a_missing_key_or_a_syntax_error_ends_the_list() {
         assert_eq!(
             lines("[proxy]\nbanner = 3\n[[server]]\nport = 25\ndomains = [\"a.test\"]\n"),
