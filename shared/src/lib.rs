@@ -7,7 +7,6 @@
 //! - [`dnsbl`]: DNS blocklist zones, filters, answers and zone health (sans-IO);
 //! - [`durable`]: files replaced whole or not at all;
 //! - [`greylist`]: greylisting triplets, sender normalisation and the timer rules (sans-IO);
-//! - [`base64`]: the codec of SMTP AUTH;
 //! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
 //! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
 //! - [`policy`]: the router's policy protocol (a verdict per recipient) and
@@ -31,7 +30,6 @@
 
 pub mod access;
 pub mod alias;
-pub mod base64;
 pub mod bufread;
 pub mod config;
 pub mod dnsbl;

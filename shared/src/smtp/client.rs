@@ -22,6 +22,8 @@
 //! ([`Client::in_body`], [`Client::closing`], [`Client::errors`]) for its
 //! user to decide whether the connection is still good.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufWriter};
@@ -122,7 +124,7 @@ pub struct Caps {
 /// The `AUTH PLAIN` command line (RFC 4616, with an initial response) for
 /// these credentials; for a caller that sends it itself.
 pub fn auth_plain_command(user: &str, password: &str) -> String {
-    let token = crate::base64::encode(format!("\0{user}\0{password}").as_bytes());
+    let token = STANDARD.encode(format!("\0{user}\0{password}").as_bytes());
     format!("AUTH PLAIN {token}")
 }
 

@@ -15,6 +15,8 @@
 //! user authenticates only inside TLS, whatever `auth_requires_tls` says
 //! (SPEC §7); outside it, the admin's credentials fail like wrong ones.
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use tracing::{info, warn};
 
 use super::reply::Failure;
@@ -174,7 +176,7 @@ impl Session {
                 Err(r) => return Ok(Err(r)),
             },
         };
-        let Some(decoded) = postern_shared::base64::decode(&response) else {
+        let Ok(decoded) = STANDARD.decode(&response) else {
             return Ok(Err(Reply::new(501, "5.5.2", "Error: invalid base64 data")));
         };
         let parts: Vec<&[u8]> = decoded.split(|&b| b == 0).collect();
@@ -219,8 +221,12 @@ impl Session {
             Ok(l) => l,
             Err(r) => return Ok(Err(r)),
         };
-        let decode =
-            |t: &str| postern_shared::base64::decode(t).and_then(|b| String::from_utf8(b).ok());
+        let decode = |t: &str| {
+            STANDARD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+        };
         match (decode(&user64), decode(&pass64)) {
             (Some(u), Some(p)) => Ok(Ok((u, p))),
             _ => Ok(Err(Reply::new(501, "5.5.2", "Error: invalid base64 data"))),

@@ -376,3 +376,22 @@ async fn an_alias_sends_each_address_once_and_the_client_gets_one_reply_per_rcpt
         assert!(two.received().is_empty());
     }
 }
+
+#[tokio::test]
+async fn auth_takes_canonical_base64_only() {
+    let (router, _one, _two) = two_backends(Mode::Normal).await;
+    let (mut d, _) = Setup::with(&router).start().await;
+    d.play(&[("EHLO client.test", "250 ")]).await;
+    // Unpadded, bad padding, a character outside the alphabet, padding
+    // in the middle: refused before any credential is looked at.
+    for bad in ["AHUAcA", "AHUAcA=a", "AHUA!A==", "Zg==Zg=="] {
+        d.play(&[(
+            &format!("AUTH PLAIN {bad}"),
+            "501 5.5.2 Error: invalid base64 data",
+        )])
+        .await;
+    }
+    // \0u\0p, canonical: decoded, then checked (no server has it).
+    let r = d.cmd("AUTH PLAIN AHUAcA==").await;
+    assert!(r.starts_with("535 5.7.8"), "{r}");
+}
