@@ -276,7 +276,8 @@ fn change(
             comment: comment.to_string(),
             keep_until: keep_until.map(str::to_string),
             added: Some(
-                postern_shared::logging::Timestamp(std::time::SystemTime::now()).to_string(),
+                postern_shared::runtime::logging::Timestamp(std::time::SystemTime::now())
+                    .to_string(),
             ),
             added_by: user,
         };

@@ -10,7 +10,7 @@
 //!   `KEY`, a little-endian 64-bit length and the raw value), which needs no
 //!   JSON parser and is exact for any byte;
 //! - otherwise the **log file**, read with the text format's own parser
-//!   ([`postern_shared::logging::record`]). `--since` also reads the rotated
+//!   ([`postern_shared::runtime::logging::record`]). `--since` also reads the rotated
 //!   files (`FILE.YYYY-MM-DD`) that may hold lines from that time on;
 //!   `log session` looks back through them, newest first, until it finds the
 //!   session.
@@ -27,9 +27,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
 use postern_shared::config::Config;
-use postern_shared::logging::file::rotated_siblings;
-use postern_shared::logging::record::{parse_line, write_value, Record};
-use postern_shared::time::{
+use postern_shared::runtime::logging::file::rotated_siblings;
+use postern_shared::runtime::logging::record::{parse_line, write_value, Record};
+use postern_shared::runtime::time::{
     days_from_civil, local_date, local_day, now_millis, utc_offset, Timestamp,
 };
 

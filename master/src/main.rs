@@ -175,7 +175,7 @@ fn start(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut log = postern_shared::logging::Settings::of(&config.log);
+    let mut log = postern_shared::runtime::logging::Settings::of(&config.log);
     log.group = match log_group(&config) {
         Ok(g) => g,
         Err(e) => {
@@ -183,7 +183,7 @@ fn start(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = postern_shared::logging::init_with("postern", &log) {
+    if let Err(e) = postern_shared::runtime::logging::init_with("postern", &log) {
         eprintln!("postern: {e}");
         return ExitCode::FAILURE;
     }
@@ -235,7 +235,7 @@ fn convert(path: &std::path::Path) -> ExitCode {
     let parsed = std::fs::read(path)
         .map_err(|e| format!("{name}: cannot read: {e}"))
         .and_then(|bytes| {
-            postern_shared::legacy::parse(&bytes).map_err(|e| {
+            postern_shared::config::legacy::parse(&bytes).map_err(|e| {
                 ConfigError {
                     path: name.clone(),
                     problems: vec![e.into()],

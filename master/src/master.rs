@@ -51,7 +51,7 @@ use nix::unistd::Pid;
 use postern_shared::config::{Config, PolicyListen};
 use postern_shared::ipc::{self, WorkerRequest};
 use postern_shared::proto::{self, Attrs};
-use postern_shared::worker::TlsPem;
+use postern_shared::runtime::worker::TlsPem;
 use sd_notify::NotifyState;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixListener;

@@ -83,7 +83,7 @@ pub fn problems(config: &Config) -> Vec<Problem> {
             bad(key, why);
         }
     }
-    let journal = Path::new(postern_shared::logging::JOURNAL_SOCKET);
+    let journal = Path::new(postern_shared::runtime::logging::JOURNAL_SOCKET);
     if config.log.journald == "yes" && !journal.exists() {
         bad(
             "log.journald",
@@ -185,7 +185,7 @@ mod tests {
         let mut config = Config::default();
         config.log.journald = "yes".into();
         let said = problems(&config).iter().any(|p| p.key == "log.journald");
-        let socket = Path::new(postern_shared::logging::JOURNAL_SOCKET).exists();
+        let socket = Path::new(postern_shared::runtime::logging::JOURNAL_SOCKET).exists();
         assert_eq!(said, !socket);
         config.log.journald = "auto".into();
         assert!(!problems(&config).iter().any(|p| p.key == "log.journald"));

@@ -34,8 +34,8 @@ use postern_shared::config::normalize_domain;
 use postern_shared::ipc::{self, RouterRequest};
 use postern_shared::proto::{self, Attrs, Status};
 use postern_shared::route::PROTOCOL;
-use postern_shared::time::Clock;
-use postern_shared::worker::{Event, Options, Worker};
+use postern_shared::runtime::time::Clock;
+use postern_shared::runtime::worker::{Event, Options, Worker};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -65,7 +65,7 @@ pub struct State {
 pub type Shared = Arc<State>;
 
 fn main() -> ExitCode {
-    postern_shared::worker::main("postern-router", run())
+    postern_shared::runtime::worker::main("postern-router", run())
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -357,7 +357,7 @@ async fn write_replies(
         }
         // Log lines first: the route line comes before smtpd's lines about
         // the route (see proto::write).
-        postern_shared::logging::flush();
+        postern_shared::runtime::logging::flush();
         if w.write_all(&bytes).await.is_err() {
             return;
         }

@@ -4,7 +4,7 @@
 
 use postern_shared::ipc::RouterRequest;
 use postern_shared::proto::{Attrs, Status};
-use postern_shared::time::{Clock, Timestamp};
+use postern_shared::runtime::time::{Clock, Timestamp};
 
 use crate::policy;
 
@@ -126,7 +126,7 @@ pub async fn greylist(
             .with_body(body.into_bytes())
     };
     let time = |ms: u64| {
-        postern_shared::logging::Timestamp(
+        postern_shared::runtime::logging::Timestamp(
             std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms),
         )
         .to_string()
@@ -193,7 +193,9 @@ pub async fn greylist(
                         Some(c) => c,
                         None => format!(
                             "added {} by {}",
-                            postern_shared::logging::Timestamp(std::time::SystemTime::now()),
+                            postern_shared::runtime::logging::Timestamp(
+                                std::time::SystemTime::now()
+                            ),
                             by.as_deref().unwrap_or("unknown")
                         ),
                     };

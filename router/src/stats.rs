@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_shared::proto::{Attrs, Status};
+use postern_shared::runtime::time::Clock;
 use postern_shared::stats::{Counter, Counts, Stats, FILE};
-use postern_shared::time::Clock;
 
 /// How often changed counts are written to disk.
 pub const SAVE_EVERY: Duration = Duration::from_secs(5);
@@ -236,8 +236,8 @@ mod tests {
 
     #[test]
     fn counts_go_to_the_clock_s_local_day_and_old_days_are_pruned() {
+        use postern_shared::runtime::time::{from_local, ManualClock};
         use postern_shared::stats::{Day, KEEP_DAYS};
-        use postern_shared::time::{from_local, ManualClock};
         let dir = std::env::temp_dir().join(format!("postern-router-days-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");

@@ -292,9 +292,9 @@ impl Entry {
     }
 }
 
-/// Whether `s` is a calendar date `YYYY-MM-DD` ([`crate::time::Day::parse`]).
+/// Whether `s` is a calendar date `YYYY-MM-DD` ([`crate::runtime::time::Day::parse`]).
 pub fn is_date(s: &str) -> bool {
-    crate::time::Day::parse(s).is_some()
+    crate::runtime::time::Day::parse(s).is_some()
 }
 
 /// The access file: every entry, accept list first, each in file order.
@@ -466,7 +466,7 @@ impl AccessFile {
     /// Writes the file atomically (temporary file, fsync, rename, fsync of
     /// the directory): a crash leaves the old lists or the new ones.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        crate::durable::write(path, self.to_text().as_bytes())
+        crate::runtime::durable::write(path, self.to_text().as_bytes())
     }
 
     /// Adds an entry; refused when the same action, method and pattern exist.

@@ -24,6 +24,7 @@ use crate::net::{IpNet, IpPattern};
 
 mod alias;
 mod explain;
+pub mod legacy;
 mod parsed;
 mod policy;
 mod validate;
@@ -608,7 +609,7 @@ impl Config {
                 key: String::new(),
                 message: format!("cannot read: {e}"),
             })
-            .and_then(|bytes| crate::legacy::parse(&bytes).map_err(Problem::from));
+            .and_then(|bytes| crate::config::legacy::parse(&bytes).map_err(Problem::from));
         match parsed {
             Ok(mut config) => {
                 config.fill_defaults();

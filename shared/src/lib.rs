@@ -30,20 +30,15 @@
 
 pub mod access;
 pub mod alias;
-pub mod bufread;
 pub mod config;
 pub mod dnsbl;
 pub mod domains;
-pub mod durable;
 pub mod greylist;
 pub mod ipc;
-pub mod legacy;
-pub mod logging;
 pub mod net;
 pub mod policy;
 pub mod proto;
 pub mod route;
+pub mod runtime;
 pub mod smtp;
 pub mod stats;
-pub mod time;
-pub mod worker;

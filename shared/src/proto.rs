@@ -214,11 +214,11 @@ pub fn decode(bytes: &[u8]) -> Result<Option<Attrs>, ProtoError> {
 }
 
 /// Writes one message and flushes it. The log lines this process held back
-/// ([`crate::logging::batch`]) are written first: what a process logged
+/// ([`crate::runtime::logging::batch`]) are written first: what a process logged
 /// before it spoke to another one comes before what that one logs about it.
 pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, attrs: &Attrs) -> Result<(), ProtoError> {
     let bytes = attrs.encode()?;
-    crate::logging::flush();
+    crate::runtime::logging::flush();
     w.write_all(&bytes).await?;
     w.flush().await?;
     Ok(())

@@ -43,7 +43,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::route::Cause;
-pub use crate::time::{Day, Week};
+pub use crate::runtime::time::{Day, Week};
 
 /// Name of the statistics file in `process.state_dir`.
 pub const FILE: &str = "stats";
@@ -383,10 +383,10 @@ impl Stats {
         }
     }
 
-    /// Writes `state_dir/stats` durably ([`crate::durable::write`]): a crash
+    /// Writes `state_dir/stats` durably ([`crate::runtime::durable::write`]): a crash
     /// leaves either the old file or the new one, never half of one.
     pub fn save(&self, state_dir: &Path) -> std::io::Result<()> {
-        crate::durable::write(&state_dir.join(FILE), self.encode().as_bytes())
+        crate::runtime::durable::write(&state_dir.join(FILE), self.encode().as_bytes())
     }
 }
 

@@ -20,10 +20,10 @@ use std::time::Duration;
 
 use postern_shared::config::Config;
 use postern_shared::ipc;
-use postern_shared::logging::new_id;
 use postern_shared::proto::Attrs;
 use postern_shared::route::RouterClient;
-use postern_shared::worker::{Event, Options, TlsPem, Worker};
+use postern_shared::runtime::logging::new_id;
+use postern_shared::runtime::worker::{Event, Options, TlsPem, Worker};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
@@ -56,7 +56,7 @@ struct Shared {
 }
 
 fn main() -> ExitCode {
-    postern_shared::worker::main("postern-smtpd", run())
+    postern_shared::runtime::worker::main("postern-smtpd", run())
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -41,9 +41,9 @@ use std::time::Duration;
 use postern_shared::config::{Config, Server};
 use postern_shared::ipc::{self, UpdaterReply, UpdaterRequest, WorkerRequest};
 use postern_shared::proto::Attrs;
+use postern_shared::runtime::time::{local_minute, Clock};
+use postern_shared::runtime::worker::{Event, Options, Worker};
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};
-use postern_shared::time::{local_minute, Clock};
-use postern_shared::worker::{Event, Options, Worker};
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info, warn};
@@ -57,7 +57,7 @@ const DATA_DONE_TIMEOUT: Duration = Duration::from_secs(600);
 const KEEP_RESTARTS: u64 = 30 * 86_400;
 
 fn main() -> ExitCode {
-    postern_shared::worker::main("postern-updater", run())
+    postern_shared::runtime::worker::main("postern-updater", run())
 }
 
 /// A request from the socket, with where its answer goes.
@@ -463,7 +463,7 @@ impl Updater {
         body: Vec<u8>,
     ) -> anyhow::Result<String> {
         let msg = Message {
-            id: postern_shared::logging::new_id(),
+            id: postern_shared::runtime::logging::new_id(),
             sender,
             recipient,
             received: self.clock.now_secs(),
@@ -651,7 +651,7 @@ fn terminator(body: &[u8]) -> &'static [u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_shared::time::ManualClock;
+    use postern_shared::runtime::time::ManualClock;
 
     /// An updater on a temporary spool and state directory, on `clock`.
     fn updater(tag: &str, clock: Clock) -> (Updater, std::path::PathBuf) {

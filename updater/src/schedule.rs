@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use postern_shared::proto::Attrs;
-use postern_shared::time::{self, Day};
+use postern_shared::runtime::time::{self, Day};
 
 use crate::spool::write_durably;
 
@@ -241,7 +241,7 @@ impl Schedule {
             return None;
         }
         let r = Restart {
-            id: postern_shared::logging::new_id(),
+            id: postern_shared::runtime::logging::new_id(),
             server: server.to_string(),
             at,
             state: State::Scheduled,

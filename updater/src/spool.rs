@@ -2,7 +2,7 @@
 //!
 //! One update mail is two files, each written durably — a temporary file
 //! beside it, fsync, rename into place, fsync of the directory
-//! ([`postern_shared::durable::write`]) — so that a crash at any moment
+//! ([`postern_shared::runtime::durable::write`]) — so that a crash at any moment
 //! leaves either the old or the new version, never a torn one:
 //!
 //! - `<ID>.msg`: the envelope and the body exactly as received (CRLF line
@@ -267,10 +267,10 @@ impl Spool {
 }
 
 /// Writes `dir/name` so that a crash leaves the old or the new content
-/// ([`postern_shared::durable::write`]).
+/// ([`postern_shared::runtime::durable::write`]).
 pub fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> anyhow::Result<()> {
     let path = dir.join(name);
-    postern_shared::durable::write(&path, bytes)
+    postern_shared::runtime::durable::write(&path, bytes)
         .with_context(|| format!("writing {}", path.display()))
 }
 

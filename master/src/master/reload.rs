@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use postern_shared::config::Config;
 use postern_shared::ipc::MasterRequest;
 use postern_shared::proto::{self, Attrs};
-use postern_shared::worker::TlsPem;
+use postern_shared::runtime::worker::TlsPem;
 use sd_notify::NotifyState;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};

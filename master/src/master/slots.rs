@@ -17,7 +17,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use postern_shared::ipc::MasterRequest;
 use postern_shared::proto::{self, Attrs};
-use postern_shared::worker::WorkerConfig;
+use postern_shared::runtime::worker::WorkerConfig;
 use tokio::io::BufReader;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -149,7 +149,10 @@ impl Master {
                 return;
             }
         };
-        let mut fds = vec![(theirs.as_fd(), postern_shared::worker::MASTER_FD_NAME)];
+        let mut fds = vec![(
+            theirs.as_fd(),
+            postern_shared::runtime::worker::MASTER_FD_NAME,
+        )];
         match kind {
             Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
@@ -162,7 +165,7 @@ impl Master {
             fds.extend(self.policy_socks.iter().map(|fd| (fd.as_fd(), "policy")));
         }
         // The level, and where the master logs (file, journald): see logging::worker_env.
-        let env = postern_shared::logging::worker_env(&self.config.log.level);
+        let env = postern_shared::runtime::logging::worker_env(&self.config.log.level);
         let pid = match spawn::spawn(&program, &[], &fds, &env) {
             Ok(pid) => pid,
             Err(e) => {

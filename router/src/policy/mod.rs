@@ -92,7 +92,7 @@ pub struct Engine {
     /// For `greylist_passed`, which only the router sees.
     stats: Arc<crate::stats::Recorder>,
     /// Greylisting's time (a test's clock can be moved).
-    clock: postern_shared::time::Clock,
+    clock: postern_shared::runtime::time::Clock,
     /// Where the store lives.
     state_dir: std::path::PathBuf,
     /// The last attempt to open the store (at most one a second).
@@ -111,7 +111,7 @@ impl Engine {
     pub fn new(
         config: &Config,
         stats: Arc<crate::stats::Recorder>,
-        clock: postern_shared::time::Clock,
+        clock: postern_shared::runtime::time::Clock,
     ) -> Engine {
         let e = Engine {
             access: access::Lists::load(config.access_file()),

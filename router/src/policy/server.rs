@@ -226,7 +226,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Shared) {
             Err(Bad::Gone) => return,
         };
         let reply = format!("{}\n\n", action(&verdict).replace(['\r', '\n'], " "));
-        postern_shared::logging::flush();
+        postern_shared::runtime::logging::flush();
         if w.write_all(reply.as_bytes()).await.is_err() {
             return;
         }

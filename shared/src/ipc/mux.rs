@@ -359,7 +359,7 @@ async fn write_batch(w: &mut OwnedWriteHalf, batch: &mut Vec<u8>, mux: &Weak<Con
         return true;
     }
     // Log lines first (see proto::write).
-    crate::logging::flush();
+    crate::runtime::logging::flush();
     let ok = w.write_all(batch).await.is_ok();
     batch.clear();
     if !ok {

@@ -30,7 +30,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::bufread::Reader;
+use crate::runtime::bufread::Reader;
 
 /// Longest reply line accepted from a server.
 const MAX_REPLY_LINE: usize = 4096;

@@ -41,7 +41,12 @@ impl Session {
         let (sid, ip) = (self.sid.clone(), self.ip());
         self.admission = Some(tokio::spawn(async move {
             router
-                .connect(&sid, ip, postern_shared::logging::pid(), ACCOUNTING_TIMEOUT)
+                .connect(
+                    &sid,
+                    ip,
+                    postern_shared::runtime::logging::pid(),
+                    ACCOUNTING_TIMEOUT,
+                )
                 .await
         }));
         let greeting = format!("{} {}", self.hostname(), self.ctx.config.proxy.banner);

@@ -43,11 +43,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use postern_shared::bufread::Reader;
 use postern_shared::config::Config;
 use postern_shared::ipc::WorkerVerb;
 use postern_shared::net::unmap;
 use postern_shared::route::{Admission, Route, RouterClient};
+use postern_shared::runtime::bufread::Reader;
 use postern_shared::smtp::{parse_command, Command, Reply};
 use postern_shared::stats::{Counter, Counts, Rejection};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -289,7 +289,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
                 .disconnect(
                     &sid,
                     ip,
-                    postern_shared::logging::pid(),
+                    postern_shared::runtime::logging::pid(),
                     &counts,
                     ACCOUNTING_TIMEOUT,
                 )

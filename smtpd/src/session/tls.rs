@@ -8,7 +8,7 @@
 //! After the handshake the session forgets everything the client said
 //! before: HELO/EHLO, and an AUTH identity (RFC 3207 §4.2).
 
-use postern_shared::bufread::Reader;
+use postern_shared::runtime::bufread::Reader;
 use tracing::{info, warn};
 
 use super::{BoxStream, End, Session};

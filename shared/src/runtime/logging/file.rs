@@ -53,7 +53,7 @@ use nix::fcntl::{openat, OFlag};
 use nix::sys::stat::{fstatat, Mode};
 use nix::unistd::Gid;
 
-use crate::time::{local_date, local_day, next_local_midnight, now_millis};
+use crate::runtime::time::{local_date, local_day, next_local_midnight, now_millis};
 
 /// How long after its timestamp a line may reach the file. The file's date is
 /// that of its first line's timestamp plus this much: a line stamped at
@@ -345,7 +345,7 @@ pub fn rotated_siblings(path: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logging::Timestamp;
+    use crate::runtime::logging::Timestamp;
     use std::time::UNIX_EPOCH;
 
     fn tmp(tag: &str) -> PathBuf {

@@ -35,8 +35,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The log lines' time stamp (RFC 3339, UTC, milliseconds), from [`crate::time`].
-pub use crate::time::Timestamp;
+/// The log lines' time stamp (RFC 3339, UTC, milliseconds), from [`crate::runtime::time`].
+pub use crate::runtime::time::Timestamp;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -179,7 +179,7 @@ pub fn init(name: &'static str, level: Option<&str>) {
 pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError> {
     // Load the time zone now: after a chroot /etc/localtime may be out of
     // reach, and the process keeps the zone it loaded first.
-    let _ = crate::time::zone();
+    let _ = crate::runtime::time::zone();
     let journald = settings.journald.decide();
     let journal = if journald {
         let layer = tracing_journald::layer().map_err(LogError::Journald)?;

@@ -99,8 +99,8 @@ pub struct Options {
 impl Worker {
     /// Runs steps 1-4 of the module description. Must be called inside a tokio runtime.
     pub async fn start(name: &'static str, opts: Options) -> anyhow::Result<Worker> {
-        crate::logging::init(name, None);
-        crate::logging::batch();
+        crate::runtime::logging::init(name, None);
+        crate::runtime::logging::batch();
         let mut listeners = take_inherited_fds()?;
         let master = listeners
             .iter()
@@ -254,10 +254,10 @@ where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     // Log lines are written in one batch whenever the loop is about to
-    // wait (crate::logging::batch, enabled once logging is set up).
+    // wait (crate::runtime::logging::batch, enabled once logging is set up).
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .on_thread_park(crate::logging::flush)
+        .on_thread_park(crate::runtime::logging::flush)
         .build()
     {
         Ok(rt) => rt,
@@ -267,12 +267,12 @@ where
         }
     };
     let outcome = rt.block_on(service);
-    crate::logging::flush();
+    crate::runtime::logging::flush();
     match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fatal: {e:#}");
-            crate::logging::flush();
+            crate::runtime::logging::flush();
             // Before logging is set up (or when it fails), stderr still tells.
             eprintln!("{name}: {e:#}");
             std::process::ExitCode::FAILURE

@@ -189,7 +189,7 @@ pub fn parse_time(s: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
         return None;
     }
-    let days = crate::time::days_from_civil(y, m as u32, d as u32);
+    let days = crate::runtime::time::days_from_civil(y, m as u32, d as u32);
     Some(((days * 86_400 + hh * 3600 + mm * 60 + ss) * 1000) + ms)
 }
 

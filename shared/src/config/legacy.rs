@@ -698,7 +698,7 @@ client_identity = "ipaddr"
 
     #[test]
     fn the_shipped_example_is_the_seed_example() {
-        let shipped = include_bytes!("../../conf/smtp-proxy.xml");
+        let shipped = include_bytes!("../../../conf/smtp-proxy.xml");
         assert_eq!(parse(shipped), Ok(ok(SEED)));
         assert!(
             shipped.starts_with(b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\""),
