@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use postern_shared::access::{is_date, AccessFile, AccessIndex, Action, Entry, Method, Pattern};
 use postern_shared::config::Config;
+use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{self, RouterRequest};
 use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
 use postern_shared::stats::Day;
@@ -94,8 +95,8 @@ fn list(
                 .call_blocking(&sock, RouterRequest::AccessList.encode())
                 .map_err(|e| e.to_string())
             {
-                Ok(r) if r.get("status") == Some("ok") => r,
-                Ok(r) => return Ok(fail(r.get("reason").unwrap_or("the router refused"))),
+                Ok(r) if Outcome::is_ok(&r) => r,
+                Ok(r) => return Ok(fail(Outcome::reason_in(&r).unwrap_or("the router refused"))),
                 Err(e) => {
                     return Ok(fail(format!(
                         "the router at {} did not answer: {e}",
@@ -238,17 +239,15 @@ fn change(
                 .call_blocking(&sock, req)
                 .map_err(|e| e.to_string())
             {
-                Ok(r) if r.get("status") == Some("ok") => {
+                Ok(r) if Outcome::is_ok(&r) => {
                     println!(
                         "postern: access: {} {what}",
                         if add { "added" } else { "removed" }
                     );
                     ExitCode::SUCCESS
                 }
-                Ok(r) if r.get("status") == Some("notfound") => {
-                    fail(format!("{what} is not listed"))
-                }
-                Ok(r) => fail(r.get("reason").unwrap_or("the router refused")),
+                Ok(r) if Outcome::is_not_found(&r) => fail(format!("{what} is not listed")),
+                Ok(r) => fail(Outcome::reason_in(&r).unwrap_or("the router refused")),
                 Err(e) => fail(format!(
                     "the router at {} did not answer: {e}",
                     sock.display()
@@ -342,14 +341,14 @@ fn test(
                 .call_blocking(&sock, q.to_attrs())
                 .map_err(|e| e.to_string())
             {
-                Ok(r) if r.get("status") == Some("ok") => match PolicyVerdict::from_attrs(&r) {
+                Ok(r) if Outcome::is_ok(&r) => match PolicyVerdict::from_attrs(&r) {
                     Some(v) => {
                         print!("{}", describe(&v));
                         ExitCode::SUCCESS
                     }
                     None => fail("the router's answer is not a verdict"),
                 },
-                Ok(r) => fail(r.get("reason").unwrap_or("the router could not decide")),
+                Ok(r) => fail(Outcome::reason_in(&r).unwrap_or("the router could not decide")),
                 Err(e) => fail(format!(
                     "the router at {} did not answer: {e}",
                     sock.display()

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
+use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{oneshot, ControlRequest, UpdaterReply, UpdaterRequest};
 use postern_shared::proto::Attrs;
 
@@ -240,10 +241,10 @@ fn ask(
         }
         ExitCode::FAILURE
     })?;
-    if reply.get("status") != Some("ok") {
+    if !Outcome::is_ok(&reply) {
         eprintln!(
             "postern: {cmd} failed: {}",
-            reply.get("reason").unwrap_or("no reason given")
+            Outcome::reason_in(&reply).unwrap_or("no reason given")
         );
         return Err(ExitCode::FAILURE);
     }

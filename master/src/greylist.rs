@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use postern_shared::config::Config;
+use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{self, RouterRequest};
 
 use crate::cli::{GreylistCommand, WhitelistCommand};
@@ -110,10 +111,10 @@ pub fn run(command: GreylistCommand, config: &Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if reply.get("status") != Some("ok") {
+    if !Outcome::is_ok(&reply) {
         eprintln!(
             "postern: greylist: {}",
-            reply.get("reason").unwrap_or("refused")
+            Outcome::reason_in(&reply).unwrap_or("refused")
         );
         return ExitCode::FAILURE;
     }

@@ -49,6 +49,7 @@ use anyhow::Context;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use postern_shared::config::{Config, PolicyListen};
+use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{self, WorkerRequest};
 use postern_shared::proto::{self, Attrs};
 use postern_shared::runtime::worker::TlsPem;
@@ -368,11 +369,11 @@ impl Master {
                 } else if let Some(id) = attrs.get("id") {
                     if let Some(r) = &mut self.reload {
                         if r.id == id && r.waiting.remove(&slot) {
-                            if attrs.get("status") != Some("ok") {
+                            if !Outcome::is_ok(&attrs) {
                                 r.failures.push(format!(
                                     "{}: {}",
                                     self.slots[slot].kind.program(),
-                                    attrs.get("reason").unwrap_or("failed")
+                                    Outcome::reason_in(&attrs).unwrap_or("failed")
                                 ));
                             }
                             self.finish_reload(false);
@@ -446,24 +447,18 @@ impl Master {
                 // Answer before the stop closes the worker's channel.
                 drop(tx);
                 if let Some(w) = &mut self.slots[slot].to_worker {
-                    let answer = Attrs::new().with("status", "ok").with("id", &id);
+                    let answer = Outcome::Ok.reply(Some(&id));
                     let _ = proto::write(w, &answer).await;
                 }
                 self.begin_stop("SMTP SHUTDOWN");
             }
             Ok(other @ WorkerRequest::Restart { .. }) => {
                 let _ = tx.send(
-                    Attrs::new()
-                        .with("status", "tempfail")
-                        .with("reason", format!("unknown request {}", other.verb())),
+                    Outcome::tempfail(format!("unknown request {}", other.verb())).reply(None),
                 );
             }
             Err(unknown) => {
-                let _ = tx.send(
-                    Attrs::new()
-                        .with("status", "tempfail")
-                        .with("reason", unknown),
-                );
+                let _ = tx.send(Outcome::tempfail(unknown).reply(None));
             }
         }
     }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use postern_shared::config::Config;
 use postern_shared::ipc;
+use postern_shared::ipc::Outcome;
 use postern_shared::stats::{
     Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS, PASSED_SIZE, PENDING_SIZE,
 };
@@ -80,8 +81,8 @@ fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
     let reply = ipc::oneshot::ROUTER
         .call_blocking(sock, ipc::RouterRequest::Stats.encode())
         .map_err(|e| e.to_string())?;
-    if reply.get("status") != Some("ok") {
-        return Err(reply.get("reason").unwrap_or("refused").to_string());
+    if !Outcome::is_ok(&reply) {
+        return Err(Outcome::reason_in(&reply).unwrap_or("refused").to_string());
     }
     let body = reply.body.unwrap_or_default();
     let text = String::from_utf8(body).map_err(|_| "answer is not UTF-8".to_string())?;

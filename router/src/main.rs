@@ -31,8 +31,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
 use postern_shared::config::normalize_domain;
-use postern_shared::ipc::{self, RouterRequest};
-use postern_shared::proto::{self, Attrs, Status};
+use postern_shared::ipc::{self, Outcome, RouterRequest};
+use postern_shared::proto::{self, Attrs};
 use postern_shared::route::PROTOCOL;
 use postern_shared::runtime::time::Clock;
 use postern_shared::runtime::worker::{Event, Options, Worker};
@@ -325,10 +325,7 @@ async fn serve(stream: UnixStream, table: Shared) {
                     .clone();
                 answer(&current, &id, &request)
             }
-            Err(bad) => Attrs::new()
-                .with("id", id)
-                .with("status", Status::TempFail.as_str())
-                .with("reason", bad),
+            Err(bad) => Outcome::tempfail(bad).reply(Some(&id)),
         };
         // A notice (smtpd's goodbyes): done, and nobody waits for an answer.
         if req.get("reply") == Some("no") {
@@ -407,15 +404,11 @@ fn account(
     leaving: bool,
 ) -> Attrs {
     let Ok(mut anvil) = state.anvil.lock() else {
-        return Attrs::new()
-            .with("id", id)
-            .with("status", Status::TempFail.as_str());
+        return Outcome::tempfail("").reply(Some(id));
     };
     if leaving {
         anvil.disconnect(pid, sid);
-        return Attrs::new()
-            .with("id", id)
-            .with("status", Status::Ok.as_str());
+        return Outcome::Ok.reply(Some(id));
     }
     let (total, per_ip) = *state.limits.read().unwrap_or_else(|p| p.into_inner());
     match anvil.connect(pid, sid, ip, total, per_ip) {
@@ -431,9 +424,7 @@ fn account(
                 None => {
                     // Mail from the internet: its policy lookups start now.
                     state.policy.prefetch(ip);
-                    let a = Attrs::new()
-                        .with("id", id)
-                        .with("status", Status::NotFound.as_str());
+                    let a = Outcome::NotFound.reply(Some(id));
                     // No policy at all: the session's recipients need not ask.
                     if state.policy.active() {
                         a
@@ -449,10 +440,7 @@ fn account(
                 Refusal::PerIp(n) => format!("too many connections from {ip} ({n})"),
             };
             tracing::warn!(sid, "refusing a connection from {ip}: {reason}");
-            Attrs::new()
-                .with("id", id)
-                .with("status", Status::Reject.as_str())
-                .with("reason", reason)
+            Outcome::reject(reason).reply(Some(id))
         }
     }
 }
@@ -464,9 +452,7 @@ fn account(
 /// whichever smtpd process reported it.
 fn brake(state: &State, id: &str, sid: &str, ip: std::net::IpAddr, failed: bool) -> Attrs {
     let Ok(mut brake) = state.brake.lock() else {
-        return Attrs::new()
-            .with("id", id)
-            .with("status", Status::TempFail.as_str());
+        return Outcome::tempfail("").reply(Some(id));
     };
     let now = std::time::Instant::now();
     let v = if failed {
@@ -484,21 +470,17 @@ fn brake(state: &State, id: &str, sid: &str, ip: std::net::IpAddr, failed: bool)
             anvil::AUTH_FAILURE_WINDOW.as_secs()
         );
     }
-    let mut reply = Attrs::new().with("id", id);
     match v.locked {
         Some(left) => {
-            reply.push("status", Status::Reject.as_str());
-            reply.push("failures", v.failures);
             // Rounded up: never 0 while it holds.
             let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-            reply.push("retry_after", secs);
+            Outcome::reject("")
+                .reply(Some(id))
+                .with("failures", v.failures)
+                .with("retry_after", secs)
         }
-        None => {
-            reply.push("status", Status::Ok.as_str());
-            reply.push("failures", v.failures);
-        }
+        None => Outcome::Ok.reply(Some(id)).with("failures", v.failures),
     }
-    reply
 }
 
 /// The answer for a recipient in an alias domain (SPEC §12): the route
@@ -530,22 +512,14 @@ fn alias_answer(
         }
         Recipient::Unknown => {
             tracing::info!(sid, "route {address}: no alias in an alias domain");
-            Attrs::new()
-                .with("id", id)
-                .with("status", Status::NotFound.as_str())
-                .with("alias", "yes")
+            Outcome::NotFound.reply(Some(id)).with("alias", "yes")
         }
         Recipient::Broken(why) => {
             tracing::error!(sid, "cannot route {address}: {why}");
-            Attrs::new()
-                .with("id", id)
-                .with("status", Status::TempFail.as_str())
-                .with("reason", why)
+            Outcome::tempfail(why).reply(Some(id))
         }
         // Answered by the caller.
-        Recipient::Plain(_) => Attrs::new()
-            .with("id", id)
-            .with("status", Status::TempFail.as_str()),
+        Recipient::Plain(_) => Outcome::tempfail("").reply(Some(id)),
     }
 }
 
@@ -578,10 +552,7 @@ fn answer(table: &Table, id: &str, request: &RouterRequest) -> Attrs {
             )
         }
         other => {
-            return Attrs::new()
-                .with("id", id)
-                .with("status", Status::TempFail.as_str())
-                .with("reason", format!("{} is not a lookup", other.verb()))
+            return Outcome::tempfail(format!("{} is not a lookup", other.verb())).reply(Some(id))
         }
     };
     match found {
@@ -596,8 +567,6 @@ fn answer(table: &Table, id: &str, request: &RouterRequest) -> Attrs {
             );
             route.to_attrs(id)
         }
-        None => Attrs::new()
-            .with("id", id)
-            .with("status", Status::NotFound.as_str()),
+        None => Outcome::NotFound.reply(Some(id)),
     }
 }

@@ -2,8 +2,8 @@
 //! policy state: `postern access` (the access lists) and `postern greylist`
 //! (the greylisting store and its manual whitelist).
 
-use postern_shared::ipc::RouterRequest;
-use postern_shared::proto::{Attrs, Status};
+use postern_shared::ipc::{Outcome, RouterRequest};
+use postern_shared::proto::Attrs;
 use postern_shared::runtime::time::{Clock, Timestamp};
 
 use crate::policy;
@@ -26,8 +26,8 @@ pub fn access(
 ) -> Attrs {
     use policy::access::ChangeError;
     use postern_shared::access::{is_date, Action, Entry, Method, Pattern};
-    let reply = |status: Status| Attrs::new().with("id", id).with("status", status.as_str());
-    let refuse = |why: String| reply(Status::Reject).with("reason", why);
+    let reply = |outcome: Outcome| outcome.reply(Some(id));
+    let refuse = |why: String| Outcome::Reject(why).reply(Some(id));
     let (words, added) = match request {
         RouterRequest::AccessAdd {
             action,
@@ -42,7 +42,7 @@ pub fn access(
             method,
             pattern,
         } => ((action, method, pattern), None),
-        _ => return reply(Status::Ok).with_body(lists.text().into_bytes()),
+        _ => return reply(Outcome::Ok).with_body(lists.text().into_bytes()),
     };
     let (action_word, method_word, pattern_word) = &words;
     let (action, method) = match (action_word.parse::<Action>(), method_word.parse::<Method>()) {
@@ -88,9 +88,9 @@ pub fn access(
                 method_word,
                 pattern_word
             );
-            reply(Status::Ok)
+            reply(Outcome::Ok)
         }
-        Err(ChangeError::NotFound) => reply(Status::NotFound),
+        Err(ChangeError::NotFound) => reply(Outcome::NotFound),
         Err(e @ ChangeError::Io(..)) => {
             tracing::error!("access lists: {e}");
             refuse(e.to_string())
@@ -108,20 +108,14 @@ pub async fn greylist(
     request: RouterRequest,
     peer_uid: Option<u32>,
 ) -> Attrs {
-    let refuse = |why: String| {
-        Attrs::new()
-            .with("id", id)
-            .with("status", Status::Reject.as_str())
-            .with("reason", why)
-    };
+    let refuse = |why: String| Outcome::reject(why).reply(Some(id));
     let ok = |lines: Vec<String>| {
         let mut body = lines.join("\n");
         if !body.is_empty() {
             body.push('\n');
         }
-        Attrs::new()
-            .with("id", id)
-            .with("status", Status::Ok.as_str())
+        Outcome::Ok
+            .reply(Some(id))
             .with("count", lines.len())
             .with_body(body.into_bytes())
     };

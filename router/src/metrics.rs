@@ -34,6 +34,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_shared::ipc::Outcome;
 use postern_shared::proto::Attrs;
 use postern_shared::stats::{Counter, Counts, Rejection, CAUSES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -217,7 +218,7 @@ async fn worker_states(ask: &Ask) -> Option<Attrs> {
     let (tx, rx) = oneshot::channel();
     ask.send(tx).await.ok()?;
     let reply = tokio::time::timeout(ASK_TIMEOUT, rx).await.ok()?.ok()?;
-    (reply.get("status") == Some("ok")).then_some(reply)
+    Outcome::is_ok(&reply).then_some(reply)
 }
 
 /// The exposition text. `workers`: the master's answer to `request=workers`,
@@ -427,8 +428,8 @@ mod tests {
             );
         }
         assert!(!text.contains("postern_worker_up"));
-        let workers = Attrs::new()
-            .with("status", "ok")
+        let workers = Outcome::Ok
+            .reply(None)
             .with("worker", "postern-router 0 41 ready 0 120")
             .with("worker", "postern-smtpd 2 - restarting 3 0")
             .with("worker", "bad\"label 3 1 ready 0 1");

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use postern_shared::proto::{Attrs, Status};
+use postern_shared::ipc::Outcome;
+use postern_shared::proto::Attrs;
 use postern_shared::runtime::time::Clock;
 use postern_shared::stats::{Counter, Counts, Stats, FILE};
 
@@ -92,9 +93,7 @@ impl Recorder {
             live.stats.add(self.clock.today(), counts);
             live.dirty = true;
         }
-        Attrs::new()
-            .with("id", id)
-            .with("status", Status::Ok.as_str())
+        Outcome::Ok.reply(Some(id))
     }
 
     /// Adds one to a counter today (the router's own events: policy
@@ -118,10 +117,7 @@ impl Recorder {
     /// `request=stats`: every day kept, as the file's text.
     pub fn report(&self, id: &str) -> Attrs {
         let text = self.live().stats.encode();
-        Attrs::new()
-            .with("id", id)
-            .with("status", Status::Ok.as_str())
-            .with_body(text.into_bytes())
+        Outcome::Ok.reply(Some(id)).with_body(text.into_bytes())
     }
 
     /// The sum over every day kept (the metrics' totals).
@@ -205,7 +201,7 @@ mod tests {
             .with("messages", "many");
         let reply = count(&rec, &req);
         assert_eq!(reply.get("id"), Some("4"));
-        assert_eq!(reply.get("status"), Some("ok"));
+        assert!(Outcome::is_ok(&reply));
         count(&rec, &req);
         let total = sum(&rec);
         assert_eq!(total.get(Counter::Connections), 2);

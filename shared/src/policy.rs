@@ -35,7 +35,7 @@ use std::net::IpAddr;
 
 use crate::access::{AccessIndex, Address, Client, Entry, Method, Verdict as Access};
 use crate::ipc;
-use crate::proto::{Attrs, Status};
+use crate::proto::Attrs;
 use crate::stats::Rejection;
 
 /// One recipient's question.
@@ -186,9 +186,7 @@ pub struct Refusal {
 impl Verdict {
     /// The reply attributes.
     pub fn to_attrs(&self, id: &str) -> Attrs {
-        let a = Attrs::new()
-            .with("id", id)
-            .with("status", Status::Ok.as_str());
+        let a = crate::ipc::Outcome::Ok.reply(Some(id));
         match self {
             Verdict::Dunno => a.with("action", "dunno"),
             Verdict::Accept { rule } => a.with("action", "accept").with("rule", rule),

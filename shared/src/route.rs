@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use crate::config::ClientIdentity;
 use crate::ipc::mux::{Mux, MuxError};
-use crate::ipc::RouterRequest;
-use crate::proto::{Attrs, ProtoError, Status};
+use crate::ipc::{Outcome, RouterRequest};
+use crate::proto::{Attrs, ProtoError};
 
 pub use crate::ipc::mux::NOTICE_DELAY;
 
@@ -102,9 +102,8 @@ pub struct Route {
 impl Route {
     /// The reply attributes for this route.
     pub fn to_attrs(&self, id: &str) -> Attrs {
-        Attrs::new()
-            .with("id", id)
-            .with("status", Status::Ok.as_str())
+        Outcome::Ok
+            .reply(Some(id))
             .with("cause", self.cause.as_str())
             .with("server", self.server)
             .with("name", &self.name)
@@ -166,6 +165,17 @@ impl From<MuxError> for RouterError {
             MuxError::Timeout(d) => RouterError::Timeout(d),
             MuxError::WrongServer => RouterError::BadReply,
         }
+    }
+}
+
+impl RouterError {
+    /// The router's `status=tempfail` and its reason (`unknown` when it gave none).
+    fn temp(why: String) -> RouterError {
+        RouterError::TempFail(if why.is_empty() {
+            "unknown".into()
+        } else {
+            why
+        })
     }
 }
 
@@ -255,19 +265,15 @@ impl RcptRoute {
     /// `status=notfound`, with `alias=yes` for an alias domain.
     fn from_attrs(reply: &Attrs) -> Result<(RcptRoute, bool), RouterError> {
         let alias_domain = reply.get("alias") == Some("yes");
-        let found = match reply.get("status").and_then(Status::parse) {
-            Some(Status::Ok) => {
+        let found = match Outcome::of(reply) {
+            Some(Outcome::Ok) => {
                 let route = Route::from_attrs(reply).ok_or(RouterError::BadReply)?;
                 let to: Vec<String> = reply.get_all("to").map(str::to_string).collect();
                 RcptRoute::Found(route, (!to.is_empty()).then(|| to.into()))
             }
-            Some(Status::NotFound) if alias_domain => RcptRoute::Unknown,
-            Some(Status::NotFound) => RcptRoute::NotFound,
-            Some(Status::TempFail) => {
-                return Err(RouterError::TempFail(
-                    reply.get("reason").unwrap_or("unknown").to_string(),
-                ))
-            }
+            Some(Outcome::NotFound) if alias_domain => RcptRoute::Unknown,
+            Some(Outcome::NotFound) => RcptRoute::NotFound,
+            Some(Outcome::TempFail(why)) => return Err(RouterError::temp(why)),
             _ => return Err(RouterError::BadReply),
         };
         Ok((found, alias_domain))
@@ -406,13 +412,11 @@ impl RouterClient {
         query: &crate::policy::Query,
     ) -> Result<crate::policy::Verdict, RouterError> {
         let reply = self.call(query.to_attrs()).await?;
-        match reply.get("status").and_then(Status::parse) {
-            Some(Status::Ok) => {
+        match Outcome::of(&reply) {
+            Some(Outcome::Ok) => {
                 crate::policy::Verdict::from_attrs(&reply).ok_or(RouterError::BadReply)
             }
-            Some(Status::TempFail) => Err(RouterError::TempFail(
-                reply.get("reason").unwrap_or("unknown").to_string(),
-            )),
+            Some(Outcome::TempFail(why)) => Err(RouterError::temp(why)),
             _ => Err(RouterError::BadReply),
         }
     }
@@ -439,12 +443,12 @@ impl RouterClient {
             .get("failures")
             .and_then(|n| n.parse().ok())
             .ok_or(RouterError::BadReply);
-        match reply.get("status").and_then(Status::parse) {
-            Some(Status::Ok) => Ok(Brake {
+        match Outcome::of(&reply) {
+            Some(Outcome::Ok) => Ok(Brake {
                 failures: failures?,
                 locked: None,
             }),
-            Some(Status::Reject) => Ok(Brake {
+            Some(Outcome::Reject(_)) => Ok(Brake {
                 failures: failures?,
                 locked: Some(Duration::from_secs(
                     reply
@@ -453,9 +457,7 @@ impl RouterClient {
                         .ok_or(RouterError::BadReply)?,
                 )),
             }),
-            Some(Status::TempFail) => Err(RouterError::TempFail(
-                reply.get("reason").unwrap_or("unknown").to_string(),
-            )),
+            Some(Outcome::TempFail(why)) => Err(RouterError::temp(why)),
             _ => Err(RouterError::BadReply),
         }
     }
@@ -477,20 +479,16 @@ impl RouterClient {
         .encode();
         let reply = self.call_with(req, within, false).await?;
         let policy = reply.get("policy") != Some("off");
-        match reply.get("status").and_then(Status::parse) {
-            Some(Status::Ok) => Route::from_attrs(&reply)
+        match Outcome::of(&reply) {
+            Some(Outcome::Ok) => Route::from_attrs(&reply)
                 .map(|r| Admission::Allowed(Some(r), policy))
                 .ok_or(RouterError::BadReply),
-            Some(Status::NotFound) => Ok(Admission::Allowed(None, policy)),
-            Some(Status::Reject) => Ok(Admission::Refused(
-                reply
-                    .get("reason")
-                    .unwrap_or("too many connections")
-                    .to_string(),
-            )),
-            Some(Status::TempFail) => Err(RouterError::TempFail(
-                reply.get("reason").unwrap_or("unknown").to_string(),
-            )),
+            Some(Outcome::NotFound) => Ok(Admission::Allowed(None, policy)),
+            Some(Outcome::Reject(why)) if why.is_empty() => {
+                Ok(Admission::Refused("too many connections".into()))
+            }
+            Some(Outcome::Reject(why)) => Ok(Admission::Refused(why)),
+            Some(Outcome::TempFail(why)) => Err(RouterError::temp(why)),
             None => Err(RouterError::BadReply),
         }
     }
@@ -551,14 +549,12 @@ impl RouterClient {
 
     async fn lookup(&self, req: Attrs) -> Result<Lookup, RouterError> {
         let reply = self.call(req).await?;
-        match reply.get("status").and_then(Status::parse) {
-            Some(Status::Ok) => Route::from_attrs(&reply)
+        match Outcome::of(&reply) {
+            Some(Outcome::Ok) => Route::from_attrs(&reply)
                 .map(Lookup::Found)
                 .ok_or(RouterError::BadReply),
-            Some(Status::NotFound) => Ok(Lookup::NotFound),
-            Some(Status::TempFail) => Err(RouterError::TempFail(
-                reply.get("reason").unwrap_or("unknown").to_string(),
-            )),
+            Some(Outcome::NotFound) => Ok(Lookup::NotFound),
+            Some(Outcome::TempFail(why)) => Err(RouterError::temp(why)),
             _ => Err(RouterError::BadReply),
         }
     }

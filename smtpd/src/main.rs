@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use postern_shared::config::Config;
 use postern_shared::ipc;
+use postern_shared::ipc::Outcome;
 use postern_shared::proto::Attrs;
 use postern_shared::route::RouterClient;
 use postern_shared::runtime::logging::new_id;
@@ -135,9 +136,10 @@ async fn run() -> anyhow::Result<()> {
                     let id = answer.get("id").unwrap_or_default();
                     if let Some(i) = pending.iter().position(|(p, _)| p == id) {
                         let (_, req) = pending.swap_remove(i);
-                        let _ = req.reply.send(match answer.get("status") {
-                            Some("ok") => Ok(()),
-                            _ => Err(answer.get("reason").unwrap_or("refused").to_string()),
+                        let _ = req.reply.send(if Outcome::is_ok(&answer) {
+                            Ok(())
+                        } else {
+                            Err(Outcome::reason_in(&answer).unwrap_or("refused").to_string())
                         });
                     }
                 }

@@ -357,9 +357,8 @@ impl Updater {
         let Some(rid) = answer.get("id").and_then(|id| self.running.remove(id)) else {
             return;
         };
-        let ok = answer.get("status") == Some("ok");
-        let result = answer
-            .get("reason")
+        let ok = ipc::Outcome::is_ok(answer);
+        let result = ipc::Outcome::reason_in(answer)
             .or(answer.get("result"))
             .unwrap_or(if ok { "exit status 0" } else { "failed" })
             .to_string();

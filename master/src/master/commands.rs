@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use postern_shared::ipc::Outcome;
 use postern_shared::proto::Attrs;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
@@ -36,7 +37,7 @@ impl Master {
     /// configuration, never from the request), as the updater asks. The
     /// answer goes back when the command exits: `status=ok` for exit status 0.
     pub(super) fn run_restart_command(&mut self, server: &str, reply: oneshot::Sender<Attrs>) {
-        let fail = |why: String| Attrs::new().with("status", "tempfail").with("reason", why);
+        let fail = |why: String| Outcome::tempfail(why).reply(None);
         let Some(cfg) = self
             .config
             .servers
@@ -84,16 +85,17 @@ impl Master {
                 "restart of {server}: killed after {} ({how})",
                 self.config.update.restart_timeout
             );
-            Attrs::new().with("status", "tempfail").with(
-                "reason",
-                format!("timed out after {}", self.config.update.restart_timeout),
-            )
+            Outcome::tempfail(format!(
+                "timed out after {}",
+                self.config.update.restart_timeout
+            ))
+            .reply(None)
         } else if how == "exit status 0" {
             info!("restart of {server}: {how}");
-            Attrs::new().with("status", "ok").with("result", how)
+            Outcome::Ok.reply(None).with("result", how)
         } else {
             warn!("restart of {server}: {how}");
-            Attrs::new().with("status", "tempfail").with("reason", how)
+            Outcome::tempfail(how).reply(None)
         };
         let _ = cmd.reply.send(answer);
     }

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{self, ControlRequest};
 use postern_shared::proto::Attrs;
 use tokio::net::UnixListener;
@@ -26,15 +27,11 @@ impl Master {
                 self.restart_worker(&worker, reply).await;
             }
             Ok(ControlRequest::Stop) => {
-                let _ = reply.send(Attrs::new().with("status", "ok"));
+                let _ = reply.send(Outcome::Ok.reply(None));
                 self.begin_stop("postern stop");
             }
             Err(unknown) => {
-                let _ = reply.send(
-                    Attrs::new()
-                        .with("status", "tempfail")
-                        .with("reason", unknown),
-                );
+                let _ = reply.send(Outcome::tempfail(unknown).reply(None));
             }
         }
     }
@@ -73,9 +70,7 @@ impl Master {
             ));
         }
         text.push_str(&self.load_report());
-        Attrs::new()
-            .with("status", "ok")
-            .with_body(text.into_bytes())
+        Outcome::Ok.reply(None).with_body(text.into_bytes())
     }
 
     /// Sessions in progress and each server's health, from the smtpd reports.
@@ -174,7 +169,7 @@ impl Master {
     /// `worker=<program> <slot> <pid|-> <state> <restarts> <uptime seconds>`
     /// per slot; state is the slot's word ([`SlotState::word`]).
     pub(super) fn worker_states(&self) -> Attrs {
-        let mut a = Attrs::new().with("status", "ok");
+        let mut a = Outcome::Ok.reply(None);
         for (i, s) in self.slots.iter().enumerate() {
             let state = s.state.word();
             let (pid, up) = match s.pid {

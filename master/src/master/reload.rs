@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
 use postern_shared::ipc::MasterRequest;
+use postern_shared::ipc::Outcome;
 use postern_shared::proto::{self, Attrs};
 use postern_shared::runtime::worker::TlsPem;
 use sd_notify::NotifyState;
@@ -43,7 +44,7 @@ impl Master {
         // Every refusal answers the requester (if any) the same way.
         let refuse = |reply: Option<oneshot::Sender<Attrs>>, why: String| {
             if let Some(r) = reply {
-                let _ = r.send(Attrs::new().with("status", "tempfail").with("reason", why));
+                let _ = r.send(Outcome::tempfail(why).reply(None));
             }
         };
         if self.stopping.is_some() {
@@ -130,11 +131,11 @@ impl Master {
         }
         let answer = if r.failures.is_empty() {
             info!("configuration reloaded");
-            Attrs::new().with("status", "ok")
+            Outcome::Ok.reply(None)
         } else {
             let why = r.failures.join("; ");
             warn!("configuration reloaded with problems: {why}");
-            Attrs::new().with("status", "tempfail").with("reason", why)
+            Outcome::tempfail(why).reply(None)
         };
         notify(&[
             NotifyState::Ready,

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use postern_shared::ipc::MasterRequest;
+use postern_shared::ipc::Outcome;
 use postern_shared::proto::{self, Attrs};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
@@ -40,7 +41,7 @@ impl Master {
     /// and exit. updater: stop it (two must never share the spool) and start the
     /// next one at once; its clients wait in the socket's backlog meanwhile.
     pub(super) async fn restart_worker(&mut self, worker: &str, reply: oneshot::Sender<Attrs>) {
-        let fail = |why: &str| Attrs::new().with("status", "tempfail").with("reason", why);
+        let fail = |why: &str| Outcome::tempfail(why).reply(None);
         let kind = match worker {
             "smtpd" => Kind::Smtpd,
             "router" => Kind::Router,
@@ -68,7 +69,7 @@ impl Master {
                 }
                 self.slots[i].to_worker = None;
             }
-            let _ = reply.send(Attrs::new().with("status", "ok").with("count", old.len()));
+            let _ = reply.send(Outcome::Ok.reply(None).with("count", old.len()));
             return;
         }
         let mut new = Vec::new();
@@ -149,12 +150,10 @@ impl Master {
                 "restart done: {} new process(es) serving, the old ones drain",
                 stay.len()
             );
-            Attrs::new().with("status", "ok").with("count", stay.len())
+            Outcome::Ok.reply(None).with("count", stay.len())
         } else {
             warn!("restart abandoned: the new processes did not become ready; the old ones keep serving");
-            Attrs::new()
-                .with("status", "tempfail")
-                .with("reason", "the new processes did not become ready in time")
+            Outcome::tempfail("the new processes did not become ready in time").reply(None)
         };
         let _ = sw.reply.send(answer);
     }

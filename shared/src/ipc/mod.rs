@@ -38,11 +38,13 @@ mod channel;
 mod control;
 pub mod mux;
 pub mod oneshot;
+mod reply;
 mod router;
 mod updater;
 
 pub use channel::{MasterRequest, WorkerRequest};
 pub use control::ControlRequest;
+pub use reply::Outcome;
 pub use router::RouterRequest;
 pub use updater::{UpdaterReply, UpdaterRequest};
 

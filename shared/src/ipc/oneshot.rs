@@ -174,7 +174,7 @@ mod tests {
             while let Some((req, reply)) = rx.recv().await {
                 let req: Attrs = req;
                 if ipc::verb::<ControlVerb>(&req) == Ok(ControlVerb::Status) {
-                    let _ = reply.send(Attrs::new().with("status", "ok"));
+                    let _ = reply.send(ipc::Outcome::Ok.reply(None));
                 }
                 // Anything else: never answered (the reply channel is dropped).
             }

@@ -1,7 +1,8 @@
 //! `updater.sock`: requests to the updater, one per connection.
 
-use super::{request, required, verb, DecodeError, UpdaterVerb};
-use crate::proto::{Attrs, Status};
+use super::reply::REASON;
+use super::{request, required, verb, DecodeError, Outcome, UpdaterVerb};
+use crate::proto::Attrs;
 
 /// A request to the updater.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,28 +123,24 @@ pub enum UpdaterReply {
 impl UpdaterReply {
     /// The attribute list to send.
     pub fn encode(self) -> Attrs {
-        let ok = Attrs::new().with("status", Status::Ok.as_str());
-        let refused = |status: Status, reason: String| {
-            Attrs::new()
-                .with("status", status.as_str())
-                .with("reason", reason)
-        };
+        let ok = Outcome::Ok.reply(None);
         match self {
             UpdaterReply::Queued { queue_id } => ok.with("queue_id", queue_id),
             UpdaterReply::Text(text) => ok.with_body(text),
             UpdaterReply::Flushed { count } => ok.with("count", count),
             UpdaterReply::Done => ok,
-            UpdaterReply::NotFound(why) => refused(Status::NotFound, why),
-            UpdaterReply::Reject(why) => refused(Status::Reject, why),
-            UpdaterReply::TempFail(why) => refused(Status::TempFail, why),
+            // `notfound` with a reason: the updater's words for a missing id.
+            UpdaterReply::NotFound(why) => Outcome::NotFound.reply(None).with(REASON, why),
+            UpdaterReply::Reject(why) => Outcome::Reject(why).reply(None),
+            UpdaterReply::TempFail(why) => Outcome::TempFail(why).reply(None),
         }
     }
 
     /// The reply a message holds; `None` for one without a valid status.
     pub fn decode(msg: &Attrs) -> Option<Self> {
-        let reason = || msg.get("reason").unwrap_or("refused").to_string();
-        Some(match Status::parse(msg.get("status")?)? {
-            Status::Ok => {
+        let reason = || msg.get(REASON).unwrap_or("refused").to_string();
+        Some(match Outcome::of(msg)? {
+            Outcome::Ok => {
                 if let Some(queue_id) = msg.get("queue_id") {
                     UpdaterReply::Queued {
                         queue_id: queue_id.to_string(),
@@ -158,9 +155,9 @@ impl UpdaterReply {
                     UpdaterReply::Done
                 }
             }
-            Status::NotFound => UpdaterReply::NotFound(reason()),
-            Status::Reject => UpdaterReply::Reject(reason()),
-            Status::TempFail => UpdaterReply::TempFail(reason()),
+            Outcome::NotFound => UpdaterReply::NotFound(reason()),
+            Outcome::Reject(_) => UpdaterReply::Reject(reason()),
+            Outcome::TempFail(_) => UpdaterReply::TempFail(reason()),
         })
     }
 }

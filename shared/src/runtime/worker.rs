@@ -196,15 +196,11 @@ impl Worker {
 
     /// Acknowledges a [`Event::Reload`].
     pub async fn ack(&mut self, id: &str, result: Result<(), String>) {
-        let mut a = Attrs::new().with("id", id);
-        match result {
-            Ok(()) => a.push("status", "ok"),
-            Err(why) => {
-                a.push("status", "tempfail");
-                a.push("reason", why.replace(['\r', '\n', '\0'], " "));
-            }
-        }
-        self.send(a).await;
+        let outcome = match result {
+            Ok(()) => ipc::Outcome::Ok,
+            Err(why) => ipc::Outcome::tempfail(why.replace(['\r', '\n', '\0'], " ")),
+        };
+        self.send(outcome.reply(Some(id))).await;
     }
 
     /// Sends a request to the master (`request=reload`, `request=stop`); the
@@ -284,7 +280,7 @@ where
 async fn read_master(mut r: BufReader<tokio::net::unix::OwnedReadHalf>, tx: mpsc::Sender<Event>) {
     loop {
         let ev = match proto::read(&mut r).await {
-            Ok(Some(msg)) if !ipc::is_request(&msg) && msg.get("status").is_some() => {
+            Ok(Some(msg)) if !ipc::is_request(&msg) && ipc::Outcome::of(&msg).is_some() => {
                 Event::Reply(msg)
             }
             Ok(Some(msg)) => match MasterRequest::decode(msg) {
