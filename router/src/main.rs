@@ -530,7 +530,12 @@ fn answer(table: &Table, id: &str, request: &RouterRequest) -> Attrs {
             sid, local, domain, ..
         } => {
             let domain = normalize_domain(domain);
-            match table.by_recipient(local.as_deref().unwrap_or_default(), &domain) {
+            // Without a local part (an older smtpd), no alias applies.
+            let found = match local {
+                Some(l) => table.by_recipient(l, &domain),
+                None => Recipient::Plain(table.by_domain(&domain)),
+            };
+            match found {
                 Recipient::Plain(found) => (sid, domain, found),
                 other => return alias_answer(id, sid, local, &domain, other),
             }

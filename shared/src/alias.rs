@@ -30,6 +30,9 @@ use crate::smtp::Mailbox;
 pub const MAX_DEPTH: usize = 10;
 /// Addresses one expansion may give (Postfix's `virtual_alias_expansion_limit`).
 pub const MAX_EXPANSION: usize = 1000;
+/// Bytes one expansion's addresses may take in the router's answer (one
+/// `to=` line each), well within an IPC message's 64 KiB.
+pub const MAX_EXPANSION_BYTES: usize = 48 * 1024;
 
 /// The local part that stands for every other in the checks at load: it
 /// cannot be written in a configuration.
@@ -102,6 +105,17 @@ fn key(local: &str, domain: &str) -> String {
     format!("{}@{domain}", m.unquoted_local().to_lowercase())
 }
 
+/// The key that tells two spellings of one address apart from two
+/// addresses: the local part unquoted and lower-cased, the domain
+/// lower-cased without a trailing dot (an address given twice, or by an
+/// alias and directly, reaches the backend once: `Tx::sent` in smtpd).
+pub fn address_key(address: &str) -> String {
+    match address.rsplit_once('@') {
+        Some((l, d)) => key(l, &normalize_domain(d)),
+        None => address.to_lowercase(),
+    }
+}
+
 /// A local part as the configuration may write it: a dot-atom's characters
 /// (no quotes, no routing characters).
 fn local_ok(l: &str) -> bool {
@@ -160,22 +174,39 @@ impl Aliases {
                 );
                 continue;
             }
-            let mut targets = Vec::with_capacity(a.to.len());
+            let mut targets: Vec<Target> = Vec::with_capacity(a.to.len());
+            let mut bad_targets = 0;
             for (j, to) in a.to.iter().enumerate() {
                 match parse(to) {
-                    Ok((Some(l), d)) => targets.push(Target::Address {
-                        local: l,
-                        domain: d,
-                    }),
-                    Ok((None, d)) if local.is_none() => targets.push(Target::Domain(d)),
-                    Ok((None, _)) => bad(
-                        format!("alias[{number}].to[{j}]"),
-                        format!("{to:?} is a whole domain: only a domain alias (\"@{domain}\") may have one"),
-                    ),
-                    Err(m) => bad(format!("alias[{number}].to[{j}]"), m),
+                    Ok((Some(l), d)) => {
+                        let t = Target::Address {
+                            local: l,
+                            domain: d,
+                        };
+                        // A target given twice is one target.
+                        if !targets.contains(&t) {
+                            targets.push(t);
+                        }
+                    }
+                    Ok((None, d)) if local.is_none() => {
+                        if !targets.contains(&Target::Domain(d.clone())) {
+                            targets.push(Target::Domain(d));
+                        }
+                    }
+                    Ok((None, _)) => {
+                        bad_targets += 1;
+                        bad(
+                            format!("alias[{number}].to[{j}]"),
+                            format!("{to:?} is a whole domain: only a domain alias (\"@{domain}\") may have one"),
+                        )
+                    }
+                    Err(m) => {
+                        bad_targets += 1;
+                        bad(format!("alias[{number}].to[{j}]"), m)
+                    }
                 }
             }
-            if targets.len() != a.to.len() {
+            if bad_targets > 0 {
                 continue;
             }
             let entry = Entry {
@@ -238,6 +269,9 @@ impl Aliases {
         }
         let mut walk = Walk::default();
         walk.visit(self, local, domain, 0)?;
+        if wide(&walk.out, u32::MAX).is_err() {
+            return Err(ExpandError::TooMany);
+        }
         Ok(Some(
             walk.out
                 .into_iter()
@@ -254,9 +288,15 @@ impl Aliases {
     }
 
     /// The problems of the table as a whole, each under the `alias[N]` it
-    /// starts from (see the module header). `servers` and `index` are the
-    /// configuration's.
-    pub fn check(&self, servers: &[Server], index: &DomainIndex) -> Vec<Problem> {
+    /// starts from (see the module header). `servers`, `index` and
+    /// `max_recipients` (a transaction's recipients, `proxy.max_recipients`:
+    /// one alias's addresses must fit in one) are the configuration's.
+    pub fn check(
+        &self,
+        servers: &[Server],
+        index: &DomainIndex,
+        max_recipients: u32,
+    ) -> Vec<Problem> {
         let mut entries: Vec<&Entry> = self
             .addresses
             .values()
@@ -289,7 +329,9 @@ impl Aliases {
                         format!("{shown} loops: {chain}")
                     }
                     Err(err) => format!("{shown} {err}"),
-                    Ok(()) => match one_server(&walk.out, servers, index) {
+                    Ok(_) => match wide(&walk.out, max_recipients)
+                        .and_then(|()| one_server(&walk.out, servers, index))
+                    {
                         Ok(()) => continue,
                         Err(m) => format!("{shown}: {m}"),
                     },
@@ -355,6 +397,25 @@ impl Aliases {
     }
 }
 
+/// Whether one expansion fits in a transaction (`max_recipients`) and in
+/// the router's answer ([`MAX_EXPANSION_BYTES`]).
+fn wide(out: &[(String, String)], max_recipients: u32) -> Result<(), String> {
+    if out.len() > max_recipients as usize {
+        return Err(format!(
+            "expands to {} addresses, more than proxy.max_recipients ({max_recipients}): a transaction could never take them all",
+            out.len()
+        ));
+    }
+    let bytes: usize = out.iter().map(|(l, d)| l.len() + d.len() + 5).sum();
+    if bytes > MAX_EXPANSION_BYTES {
+        return Err(format!(
+            "its {} addresses take {bytes} bytes, more than a route answer carries ({MAX_EXPANSION_BYTES}): split the list",
+            out.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Whether every address of one expansion goes to one server.
 fn one_server(
     out: &[(String, String)],
@@ -386,7 +447,10 @@ fn one_server(
     Ok(())
 }
 
-/// One expansion under way.
+/// One expansion under way: a depth-first walk that says a loop when an
+/// address comes back on its own path, and goes once through each address
+/// (an address met again, through another alias, adds nothing new: only
+/// its depth is checked again).
 #[derive(Default)]
 struct Walk {
     /// The final addresses, (local, domain), each once.
@@ -395,31 +459,43 @@ struct Walk {
     seen: HashSet<String>,
     /// The addresses being expanded, outermost first: (key, shown, `alias[N]`).
     path: Vec<(String, String, usize)>,
+    /// Addresses expanded already, with the alias levels under and at them.
+    done: HashMap<String, usize>,
     /// The aliases of the loop found, sorted (a loop is reported once,
     /// whichever alias it is found from).
     loop_members: Vec<usize>,
 }
 
 impl Walk {
+    /// Expands `local@domain`, met at `depth` alias levels from the start;
+    /// returns how many alias levels it goes through itself (0: no alias
+    /// takes it).
     fn visit(
         &mut self,
         t: &Aliases,
         local: &str,
         domain: &str,
         depth: usize,
-    ) -> Result<(), ExpandError> {
+    ) -> Result<usize, ExpandError> {
         let k = key(local, domain);
         let Some(entry) = t.entry(local, domain) else {
-            return self.keep(k, local, domain);
+            self.keep(k, local, domain)?;
+            return Ok(0);
         };
-        self.path.push((
-            k.clone(),
-            format!("{local}@{domain} (alias[{}])", entry.number),
-            entry.number,
-        ));
+        let shown = format!("{local}@{domain} (alias[{}])", entry.number);
+        if let Some(&levels) = self.done.get(&k) {
+            if depth + levels > MAX_DEPTH {
+                return Err(ExpandError::TooDeep(
+                    self.chain(Some(&format!("{shown} → …"))),
+                ));
+            }
+            return Ok(levels);
+        }
+        self.path.push((k.clone(), shown, entry.number));
         if depth >= MAX_DEPTH {
             return Err(ExpandError::TooDeep(self.chain(None)));
         }
+        let mut below = 0;
         for target in &entry.targets {
             let (tl, td) = match target {
                 Target::Address { local, domain } => (local.as_str(), domain.as_str()),
@@ -437,10 +513,11 @@ impl Walk {
                 self.loop_members = members;
                 return Err(ExpandError::Loop(self.chain(Some(&format!("{tl}@{td}")))));
             }
-            self.visit(t, tl, td, depth + 1)?;
+            below = below.max(self.visit(t, tl, td, depth + 1)?);
         }
         self.path.pop();
-        Ok(())
+        self.done.insert(k, below + 1);
+        Ok(below + 1)
     }
 
     fn keep(&mut self, k: String, local: &str, domain: &str) -> Result<(), ExpandError> {

@@ -290,3 +290,101 @@ fn summaries_name_the_alias_domains() {
         }]
     );
 }
+
+#[test]
+fn overlapping_aliases_are_walked_once_each_and_depth_is_checked_on_every_path() {
+    // 8 levels of 30 aliases, each standing for all 30 of the next level:
+    // 30^8 paths, 240 aliases to walk.
+    let mut text = String::new();
+    for level in 0..8 {
+        for i in 0..30 {
+            let to: Vec<String> = (0..30)
+                .map(|j| format!("\"l{}x{j}@one.test\"", level + 1))
+                .collect();
+            text.push_str(&format!(
+                "[[alias]]\naddress = \"l{level}x{i}@one.test\"\nto = [{}]\n",
+                to.join(", ")
+            ));
+        }
+    }
+    let t = table(&text);
+    let got = expand(&t, "l0x0@one.test").expect("an alias");
+    assert_eq!(got.len(), 30);
+    assert_eq!(got[0], "l8x0@one.test");
+
+    // x@ is 8 levels deep; met first from the top (1 + 8), then again
+    // under two more aliases (3 + 8 > 10).
+    let mut text = String::from(
+        "[[alias]]\naddress = \"top@one.test\"\nto = [\"x@one.test\", \"a1@one.test\"]\n\
+         [[alias]]\naddress = \"a1@one.test\"\nto = [\"a2@one.test\"]\n\
+         [[alias]]\naddress = \"a2@one.test\"\nto = [\"x@one.test\"]\n\
+         [[alias]]\naddress = \"x@one.test\"\nto = [\"x1@one.test\"]\n",
+    );
+    for i in 1..8 {
+        text.push_str(&format!(
+            "[[alias]]\naddress = \"x{i}@one.test\"\nto = [\"x{}@one.test\"]\n",
+            i + 1
+        ));
+    }
+    let p = problems(&text);
+    assert!(
+        p.iter().any(
+            |p| p.starts_with("alias[1]: top@one.test goes through more than 10 aliases")
+                && p.contains("a2@one.test (alias[3]) → x@one.test (alias[4]) → …")
+        ),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_alias_must_fit_in_one_transaction_and_one_answer() {
+    let c = |to: &[String]| {
+        let quoted: Vec<String> = to.iter().map(|t| format!("{t:?}")).collect();
+        problems(&format!(
+            "[[alias]]\naddress = \"list@one.test\"\nto = [{}]\n",
+            quoted.join(", ")
+        ))
+    };
+    let three: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|l| format!("{l}@one.test"))
+        .collect();
+    let text = format!(
+        "[proxy]\nhostname = \"mx.test\"\nmax_recipients = 2\n[[server]]\nname = \"One\"\nhost = \"h\"\nport = 25\ndomains = [\"one.test\"]\n[[alias]]\naddress = \"list@one.test\"\nto = [{}]\n",
+        three.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(", ")
+    );
+    let p: Vec<String> = Config::parse(&text)
+        .expect("parses")
+        .validate()
+        .into_iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        p,
+        ["alias[1]: list@one.test: expands to 3 addresses, more than proxy.max_recipients (2): a transaction could never take them all"]
+    );
+    // 1,000 long addresses: more than a route answer carries.
+    let long: Vec<String> = (0..1000)
+        .map(|i| format!("firstname.lastname.{i:04}@customer-company.one.test"))
+        .collect();
+    let p = c(&long);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(
+        p[0].contains("more than a route answer carries (49152): split the list"),
+        "{p:?}"
+    );
+    // The same target twice is one target.
+    let twice = vec![
+        "a@one.test".to_string(),
+        "A@one.test".to_string(),
+        "a@one.test".to_string(),
+    ];
+    assert!(c(&twice).is_empty());
+}
+
+#[test]
+fn address_keys_ignore_case_quotes_and_a_trailing_dot() {
+    assert_eq!(address_key("Ann@One.Test."), "ann@one.test");
+    assert_eq!(address_key("\"ann\"@one.test"), "ann@one.test");
+    assert_ne!(address_key("ann@one.test"), address_key("anne@one.test"));
+}

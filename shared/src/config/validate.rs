@@ -378,7 +378,7 @@ impl Config {
         let (aliases, problems) = crate::alias::Aliases::build(&self.aliases);
         if problems.is_empty() {
             let index = crate::domains::DomainIndex::new(&self.servers);
-            out.extend(aliases.check(&self.servers, &index));
+            out.extend(aliases.check(&self.servers, &index, self.proxy.max_recipients));
         } else {
             out.extend(problems);
         }

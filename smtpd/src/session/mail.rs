@@ -24,8 +24,8 @@ pub(super) struct Tx {
     /// Recipients the backend accepted, for the log: as the client gave
     /// them (an alias's addresses are in the log line of its RCPT).
     pub(super) recipients: Vec<String>,
-    /// Every address the backend accepted in this transaction (lower-cased)
-    /// with its reply: an address that a recipient given twice, or an
+    /// Every address the backend accepted in this transaction (by
+    /// `postern_shared::alias::address_key`) with its reply: an address that a recipient given twice, or an
     /// alias, leads to again is not sent again (SPEC §12); a refused one is.
     pub(super) sent: std::collections::HashMap<String, ServerReply>,
     /// The transaction's server, set by its first routed recipient.

@@ -35,6 +35,7 @@
 use std::sync::Arc;
 
 use crate::backend::{ClientError, ServerReply};
+use postern_shared::alias::address_key;
 use postern_shared::route::{RcptRoute, Route};
 use postern_shared::smtp::{Param, Path, Reply};
 use postern_shared::stats::Counter;
@@ -189,7 +190,7 @@ impl Session {
         let fresh: Vec<String> = match &self.tx {
             Some(tx) => targets
                 .iter()
-                .filter(|t| !tx.sent.contains_key(&t.to_lowercase()))
+                .filter(|t| !tx.sent.contains_key(&address_key(t)))
                 .cloned()
                 .collect(),
             None => targets.clone(),
@@ -203,12 +204,25 @@ impl Session {
                 .map(|tx| {
                     targets
                         .iter()
-                        .filter_map(|t| tx.sent.get(&t.to_lowercase()).cloned())
+                        .filter_map(|t| tx.sent.get(&address_key(t)).cloned())
                         .collect()
                 })
                 .unwrap_or_default();
             debug!("<{to}>: every address was accepted in this transaction already");
             return self.answer_rcpt(to, &targets, &aliased, &earlier);
+        }
+        // A transaction's addresses stay within max_recipients, as the
+        // backend's own limit would have them (Postfix's default is the
+        // same 1000): an alias that would pass it waits for the next
+        // transaction, whole, rather than be cut by the backend.
+        let accepted = self.tx.as_ref().map_or(0, |tx| tx.accepted);
+        let max = self.ctx.config.proxy.max_recipients;
+        if accepted > 0 && accepted as usize + fresh.len() > max as usize {
+            debug!(
+                "<{to}>: {} more addresses would pass {max} in this transaction",
+                fresh.len()
+            );
+            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
         }
         if let Err(e) = self.ensure_backend(&route, false).await {
             return self.fail(Failure::Backend(route, e));
@@ -263,15 +277,16 @@ impl Session {
                     all.push(r);
                     next_now = now.next();
                 }
-                (_, Some(tx)) => all.extend(tx.sent.get(&t.to_lowercase()).cloned()),
+                (_, Some(tx)) => all.extend(tx.sent.get(&address_key(t)).cloned()),
                 (_, None) => {}
             }
         }
         if let Some(tx) = self.tx.as_mut() {
             for (t, r) in targets.iter().zip(&all) {
-                if r.is_ok() && !tx.sent.contains_key(&t.to_lowercase()) {
+                let key = address_key(t);
+                if r.is_ok() && !tx.sent.contains_key(&key) {
                     tx.accepted += 1;
-                    tx.sent.insert(t.to_lowercase(), r.clone());
+                    tx.sent.insert(key, r.clone());
                 }
             }
         }
@@ -294,7 +309,7 @@ impl Session {
 
     /// The client's one reply to its RCPT `to`, from the backend's replies
     /// to `targets` (the addresses `to` stands for, in order): the first
-    /// acceptance, else the first refusal. For an alias the log line
+    /// acceptance, else the first temporary refusal, else the first one. For an alias the log line
     /// names both the recipient and its addresses, and a refusal's text
     /// names the recipient, not the address it was for.
     fn answer_rcpt(
@@ -304,8 +319,14 @@ impl Session {
         aliased: &Option<Arc<[String]>>,
         replies: &[ServerReply],
     ) {
+        // Accepted by one: accepted. Refused by all: a temporary refusal
+        // first (the client retries, and may reach them all then).
         let accepted = replies.iter().position(ServerReply::is_ok);
-        let Some(at) = accepted.or((!replies.is_empty()).then_some(0)) else {
+        let temporary = replies.iter().position(|r| (400..500).contains(&r.code));
+        let Some(at) = accepted
+            .or(temporary)
+            .or((!replies.is_empty()).then_some(0))
+        else {
             return self.fail(Failure::Lookup(to.clone()));
         };
         let first = &replies[at];

@@ -378,7 +378,12 @@ async fn backend(s: tokio::net::TcpStream, mode: Mode, got: Arc<Mutex<Vec<u8>>>)
             if mode == Mode::DropAtSecondRcpt && rcpts == 2 {
                 return;
             }
-            if verb.contains("<REFUSED@") {
+            if verb.contains("<FULL@") {
+                let address = String::from_utf8_lossy(&line);
+                let address = address.trim_end().trim_start_matches("RCPT TO:");
+                refusal = format!("452 4.2.2 {address}: mailbox full\r\n");
+                refusal.as_bytes()
+            } else if verb.contains("<REFUSED@") {
                 let address = String::from_utf8_lossy(&line);
                 let address = address.trim_end().trim_start_matches("RCPT TO:");
                 refusal = format!("550 5.1.1 {address}: no such user\r\n");

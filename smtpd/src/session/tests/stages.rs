@@ -316,6 +316,9 @@ fn with_aliases(req: &Attrs, ports: &[u16]) -> Option<Attrs> {
         "list" => &["ann@one.test", "bob@one.test"],
         "half" => &["ann@one.test", "refused@one.test"],
         "gone" => &["refused@one.test"],
+        "busy" => &["refused@one.test", "full@one.test"],
+        "trio" => &["t1@one.test", "t2@one.test", "t3@one.test"],
+        "duo" => &["d1@one.test", "d2@one.test"],
         _ => return Some(answer(req, "notfound").with("alias", "yes")),
     };
     let mut a = route_to(req, 1, ports[0], Duration::from_secs(5)).with("alias", "yes");
@@ -394,4 +397,41 @@ async fn auth_takes_canonical_base64_only() {
     // \0u\0p, canonical: decoded, then checked (no server has it).
     let r = d.cmd("AUTH PLAIN AHUAcA==").await;
     assert!(r.starts_with("535 5.7.8"), "{r}");
+}
+
+#[tokio::test]
+async fn an_alias_refused_by_all_gets_a_temporary_refusal_first_and_stays_within_max_recipients() {
+    let one = BackendStub::start(Mode::Normal).await;
+    let ports = [one.port, 0];
+    let router = RouterStub::start(move |req| with_aliases(req, &ports)).await;
+    let setup = Setup {
+        proxy: "max_recipients = 5".into(),
+        ..Setup::with(&router)
+    };
+    let (mut d, _) = setup.start().await;
+    d.play(&[
+        ("EHLO client.test", "250 "),
+        ("MAIL FROM:<s@x.test>", "250 2.1.0"),
+        // 550 for one, 452 for the other: the sender retries rather than bounces.
+        (
+            "RCPT TO:<busy@alias.test>",
+            "452 4.2.2 <busy@alias.test>: mailbox full",
+        ),
+        ("RCPT TO:<ann@one.test>", "250 2.1.5 Ok"),
+        ("RCPT TO:<Ann@One.test.>", "250 2.1.5 Ok"),
+        // 1 accepted + 3: within 5.
+        ("RCPT TO:<trio@alias.test>", "250 2.1.5 Ok"),
+        // 4 accepted + 2 would pass 5: the list waits for the next
+        // transaction, whole (the client's own RCPTs are 5, within 5).
+        ("RCPT TO:<duo@alias.test>", "452 4.5.3 Too many recipients"),
+    ])
+    .await;
+    let got = one.received();
+    assert_eq!(got.matches("RCPT TO:<").count(), 1 + 1 + 1 + 3, "{got}");
+    assert_eq!(
+        got.matches("<ann@one.test>").count(),
+        1,
+        "one spelling, sent once: {got}"
+    );
+    assert!(!got.contains("<d1@"), "{got}");
 }
