@@ -12,9 +12,9 @@ use std::process::ExitCode;
 
 use postern_shared::access::{is_date, AccessFile, AccessIndex, Action, Entry, Method, Pattern};
 use postern_shared::config::Config;
+use postern_shared::ipc::policy::{access_verdict, Query, Verdict as PolicyVerdict};
 use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{self, RouterRequest};
-use postern_shared::policy::{access_verdict, Query, Verdict as PolicyVerdict};
 use postern_shared::stats::Day;
 
 use crate::cli::{self, AccessCommand};

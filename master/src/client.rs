@@ -5,9 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{oneshot, ControlRequest, UpdaterReply, UpdaterRequest};
-use postern_shared::proto::Attrs;
 
 use crate::master::{running_pid, CONTROL_SOCKET, PID_FILE, UPDATER_SOCKET};
 

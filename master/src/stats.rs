@@ -368,7 +368,7 @@ fn table(headers: &[&str], rows: &[Vec<String>], left: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use postern_shared::route::Cause;
+    use postern_shared::ipc::route::Cause;
 
     fn d(s: &str) -> Day {
         Day::parse(s).expect("date")

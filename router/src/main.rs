@@ -4,7 +4,7 @@
 //! this file serves it. Every smtpd connection gets a `protocol=postern-router`
 //! greeting, then any number of lookups — `request=route` (by recipient
 //! domain), `request=client` (by client address), `request=auth` (by SMTP
-//! AUTH credentials); see [`postern_shared::route`] for the wire format —
+//! AUTH credentials); see [`postern_shared::ipc::route`] for the wire format —
 //! each answered `ok`, `notfound` or `tempfail`. A reload from the master builds a new table and
 //! swaps it in atomically; lookups in flight finish on the old one.
 //! A peer that sends garbage loses its connection, never the process.
@@ -31,9 +31,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
 use postern_shared::config::normalize_domain;
+use postern_shared::ipc::proto::{self, Attrs};
+use postern_shared::ipc::route::PROTOCOL;
 use postern_shared::ipc::{self, Outcome, RouterRequest};
-use postern_shared::proto::{self, Attrs};
-use postern_shared::route::PROTOCOL;
 use postern_shared::runtime::time::Clock;
 use postern_shared::runtime::worker::{Event, Options, Worker};
 use tokio::io::{AsyncWriteExt, BufReader};

@@ -2,8 +2,8 @@
 //! policy state: `postern access` (the access lists) and `postern greylist`
 //! (the greylisting store and its manual whitelist).
 
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::{Outcome, RouterRequest};
-use postern_shared::proto::Attrs;
 use postern_shared::runtime::time::{Clock, Timestamp};
 
 use crate::policy;

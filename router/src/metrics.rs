@@ -34,8 +34,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::Outcome;
-use postern_shared::proto::Attrs;
 use postern_shared::stats::{Counter, Counts, Rejection, CAUSES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -400,7 +400,10 @@ mod tests {
     fn exposition_text() {
         let mut total = Counts::default();
         total.add(Counter::Connections, 9);
-        total.add(Counter::Forwarded(postern_shared::route::Cause::Auth), 1);
+        total.add(
+            Counter::Forwarded(postern_shared::ipc::route::Cause::Auth),
+            1,
+        );
         total.add(Counter::Rejected(Rejection::Limit), 2);
         total.add(Counter::Bytes, 1234);
         let text = render(&total, 3, &[], None, None);

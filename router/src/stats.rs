@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::Outcome;
-use postern_shared::proto::Attrs;
 use postern_shared::runtime::time::Clock;
 use postern_shared::stats::{Counter, Counts, Stats, FILE};
 

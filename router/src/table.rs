@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use postern_shared::alias::Aliases;
 use postern_shared::config::Config;
 use postern_shared::domains::DomainIndex;
+use postern_shared::ipc::route::{Cause, Route};
 use postern_shared::net::IpPattern;
-use postern_shared::route::{Cause, Route};
 use postern_shared::smtp::secret_eq;
 
 /// One server's routing facts.

@@ -1,30 +1,25 @@
-//! postern-shared: what postern's processes have in common.
+//! postern-shared: what postern's processes have in common, by layer.
 //!
-//! - [`access`]: the access lists' entries, patterns and file;
-//! - [`alias`]: virtual aliases, their expansion and their checks at load;
-//! - [`config`]: the TOML configuration, its validation and defaults;
-//! - [`domains`]: which server receives mail for a domain;
-//! - [`dnsbl`]: DNS blocklist zones, filters, answers and zone health (sans-IO);
-//! - [`durable`]: files replaced whole or not at all;
-//! - [`greylist`]: greylisting triplets, sender normalisation and the timer rules (sans-IO);
-//! - [`bufread`]: a buffered reader that does not zero its buffer and grows in place;
-//! - [`net`]: address patterns (CIDR networks, the seed's `172.16.*.*`);
-//! - [`policy`]: the router's policy protocol (a verdict per recipient) and
-//!   the access-list management requests, typed;
-//! - [`ipc`]: every IPC socket's verbs and requests, typed, encoded and decoded
-//!   in one place; the multiplexed connection and the one-shot client and server;
-//! - [`proto`]: the attribute-list codec of every IPC socket;
-//! - [`route`]: the router's lookup protocol, typed, and its client;
-//! - [`stats`]: the statistics counters and file (its days and weeks are
-//!   [`time`]'s);
+//! - [`ipc`]: the sockets between postern's processes — the attribute-list
+//!   codec ([`ipc::proto`]), every socket's verbs, typed requests and the
+//!   head of their replies ([`ipc::Outcome`]), the router's lookups and
+//!   their client ([`ipc::route`]), the policy protocol ([`ipc::policy`]),
+//!   the multiplexed connection and the one-shot client and server;
 //! - [`smtp`]: sans-IO SMTP parsers (commands, paths) and replies, and
 //!   [`smtp::client`], a plain SMTP client connection (smtpd's backend
 //!   connections are built on it, the updater delivers with it);
-//! - [`time`]: the calendar, local time through the system's time zone, the
-//!   log's time stamps, and a clock tests can set;
-//! - [`worker`]: the skeleton every worker runs on (inherited sockets,
-//!   configuration from the master, privilege drop, events);
-//! - [`logging`]: one log format for every process, and short ids.
+//! - [`config`]: the TOML configuration, typed values, its validation as a
+//!   whole, its defaults, and the legacy XML reader;
+//! - [`runtime`]: what every process runs on — the worker skeleton, the
+//!   log, the calendar and a clock tests can set, files replaced whole or
+//!   not at all, the buffered reader;
+//! - the mail policy, sans-IO: [`access`] (the access lists' entries,
+//!   patterns and file), [`dnsbl`] (blocklist zones, filters, answers and
+//!   zone health), [`greylist`] (triplets, sender normalisation, the timer
+//!   rules), [`alias`] (virtual aliases, their expansion and their checks),
+//!   [`domains`] (which server receives mail for a domain), [`net`]
+//!   (address patterns: CIDR networks, the seed's `172.16.*.*`), [`stats`]
+//!   (the statistics counters and file).
 //!
 //! Errors are `thiserror` enums per module; only start-up code uses `anyhow`.
 
@@ -36,9 +31,6 @@ pub mod domains;
 pub mod greylist;
 pub mod ipc;
 pub mod net;
-pub mod policy;
-pub mod proto;
-pub mod route;
 pub mod runtime;
 pub mod smtp;
 pub mod stats;

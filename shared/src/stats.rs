@@ -3,7 +3,7 @@
 //!
 //! smtpd tallies each session's events in a [`Counts`] and sends them to the
 //! router in one `request=count` when the session ends
-//! ([`crate::route::RouterClient::count`]); the router adds them to the
+//! ([`crate::ipc::route::RouterClient::count`]); the router adds them to the
 //! current local day ([`Day::today`]) and keeps the days in
 //! `process.state_dir/stats` ([`FILE`]). `postern stats` reads them back and
 //! sums them per ISO week ([`Day::iso_week`]).
@@ -42,7 +42,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::route::Cause;
+use crate::ipc::route::Cause;
 pub use crate::runtime::time::{Day, Week};
 
 /// Name of the statistics file in `process.state_dir`.

@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use postern_shared::config::Config;
 use postern_shared::ipc;
+use postern_shared::ipc::proto::Attrs;
+use postern_shared::ipc::route::RouterClient;
 use postern_shared::ipc::Outcome;
-use postern_shared::proto::Attrs;
-use postern_shared::route::RouterClient;
 use postern_shared::runtime::logging::new_id;
 use postern_shared::runtime::worker::{Event, Options, TlsPem, Worker};
 use tokio::net::TcpListener;

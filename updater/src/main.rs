@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_shared::config::{Config, Server};
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::{self, UpdaterReply, UpdaterRequest, WorkerRequest};
-use postern_shared::proto::Attrs;
 use postern_shared::runtime::time::{local_minute, Clock};
 use postern_shared::runtime::worker::{Event, Options, Worker};
 use postern_shared::smtp::client::{Client, ClientError, ServerReply, Target};

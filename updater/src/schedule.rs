@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use postern_shared::proto::Attrs;
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::runtime::time::{self, Day};
 
 use crate::spool::write_durably;
@@ -166,7 +166,7 @@ impl Schedule {
         let path = state_dir.join(FILE);
         if path.exists() {
             let bytes = std::fs::read(&path)?;
-            let a = postern_shared::proto::decode(&bytes)
+            let a = postern_shared::ipc::proto::decode(&bytes)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                 .unwrap_or_default();
             for i in 0.. {

@@ -14,13 +14,13 @@
 //!
 //! A `.msg` without `.state` (a crash between the two writes) gets a fresh
 //! state with every current server pending; a `.state` without `.msg` is
-//! removed. The files use the IPC codec of `postern_shared::proto`.
+//! removed. The files use the IPC codec of `postern_shared::ipc::proto`.
 
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use postern_shared::proto::Attrs;
+use postern_shared::ipc::proto::Attrs;
 
 /// One update mail.
 #[derive(Debug, Clone)]
@@ -282,7 +282,8 @@ fn sync_dir(dir: &Path) -> anyhow::Result<()> {
 
 fn read_attrs(path: &Path) -> anyhow::Result<Option<Attrs>> {
     let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    postern_shared::proto::decode(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    postern_shared::ipc::proto::decode(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

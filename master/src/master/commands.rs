@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::Outcome;
-use postern_shared::proto::Attrs;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 

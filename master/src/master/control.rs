@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::Outcome;
 use postern_shared::ipc::{self, ControlRequest};
-use postern_shared::proto::Attrs;
 use tokio::net::UnixListener;
 use tokio::sync::{mpsc, oneshot};
 

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::Config;
+use postern_shared::ipc::proto::{self, Attrs};
 use postern_shared::ipc::MasterRequest;
 use postern_shared::ipc::Outcome;
-use postern_shared::proto::{self, Attrs};
 use postern_shared::runtime::worker::TlsPem;
 use sd_notify::NotifyState;
 use tokio::sync::oneshot;

@@ -12,9 +12,9 @@
 use std::time::Instant;
 
 use nix::sys::signal::{kill, Signal};
+use postern_shared::ipc::proto::{self, Attrs};
 use postern_shared::ipc::MasterRequest;
 use postern_shared::ipc::Outcome;
-use postern_shared::proto::{self, Attrs};
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 

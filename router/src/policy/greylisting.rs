@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use postern_shared::ipc::policy::{Kind as RefusalKind, Query, Refusal, Verdict};
 use postern_shared::net::IpNet;
-use postern_shared::policy::{Kind as RefusalKind, Query, Refusal, Verdict};
 
 use super::{greylist, greylist_redis, Engine, Settings};
 

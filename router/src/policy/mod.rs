@@ -1,6 +1,6 @@
 //! Policy for mail from the internet (SPEC §8): the router decides, smtpd
 //! asks once per recipient of a domain-routed session
-//! ([`postern_shared::policy`]) and turns the verdict into its reply.
+//! ([`postern_shared::ipc::policy`]) and turns the verdict into its reply.
 //!
 //! Order of evaluation, first decision wins. Relay control has already
 //! happened in smtpd: a recipient that no server takes never gets here, so
@@ -41,8 +41,8 @@ use std::time::{Duration, Instant};
 use postern_shared::access::Client;
 use postern_shared::config::{Config, Restriction};
 use postern_shared::dnsbl::{self, Kind, Outcome, Zone};
+use postern_shared::ipc::policy::{access_verdict, Kind as RefusalKind, Query, Refusal, Verdict};
 use postern_shared::net::{unmap, IpNet};
-use postern_shared::policy::{access_verdict, Kind as RefusalKind, Query, Refusal, Verdict};
 use postern_shared::stats::Rejection;
 use tokio::sync::OnceCell;
 

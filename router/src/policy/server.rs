@@ -30,8 +30,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use postern_shared::ipc::policy::{Query, Verdict};
 use postern_shared::ipc::postfix;
-use postern_shared::policy::{Query, Verdict};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::Shared;
@@ -321,14 +321,14 @@ mod tests {
 
     #[test]
     fn verdicts_become_postfix_actions() {
-        use postern_shared::policy::Refusal;
+        use postern_shared::ipc::policy::Refusal;
         use postern_shared::stats::Rejection;
         let refusal = |code, enhanced| {
             Verdict::Refuse(Refusal {
                 code,
                 enhanced,
                 text: "<a@b.test>: no".into(),
-                kind: postern_shared::policy::Kind::Rejected(Rejection::Access),
+                kind: postern_shared::ipc::policy::Kind::Rejected(Rejection::Access),
                 rule: String::new(),
             })
         };

@@ -4,7 +4,7 @@
 //! [`super::Event`]s.
 
 use super::{request, required, verb, DecodeError, MasterVerb, WorkerVerb};
-use crate::proto::Attrs;
+use crate::ipc::proto::Attrs;
 
 /// What the master asks of a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! `master.sock`: the admin CLI's requests to the master, one per connection.
 
 use super::{request, required, verb, ControlVerb, DecodeError};
-use crate::proto::Attrs;
+use crate::ipc::proto::Attrs;
 
 /// A request of the admin CLI (`postern status|reload|stop|restart`).
 #[derive(Debug, Clone, PartialEq, Eq)]

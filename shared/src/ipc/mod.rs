@@ -1,7 +1,7 @@
 //! The verbs of postern's IPC sockets, typed, in one place.
 //!
 //! Every socket between postern's processes speaks the attribute-list codec
-//! of [`crate::proto`]; a request names what it asks with `request=<verb>`,
+//! of [`crate::ipc::proto`]; a request names what it asks with `request=<verb>`,
 //! and a worker's events with `event=<name>`. This module is the only place
 //! that spells those attribute names and verbs: one enum per socket and
 //! direction, encoded by [`request`] (and [`event`]) and decoded strictly by
@@ -38,7 +38,10 @@ mod channel;
 mod control;
 pub mod mux;
 pub mod oneshot;
+pub mod policy;
+pub mod proto;
 mod reply;
+pub mod route;
 mod router;
 mod updater;
 
@@ -48,7 +51,7 @@ pub use reply::Outcome;
 pub use router::RouterRequest;
 pub use updater::{UpdaterReply, UpdaterRequest};
 
-use crate::proto::Attrs;
+use crate::ipc::proto::Attrs;
 
 /// The attribute that carries a request's verb.
 const REQUEST: &str = "request";

@@ -1,6 +1,6 @@
 //! A multiplexed connection: one per process to a server that answers many
 //! callers' requests on it, matching replies to requests by `id` (smtpd's
-//! connection to the router, [`crate::route::RouterClient`]).
+//! connection to the router, [`crate::ipc::route::RouterClient`]).
 //!
 //! A caller's request is queued for a writer task, which writes everything
 //! queued at that moment in one `write(2)`; a reader task hands each reply to
@@ -25,7 +25,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::proto::{self, Attrs, ProtoError};
+use crate::ipc::proto::{self, Attrs, ProtoError};
 
 /// Why a request on a multiplexed connection got no reply.
 #[derive(Debug, thiserror::Error)]

@@ -15,7 +15,7 @@ use tokio::io::BufStream;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::proto::{self, Attrs, ProtoError};
+use crate::ipc::proto::{self, Attrs, ProtoError};
 
 /// What a one-shot client expects of the server it calls.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,7 @@ pub struct Server {
 /// The router, as the CLI asks it (`postern stats`, `access`, `greylist`).
 pub const ROUTER: Server = Server {
     name: "router",
-    greeting: Some(crate::route::PROTOCOL),
+    greeting: Some(crate::ipc::route::PROTOCOL),
     timeout: Duration::from_secs(10),
 };
 

@@ -2,12 +2,12 @@
 //! for a refusal or a failure, `reason=` ([`Outcome`]), after the `id` of a
 //! multiplexed socket's request. What a reply carries besides — a route, a
 //! verdict, a count, a body — is its socket's business, added to the head
-//! ([`crate::route::Route::to_attrs`], [`crate::policy::Verdict`]…). This
+//! ([`crate::ipc::route::Route::to_attrs`], [`crate::ipc::policy::Verdict`]…). This
 //! is the only place that spells those two attribute names.
 
 use std::fmt;
 
-use crate::proto::{Attrs, Status};
+use crate::ipc::proto::{Attrs, Status};
 
 const ID: &str = "id";
 const STATUS: &str = "status";

@@ -9,8 +9,8 @@
 use std::net::IpAddr;
 
 use super::{request, verb, DecodeError, RouterVerb};
-use crate::policy::Query;
-use crate::proto::Attrs;
+use crate::ipc::policy::Query;
+use crate::ipc::proto::Attrs;
 use crate::stats::{Counter, Counts};
 
 /// A request to the router; the `id` (and `reply=no` of a notice) are the

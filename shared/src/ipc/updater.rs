@@ -2,7 +2,7 @@
 
 use super::reply::REASON;
 use super::{request, required, verb, DecodeError, Outcome, UpdaterVerb};
-use crate::proto::Attrs;
+use crate::ipc::proto::Attrs;
 
 /// A request to the updater.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,7 +182,7 @@ mod tests {
             UpdaterRequest::Cancel { id: "R1".into() },
         ] {
             let bytes = r.clone().encode().encode().expect("encodes");
-            let back = crate::proto::decode(&bytes)
+            let back = crate::ipc::proto::decode(&bytes)
                 .expect("decodes")
                 .expect("a message");
             assert_eq!(UpdaterRequest::decode(back), Ok(r));

@@ -323,7 +323,7 @@ const BATCH_MAX: usize = 16 * 1024;
 /// about to wait, at exit and on panic, so lines are late by at most one
 /// turn of the loop, and lost only if the process is killed in the middle
 /// of one. They are also written before any message to another postern
-/// process ([`crate::proto::write`], the router connections), so that the
+/// process ([`crate::ipc::proto::write`], the router connections), so that the
 /// shared log keeps cause before effect across processes. The journal gets
 /// every record at once as before.
 pub fn batch() {

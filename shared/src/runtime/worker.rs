@@ -18,7 +18,7 @@
 //! acknowledge with [`Worker::ack`]) or a stop (SIGTERM, SIGINT, `request=stop`,
 //! or the master gone: a worker never outlives its master).
 //!
-//! Channel protocol (attribute lists, see [`crate::proto`]):
+//! Channel protocol (attribute lists, see [`crate::ipc::proto`]):
 //! ```text
 //! master → worker: request=config id=N size=LEN <toml>     worker → master: id=N status=ok|tempfail [reason=…]
 //! master → worker: request=stop | request=drain             worker → master: event=ready | event=load …
@@ -41,8 +41,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
+use crate::ipc::proto::{self, Attrs};
 use crate::ipc::{self, MasterRequest};
-use crate::proto::{self, Attrs};
 
 /// Name of the inherited descriptor that talks to the master.
 pub const MASTER_FD_NAME: &str = "master";

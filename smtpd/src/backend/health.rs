@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use postern_shared::route::Route;
+use postern_shared::ipc::route::Route;
 
 /// Failed connections in a row after which a backend is skipped.
 pub const FAILURES_BEFORE_SKIP: u32 = 3;

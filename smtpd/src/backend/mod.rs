@@ -31,8 +31,8 @@ pub mod pool;
 use std::time::{Duration, Instant};
 
 use postern_shared::config::ClientIdentity;
+use postern_shared::ipc::route::Route;
 use postern_shared::net::unmap;
-use postern_shared::route::Route;
 use postern_shared::smtp::client::{self, Client, Target};
 pub use postern_shared::smtp::client::{Caps, ClientError, ServerReply};
 

@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postern_shared::config::ClientIdentity;
-use postern_shared::route::Route;
+use postern_shared::ipc::route::Route;
 
 use super::{Backend, ClientError};
 

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use postern_shared::route::{Admission, Lookup, RouterError};
+use postern_shared::ipc::route::{Admission, Lookup, RouterError};
 use postern_shared::smtp::Reply;
 use postern_shared::stats::{Counter, Rejection};
 use tracing::{debug, warn};

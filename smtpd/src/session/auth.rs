@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use super::reply::Failure;
 use super::{End, Session};
-use postern_shared::route::Lookup;
+use postern_shared::ipc::route::Lookup;
 use postern_shared::smtp::Reply;
 
 /// Longest AUTH line (RFC 4954 §4: 12288 octets are sufficient).

@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use postern_shared::route::{Admission, RouterError};
+use postern_shared::ipc::route::{Admission, RouterError};
 use postern_shared::smtp::Reply;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tracing::{debug, info};

@@ -9,7 +9,7 @@
 //! known. The first MAIL since the last message body starts the
 //! transaction's progress deadline (`Session::progress_deadline`).
 
-use postern_shared::route::Route;
+use postern_shared::ipc::route::Route;
 use postern_shared::smtp::{Param, Path, Reply};
 
 use super::Session;

@@ -44,9 +44,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use postern_shared::config::Config;
+use postern_shared::ipc::route::{Admission, Route, RouterClient};
 use postern_shared::ipc::WorkerVerb;
 use postern_shared::net::unmap;
-use postern_shared::route::{Admission, Route, RouterClient};
 use postern_shared::runtime::bufread::Reader;
 use postern_shared::smtp::{parse_command, Command, Reply};
 use postern_shared::stats::{Counter, Counts, Rejection};

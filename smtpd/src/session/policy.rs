@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::reply::Failure;
 use super::Session;
-use postern_shared::policy::{Query, Verdict};
+use postern_shared::ipc::policy::{Query, Verdict};
 use postern_shared::smtp::{Path, Reply};
 
 impl Session {

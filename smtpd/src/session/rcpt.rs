@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use crate::backend::{ClientError, ServerReply};
 use postern_shared::alias::address_key;
-use postern_shared::route::{RcptRoute, Route};
+use postern_shared::ipc::route::{RcptRoute, Route};
 use postern_shared::smtp::{Param, Path, Reply};
 use postern_shared::stats::Counter;
 use tracing::{debug, info, warn};

@@ -11,7 +11,7 @@
 //! session answers with `451 4.4.1` (`reply.rs`).
 
 use crate::backend::{Backend, ClientError, ClientInfo, ServerReply};
-use postern_shared::route::{Cause, Route};
+use postern_shared::ipc::route::{Cause, Route};
 use postern_shared::stats::Counter;
 use tracing::{debug, info};
 

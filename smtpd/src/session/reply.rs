@@ -25,7 +25,7 @@
 //! its own (`454 4.7.0`); everywhere else it is `451 4.3.0`.
 
 use crate::backend::ClientError;
-use postern_shared::route::Route;
+use postern_shared::ipc::route::Route;
 use postern_shared::smtp::{Path, Reply};
 use tracing::{info, warn};
 
@@ -169,7 +169,7 @@ mod tests {
             port: 25,
             timeout: std::time::Duration::from_secs(1),
             identity: postern_shared::config::ClientIdentity::None,
-            cause: postern_shared::route::Cause::Domain,
+            cause: postern_shared::ipc::route::Cause::Domain,
         };
         let to = Path::Postmaster;
         let cases = [

@@ -12,7 +12,7 @@ use postern_shared::runtime::bufread::Reader;
 use tracing::{info, warn};
 
 use super::{BoxStream, End, Session};
-use postern_shared::route::Cause;
+use postern_shared::ipc::route::Cause;
 use postern_shared::smtp::Reply;
 
 impl Session {

@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use postern_shared::config::{ClientIdentity, Config};
-use postern_shared::proto::{self, Attrs};
-use postern_shared::route::{Cause, Route, RouterClient, PROTOCOL};
+use postern_shared::ipc::proto::{self, Attrs};
+use postern_shared::ipc::route::{Cause, Route, RouterClient, PROTOCOL};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};

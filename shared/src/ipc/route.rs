@@ -41,8 +41,8 @@ use std::time::Duration;
 
 use crate::config::ClientIdentity;
 use crate::ipc::mux::{Mux, MuxError};
+use crate::ipc::proto::{Attrs, ProtoError};
 use crate::ipc::{Outcome, RouterRequest};
-use crate::proto::{Attrs, ProtoError};
 
 pub use crate::ipc::mux::NOTICE_DELAY;
 
@@ -409,12 +409,12 @@ impl RouterClient {
     /// greylisting, on time.
     pub async fn policy(
         &self,
-        query: &crate::policy::Query,
-    ) -> Result<crate::policy::Verdict, RouterError> {
+        query: &crate::ipc::policy::Query,
+    ) -> Result<crate::ipc::policy::Verdict, RouterError> {
         let reply = self.call(query.to_attrs()).await?;
         match Outcome::of(&reply) {
             Some(Outcome::Ok) => {
-                crate::policy::Verdict::from_attrs(&reply).ok_or(RouterError::BadReply)
+                crate::ipc::policy::Verdict::from_attrs(&reply).ok_or(RouterError::BadReply)
             }
             Some(Outcome::TempFail(why)) => Err(RouterError::temp(why)),
             _ => Err(RouterError::BadReply),
@@ -582,7 +582,7 @@ impl RouterClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto;
+    use crate::ipc::proto;
     use std::sync::Arc;
     use tokio::io::{AsyncWriteExt, BufReader};
     use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};

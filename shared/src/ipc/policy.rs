@@ -35,7 +35,7 @@ use std::net::IpAddr;
 
 use crate::access::{AccessIndex, Address, Client, Entry, Method, Verdict as Access};
 use crate::ipc;
-use crate::proto::Attrs;
+use crate::ipc::proto::Attrs;
 use crate::stats::Rejection;
 
 /// One recipient's question.
@@ -288,7 +288,7 @@ mod tests {
             dry: true,
         };
         let wire = q.to_attrs().encode().expect("encodes");
-        let back = crate::proto::decode(&wire)
+        let back = crate::ipc::proto::decode(&wire)
             .expect("decodes")
             .expect("one message");
         assert_eq!(Query::from_attrs(&back), Ok(q));
@@ -306,7 +306,7 @@ mod tests {
             }),
         ] {
             let wire = v.to_attrs("7").encode().expect("encodes");
-            let back = crate::proto::decode(&wire)
+            let back = crate::ipc::proto::decode(&wire)
                 .expect("decodes")
                 .expect("one message");
             assert_eq!(back.get("id"), Some("7"));
