@@ -9,7 +9,7 @@
 //! `process.stop_timeout`, answer idle ones `421 4.3.2`).
 
 mod backend;
-mod data;
+
 mod session;
 
 use std::os::fd::OwnedFd;

@@ -173,7 +173,10 @@ pub async fn read<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Attrs>, P
         let (name, value) = text
             .split_once('=')
             .ok_or(ProtoError::Malformed("line without ="))?;
-        if name.is_empty() || value.contains(['\r', '\0']) {
+        // What `encode` would refuse to write is refused when read: a name
+        // or value with CR or NUL (found by fuzz/ipc_decode: a NUL in a
+        // name passed).
+        if name.is_empty() || name.contains(['\r', '\0']) || value.contains(['\r', '\0']) {
             return Err(ProtoError::Malformed("bad attribute"));
         }
         if name == "size" {
@@ -263,6 +266,29 @@ impl Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_encode_refuses_decode_refuses() {
+        for bad in [
+            &b"s\0id=1\n\n"[..],
+            b"sid=1\0\n\n",
+            b"s\rid=1\n\n",
+            b"=1\n\n",
+            b"sid\n\n",
+        ] {
+            assert!(
+                matches!(decode(bad), Err(ProtoError::Malformed(_))),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let ok = decode(b"sid=a=b\n\n").expect("decodes").expect("a message");
+        assert_eq!(ok.get("sid"), Some("a=b"));
+        assert_eq!(
+            decode(&ok.encode().expect("encodes")).expect("decodes"),
+            Some(ok)
+        );
+    }
 
     #[tokio::test]
     async fn round_trip_with_body() {

@@ -279,12 +279,14 @@ impl RouterRequest {
                 comment,
                 by,
             } => {
-                let msg = msg.with("op", op);
-                let msg = if op == "list" {
-                    msg
-                } else {
-                    msg.with("kind", kind).with("pattern", pattern)
-                };
+                // Absent and empty are one (the decoding is lenient): only
+                // what was given is written (fuzz/ipc_decode's round trip).
+                let mut msg = msg.with("op", op);
+                for (name, value) in [("kind", kind), ("pattern", pattern)] {
+                    if !value.is_empty() {
+                        msg.push(name, value);
+                    }
+                }
                 with_some(with_some(msg, "comment", comment), "by", by)
             }
             RouterRequest::GreylistImport { text } => msg.with_body(text.clone()),

@@ -9,13 +9,17 @@
 //!
 //! [`client`] is the other side: a plain SMTP client connection to a
 //! server ([`client::Target`]), which smtpd's backend connections and the
-//! updater's deliveries are built on.
+//! updater's deliveries are built on. [`data`] is the DATA body scanner
+//! (where a body ends, and whether it may pass), [`identity`] the client
+//! identity a backend learns (PROXY v1/v2 headers, XCLIENT), both sans-IO.
 //!
 //! Tests: golden files in `testdata/` — `commands.in` (command lines) and
 //! `paths.in` (paths, as MAIL and as RCPT) with what the parsers make of
 //! each in the `.ref` beside it (`POSTERN_GOLDEN=write` rewrites them).
 
 pub mod client;
+pub mod data;
+pub mod identity;
 
 use std::fmt;
 

@@ -25,7 +25,7 @@
 //! [`Health`] remembers backends that keep failing (steps 1 to 4 only).
 
 pub mod health;
-pub mod identity;
+use postern_shared::smtp::identity;
 pub mod pool;
 
 use std::time::{Duration, Instant};
@@ -37,7 +37,7 @@ use postern_shared::smtp::client::{self, Client, Target};
 pub use postern_shared::smtp::client::{Caps, ClientError, ServerReply};
 
 pub use health::Health;
-pub use identity::ClientInfo;
+pub use postern_shared::smtp::identity::ClientInfo;
 
 /// A connected backend session, ready for MAIL.
 pub struct Backend {

@@ -1,5 +1,5 @@
 //! DATA, the session's side: the body is streamed from the client to the
-//! backend through the scanner (`crate::data::Scanner`), which alone
+//! backend through the scanner (`postern_shared::smtp::data::Scanner`), which alone
 //! decides where it ends and whether it is acceptable.
 //!
 //! In order: DATA needs recipients the backend accepted (503 / 554
@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::reply::Failure;
 use super::{End, Session};
-use crate::data::{Fault, Scanner};
+use postern_shared::smtp::data::{Fault, Scanner};
 
 /// How long to wait for the backend's reply to the end of a message
 /// (Postfix's `smtp_data_done_timeout`): content filters may take long.

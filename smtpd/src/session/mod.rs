@@ -10,7 +10,7 @@
 //! | `mail.rs` | MAIL and the transaction (`Tx`) |
 //! | `rcpt.rs` (+ `policy.rs`) | RCPT: check → route → policy → forward |
 //! | `relay.rs` | the backend connection: connect, replay MAIL, forward RCPT |
-//! | `data.rs` | DATA: the body through the scanner (`crate::data`) |
+//! | `data.rs` | DATA: the body through the scanner (`postern_shared::smtp::data`) |
 //! | `update.rs`, `admin.rs` | update mails (the updater), RELOAD/SHUTDOWN (the master) |
 //! | `reply.rs` | every failure → its 4xx reply ([`reply::reply_for`]) |
 //! | `tests/` | dialogues over `tokio::io::duplex`: a transcript per stage, every failure's reply |

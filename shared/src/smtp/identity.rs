@@ -10,12 +10,12 @@
 //!   expecting 220, then EHLO again;
 //! - `none`: nothing.
 //!
-//! Sans-IO: [`super::Backend`] sends what is built here.
+//! Sans-IO: smtpd's backend connection sends what is built here.
 
 use std::net::{IpAddr, SocketAddr};
 
-use postern_shared::net::unmap;
-use postern_shared::smtp::xtext;
+use crate::net::unmap;
+use crate::smtp::xtext;
 
 /// What a backend may learn about the client (SPEC §5).
 pub struct ClientInfo<'a> {
@@ -42,10 +42,12 @@ pub const MAX_XCLIENT_LINE: usize = 510;
 const MAX_HELO_NAME: usize = 255;
 
 /// `XCLIENT` with the advertised attributes only, HELO and PROTO first, ADDR
-/// last. A value that would take the line past [`MAX_XCLIENT_LINE`] is sent
-/// as `[UNAVAILABLE]` (the value Postfix defines for "not known"), so the
-/// line always fits whatever the client said.
-pub(super) fn xclient_command(advertised: &[String], c: &ClientInfo<'_>) -> String {
+/// last. The client's own words (HELO, LOGIN) are sent as `[UNAVAILABLE]`
+/// (the value Postfix defines for "not known") when they would take the
+/// line past [`MAX_XCLIENT_LINE`], so the line always fits whatever the
+/// client said; PROTO, NAME, PORT and ADDR are short and always sent whole
+/// (ADDR is why XCLIENT is sent at all: no HELO may push it out).
+pub fn xclient_command(advertised: &[String], c: &ClientInfo<'_>) -> String {
     const UNAVAILABLE: &str = "[UNAVAILABLE]";
     let ip = unmap(c.peer.ip());
     let addr = match ip {
@@ -75,16 +77,26 @@ pub(super) fn xclient_command(advertised: &[String], c: &ClientInfo<'_>) -> Stri
         .filter_map(|(name, value)| Some((name, value?)))
         .filter(|(name, _)| advertised.iter().any(|a| a == name))
         .collect();
-    // Room for every attribute at its shortest ("NAME=[UNAVAILABLE]"; ADDR,
-    // PORT and PROTO are short already), then the longer values in order
-    // while they fit.
-    let shortest = |name: &str, v: &str| 2 + name.len() + v.len().min(UNAVAILABLE.len());
+    // Room for every attribute — HELO and LOGIN at their shortest, the
+    // others whole (at most 138 octets in all) — then HELO and LOGIN in
+    // order while they fit.
+    let shrinks = |name: &str| matches!(name, "HELO" | "LOGIN");
+    let least = |name: &str, v: &str| {
+        2 + name.len()
+            + if shrinks(name) {
+                v.len().min(UNAVAILABLE.len())
+            } else {
+                v.len()
+            }
+    };
     let mut room = MAX_XCLIENT_LINE
-        .saturating_sub("XCLIENT".len() + sent.iter().map(|(n, v)| shortest(n, v)).sum::<usize>());
+        .saturating_sub("XCLIENT".len() + sent.iter().map(|(n, v)| least(n, v)).sum::<usize>());
     let mut line = String::from("XCLIENT");
     for (name, value) in sent {
         let extra = value.len().saturating_sub(UNAVAILABLE.len());
-        let value = if extra <= room {
+        let value = if !shrinks(name) {
+            value
+        } else if extra <= room {
             room -= extra;
             value
         } else {
@@ -266,5 +278,21 @@ mod tests {
             ..c
         };
         assert!(xclient_command(&all, &c).starts_with(&format!("XCLIENT HELO={name} ")));
+        // An IPv6 client whose HELO and login nearly fill the line still has
+        // its address sent whole (found by fuzz/identity).
+        let helo = "h".repeat(255);
+        let login = "l".repeat(170);
+        let c = ClientInfo {
+            peer: sa("[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535"),
+            helo: Some(&helo),
+            login: Some((&login, "pw")),
+            ..c
+        };
+        let line = xclient_command(&all, &c);
+        assert!(line.len() <= MAX_XCLIENT_LINE, "{} octets", line.len());
+        assert!(
+            line.ends_with(" PORT=65535 ADDR=IPV6:2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"),
+            "{line}"
+        );
     }
 }
