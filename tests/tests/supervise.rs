@@ -285,6 +285,19 @@ fn workers_drop_to_the_configured_user() {
                 .all(|g| g == nobody.gid.as_raw().to_string()),
             "{program}: {gid_line}"
         );
+        // No capability left, none to be had again, and no program it ran
+        // could gain one (setuid bits, file capabilities).
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| panic!("{program}: no {name} line"))
+        };
+        for caps in ["CapBnd", "CapPrm", "CapEff"] {
+            assert_eq!(field(caps), "0000000000000000", "{program}: {caps}");
+        }
+        assert_eq!(field("NoNewPrivs"), "1", "{program}");
     }
     let master_status = std::fs::read_to_string(format!("/proc/{}/status", p.pid())).expect("proc");
     assert!(

@@ -10,8 +10,10 @@
 //!    which only the master can read), or, for a worker started by hand,
 //!    from `-c FILE`;
 //! 4. drops privileges: when root and `process.user` is set, optionally
-//!    chroots (smtpd), then sets groups, gid and uid, and checks that root
-//!    cannot be regained.
+//!    chroots (smtpd), empties its capability bounding set, then sets
+//!    groups, gid and uid, and checks that root cannot be regained; every
+//!    worker then sets `PR_SET_NO_NEW_PRIVS` (it runs no program, and no
+//!    program it ran could gain a privilege).
 //!
 //! The worker then serves, calls [`Worker::ready`] once it accepts work, and
 //! loops on [`Worker::next_event`]: a new configuration (to apply and
@@ -154,6 +156,9 @@ impl Worker {
             }
         };
         let chrooted = drop_privileges(&config, opts)?;
+        // A worker runs no program: none it could run would gain anything
+        // (setuid bits, file capabilities) either.
+        nix::sys::prctl::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")?;
         Ok(Worker {
             chrooted,
             name,
@@ -474,12 +479,43 @@ fn drop_privileges(config: &Config, opts: Options) -> anyhow::Result<bool> {
         chroot(root).with_context(|| format!("chroot to {}", root.display()))?;
         chdir("/").context("chdir / after chroot")?;
     }
+    // Nothing this process or a program it might run could ever hold a
+    // capability again: the bounding set goes before the user changes
+    // (dropping needs CAP_SETPCAP, which root has until then).
+    let dropped = drop_bounding_set().context("emptying the capability bounding set")?;
     setgroups(&[u.gid]).context("setgroups")?;
     setgid(u.gid).context("setgid")?;
     setuid(u.uid).context("setuid")?;
     if setuid(nix::unistd::Uid::from_raw(0)).is_ok() {
         bail!("privileges could be regained after dropping them");
     }
-    tracing::debug!("running as {user} (uid {}, gid {})", u.uid, u.gid);
+    tracing::debug!(
+        "running as {user} (uid {}, gid {}), {dropped} capabilities out of the bounding set",
+        u.uid,
+        u.gid
+    );
     Ok(chrooted)
+}
+
+/// Removes every capability from the bounding set (`PR_CAPBSET_DROP`, up
+/// to the kernel's last one); returns how many it removed.
+#[allow(unsafe_code)]
+fn drop_bounding_set() -> std::io::Result<u32> {
+    let mut n = 0;
+    for cap in 0..64 {
+        // SAFETY: prctl with PR_CAPBSET_DROP takes two integers and
+        // touches no memory of ours.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r == 0 {
+            n += 1;
+            continue;
+        }
+        let e = std::io::Error::last_os_error();
+        // EINVAL: past the kernel's last capability.
+        if e.raw_os_error() == Some(libc::EINVAL) {
+            return Ok(n);
+        }
+        return Err(e);
+    }
+    Ok(n)
 }
