@@ -8,6 +8,7 @@
 //! polls for the event (a log line, a pid, a message) under a deadline.
 
 pub mod dns;
+pub mod netns;
 pub mod postfix;
 pub mod redis;
 
