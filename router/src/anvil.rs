@@ -18,6 +18,16 @@
 //! they are not counted (an undercount, never a refusal of a legitimate
 //! client).
 //!
+//! Overload (Postfix's stress mode): once the connections open reach
+//! [`STRESS_ON_PERCENT`] of `max_connections`, the connections admitted
+//! from then on are told so (`stress=yes` in the answer): smtpd gives those
+//! sessions shorter patience (a command timeout of at most
+//! `STRESS_COMMAND_TIMEOUT`, one error, one junk command), so that idle and
+//! misbehaving clients make room for mail before the limit refuses anyone.
+//! It ends when they fall below [`STRESS_OFF_PERCENT`] (not at the same
+//! mark, so that it does not flap); [`Stress::update`] says when it
+//! changes, and the router logs both.
+//!
 //! The anvil also brakes password guessing ([`AuthBrake`]): smtpd reports
 //! each failed authentication — AUTH, and the credentials of RELOAD and
 //! SHUTDOWN — with `request=brake failed=1`, and asks `request=brake
@@ -34,9 +44,45 @@ use std::time::{Duration, Instant};
 /// How often the counts of dead smtpd processes are dropped.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
+/// Open connections, in percent of `max_connections`, from which new
+/// sessions run in stress mode.
+pub const STRESS_ON_PERCENT: u32 = 80;
+/// … and below which stress mode ends.
+pub const STRESS_OFF_PERCENT: u32 = 60;
+
+/// Whether new sessions run in stress mode (see the module's description).
+#[derive(Debug, Default)]
+pub struct Stress {
+    on: bool,
+}
+
+impl Stress {
+    /// Takes the count: `open` connections of at most `max`. Returns the
+    /// new state when it changes.
+    pub fn update(&mut self, open: u32, max: u32) -> Option<bool> {
+        let (open, max) = (u64::from(open), u64::from(max));
+        let now = if self.on {
+            open * 100 >= max * u64::from(STRESS_OFF_PERCENT)
+        } else {
+            open * 100 >= max * u64::from(STRESS_ON_PERCENT)
+        };
+        (now != self.on).then(|| {
+            self.on = now;
+            now
+        })
+    }
+
+    /// In stress mode.
+    pub fn on(&self) -> bool {
+        self.on
+    }
+}
+
 /// The counts.
 #[derive(Debug, Default)]
 pub struct Anvil {
+    /// Overload: on from 80 % of max_connections.
+    pub stress: Stress,
     total: u32,
     per_ip: HashMap<IpAddr, u32>,
     /// The sessions counted, by smtpd pid, and their client address.
@@ -279,6 +325,31 @@ pub fn pid_alive(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stress_mode_starts_at_80_percent_and_ends_below_60() {
+        let mut s = Stress::default();
+        let steps: Vec<(u32, Option<bool>, bool)> = [7, 8, 9, 7, 6, 5, 8, 0]
+            .into_iter()
+            .map(|open| (open, s.update(open, 10), s.on()))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                (7, None, false),
+                (8, Some(true), true),
+                (9, None, true),
+                (7, None, true),
+                (6, None, true),
+                (5, Some(false), false),
+                (8, Some(true), true),
+                (0, Some(false), false),
+            ]
+        );
+        // A limit of one connection: its only connection is the stress.
+        let mut s = Stress::default();
+        assert_eq!(s.update(1, 1), Some(true));
+    }
 
     #[test]
     fn limits_and_sweep() {

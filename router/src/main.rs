@@ -406,20 +406,24 @@ fn account(
     let Ok(mut anvil) = state.anvil.lock() else {
         return Outcome::tempfail("").reply(Some(id));
     };
+    let (total, per_ip) = *state.limits.read().unwrap_or_else(|p| p.into_inner());
     if leaving {
         anvil.disconnect(pid, sid);
+        stress_check(&mut anvil, total);
         return Outcome::Ok.reply(Some(id));
     }
-    let (total, per_ip) = *state.limits.read().unwrap_or_else(|p| p.into_inner());
     match anvil.connect(pid, sid, ip, total, per_ip) {
         Ok(()) => {
+            stress_check(&mut anvil, total);
+            let stress = anvil.stress.on();
             drop(anvil);
+            let with_stress = |a: Attrs| if stress { a.with("stress", "yes") } else { a };
             let table = state
                 .table
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            match table.by_client(ip) {
+            with_stress(match table.by_client(ip) {
                 Some(route) => route.to_attrs(id),
                 None => {
                     // Mail from the internet: its policy lookups start now.
@@ -432,7 +436,7 @@ fn account(
                         a.with("policy", "off")
                     }
                 }
-            }
+            })
         }
         Err(r) => {
             let reason = match r {
@@ -442,6 +446,21 @@ fn account(
             tracing::warn!(sid, "refusing a connection from {ip}: {reason}");
             Outcome::reject(reason).reply(Some(id))
         }
+    }
+}
+
+/// Takes the anvil's count for stress mode and logs a change (see
+/// `anvil.rs`).
+fn stress_check(anvil: &mut Anvil, max: u32) {
+    let open = anvil.open();
+    match anvil.stress.update(open, max) {
+        Some(true) => tracing::warn!(
+            "overload: {open} of {max} connections open: stress mode for new sessions \
+             (command timeout at most {}s, one error, one junk command)",
+            postern_shared::ipc::route::STRESS_COMMAND_TIMEOUT.as_secs()
+        ),
+        Some(false) => tracing::info!("load back to {open} of {max} connections: stress mode off"),
+        None => {}
     }
 }
 

@@ -431,3 +431,62 @@ fn a_transaction_that_makes_no_progress_ends_the_session() {
         (backend.connections() >= 1 && backend.quits() == backend.connections()).then_some(())
     });
 }
+
+#[test]
+fn near_max_connections_new_sessions_run_in_stress_mode_until_the_load_falls() {
+    let (p, _one) = one_customer("session-stress", "max_connections = 5\n");
+    // A session settles its admission at its first command other than
+    // EHLO: NOOP.
+    let open = |n: usize| -> Vec<Raw> {
+        (0..n)
+            .map(|_| {
+                let mut c = Raw::connect(p.addr);
+                assert!(c.cmd("EHLO client.example").starts_with("250"));
+                assert!(c.cmd("NOOP").starts_with("250"));
+                c
+            })
+            .collect()
+    };
+    // 3 of 5: as usual; an error is one of twenty.
+    let mut calm = open(3);
+    assert!(calm[0].cmd("FROB").starts_with("502 5.5.2"));
+    assert!(
+        calm[0].cmd("NOOP").starts_with("250"),
+        "the session goes on"
+    );
+    assert!(!p.log().contains("overload"));
+
+    // The fourth (80 %) brings stress mode: one error ends a session, and
+    // so does 10 s of silence (not the configured 30 s).
+    let mut stressed = open(1);
+    p.wait_log("overload: 4 of 5 connections open: stress mode for new sessions");
+    assert!(stressed[0].cmd("FROB").starts_with("502 5.5.2"));
+    assert!(
+        stressed[0]
+            .reply()
+            .starts_with("421 4.7.0 mx.postern.test Error: too many errors"),
+        "one error is enough under stress"
+    );
+    assert!(stressed[0].closed());
+    let mut idle = open(1);
+    let since = std::time::Instant::now();
+    let bye = idle[0].reply();
+    let waited = since.elapsed();
+    assert!(bye.starts_with("421 4.4.2"), "{bye}");
+    assert!(
+        waited >= std::time::Duration::from_secs(8) && waited < std::time::Duration::from_secs(20),
+        "stress timeout after {waited:?}"
+    );
+
+    // Below 60 %: new sessions are calm again.
+    calm.truncate(1);
+    drop(stressed);
+    drop(idle);
+    p.wait_log("load back to");
+    let mut after = open(1);
+    assert!(after[0].cmd("FROB").starts_with("502 5.5.2"));
+    assert!(
+        after[0].cmd("NOOP").starts_with("250"),
+        "the session goes on"
+    );
+}

@@ -135,13 +135,24 @@ pub enum Lookup {
     NotFound,
 }
 
+/// The command timeout of a session admitted in stress mode, at most
+/// (Postfix's `smtpd_timeout` under stress): see `router/src/anvil.rs`.
+pub const STRESS_COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The answer to a connection count request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// Counted; with the client's `ip-addr` route when it is a relay client,
-    /// and whether any policy check is configured (`policy=off` in the
-    /// answer when none is: the session's recipients need no verdict).
-    Allowed(Option<Route>, bool),
+    /// Counted.
+    Allowed {
+        /// The client's `ip-addr` route when it is a relay client.
+        relay: Option<Route>,
+        /// Some policy check is configured (`policy=off` in the answer
+        /// when none is: the session's recipients need no verdict).
+        policy: bool,
+        /// The router is near `max_connections` (`stress=yes`): the
+        /// session runs in stress mode.
+        stress: bool,
+    },
     /// Over a limit: why.
     Refused(String),
 }
@@ -479,11 +490,20 @@ impl RouterClient {
         .encode();
         let reply = self.call_with(req, within, false).await?;
         let policy = reply.get("policy") != Some("off");
+        let stress = reply.get("stress") == Some("yes");
         match Outcome::of(&reply) {
             Some(Outcome::Ok) => Route::from_attrs(&reply)
-                .map(|r| Admission::Allowed(Some(r), policy))
+                .map(|r| Admission::Allowed {
+                    relay: Some(r),
+                    policy,
+                    stress,
+                })
                 .ok_or(RouterError::BadReply),
-            Some(Outcome::NotFound) => Ok(Admission::Allowed(None, policy)),
+            Some(Outcome::NotFound) => Ok(Admission::Allowed {
+                relay: None,
+                policy,
+                stress,
+            }),
             Some(Outcome::Reject(why)) if why.is_empty() => {
                 Ok(Admission::Refused("too many connections".into()))
             }

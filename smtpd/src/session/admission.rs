@@ -18,7 +18,7 @@ use std::time::Duration;
 use postern_shared::ipc::route::{Admission, Lookup, RouterError};
 use postern_shared::smtp::Reply;
 use postern_shared::stats::{Counter, Rejection};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{End, Session};
 
@@ -77,10 +77,21 @@ impl Session {
             }
         };
         match verdict {
-            Ok(Admission::Allowed(route, policy)) => {
-                self.relay = route;
+            Ok(Admission::Allowed {
+                relay,
+                policy,
+                stress,
+            }) => {
+                self.relay = relay;
                 self.policy_on = policy;
                 self.client_checked = true;
+                if stress {
+                    self.stress = true;
+                    info!(
+                        "stress mode for the session of {}: postern is near max_connections",
+                        self.ip()
+                    );
+                }
                 Ok(())
             }
             Ok(Admission::Refused(why)) => {

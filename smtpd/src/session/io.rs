@@ -63,7 +63,7 @@ impl Session {
     /// its session does not hang on a full socket.
     pub(super) async fn flush(&mut self) -> Result<(), End> {
         if !self.out.is_empty() {
-            let timeout = self.ctx.config.proxy.command_timeout.0;
+            let timeout = self.command_timeout();
             let w = self.client.get_mut();
             let write = async {
                 w.write_all(&self.out).await?;
@@ -117,7 +117,7 @@ impl Session {
         if stoppable && *self.ctx.shutdown.borrow() && self.client.buffer().is_empty() {
             return Err(self.shutting_down());
         }
-        let timeout = self.ctx.config.proxy.command_timeout.0;
+        let timeout = self.command_timeout();
         let now = tokio::time::Instant::now();
         // Checked before reading: a client that keeps sending never makes
         // a read wait, let alone time out.

@@ -108,7 +108,7 @@ impl Session {
             data_ahead: None,
             lost: false,
         });
-        let timeout = self.ctx.config.proxy.command_timeout.0;
+        let timeout = self.command_timeout();
         self.progress_deadline
             .get_or_insert_with(|| tokio::time::Instant::now() + timeout);
         self.reply(Reply::new(250, "2.1.0", "Ok"));

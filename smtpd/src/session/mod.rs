@@ -29,6 +29,11 @@
 //! the session, and so does a transaction that begins no message body
 //! within `command_timeout` of its first MAIL (`Session::progress_deadline`).
 //!
+//! A session admitted while postern is near `max_connections` runs in
+//! stress mode (the router says so with its connection count, see
+//! `router/src/anvil.rs`): a command timeout of at most 10 s, one error,
+//! one junk command.
+//!
 //! Errors: router, updater, master or backend trouble is a
 //! [`reply::Failure`], and [`reply::reply_for`] is the one place where a
 //! failure becomes a reply: always 4xx.
@@ -179,6 +184,10 @@ struct Session {
     /// the connection count that no policy check is configured (an access
     /// entry added meanwhile applies from the next session on).
     policy_on: bool,
+    /// Admitted in stress mode (the router is near max_connections): a
+    /// command timeout of at most `STRESS_COMMAND_TIMEOUT`, one error, one
+    /// junk command, as Postfix under stress.
+    stress: bool,
     /// The session's route when the client is a relay client (`ip-addr`, `auth`).
     relay: Option<Route>,
     /// Credentials of a successful AUTH, replayed to an auth-routed backend.
@@ -229,6 +238,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         adopted: false,
         client_checked: false,
         policy_on: true,
+        stress: false,
         relay: None,
         login: None,
         admin_failures: 0,
@@ -324,7 +334,7 @@ impl Session {
             if let Some(line) = self.read_command().await? {
                 self.command(&line).await?;
             }
-            if self.errors >= MAX_ERRORS {
+            if self.errors >= self.max_errors() {
                 warn!("too many errors from {}", self.ip());
                 self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
                 let text = format!("{} Error: too many errors", self.hostname());
@@ -406,6 +416,27 @@ impl Session {
         Ok(())
     }
 
+    /// Errors a session may make before it is closed: 1 in stress mode.
+    fn max_errors(&self) -> u32 {
+        if self.stress {
+            1
+        } else {
+            MAX_ERRORS
+        }
+    }
+
+    /// How long the client may take for a command line (or to read a
+    /// reply): `command_timeout`, at most `STRESS_COMMAND_TIMEOUT` in
+    /// stress mode.
+    pub(super) fn command_timeout(&self) -> Duration {
+        let t = self.ctx.config.proxy.command_timeout.0;
+        if self.stress {
+            t.min(postern_shared::ipc::route::STRESS_COMMAND_TIMEOUT)
+        } else {
+            t
+        }
+    }
+
     /// Counts a junk command (RSET, NOOP, VRFY, HELP); over
     /// [`MAX_JUNK_COMMANDS`] since the last accepted message, `421 4.7.0`
     /// and the end of the session, as Postfix's `smtpd_junk_command_limit`
@@ -413,7 +444,8 @@ impl Session {
     /// pipelines MAIL, RCPT, RSET without end — is not held for ever.
     fn junk_command(&mut self) -> Result<(), End> {
         self.junk += 1;
-        if self.junk <= MAX_JUNK_COMMANDS {
+        let limit = if self.stress { 1 } else { MAX_JUNK_COMMANDS };
+        if self.junk <= limit {
             return Ok(());
         }
         warn!("too many junk commands from {}", self.ip());

@@ -147,7 +147,7 @@ impl Session {
     /// The transaction made no progress by its deadline (see
     /// `Session::progress_deadline`): 421, the end.
     pub(super) fn no_progress(&mut self) -> End {
-        let timeout = self.ctx.config.proxy.command_timeout.0;
+        let timeout = self.command_timeout();
         info!(
             "no message from {} within {timeout:?} of its first MAIL: closing",
             self.ip()

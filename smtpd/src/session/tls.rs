@@ -45,7 +45,7 @@ impl Session {
         let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
         let plain =
             std::mem::replace(&mut self.client, Reader::with_capacity(0, placeholder)).into_inner();
-        let timeout = self.ctx.config.proxy.command_timeout.0;
+        let timeout = self.command_timeout();
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
                 self.client = Reader::with_capacity(super::COMMAND_BUFFER, Box::new(stream));
