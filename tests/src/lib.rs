@@ -138,6 +138,9 @@ impl Received {
     }
 }
 
+/// The reply of [`BackendOpts::multiline_refusal`], exactly.
+pub const MULTILINE_REFUSAL: &[u8] = b"550-5.1.1 This mailbox has moved:\r\n550-5.1.1 write to someone@new.example\r\n550 5.1.1 Recipient address rejected\r\n";
+
 /// How a [`RecordingBackend`] behaves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BackendOpts {
@@ -151,6 +154,8 @@ pub struct BackendOpts {
     pub idle_close: Option<Duration>,
     /// Refuse this recipient (`RCPT TO:<…>`, exact) with `550 5.1.1`.
     pub refuse_rcpt: Option<&'static str>,
+    /// Refuse this recipient with a reply of three lines (`550-…`).
+    pub multiline_refusal: Option<&'static str>,
     /// Drop the connection, without a reply, at `RCPT TO:<this>`.
     pub drop_at_rcpt: Option<&'static str>,
     /// After 354, stop reading (for a minute), as a stuck server would.
@@ -382,6 +387,13 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
             }
             "RCPT" if opts.drop_at_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
                 return;
+            }
+            "RCPT"
+                if opts
+                    .multiline_refusal
+                    .is_some_and(|r| text == format!("RCPT TO:<{r}>")) =>
+            {
+                MULTILINE_REFUSAL
             }
             "RCPT" if opts.refuse_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
                 b"550 5.1.1 Recipient address rejected: User unknown\r\n"

@@ -772,7 +772,9 @@ fn connection_limits_hold_across_smtpd_processes() {
             .then_some(())
     });
     // An smtpd killed with its sessions: the router drops its counts.
-    for pid in p.pids_of("postern-smtpd") {
+    let smtpd = p.pids_of("postern-smtpd");
+    assert!(!smtpd.is_empty());
+    for pid in smtpd {
         nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
@@ -868,4 +870,106 @@ fn with_command_timeout_1s(tag: &str) -> (Postern, RecordingBackend) {
     let conf = config_text(&dir, &server_block("One", backend.port(), &["one.test"]))
         .replace("command_timeout = \"30s\"", "command_timeout = \"1s\"");
     (Postern::start(dir, &conf), backend)
+}
+
+#[test]
+fn client_identity_none_sends_the_backend_nothing_about_the_client() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("px-none");
+    let conf = config_text(
+        &dir,
+        &server(
+            "N",
+            backend.port(),
+            &["n.test"],
+            "client_identity = \"none\"",
+        ),
+    );
+    let p = Postern::start(dir, &conf);
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@n.test"]);
+    assert!(ok, "{out}");
+    let m = &backend.wait_messages(1)[0];
+    assert_eq!(
+        m.commands[..3],
+        [
+            "EHLO mx.postern.test",
+            "MAIL FROM:<a@example.org>",
+            "RCPT TO:<u@n.test>"
+        ],
+        "no PROXY header (it would be the first line), no IPADDR, no XCLIENT: {:?}",
+        m.commands
+    );
+    assert!(
+        backend.headers().iter().all(|h| h.is_empty()),
+        "no PROXY header"
+    );
+}
+
+#[test]
+fn xclient_to_a_backend_that_does_not_offer_it_sends_nothing_and_warns() {
+    let backend = RecordingBackend::start();
+    let dir = TempDir::new("px-noxclient");
+    let conf = config_text(
+        &dir,
+        &server(
+            "Plain",
+            backend.port(),
+            &["p.test"],
+            "client_identity = \"xclient\"",
+        ),
+    );
+    let p = Postern::start(dir, &conf);
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@p.test"]);
+    assert!(ok, "{out}");
+    let m = &backend.wait_messages(1)[0];
+    assert!(m.position("XCLIENT").is_none(), "{:?}", m.commands);
+    assert_eq!(
+        m.commands[1], "MAIL FROM:<a@example.org>",
+        "{:?}",
+        m.commands
+    );
+    p.wait_log("backend Plain does not offer XCLIENT: the client's identity is not forwarded");
+}
+
+#[test]
+fn a_multi_line_backend_reply_reaches_the_client_verbatim() {
+    let backend = RecordingBackend::start_with(BackendOpts {
+        multiline_refusal: Some("moved@m.test"),
+        ..Default::default()
+    });
+    let dir = TempDir::new("px-multiline");
+    let conf = config_text(&dir, &server("M", backend.port(), &["m.test"], ""));
+    let p = Postern::start(dir, &conf);
+    let mut c = Raw::connect(p.addr);
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert_eq!(
+        c.cmd("RCPT TO:<moved@m.test>").as_bytes(),
+        MULTILINE_REFUSAL,
+        "every line, byte for byte"
+    );
+}
+
+#[test]
+fn auth_offered_without_tls_is_said_in_the_log_unless_it_is_refused() {
+    let backend = RecordingBackend::start();
+    let creds = "user = \"alice\"\npassword = \"wonderland\"";
+    let dir = TempDir::new("px-auth-clear");
+    let conf = config_text(&dir, &server("A", backend.port(), &["a.test"], creds));
+    let p = Postern::start(dir, &conf);
+    p.wait_log(
+        "SMTP AUTH is offered without TLS: passwords cross the network in clear (set [tls])",
+    );
+    let mut c = Raw::connect(p.addr);
+    assert!(c
+        .cmd("EHLO client.example")
+        .contains("250 AUTH PLAIN LOGIN"));
+
+    let dir = TempDir::new("px-auth-refused");
+    let conf = config_text(&dir, &server("A", backend.port(), &["a.test"], creds))
+        .replace("hostname = ", "auth_requires_tls = true\nhostname = ");
+    let p = Postern::start(dir, &conf);
+    let mut c = Raw::connect(p.addr);
+    assert!(!c.cmd("EHLO client.example").contains("AUTH"));
+    assert!(!p.log().contains("SMTP AUTH is offered without TLS"));
 }

@@ -259,7 +259,9 @@ fn workers_drop_to_the_configured_user() {
     let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
         .replace("[process]\n", "[process]\nuser = \"nobody\"\n");
     let p = Postern::start(dir, &conf);
-    for (program, pid, _) in p.workers() {
+    let workers = p.workers();
+    assert!(workers.len() >= 3, "router, updater and smtpd: {workers:?}");
+    for (program, pid, _) in workers {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
         let uid_line = status
             .lines()
@@ -327,11 +329,13 @@ fn smtpd_can_run_chrooted_and_still_reach_the_router() {
         ),
     );
     let p = Postern::start(dir, &conf);
-    for pid in p.pids_of("postern-smtpd") {
+    let (smtpd, router) = (p.pids_of("postern-smtpd"), p.pids_of("postern-router"));
+    assert!(!smtpd.is_empty() && router.len() == 1, "{:?}", p.workers());
+    for pid in smtpd {
         let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("proc root");
         assert_eq!(root, jail, "smtpd {pid} is chrooted");
     }
-    for pid in p.pids_of("postern-router") {
+    for pid in router {
         let root = std::fs::read_link(format!("/proc/{pid}/root")).expect("proc root");
         assert_eq!(
             root,
