@@ -195,6 +195,7 @@ pub struct RecordingBackend {
     /// Its address.
     pub addr: SocketAddr,
     state: Arc<(Mutex<Recorded>, Condvar)>,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RecordingBackend {
@@ -222,15 +223,37 @@ impl RecordingBackend {
     fn listen(listener: TcpListener, opts: BackendOpts) -> RecordingBackend {
         let addr = listener.local_addr().expect("backend addr");
         let state: Arc<(Mutex<Recorded>, Condvar)> = Arc::default();
-        let st = state.clone();
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (st, stop) = (state.clone(), stopped.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // The listener closes with this thread: the port refuses.
+                    return;
+                }
                 let Ok(conn) = conn else { continue };
                 let st = st.clone();
                 std::thread::spawn(move || backend_session(conn, st, opts));
             }
         });
-        RecordingBackend { addr, state }
+        RecordingBackend {
+            addr,
+            state,
+            stopped,
+        }
+    }
+
+    /// Stops listening (a server going down): new connections are
+    /// refused; the sessions under way go on. [`RecordingBackend::start_on`]
+    /// its port brings it back.
+    pub fn stop(&self) {
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accept loop, which then sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        wait_for("the backend's port to close", || {
+            TcpStream::connect(self.addr).is_err().then_some(())
+        });
     }
 
     /// Its port.
