@@ -455,3 +455,68 @@ fn stats_read_the_file_when_postern_is_stopped() {
         out
     );
 }
+
+#[test]
+fn a_session_of_errors_open_connections_and_a_worker_restart_show_in_stats_and_metrics() {
+    let (a, b) = (RecordingBackend::start(), RecordingBackend::start());
+    let dir = TempDir::new("stats-live");
+    let conf = config(&dir, &a, &b);
+    let p = Postern::start(dir, &conf);
+    let addr = metrics_addr(&p);
+    let metric = |name: &str| -> Option<String> {
+        let resp = http(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+        resp.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
+    };
+
+    // Twenty errors: 421 4.7.0, counted as a syntax refusal.
+    let mut c = Raw::connect_from("127.0.0.5", p.addr);
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    for _ in 0..20 {
+        assert!(c.cmd("FROB").starts_with("502"));
+    }
+    let last = c.reply();
+    assert!(
+        last.starts_with("421 4.7.0 mx.postern.test Error: too many errors"),
+        "{last}"
+    );
+    assert!(c.closed());
+    wait_for("the syntax refusal in the metrics", || {
+        (metric("postern_rejected_total{kind=\"syntax\"}").as_deref() == Some("1")).then_some(())
+    });
+    assert_eq!(
+        flat(&stats(&p, &["--json"]))
+            .get("total.rejected.syntax")
+            .map(String::as_str),
+        Some("1")
+    );
+
+    // Two sessions open now, from two addresses (one per address here).
+    let x = Raw::connect_from("127.0.0.6", p.addr);
+    let y = Raw::connect_from("127.0.0.7", p.addr);
+    wait_for("two open connections", || {
+        (metric("postern_connections_open").as_deref() == Some("2")).then_some(())
+    });
+    drop((x, y));
+    wait_for("no open connection", || {
+        (metric("postern_connections_open").as_deref() == Some("0")).then_some(())
+    });
+
+    // A killed smtpd is restarted, and its slot's restarts count it.
+    let smtpd = p.pids_of("postern-smtpd");
+    assert!(!smtpd.is_empty());
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(smtpd[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    wait_for("the restart in the metrics", || {
+        let resp = http(addr, b"GET /metrics HTTP/1.0\r\n\r\n");
+        resp.lines()
+            .any(|l| {
+                l.starts_with("postern_worker_restarts_total{worker=\"postern-smtpd\"")
+                    && l.ends_with(" 1")
+            })
+            .then_some(())
+    });
+}
