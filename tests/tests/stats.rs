@@ -520,3 +520,50 @@ fn a_session_of_errors_open_connections_and_a_worker_restart_show_in_stats_and_m
             .then_some(())
     });
 }
+
+#[test]
+fn counts_reach_the_file_within_five_seconds_and_survive_a_killed_router() {
+    let (a, b) = (RecordingBackend::start(), RecordingBackend::start());
+    let dir = TempDir::new("stats-save");
+    let conf = config(&dir, &a, &b);
+    let p = Postern::start(dir, &conf);
+    let file = p.dir.path("run/state/stats");
+    let messages_in_file = || {
+        std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .flat_map(|l| l.split(' '))
+            .filter_map(|w| w.strip_prefix("messages="))
+            .filter_map(|n| n.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    assert_eq!(messages_in_file(), 0);
+    let sent = std::time::Instant::now();
+    send(&p, "127.0.0.3", "u@a.test", &[]);
+    wait_for("the count in state_dir/stats", || {
+        (messages_in_file() == 1).then_some(())
+    });
+    // Saved by the 5 s timer (plus the session's goodbye, within 50 ms).
+    assert!(
+        sent.elapsed() < std::time::Duration::from_secs(7),
+        "{:?}",
+        sent.elapsed()
+    );
+    // A router killed outright comes back with the count.
+    let router = p.pids_of("postern-router")[0];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(router),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    wait_for("a new router", || {
+        let now = p.pids_of("postern-router");
+        (now.len() == 1 && now[0] != router).then_some(())
+    });
+    assert_eq!(
+        flat(&stats(&p, &["--json"]))
+            .get("total.messages")
+            .map(String::as_str),
+        Some("1")
+    );
+}
