@@ -80,17 +80,18 @@ pub enum Command {
                       still be read, else /run/postern."
     )]
     Status,
-    /// Replace smtpd, router or updater without refusing a connection
+    /// Replace smtpd, router, updater or web without refusing a connection
     #[command(
-        override_usage = "postern [-c FILE] restart smtpd|router|updater",
+        override_usage = "postern [-c FILE] restart smtpd|router|updater|web",
         after_help = "Replaces one kind of worker without refusing a connection. smtpd and router:\n\
                       new processes start on the same sockets; once they serve, the old ones stop\n\
-                      accepting and finish their sessions. updater: the running one stops and the\n\
-                      next starts at once; smtpd's requests wait in the socket's backlog meanwhile."
+                      accepting and finish their sessions. updater (and web, the console): the\n\
+                      running one stops and the next starts at once; requests wait in the socket's\n\
+                      backlog meanwhile (console logins are lost)."
     )]
     Restart {
         /// The kind of worker; another word is the master's to refuse
-        #[arg(value_name = "WORKER", value_parser = Words(&["smtpd", "router", "updater"]))]
+        #[arg(value_name = "WORKER", value_parser = Words(&["smtpd", "router", "updater", "web"]))]
         worker: String,
     },
     /// Validate the configuration; print every problem

@@ -45,11 +45,12 @@ const JOURNAL_FIELDS: [(&str, &str); 7] = [
 ];
 
 /// The processes whose journal entries are read.
-const IDENTIFIERS: [&str; 4] = [
+const IDENTIFIERS: [&str; 5] = [
     "postern",
     "postern-smtpd",
     "postern-router",
     "postern-updater",
+    "postern-web",
 ];
 
 /// One line of the log, as read, with the text to print for it.

@@ -92,6 +92,8 @@ enum Kind {
     Router,
     Smtpd,
     Updater,
+    /// The admin console, when `[web] listen` is set.
+    Web,
 }
 
 impl Kind {
@@ -101,6 +103,7 @@ impl Kind {
             Kind::Router => "postern-router",
             Kind::Smtpd => "postern-smtpd",
             Kind::Updater => "postern-updater",
+            Kind::Web => "postern-web",
         }
     }
 }
@@ -153,6 +156,8 @@ struct Master {
     updater_sock: OwnedFd,
     /// `[metrics] listen`, handed to the router as `metrics`.
     metrics_sock: Option<OwnedFd>,
+    /// `[web] listen`, handed to postern-web as `web`.
+    web_socks: Vec<OwnedFd>,
     /// `[policy_server] listen`, handed to the router as `policy`.
     policy_socks: Vec<OwnedFd>,
     /// Restart commands running, by pid.
@@ -204,6 +209,13 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let mut web_socks = Vec::new();
+    for addr in config.web.addrs() {
+        let (fd, bound) = sockets::bind_tcp(addr)?;
+        let scheme = if config.web.tls { "https" } else { "http" };
+        info!("admin console on {scheme}://{bound}/");
+        web_socks.push(fd);
+    }
     let mut policy_socks = Vec::new();
     for l in config.policy_server.addrs() {
         match l {
@@ -251,6 +263,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
         router_sock,
         updater_sock,
         metrics_sock,
+        web_socks,
         policy_socks,
         commands: HashMap::new(),
         tx,
@@ -263,6 +276,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     };
     m.slots.push(Slot::new(Kind::Router));
     m.slots.push(Slot::new(Kind::Updater));
+    if !m.web_socks.is_empty() {
+        m.slots.push(Slot::new(Kind::Web));
+    }
     for _ in 0..m.config.process.smtpd_processes {
         m.slots.push(Slot::new(Kind::Smtpd));
     }
@@ -433,8 +449,12 @@ impl Master {
             }
         });
         match request {
-            Ok(WorkerRequest::Reload { .. }) => {
-                info!("reload requested by {program} (SMTP RELOAD)");
+            Ok(WorkerRequest::Reload { sid }) => {
+                if self.slots[slot].kind == Kind::Web {
+                    info!("reload requested by {program} ({sid})");
+                } else {
+                    info!("reload requested by {program} (SMTP RELOAD)");
+                }
                 self.begin_reload(Some(tx)).await;
             }
             Ok(WorkerRequest::Restart { server }) if self.slots[slot].kind == Kind::Updater => {
@@ -442,6 +462,9 @@ impl Master {
             }
             Ok(WorkerRequest::Workers) => {
                 let _ = tx.send(self.worker_states());
+            }
+            Ok(WorkerRequest::Status) => {
+                let _ = tx.send(self.status());
             }
             Ok(WorkerRequest::Stop { .. }) => {
                 // Answer before the stop closes the worker's channel.

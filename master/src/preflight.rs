@@ -12,8 +12,10 @@ use std::path::{Path, PathBuf};
 use nix::unistd::AccessFlags;
 use postern_shared::config::{Config, Problem};
 
-/// The programs the master starts.
+/// The programs the master always starts.
 pub const WORKERS: [&str; 3] = ["postern-router", "postern-updater", "postern-smtpd"];
+/// … and the console's, when `[web] listen` is set.
+pub const WEB: &str = "postern-web";
 
 /// Every problem `start` would meet on this machine with `config`.
 pub fn problems(config: &Config) -> Vec<Problem> {
@@ -34,7 +36,8 @@ pub fn problems(config: &Config) -> Vec<Problem> {
                     dir.display()
                 ),
             };
-            for name in WORKERS {
+            let web = config.web.enabled().then_some(WEB);
+            for name in WORKERS.into_iter().chain(web) {
                 let path = dir.join(name);
                 if let Some(why) = not_a_program(&path) {
                     bad(

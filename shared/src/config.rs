@@ -28,12 +28,14 @@ pub mod legacy;
 mod parsed;
 mod policy;
 mod validate;
+mod web;
 
 use validate::{block_lines, with_block_lines};
 
 pub use alias::Alias;
 pub use parsed::{ClientZone, DomainZone, FromText, MetricsAddr, Parsed, Resolver};
 pub use policy::{Greylist, Policy, PolicyListen, PolicyServer, Restriction};
+pub use web::Web;
 
 /// Default location of the configuration file.
 pub const DEFAULT_PATH: &str = "/etc/postern/postern.toml";
@@ -77,6 +79,9 @@ pub struct Config {
     /// The Prometheus metrics endpoint (an addition to SPEC §3).
     #[serde(default, skip_serializing_if = "Metrics::is_unset")]
     pub metrics: Metrics,
+    /// The admin console (SPEC §11).
+    #[serde(default, skip_serializing_if = "Web::is_unset")]
+    pub web: Web,
 }
 
 /// `[metrics]`: an HTTP endpoint answering `GET /metrics` in the Prometheus

@@ -413,5 +413,5 @@ fn restarting_the_router_or_the_updater_keeps_mail_flowing() {
     assert_eq!(one.wait_messages(2).len(), 2);
     let bad = p.cli(&["restart", "everything"]);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("smtpd, router or updater"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("smtpd, router, updater or web"));
 }

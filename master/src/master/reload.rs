@@ -78,17 +78,18 @@ impl Master {
         let id = format!("reload-{}", self.reload_seq);
         self.config = Arc::new(new);
         self.tls = tls;
-        let bodies: HashMap<&'static str, Attrs> = [Kind::Smtpd, Kind::Router, Kind::Updater]
-            .into_iter()
-            .map(|k| {
-                let msg = MasterRequest::Config {
-                    id: id.clone(),
-                    body: self.worker_config(k).into_bytes(),
-                }
-                .encode();
-                (k.program(), msg)
-            })
-            .collect();
+        let bodies: HashMap<&'static str, Attrs> =
+            [Kind::Smtpd, Kind::Router, Kind::Updater, Kind::Web]
+                .into_iter()
+                .map(|k| {
+                    let msg = MasterRequest::Config {
+                        id: id.clone(),
+                        body: self.worker_config(k).into_bytes(),
+                    }
+                    .encode();
+                    (k.program(), msg)
+                })
+                .collect();
         let mut waiting = HashSet::new();
         for (i, slot) in self.slots.iter_mut().enumerate() {
             let msg = &bodies[slot.kind.program()];

@@ -157,6 +157,7 @@ impl Master {
             Kind::Router => fds.push((self.router_sock.as_fd(), "router")),
             Kind::Smtpd => fds.extend(self.tcp.iter().map(|fd| (fd.as_fd(), "smtp"))),
             Kind::Updater => fds.push((self.updater_sock.as_fd(), "updater")),
+            Kind::Web => fds.extend(self.web_socks.iter().map(|fd| (fd.as_fd(), "web"))),
         }
         if let (Kind::Router, Some(m)) = (kind, &self.metrics_sock) {
             fds.push((m.as_fd(), "metrics"));
@@ -234,7 +235,7 @@ impl Master {
                 config.servers.clear();
                 self.tls.clone()
             }
-            Kind::Router | Kind::Updater => None,
+            Kind::Router | Kind::Updater | Kind::Web => None,
         };
         WorkerConfig {
             config,

@@ -47,6 +47,7 @@ impl Master {
         if !smtpd_left {
             self.signal_kind(Kind::Router, Signal::SIGTERM);
             self.signal_kind(Kind::Updater, Signal::SIGTERM);
+            self.signal_kind(Kind::Web, Signal::SIGTERM);
         }
     }
 

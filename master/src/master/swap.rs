@@ -46,9 +46,10 @@ impl Master {
             "smtpd" => Kind::Smtpd,
             "router" => Kind::Router,
             "updater" => Kind::Updater,
+            "web" if self.slots.iter().any(|s| s.kind == Kind::Web) => Kind::Web,
             other => {
                 let _ = reply.send(fail(&format!(
-                    "no worker kind {other:?}: smtpd, router or updater"
+                    "no worker kind {other:?}: smtpd, router, updater or web (when [web] listen is set)"
                 )));
                 return;
             }
@@ -61,7 +62,9 @@ impl Master {
             .filter(|&i| self.slots[i].kind == kind && self.slots[i].active())
             .collect();
         info!("restarting {} ({} process(es))", kind.program(), old.len());
-        if kind == Kind::Updater {
+        // The updater must never run twice (the spool); the console holds
+        // sessions in memory only: both are replaced by stop-then-start.
+        if matches!(kind, Kind::Updater | Kind::Web) {
             for &i in &old {
                 if let Some(pid) = self.slots[i].pid {
                     self.slots[i].state = SlotState::Replacing;

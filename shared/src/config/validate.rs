@@ -373,6 +373,27 @@ impl Config {
                 }
             }
         }
+        // The console (SPEC §11): where it listens, and someone who can log in.
+        for (i, l) in self.web.listen.iter().enumerate() {
+            if l.parse::<SocketAddr>().is_err() {
+                bad(
+                    format!("web.listen[{i}]"),
+                    format!("{l:?} is not an address:port such as \"127.0.0.1:8025\""),
+                );
+            }
+        }
+        if self.web.enabled() && (p.admin_user.is_none() || p.admin_password.is_none()) {
+            bad(
+                "web.listen".into(),
+                "the console needs proxy.admin_user and proxy.admin_password to log in with".into(),
+            );
+        }
+        if self.web.tls {
+            bad(
+                "web.tls".into(),
+                "HTTPS for the console is not built yet: listen on loopback (the default) or behind a TLS proxy".into(),
+            );
+        }
         // Aliases (SPEC §12): each alone, then the table as a whole once
         // every alias is right (a faulty one would make false loops).
         let (aliases, problems) = crate::alias::Aliases::build(&self.aliases);

@@ -70,6 +70,8 @@ pub enum WorkerRequest {
     },
     /// The worker states (the router, for its metrics).
     Workers,
+    /// The text of `postern status` as the body (the console).
+    Status,
 }
 
 impl WorkerRequest {
@@ -80,6 +82,7 @@ impl WorkerRequest {
             WorkerRequest::Stop { .. } => WorkerVerb::Stop,
             WorkerRequest::Restart { .. } => WorkerVerb::Restart,
             WorkerRequest::Workers => WorkerVerb::Workers,
+            WorkerRequest::Status => WorkerVerb::Status,
         }
     }
 
@@ -97,7 +100,7 @@ impl WorkerRequest {
         match self {
             WorkerRequest::Reload { sid } | WorkerRequest::Stop { sid } => msg.with("sid", sid),
             WorkerRequest::Restart { server } => msg.with("server", server),
-            WorkerRequest::Workers => msg,
+            WorkerRequest::Workers | WorkerRequest::Status => msg,
         }
     }
 
@@ -111,6 +114,7 @@ impl WorkerRequest {
                 server: required(msg, WorkerVerb::Restart, "server")?.to_string(),
             },
             WorkerVerb::Workers => WorkerRequest::Workers,
+            WorkerVerb::Status => WorkerRequest::Status,
         })
     }
 }

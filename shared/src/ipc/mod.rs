@@ -196,6 +196,8 @@ verbs! {
         Restart = "restart",
         /// The worker states (the router, for its metrics).
         Workers = "workers",
+        /// The text of `postern status` (the console's dashboard).
+        Status = "status",
     }
 }
 

@@ -1,0 +1,352 @@
+//! The admin console (SPEC §11), at the HTTP level, driven by Python's
+//! urllib with a cookie jar (a client nobody here wrote): no page without
+//! login, failed logins delayed and logged, the session cookie's flags,
+//! the security headers, CSRF tokens, escaping, the dashboard from the
+//! master, a reload with its result, who may connect at all.
+
+use std::net::{IpAddr, SocketAddr};
+
+use postern_tests::netns::RemoteHost;
+use postern_tests::*;
+
+const ADMIN: &str = "admin_user = \"admin\"\nadmin_password = \"s3cret\"\n";
+
+/// A browser's steps: one JSON object per step on argv (`method`, `path`,
+/// `form` where `$CSRF` is the last page's CSRF field), one JSON line per
+/// answer (`status`, `headers`, `body`, `seconds`). Redirects are not
+/// followed: their `Location` is checked.
+const BROWSER: &str = r#"
+import http.cookiejar, json, re, sys, time, urllib.error, urllib.parse, urllib.request
+base, src = sys.argv[1], sys.argv[2]
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+class Source(urllib.request.HTTPHandler):
+    def http_open(self, req):
+        import http.client
+        return self.do_open(lambda host, **kw: http.client.HTTPConnection(host, source_address=(src, 0), **kw), req)
+jar = http.cookiejar.CookieJar()
+opener = urllib.request.build_opener(Source, urllib.request.HTTPCookieProcessor(jar), Stay)
+csrf = ""
+for step in sys.argv[3:]:
+    s = json.loads(step)
+    data = None
+    if s.get("form") is not None:
+        form = {k: (csrf if v == "$CSRF" else v) for k, v in s["form"].items()}
+        data = urllib.parse.urlencode(form).encode()
+    req = urllib.request.Request(base + s["path"], data=data, method=s["method"])
+    t = time.time()
+    try:
+        r = opener.open(req, timeout=60)
+        status, headers, body = r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, headers, body = e.code, dict(e.headers), e.read().decode()
+    m = re.search(r'name="csrf" value="([0-9a-f]*)"', body)
+    if m:
+        csrf = m.group(1)
+    print(json.dumps({"status": status, "headers": {k.lower(): v for k, v in headers.items()}, "body": body, "seconds": time.time() - t}))
+"#;
+
+/// One answer of [`BROWSER`].
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+    seconds: f64,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    }
+}
+
+/// Runs the steps (`(method, path, form as JSON or "")`) from `src`.
+fn browse(run: impl Fn(&[&str]) -> String, steps: &[(&str, &str, &str)]) -> Vec<Answer> {
+    let steps: Vec<String> = steps
+        .iter()
+        .map(|(m, p, f)| {
+            let form = if f.is_empty() { "null" } else { f };
+            format!("{{\"method\":\"{m}\",\"path\":\"{p}\",\"form\":{form}}}")
+        })
+        .collect();
+    let args: Vec<&str> = steps.iter().map(String::as_str).collect();
+    let out = run(&args);
+    let script = r#"
+import json, sys
+for line in sys.stdin:
+    a = json.loads(line)
+    print(a["status"], "%.3f" % a["seconds"])
+    for k, v in a["headers"].items():
+        print("H", k, "\t", v, sep="")
+    for l in a["body"].splitlines():
+        print("B", l, sep="")
+    print("END")
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), out.as_bytes()).expect("write");
+    let text = String::from_utf8(child.wait_with_output().expect("python").stdout).expect("utf8");
+    let mut answers = Vec::new();
+    let mut cur: Option<Answer> = None;
+    for line in text.lines() {
+        if line == "END" {
+            answers.extend(cur.take());
+        } else if let Some(h) = line.strip_prefix('H') {
+            let (k, v) = h.split_once('\t').expect("header");
+            cur.as_mut()
+                .expect("answer")
+                .headers
+                .push((k.into(), v.into()));
+        } else if let Some(b) = line.strip_prefix('B') {
+            let a = cur.as_mut().expect("answer");
+            a.body.push_str(b);
+            a.body.push('\n');
+        } else {
+            let (s, t) = line.split_once(' ').expect("status line");
+            cur = Some(Answer {
+                status: s.parse().expect("status"),
+                headers: Vec::new(),
+                body: String::new(),
+                seconds: t.parse().expect("seconds"),
+            });
+        }
+    }
+    answers
+}
+
+/// Postern with the console on `web` (and `proxy` lines added), and its backend.
+fn console(
+    tag: &str,
+    web: SocketAddr,
+    proxy: &str,
+    server_name: &str,
+) -> (Postern, RecordingBackend) {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block(server_name, one.port(), &["one.test"]))
+        .replace("hostname = ", &format!("{ADMIN}{proxy}hostname = "))
+        + &format!("\n[web]\nlisten = [\"{web}\"]\n");
+    (Postern::start(dir, &conf), one)
+}
+
+fn local(base: String) -> impl Fn(&[&str]) -> String {
+    move |steps: &[&str]| {
+        let mut args = vec![base.as_str(), "127.0.0.1"];
+        args.extend_from_slice(steps);
+        python(BROWSER, &args)
+    }
+}
+
+#[test]
+fn no_page_without_login_and_every_change_with_its_session_token() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, _one) = console("web-login", web, "", "<script>alert(1)</script>");
+    p.wait_log(&format!("admin console on http://{web}/"));
+    let run = local(format!("http://{web}"));
+    let wrong = r#"{"user":"admin","password":"guess"}"#;
+    let right = r#"{"user":"admin","password":"s3cret"}"#;
+    let a = browse(
+        &run,
+        &[
+            ("GET", "/dashboard", ""),
+            ("GET", "/", ""),
+            ("POST", "/", wrong),
+            ("POST", "/", wrong),
+            ("POST", "/", right),
+            ("GET", "/dashboard", ""),
+            ("POST", "/apply", r#"{"csrf":"0000"}"#),
+            ("POST", "/apply", r#"{}"#),
+            ("POST", "/apply", r#"{"csrf":"$CSRF"}"#),
+            ("POST", "/logout", r#"{"csrf":"$CSRF"}"#),
+            ("GET", "/dashboard", ""),
+            ("GET", "/nowhere", ""),
+        ],
+    );
+    assert_eq!(a.len(), 12);
+    // No page without a session: back to the login form.
+    assert_eq!((a[0].status, a[0].header("location")), (303, "/"));
+    assert_eq!(a[1].status, 200);
+    assert!(a[1].body.contains("name=\"password\""), "{}", a[1].body);
+    for h in &a {
+        assert_eq!(
+            h.header("content-security-policy"),
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        );
+        assert_eq!(h.header("x-frame-options"), "DENY");
+        assert_eq!(h.header("cache-control"), "no-store");
+    }
+    // Failed logins: the form again, later each time, in the log.
+    assert_eq!(a[2].status, 401);
+    assert!(a[2].body.contains("Wrong user or password."));
+    assert!(
+        a[2].seconds >= 0.9 && a[3].seconds >= 1.9,
+        "{} {}",
+        a[2].seconds,
+        a[3].seconds
+    );
+    assert_eq!(
+        p.log()
+            .matches("failed console login from 127.0.0.1")
+            .count(),
+        2
+    );
+    // The right ones: a session cookie that scripts cannot read nor other sites send.
+    assert_eq!((a[4].status, a[4].header("location")), (303, "/dashboard"));
+    let cookie = a[4].header("set-cookie");
+    for flag in ["postern_session=", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    p.wait_log("console login by admin from 127.0.0.1");
+    // The dashboard is postern status, the server's name escaped.
+    assert_eq!(a[5].status, 200);
+    for worker in [
+        "postern-router",
+        "postern-updater",
+        "postern-smtpd",
+        "postern-web",
+    ] {
+        assert!(a[5].body.contains(worker), "{worker}: {}", a[5].body);
+    }
+    assert!(
+        a[5].body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        a[5].body
+    );
+    assert!(!a[5].body.contains("<script"), "{}", a[5].body);
+    // A form without its session's token changes nothing; with it:
+    // reloaded, and said — one reload in all.
+    assert_eq!(a[6].status, 403);
+    assert_eq!(a[7].status, 403);
+    assert_eq!(a[8].status, 200);
+    assert!(
+        a[8].body.contains("Configuration reloaded."),
+        "{}",
+        a[8].body
+    );
+    p.wait_log("reload requested by postern-web (console:admin@127.0.0.1)");
+    assert_eq!(
+        p.log().matches("reload requested by postern-web").count(),
+        1
+    );
+    assert_eq!(
+        p.log()
+            .matches("console form from 127.0.0.1 without its session's CSRF token: refused")
+            .count(),
+        2
+    );
+    // Logged out: the session is gone.
+    assert_eq!((a[9].status, a[9].header("location")), (303, "/"));
+    assert_eq!((a[10].status, a[10].header("location")), (303, "/"));
+    assert_eq!(a[11].status, 404);
+}
+
+#[test]
+fn a_reload_the_file_refuses_shows_why_and_changes_nothing() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, _one) = console("web-apply", web, "", "One");
+    let conf = std::fs::read_to_string(p.config_path()).expect("config");
+    std::fs::write(
+        p.config_path(),
+        conf.replace("port = ", "port = \"x\"\nportt = "),
+    )
+    .expect("write");
+    let run = local(format!("http://{web}"));
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", r#"{"user":"admin","password":"s3cret"}"#),
+            ("GET", "/apply", ""),
+            ("POST", "/apply", r#"{"csrf":"$CSRF"}"#),
+        ],
+    );
+    assert_eq!(a[2].status, 200);
+    assert!(a[2].body.contains("Not reloaded:"), "{}", a[2].body);
+    assert!(a[2].body.contains("The running configuration stays."));
+    // Mail still flows with the running configuration.
+    let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
+    assert!(ok, "{out}");
+}
+
+#[test]
+fn only_loopback_admin_networks_and_web_allow_reach_the_console() {
+    let host = RemoteHost::new("web-remote");
+    let port = closed_port();
+    let web = SocketAddr::new(IpAddr::V4(host.near4), port);
+    let from = host.addr4.to_string();
+    let (p, _one) = console("web-remote", web, "", "One");
+    let remote = |steps: &[&str]| {
+        let base = format!("http://{web}");
+        let mut args = vec![base.as_str(), from.as_str()];
+        args.extend_from_slice(steps);
+        host.python(BROWSER, &args)
+    };
+    let a = browse(remote, &[("GET", "/", "")]);
+    assert_eq!(a[0].status, 403);
+    p.wait_log(&format!(
+        "console request from {from} refused: not in loopback, admin_networks or web.allow"
+    ));
+    // Allowed by [web] allow: the login form.
+    let conf = std::fs::read_to_string(p.config_path()).expect("config");
+    std::fs::write(
+        p.config_path(),
+        conf + &format!("allow = [\"{}/32\"]\n", host.addr4),
+    )
+    .expect("write");
+    assert!(p.cli(&["reload"]).status.success());
+    let a = browse(remote, &[("GET", "/", "")]);
+    assert_eq!(a[0].status, 200);
+    assert!(a[0].body.contains("Log in"));
+}
+
+#[test]
+fn the_console_needs_credentials_and_is_a_worker_like_the_others() {
+    let dir = TempDir::new("web-check");
+    let port = closed_port();
+    let conf = config_text(&dir, &server_block("One", 2525, &["one.test"]))
+        + &format!("\n[web]\nlisten = [\"127.0.0.1:{port}\"]\ntls = true\n");
+    let file = dir.path("postern.toml");
+    std::fs::write(&file, &conf).expect("write");
+    let out = std::process::Command::new(bin("postern"))
+        .args(["-c", file.to_str().expect("utf8"), "check"])
+        .output()
+        .expect("check");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("web.listen: the console needs proxy.admin_user and proxy.admin_password"),
+        "{err}"
+    );
+    assert!(
+        err.contains("web.tls: HTTPS for the console is not built yet"),
+        "{err}"
+    );
+
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, _one) = console("web-worker", web, "", "One");
+    let before = p.pids_of("postern-web");
+    assert_eq!(before.len(), 1, "{:?}", p.workers());
+    let out = p.cli(&["restart", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("a new postern-web", || {
+        let now = p.pids_of("postern-web");
+        (now.len() == 1 && now != before).then_some(())
+    });
+    let run = local(format!("http://{web}"));
+    wait_for("the new console to answer", || {
+        let a = browse(&run, &[("GET", "/", "")]);
+        (a.first().map(|a| a.status) == Some(200)).then_some(())
+    });
+}

@@ -1,0 +1,114 @@
+//! postern-web: the admin console (SPEC §11), a worker like the others —
+//! forked and supervised by the master, its listeners (`[web] listen`)
+//! bound by the master, unprivileged. It holds no state of its own but the
+//! logged-in sessions: what it shows and changes goes through the same
+//! channels as the CLI and SMTP RELOAD (today: the master's, for `postern
+//! status` and reload), so the console, the CLI and SMTP always agree.
+//!
+//! Layout: [`server`] the HTTP side (hyper: one connection per task, who
+//! may connect, the security headers, the routes), [`auth`] logins,
+//! sessions and CSRF tokens, [`pages`] the HTML (maud: every value escaped
+//! by construction). This file is the worker: the master's channel, whose
+//! requests the HTTP tasks ask through [`Shared::ask_master`].
+//!
+//! Built so far: log-in and log-out, the dashboard (`postern status`) and
+//! apply (reload, with the result). The other pages of SPEC §11 are to come.
+
+mod auth;
+mod pages;
+mod server;
+
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use postern_shared::config::Config;
+use postern_shared::ipc::proto::Attrs;
+use postern_shared::ipc::WorkerRequest;
+use postern_shared::runtime::worker::{Event, Options, Worker};
+use tokio::sync::{mpsc, oneshot};
+
+fn main() -> ExitCode {
+    postern_shared::runtime::worker::main("postern-web", run())
+}
+
+/// How long a page waits for the master.
+const MASTER_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// What the HTTP tasks share.
+pub struct Shared {
+    /// The configuration in force.
+    config: RwLock<Arc<Config>>,
+    /// Logged-in sessions and failed logins.
+    auth: Mutex<auth::Auth>,
+    /// Requests for the master, sent on its channel by the main loop.
+    master: mpsc::Sender<(WorkerRequest, oneshot::Sender<Attrs>)>,
+}
+
+impl Shared {
+    /// The configuration in force now.
+    fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks the master on the worker's channel; its answer, or why not.
+    async fn ask_master(&self, req: WorkerRequest) -> Result<Attrs, String> {
+        let (tx, rx) = oneshot::channel();
+        self.master
+            .send((req, tx))
+            .await
+            .map_err(|_| "the worker is stopping".to_string())?;
+        match tokio::time::timeout(MASTER_TIMEOUT, rx).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(_)) => Err("the master did not answer".into()),
+            Err(_) => Err(format!(
+                "the master did not answer within {}s",
+                MASTER_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let mut worker = Worker::start("postern-web", Options::default()).await?;
+    let (tx, mut rx) = mpsc::channel(16);
+    let shared = Arc::new(Shared {
+        config: RwLock::new(worker.config.clone()),
+        auth: Mutex::new(auth::Auth::default()),
+        master: tx,
+    });
+    for fd in worker.take_listeners("web") {
+        tokio::spawn(server::accept_loop(server::listener(fd)?, shared.clone()));
+    }
+    worker.ready().await;
+    // The master's answers, by request id.
+    let mut pending: Vec<(String, oneshot::Sender<Attrs>)> = Vec::new();
+    loop {
+        tokio::select! {
+            Some((req, reply)) = rx.recv() => {
+                let id = worker.request(req.encode()).await;
+                pending.push((id, reply));
+            }
+            event = worker.next_event() => match event {
+                Event::Reload { id, config, .. } => {
+                    *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
+                    worker.config = config;
+                    worker.ack(&id, Ok(())).await;
+                }
+                Event::Reply(answer) => {
+                    let id = answer.get("id").unwrap_or_default().to_string();
+                    if let Some(i) = pending.iter().position(|(p, _)| *p == id) {
+                        let (_, reply) = pending.swap_remove(i);
+                        let _ = reply.send(answer);
+                    }
+                }
+                Event::Drain | Event::Stop => break,
+            }
+        }
+    }
+    tracing::info!("stopping");
+    Ok(())
+}
