@@ -1,0 +1,104 @@
+//! The admin console in a real browser: Debian's headless Chromium driven
+//! through WebDriver by Python's selenium (Debian's python3-selenium and
+//! chromium-driver, which tests/run installs: a client nobody here wrote,
+//! the browser an administrator uses). Log in, read the dashboard, reload
+//! from Apply, log out; a screenshot of every page goes to
+//! `target/console-screenshots/` (not committed).
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use postern_tests::*;
+
+/// The walk, in selenium: argv = base URL, screenshot directory. Prints
+/// one line per check.
+const WALK: &str = r#"
+import os, sys, tempfile
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+
+base, shots = sys.argv[1], sys.argv[2]
+os.makedirs(shots, exist_ok=True)
+opts = webdriver.ChromeOptions()
+opts.binary_location = "/usr/bin/chromium"
+for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--window-size=1200,900", "--user-data-dir=" + tempfile.mkdtemp()]:
+    opts.add_argument(flag)
+d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+d.set_page_load_timeout(30)
+try:
+    d.get(base + "/dashboard")
+    print("redirected to login:", d.current_url == base + "/")
+    d.save_screenshot(os.path.join(shots, "1-login.png"))
+    d.find_element(By.NAME, "user").send_keys("admin")
+    d.find_element(By.NAME, "password").send_keys("s3cret")
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    print("dashboard:", d.current_url == base + "/dashboard", d.find_element(By.TAG_NAME, "h1").text)
+    print("workers shown:", "postern-router" in d.find_element(By.TAG_NAME, "pre").text)
+    print("cookie hidden from scripts:", d.execute_script("return document.cookie") == "")
+    d.save_screenshot(os.path.join(shots, "2-dashboard.png"))
+    d.find_element(By.LINK_TEXT, "Apply").click()
+    d.find_element(By.XPATH, "//button[text()='Reload the configuration']").click()
+    print("apply:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
+    d.save_screenshot(os.path.join(shots, "3-apply.png"))
+    d.find_element(By.XPATH, "//button[text()='Log out']").click()
+    print("logged out:", d.current_url == base + "/", len(d.find_elements(By.NAME, "password")) == 1)
+    d.get(base + "/dashboard")
+    print("dashboard after log-out:", d.current_url == base + "/")
+finally:
+    d.quit()
+"#;
+
+#[test]
+fn an_administrator_logs_in_reads_the_dashboard_reloads_and_logs_out_in_chromium() {
+    let one = RecordingBackend::start();
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let dir = TempDir::new("browser");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
+        "hostname = ",
+        "admin_user = \"admin\"\nadmin_password = \"s3cret\"\nhostname = ",
+    ) + &format!("\n[web]\nlisten = [\"{web}\"]\n");
+    let p = Postern::start(dir, &conf);
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
+    // Debian's Python: python3-selenium is installed for it (a python3
+    // earlier in PATH, pyenv's say, would not have it).
+    let run = std::process::Command::new("/usr/bin/python3")
+        .args([
+            "-c",
+            WALK,
+            &format!("http://{web}"),
+            shots.to_str().expect("utf8"),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("/usr/bin/python3 (tests/run installs python3-selenium)");
+    let out = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "redirected to login: True",
+            "dashboard: True Dashboard",
+            "workers shown: True",
+            "cookie hidden from scripts: True",
+            "apply: Configuration reloaded.",
+            "logged out: True True",
+            "dashboard after log-out: True",
+        ],
+        "{out}"
+    );
+    p.wait_log("console login by admin from 127.0.0.1");
+    p.wait_log("reload requested by postern-web (console:admin@127.0.0.1)");
+    for shot in ["1-login.png", "2-dashboard.png", "3-apply.png"] {
+        let len = std::fs::metadata(shots.join(shot))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        assert!(len > 1000, "{shot}: {len} bytes");
+    }
+}
