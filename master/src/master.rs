@@ -77,12 +77,7 @@ use slots::{Slot, SlotState};
 use stop::KILL_MARGIN;
 use swap::PendingSwap;
 
-/// Name of the admin CLI socket in `run_dir`.
-pub const CONTROL_SOCKET: &str = "master.sock";
-/// Name of the router socket in `run_dir`.
-pub const ROUTER_SOCKET: &str = "router.sock";
-/// Name of the updater socket in `run_dir`.
-pub const UPDATER_SOCKET: &str = "updater.sock";
+pub use postern_shared::ipc::{CONTROL_SOCKET, ROUTER_SOCKET, UPDATER_SOCKET};
 /// Name of the pid file in `run_dir`.
 pub const PID_FILE: &str = "postern.pid";
 

@@ -350,3 +350,91 @@ fn the_console_needs_credentials_and_is_a_worker_like_the_others() {
         (a.first().map(|a| a.status) == Some(200)).then_some(())
     });
 }
+
+#[test]
+fn the_update_queue_page_lists_flushes_and_deletes_as_postern_queue_does() {
+    let one = RecordingBackend::start();
+    let down = closed_port();
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let dir = TempDir::new("web-queue");
+    let conf = config_text(
+        &dir,
+        &(server_block("One", one.port(), &["one.test"])
+            + &server_block("Down", down, &["down.test"])),
+    )
+    .replace(
+        "hostname = ",
+        &format!("{ADMIN}update_address = \"update@mx.postern.test\"\nhostname = "),
+    ) + &format!(
+        "\n[web]\nlisten = [\"{web}\"]\n\n[update]\nretry_min = \"1h\"\nretry_max = \"2h\"\n"
+    );
+    let p = Postern::start(dir, &conf);
+    let (out, ok) = swaks(
+        p.addr,
+        &[
+            "--from",
+            "admin@example.net",
+            "--to",
+            "update@mx.postern.test",
+        ],
+    );
+    assert!(ok, "{out}");
+    let id = out
+        .lines()
+        .find_map(|l| l.split("queued as ").nth(1))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| panic!("no queue id in {out}"));
+    p.wait_log(&format!("update {id} to Down deferred"));
+    let before = String::from_utf8_lossy(&p.cli(&["queue"]).stdout).into_owned();
+    assert!(before.contains(&id), "{before}");
+    let run = local(format!("http://{web}"));
+    let login = r#"{"user":"admin","password":"s3cret"}"#;
+    let delete = format!(r#"{{"csrf":"$CSRF","id":"{id}"}}"#);
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", login),
+            ("GET", "/queue", ""),
+            ("POST", "/queue/flush", r#"{"csrf":"$CSRF"}"#),
+            ("POST", "/queue/delete", &delete),
+            ("POST", "/queue/delete", &delete),
+            ("POST", "/queue/delete", &format!(r#"{{"id":"{id}"}}"#)),
+        ],
+    );
+    // The page is postern queue's text, line for line (HTML-escaped).
+    assert_eq!(a[1].status, 200);
+    let escaped = |l: &str| {
+        l.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    for line in before.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            a[1].body.contains(&escaped(line.trim())),
+            "{line:?} not in {}",
+            a[1].body
+        );
+    }
+    assert!(a[1].body.contains("deferred"), "{}", a[1].body);
+    assert!(
+        a[2].body.contains("1 deferred copies will be tried now."),
+        "{}",
+        a[2].body
+    );
+    assert!(
+        a[3].body.contains(&format!("Update mail {id} deleted.")),
+        "{}",
+        a[3].body
+    );
+    assert!(
+        a[3].body.contains("the update queue is empty"),
+        "gone from the list: {}",
+        a[3].body
+    );
+    assert!(a[4].body.contains("Not done:"), "{}", a[4].body);
+    assert_eq!(a[5].status, 403, "no token, no change");
+    assert!(String::from_utf8_lossy(&p.cli(&["queue"]).stdout).contains("empty"));
+    p.wait_log(&format!(
+        "queue delete {id} asked by admin from 127.0.0.1 (the console)"
+    ));
+}

@@ -11,8 +11,10 @@
 //! by construction). This file is the worker: the master's channel, whose
 //! requests the HTTP tasks ask through [`Shared::ask_master`].
 //!
-//! Built so far: log-in and log-out, the dashboard (`postern status`) and
-//! apply (reload, with the result). The other pages of SPEC §11 are to come.
+//! Built so far: log-in and log-out, the dashboard (`postern status`), the
+//! update queue and the scheduled restarts (`postern queue`, `postern
+//! restarts`: the updater's socket) and apply (reload, with the result).
+//! The other pages of SPEC §11 are to come.
 
 mod auth;
 mod pages;
@@ -37,6 +39,8 @@ const MASTER_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// What the HTTP tasks share.
 pub struct Shared {
+    /// The updater's socket (`postern queue`'s).
+    updater: std::path::PathBuf,
     /// The configuration in force.
     config: RwLock<Arc<Config>>,
     /// Logged-in sessions and failed logins.
@@ -52,6 +56,20 @@ impl Shared {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// One request to the updater, as `postern queue` and `postern
+    /// restarts` send it; its reply, or why there is none.
+    async fn ask_updater(
+        &self,
+        req: postern_shared::ipc::UpdaterRequest,
+    ) -> Result<postern_shared::ipc::UpdaterReply, String> {
+        let reply = postern_shared::ipc::oneshot::UPDATER
+            .call(&self.updater, req.encode())
+            .await
+            .map_err(|e| format!("the updater did not answer: {e}"))?;
+        postern_shared::ipc::UpdaterReply::decode(&reply)
+            .ok_or_else(|| "the updater answered something unexpected".to_string())
     }
 
     /// Asks the master on the worker's channel; its answer, or why not.
@@ -76,6 +94,7 @@ async fn run() -> anyhow::Result<()> {
     let mut worker = Worker::start("postern-web", Options::default()).await?;
     let (tx, mut rx) = mpsc::channel(16);
     let shared = Arc::new(Shared {
+        updater: worker.socket_path(postern_shared::ipc::UPDATER_SOCKET),
         config: RwLock::new(worker.config.clone()),
         auth: Mutex::new(auth::Auth::default()),
         master: tx,

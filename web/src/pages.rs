@@ -17,7 +17,11 @@ pre{background:#fff;border:1px solid #ccc;padding:.8em;overflow-x:auto}\
 input,button{font-size:1em;padding:.3em .5em}";
 
 /// The menu, in seed 001's order (the pages built so far).
-const MENU: &[(&str, &str)] = &[("/dashboard", "Dashboard"), ("/apply", "Apply")];
+const MENU: &[(&str, &str)] = &[
+    ("/dashboard", "Dashboard"),
+    ("/queue", "Update queue"),
+    ("/apply", "Apply"),
+];
 
 /// A page after login: the menu, the user and a log-out button, `body`.
 pub fn page(title: &str, here: &str, user: &str, csrf: &str, body: Markup) -> Markup {
@@ -82,6 +86,48 @@ pub fn dashboard(status: &Result<String, String>) -> Markup {
         @match status {
             Ok(text) => pre { (text) },
             Err(e) => p.error { "The master did not tell: " (e) },
+        }
+    }
+}
+
+/// The update queue and the restart schedule, as `postern queue` and
+/// `postern restarts` print them, with their actions; `done` says how the
+/// last action went.
+pub fn queue(
+    csrf: &str,
+    queue: &Result<String, String>,
+    restarts: &Result<String, String>,
+    done: Option<&Result<String, String>>,
+) -> Markup {
+    html! {
+        @match done {
+            Some(Ok(m)) => p.ok { (m) },
+            Some(Err(e)) => p.error { (e) },
+            None => {},
+        }
+        h2 { "Update mails" }
+        @match queue {
+            Ok(t) => pre { (t) },
+            Err(e) => p.error { (e) },
+        }
+        form method="post" action="/queue/flush" {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" { "Try every deferred copy now" }
+        }
+        form method="post" action="/queue/delete" {
+            input type="hidden" name="csrf" value=(csrf);
+            label { "Update mail id " input type="text" name="id" required; }
+            button type="submit" { "Delete" }
+        }
+        h2 { "Scheduled restarts" }
+        @match restarts {
+            Ok(t) => pre { (t) },
+            Err(e) => p.error { (e) },
+        }
+        form method="post" action="/restarts/cancel" {
+            input type="hidden" name="csrf" value=(csrf);
+            label { "Restart id " input type="text" name="id" required; }
+            button type="submit" { "Cancel" }
         }
     }
 }

@@ -14,6 +14,8 @@
 //! | `POST /` | log in: `user`, `password` |
 //! | `POST /logout` | log out (CSRF token) |
 //! | `GET /dashboard` | `postern status`, from the master |
+//! | `GET /queue` | the update queue and the scheduled restarts (the updater's) |
+//! | `POST /queue/flush`, `/queue/delete`, `/restarts/cancel` | their actions (CSRF token; `id` for the last two) |
 //! | `GET /apply`, `POST /apply` | reload the configuration (CSRF token), with the result |
 //! | `GET /style.css` | the stylesheet |
 //!
@@ -33,7 +35,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use maud::Markup;
 use postern_shared::config::in_networks;
-use postern_shared::ipc::{Outcome, WorkerRequest};
+use postern_shared::ipc::{Outcome, UpdaterReply, UpdaterRequest, WorkerRequest};
 use postern_shared::net::unmap;
 use postern_shared::smtp::secret_eq;
 use tokio::net::TcpListener;
@@ -153,15 +155,17 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
             None => html(StatusCode::OK, pages::login(None)),
         },
         (&Method::POST, "/") => login(shared, ip, field("user"), field("password")).await,
-        (&Method::GET, "/dashboard" | "/apply") | (&Method::POST, "/apply" | "/logout")
-            if session.is_none() =>
-        {
-            redirect("/")
-        }
-        (&Method::POST, "/apply" | "/logout")
-            if !session
-                .as_ref()
-                .is_some_and(|s| secret_eq(&s.csrf, field("csrf"))) =>
+        (&Method::GET, "/dashboard" | "/apply" | "/queue")
+        | (
+            &Method::POST,
+            "/apply" | "/logout" | "/queue/flush" | "/queue/delete" | "/restarts/cancel",
+        ) if session.is_none() => redirect("/"),
+        (
+            &Method::POST,
+            "/apply" | "/logout" | "/queue/flush" | "/queue/delete" | "/restarts/cancel",
+        ) if !session
+            .as_ref()
+            .is_some_and(|s| secret_eq(&s.csrf, field("csrf"))) =>
         {
             tracing::warn!("console form from {ip} without its session's CSRF token: refused");
             html(
@@ -203,6 +207,45 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 });
             page(&s, "Dashboard", "/dashboard", pages::dashboard(&status))
         }
+        (&Method::GET, "/queue") => {
+            let s = session.expect("checked above");
+            queue_page(shared, &s, None).await
+        }
+        (&Method::POST, "/queue/flush" | "/queue/delete" | "/restarts/cancel") => {
+            let s = session.expect("checked above");
+            let id = field("id").trim().to_string();
+            let (req, what) = match path {
+                "/queue/flush" => (UpdaterRequest::Flush, "flush".to_string()),
+                "/queue/delete" => (
+                    UpdaterRequest::Delete { id: id.clone() },
+                    format!("delete {id}"),
+                ),
+                _ => (
+                    UpdaterRequest::Cancel { id: id.clone() },
+                    format!("cancel restart {id}"),
+                ),
+            };
+            tracing::info!("queue {what} asked by {} from {ip} (the console)", s.user);
+            let done = match shared.ask_updater(req).await {
+                Ok(UpdaterReply::Flushed { count }) => {
+                    Ok(format!("{count} deferred copies will be tried now."))
+                }
+                Ok(UpdaterReply::Done | UpdaterReply::Text(_) | UpdaterReply::Queued { .. }) => {
+                    Ok(match path {
+                        "/queue/flush" => "0 deferred copies will be tried now.".to_string(),
+                        "/queue/delete" => format!("Update mail {id} deleted."),
+                        _ => format!("Restart {id} cancelled."),
+                    })
+                }
+                Ok(
+                    UpdaterReply::NotFound(why)
+                    | UpdaterReply::Reject(why)
+                    | UpdaterReply::TempFail(why),
+                ) => Err(format!("Not done: {why}")),
+                Err(e) => Err(e),
+            };
+            queue_page(shared, &s, Some(&done)).await
+        }
         (&Method::GET, "/apply") => {
             let s = session.expect("checked above");
             page(&s, "Apply", "/apply", pages::apply(&s.csrf, None))
@@ -224,12 +267,33 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 });
             page(&s, "Apply", "/apply", pages::apply(&s.csrf, Some(&result)))
         }
-        (_, "/" | "/dashboard" | "/apply" | "/logout" | "/style.css") => html(
+        (
+            _,
+            "/" | "/dashboard" | "/apply" | "/logout" | "/style.css" | "/queue" | "/queue/flush"
+            | "/queue/delete" | "/restarts/cancel",
+        ) => html(
             StatusCode::METHOD_NOT_ALLOWED,
             pages::error(405, "Not with this method."),
         ),
         _ => html(StatusCode::NOT_FOUND, pages::error(404, "No such page.")),
     }
+}
+
+/// The update queue page, after an action's result when there was one.
+async fn queue_page(shared: &Shared, s: &Session, done: Option<&Result<String, String>>) -> Reply {
+    let text = |r: Result<UpdaterReply, String>| match r {
+        Ok(UpdaterReply::Text(t)) => Ok(String::from_utf8_lossy(&t).into_owned()),
+        Ok(_) => Ok(String::new()),
+        Err(e) => Err(e),
+    };
+    let queue = text(shared.ask_updater(UpdaterRequest::List).await);
+    let restarts = text(shared.ask_updater(UpdaterRequest::Restarts).await);
+    page(
+        s,
+        "Update queue",
+        "/queue",
+        pages::queue(&s.csrf, &queue, &restarts, done),
+    )
 }
 
 /// A login attempt: a session and the dashboard, or the form again after

@@ -53,6 +53,13 @@ pub use updater::{UpdaterReply, UpdaterRequest};
 
 use crate::ipc::proto::Attrs;
 
+/// Name of the admin CLI socket (the master's) in `run_dir`.
+pub const CONTROL_SOCKET: &str = "master.sock";
+/// Name of the router socket in `run_dir`.
+pub const ROUTER_SOCKET: &str = "router.sock";
+/// Name of the updater socket in `run_dir`.
+pub const UPDATER_SOCKET: &str = "updater.sock";
+
 /// The attribute that carries a request's verb.
 const REQUEST: &str = "request";
 
