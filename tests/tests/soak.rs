@@ -27,13 +27,14 @@ use postern_tests::*;
 
 /// The load: `threads` clients, each from its own loopback address, one
 /// message per connection until the deadline (or `max` messages in all);
-/// one line per message: `ID OUTCOME CODE`, where OUTCOME is `accepted`,
+/// one line per message: `ID OUTCOME CODE SECONDS`, where OUTCOME is `accepted`,
 /// `temporary` (a 4xx), `permanent` (a 5xx), `lost` (the connection broke
 /// before the end of data) or `unknown` (it broke after the end of data:
-/// the message may have been delivered).
+/// the message may have been delivered), written to the file named last
+/// (a pipe would fill up before anyone reads it).
 const CLIENT: &str = r#"
 import socket, sys, threading, time
-host, port, seconds, threads, max_msgs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+host, port, seconds, threads, max_msgs, report = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 deadline = time.time() + seconds
 lock = threading.Lock()
 count = [0]
@@ -50,6 +51,11 @@ def reply(f):
             return code
 
 def one(src, n):
+    t0 = time.time()
+    r = attempt(src, n)
+    return r + (time.time() - t0,)
+
+def attempt(src, n):
     mid = "%s-%d" % (src, n)
     rcpt = "u%d@%s" % (n, "one.test" if n % 2 == 0 else "two.test")
     state = "before"
@@ -98,8 +104,9 @@ def run(src):
 ts = [threading.Thread(target=run, args=("127.0.0.%d" % (i + 2),)) for i in range(threads)]
 for t in ts: t.start()
 for t in ts: t.join()
-for r in out:
-    print("%s %s %d" % r)
+with open(report, "w") as f:
+    for r in out:
+        f.write("%s %s %d %.3f\n" % r)
 "#;
 
 /// Descriptors and resident memory (kB) of the master and its workers.
@@ -167,10 +174,11 @@ fn under_kills_restarts_reloads_and_a_flapping_backend_no_mail_is_lost_or_double
             seconds.to_string(),
             "4".into(),
             (seconds * 400).to_string(),
+            p.dir.path("soak-report").display().to_string(),
         ])
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
         .spawn()
         .expect("python3");
     let mut client = ChildGuard(client);
@@ -240,20 +248,32 @@ print("queued")
     if two_down {
         two.push(RecordingBackend::start_on(two_port));
     }
-    let out = wait_for("the load to end", || client.0.try_wait().expect("wait"));
+    // A message under way at the deadline finishes first: each of its
+    // replies may take up to the client's 30 s.
+    let ended = Instant::now();
+    let out = loop {
+        if let Some(status) = client.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(200),
+            "the load did not end"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert!(out.success(), "the client failed");
-    let mut text = String::new();
-    std::io::Read::read_to_string(client.0.stdout.as_mut().expect("stdout"), &mut text)
-        .expect("read");
+    let text = std::fs::read_to_string(p.dir.path("soak-report")).expect("the client's report");
 
     // The clients' outcomes.
     let mut outcome: HashMap<String, (String, i32)> = HashMap::new();
     let mut tally: HashMap<String, usize> = HashMap::new();
+    let mut slowest = 0f64;
     for line in text.lines() {
         let f: Vec<&str> = line.split(' ').collect();
-        let [id, what, code] = f[..] else {
+        let [id, what, code, seconds] = f[..] else {
             panic!("client line {line:?}")
         };
+        slowest = slowest.max(seconds.parse().expect("seconds"));
         *tally.entry(what.to_string()).or_default() += 1;
         outcome.insert(
             id.to_string(),
@@ -261,7 +281,7 @@ print("queued")
         );
     }
     println!(
-        "soak {seconds}s: {} messages, {tally:?}, {} update mails",
+        "soak {seconds}s: {} messages, {tally:?}, the slowest took {slowest:.1}s, {} update mails",
         outcome.len(),
         updates.len()
     );
