@@ -154,6 +154,8 @@ pub struct BackendOpts {
     pub idle_close: Option<Duration>,
     /// Refuse this recipient (`RCPT TO:<…>`, exact) with `550 5.1.1`.
     pub refuse_rcpt: Option<&'static str>,
+    /// Refuse this recipient for now (`450 4.2.1`).
+    pub defer_rcpt: Option<&'static str>,
     /// Refuse this recipient with a reply of three lines (`550-…`).
     pub multiline_refusal: Option<&'static str>,
     /// Drop the connection, without a reply, at `RCPT TO:<this>`.
@@ -417,6 +419,9 @@ fn backend_session(conn: TcpStream, st: Arc<(Mutex<Recorded>, Condvar)>, opts: B
                     .is_some_and(|r| text == format!("RCPT TO:<{r}>")) =>
             {
                 MULTILINE_REFUSAL
+            }
+            "RCPT" if opts.defer_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
+                b"450 4.2.1 Mailbox busy, try again later\r\n"
             }
             "RCPT" if opts.refuse_rcpt.is_some_and(|r| text == format!("RCPT TO:<{r}>")) => {
                 b"550 5.1.1 Recipient address rejected: User unknown\r\n"

@@ -558,3 +558,50 @@ fn two_servers_with_one_name_are_refused_and_each_server_gets_one_copy() {
     assert_eq!(a.messages().len(), 1);
     assert_eq!(b.messages().len(), 1);
 }
+
+#[test]
+fn a_5xx_fails_a_copy_for_good_and_a_4xx_is_retried_ever_later() {
+    let refuser = RecordingBackend::start_with(BackendOpts {
+        refuse_rcpt: Some(UPDATE),
+        ..Default::default()
+    });
+    let deferrer = RecordingBackend::start_with(BackendOpts {
+        defer_rcpt: Some(UPDATE),
+        ..Default::default()
+    });
+    let dir = TempDir::new("upd-codes");
+    let servers = server("Refuser", refuser.port(), "r.test", None, "")
+        + &server("Deferrer", deferrer.port(), "d.test", None, "");
+    let conf =
+        update_config(&dir, &servers, "").replace("retry_max = \"2s\"", "retry_max = \"4s\"");
+    let p = Postern::start(dir, &conf);
+    let id = send_update(&p, "Subject: codes\r\n\r\nupdate\r\n");
+    p.wait_log(&format!("update {id} to Refuser failed: 550"));
+    // The 4xx: tried again after 1 s, 2 s, 4 s, then 4 s (retry_max).
+    let line = p.wait_log_count(&format!("update {id} to Deferrer deferred: 450 4.2.1"), 4);
+    assert!(line.ends_with("next try in 4s"), "{line}");
+    let delays: Vec<String> = p
+        .log()
+        .lines()
+        .filter(|l| l.contains(&format!("update {id} to Deferrer deferred")))
+        .filter_map(|l| l.rsplit("next try in ").next().map(str::to_string))
+        .take(4)
+        .collect();
+    assert_eq!(delays, ["1s", "2s", "4s", "4s"]);
+    // The 5xx was never tried again, and the queue says why.
+    assert_eq!(
+        p.log()
+            .matches(&format!("update {id} to Refuser failed"))
+            .count(),
+        1
+    );
+    let queue = cli(&p, &["queue"]);
+    let refused = queue
+        .lines()
+        .find(|l| l.trim_start().starts_with("Refuser"))
+        .unwrap_or_else(|| panic!("{queue}"));
+    assert!(
+        refused.contains("failed") && refused.contains("550"),
+        "{refused}"
+    );
+}
