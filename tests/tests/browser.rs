@@ -17,6 +17,7 @@ import os, sys, tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 base, shots = sys.argv[1], sys.argv[2]
 os.makedirs(shots, exist_ok=True)
@@ -28,6 +29,11 @@ for flag in ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
     opts.add_argument(flag)
 d = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
 d.set_page_load_timeout(30)
+# A click returns before the page it leads to has loaded: wait for it.
+def at(path, heading):
+    WebDriverWait(d, 20).until(
+        lambda d: d.current_url == base + path
+        and any(h.text == heading for h in d.find_elements(By.TAG_NAME, "h1")))
 try:
     d.get(base + "/dashboard")
     print("redirected to login:", d.current_url == base + "/")
@@ -35,17 +41,22 @@ try:
     d.find_element(By.NAME, "user").send_keys("admin")
     d.find_element(By.NAME, "password").send_keys("s3cret")
     d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    at("/dashboard", "Dashboard")
     print("dashboard:", d.current_url == base + "/dashboard", d.find_element(By.TAG_NAME, "h1").text)
     print("workers shown:", "postern-router" in d.find_element(By.TAG_NAME, "pre").text)
     print("cookie hidden from scripts:", d.execute_script("return document.cookie") == "")
     d.save_screenshot(os.path.join(shots, "2-dashboard.png"))
     d.find_element(By.LINK_TEXT, "Apply").click()
+    at("/apply", "Apply")
     d.find_element(By.XPATH, "//button[text()='Reload the configuration']").click()
+    WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.ok"))
     print("apply:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
     d.save_screenshot(os.path.join(shots, "3-apply.png"))
     d.find_element(By.XPATH, "//button[text()='Log out']").click()
+    at("/", "Log in")
     print("logged out:", d.current_url == base + "/", len(d.find_elements(By.NAME, "password")) == 1)
     d.get(base + "/dashboard")
+    at("/", "Log in")
     print("dashboard after log-out:", d.current_url == base + "/")
 finally:
     d.quit()
