@@ -51,10 +51,12 @@ fn the_example_shows_starttls_auth_and_log_search() {
         said().contains("listening").then_some(())
     });
 
+    let console = closed_port();
     let conf = std::fs::read_to_string(repo("examples/postern.toml"))
         .expect("examples/postern.toml")
         .replace("/tmp/postern-example", &base.display().to_string())
         .replace("127.0.0.1:2525", "127.0.0.1:0")
+        .replace("127.0.0.1:8025", &format!("127.0.0.1:{console}"))
         .replace("port = 2626", &format!("port = {port}"));
     let p = Postern::start(dir, &conf);
 
@@ -113,6 +115,23 @@ fn the_example_shows_starttls_auth_and_log_search() {
         (s.contains("authenticated as customer") && s.contains("RCPT TO:<someone@elsewhere.test>"))
             .then_some(())
     });
+
+    // The console answers with its log-in form, and takes the example's admin.
+    let script = r#"
+import sys, urllib.parse, urllib.request, urllib.error
+base = sys.argv[1]
+print(urllib.request.urlopen(base + "/", timeout=20).status)
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+form = urllib.parse.urlencode({"user": "admin", "password": "example"}).encode()
+try:
+    urllib.request.build_opener(Stay).open(base + "/", data=form, timeout=20)
+except urllib.error.HTTPError as e:
+    print(e.code, e.headers["Location"])
+"#;
+    let out = python(script, &[&format!("http://127.0.0.1:{console}")]);
+    assert_eq!(out, "200\n303 /dashboard\n", "{out}");
 
     // The log file has every session; search finds them and says where it looked.
     let o = p.cli(&["log", "search", "elsewhere.test"]);
