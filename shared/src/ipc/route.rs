@@ -323,13 +323,8 @@ impl RouterClient {
         domain: &str,
     ) -> Result<RcptRoute, RouterError> {
         let key = crate::config::normalize_domain(domain);
-        let address = || {
-            let m = crate::smtp::Mailbox {
-                local: local.to_string(),
-                domain: String::new(),
-            };
-            format!("{}@{key}", m.unquoted_local().to_lowercase())
-        };
+        // The key aliases go by: the same address, whatever its spelling.
+        let address = || crate::alias::address_key(&format!("{local}@{key}"));
         let generation = match self.routes.lock() {
             Ok(cache) => {
                 let fresh = |k: &str| {
