@@ -35,6 +35,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use maud::Markup;
 use postern_shared::config::in_networks;
+use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::{Outcome, UpdaterReply, UpdaterRequest, WorkerRequest};
 use postern_shared::net::unmap;
 use postern_shared::smtp::secret_eq;
@@ -195,15 +196,9 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
             let status = shared
                 .ask_master(WorkerRequest::Status)
                 .await
-                .and_then(|a| {
-                    if Outcome::is_ok(&a) {
-                        Ok(
-                            String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
-                                .into_owned(),
-                        )
-                    } else {
-                        Err(Outcome::reason_in(&a).unwrap_or("refused").to_string())
-                    }
+                .and_then(ok_or_reason)
+                .map(|a| {
+                    String::from_utf8_lossy(a.body.as_deref().unwrap_or_default()).into_owned()
                 });
             page(&s, "Dashboard", "/dashboard", pages::dashboard(&status))
         }
@@ -258,13 +253,8 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                     sid: format!("console:{}@{ip}", s.user),
                 })
                 .await
-                .and_then(|a| {
-                    if Outcome::is_ok(&a) {
-                        Ok(())
-                    } else {
-                        Err(Outcome::reason_in(&a).unwrap_or("refused").to_string())
-                    }
-                });
+                .and_then(ok_or_reason)
+                .map(|_| ());
             page(&s, "Apply", "/apply", pages::apply(&s.csrf, Some(&result)))
         }
         (
@@ -335,6 +325,15 @@ async fn login(shared: &Shared, ip: IpAddr, user: &str, password: &str) -> Reply
         HeaderValue::from_str(&cookie).expect("a token is hex"),
     );
     r
+}
+
+/// The master's answer when it says `status=ok`, else its reason.
+fn ok_or_reason(a: Attrs) -> Result<Attrs, String> {
+    if Outcome::is_ok(&a) {
+        Ok(a)
+    } else {
+        Err(Outcome::reason_in(&a).unwrap_or("refused").to_string())
+    }
 }
 
 /// A page after login.
