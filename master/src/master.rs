@@ -562,15 +562,28 @@ fn worker_user(config: &Config) -> anyhow::Result<Option<nix::unistd::User>> {
     Ok(Some(u))
 }
 
-/// Creates a directory only the workers' user can read (the spool, the state).
+/// Makes `dir` a directory only the workers' user (and group) can read:
+/// the spool, the state. One that is already so (made by the package's
+/// tmpfiles.d, `postern:postern 0750`) is left alone: the master of the
+/// systemd unit has neither CAP_CHOWN nor CAP_FOWNER to touch it.
 fn private_dir(dir: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("chmod {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("reading {}", dir.display()))?;
+    if meta.mode() & 0o007 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("chmod {}", dir.display()))?;
+    }
     if let Some(u) = owner {
-        nix::unistd::chown(dir, Some(u.uid), Some(u.gid))
-            .with_context(|| format!("chown {} to {}", dir.display(), u.name))?;
+        if meta.uid() != u.uid.as_raw() || meta.gid() != u.gid.as_raw() {
+            nix::unistd::chown(dir, Some(u.uid), Some(u.gid)).with_context(|| {
+                format!(
+                    "chown {} to {} (make it theirs beforehand, as the package's tmpfiles.d does)",
+                    dir.display(),
+                    u.name
+                )
+            })?;
+        }
     }
     Ok(())
 }

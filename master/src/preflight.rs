@@ -76,6 +76,43 @@ pub fn problems(config: &Config) -> Vec<Problem> {
         }
     }
 
+    // Root with its capabilities limited (a systemd unit): say now what
+    // the workers would die of at their start.
+    if config
+        .process
+        .user
+        .as_deref()
+        .is_some_and(|n| !n.is_empty())
+        && nix::unistd::geteuid().is_root()
+    {
+        use postern_shared::runtime::worker::{
+            in_bounding_set, CHROOT_CAPABILITY, DROP_CAPABILITIES,
+        };
+        let missing: Vec<&str> = DROP_CAPABILITIES
+            .iter()
+            .filter(|(cap, _)| !in_bounding_set(*cap))
+            .map(|(_, name)| *name)
+            .collect();
+        if !missing.is_empty() {
+            bad(
+                "process.user",
+                format!(
+                    "starting the workers as this user needs {}, which this process can never have (not in its capability bounding set)",
+                    missing.join(", ")
+                ),
+            );
+        }
+        if !config.process.chroot.is_empty() && !in_bounding_set(CHROOT_CAPABILITY.0) {
+            bad(
+                "process.chroot",
+                format!(
+                    "chrooting smtpd needs {}, which this process can never have (not in its capability bounding set; under systemd, install the unit's chroot drop-in: docs/operations.md)",
+                    CHROOT_CAPABILITY.1
+                ),
+            );
+        }
+    }
+
     let p = &config.process;
     for (key, dir) in [
         ("process.run_dir", &p.run_dir),

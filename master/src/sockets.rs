@@ -50,7 +50,10 @@ pub fn bind_tcp(addr: SocketAddr) -> anyhow::Result<(OwnedFd, SocketAddr)> {
     Ok((fd, bound))
 }
 
-/// Binds a Unix stream socket at `path`, mode 0600, owned by `owner` when given.
+/// Binds a Unix stream socket at `path`: mode 0600, or, for the workers
+/// of `owner`, 0660 with its group. Only the group changes: the file's
+/// creator may give it a group it is in (the systemd unit runs the master
+/// with `Group=postern`) without CAP_CHOWN.
 pub fn bind_unix(path: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Result<OwnedFd> {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::remove_file(path) {
@@ -60,11 +63,17 @@ pub fn bind_unix(path: &Path, owner: Option<&nix::unistd::User>) -> anyhow::Resu
     }
     let l = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("cannot bind {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+    let mode = if owner.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {}", path.display()))?;
     if let Some(u) = owner {
-        nix::unistd::chown(path, Some(u.uid), Some(u.gid))
-            .with_context(|| format!("chown {} to {}", path.display(), u.name))?;
+        nix::unistd::chown(path, None, Some(u.gid)).with_context(|| {
+            format!(
+                "giving {} to the group of {} (the master needs CAP_CHOWN, or to run with that group)",
+                path.display(),
+                u.name
+            )
+        })?;
     }
     Ok(OwnedFd::from(l))
 }

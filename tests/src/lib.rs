@@ -551,10 +551,28 @@ impl Postern {
 
     /// As [`Postern::start`], with extra environment variables.
     pub fn start_with(dir: TempDir, config: &str, env: &[(&str, String)]) -> Postern {
+        Self::start_via(dir, config, env, &[])
+    }
+
+    /// As [`Postern::start_with`], the master started by the program and
+    /// arguments `via` (e.g. `setpriv` and its options), which run postern.
+    pub fn start_via(
+        dir: TempDir,
+        config: &str,
+        env: &[(&str, String)],
+        via: &[String],
+    ) -> Postern {
         let conf = dir.path("postern.toml");
         fs::write(&conf, config).expect("write config");
         let log = fs::File::create(dir.path("postern.log")).expect("log file");
-        let mut cmd = Command::new(bin("postern"));
+        let mut cmd = match via.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin("postern"));
+                c
+            }
+            None => Command::new(bin("postern")),
+        };
         cmd.arg("-c")
             .arg(&conf)
             .arg("start")

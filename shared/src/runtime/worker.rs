@@ -482,7 +482,16 @@ fn drop_privileges(config: &Config, opts: Options) -> anyhow::Result<bool> {
     // Nothing this process or a program it might run could ever hold a
     // capability again: the bounding set goes before the user changes
     // (dropping needs CAP_SETPCAP, which root has until then).
-    let dropped = drop_bounding_set().context("emptying the capability bounding set")?;
+    let dropped = drop_bounding_set().with_context(|| {
+        format!(
+            "emptying the capability bounding set (needs CAP_SETPCAP{})",
+            if std::env::var_os("INVOCATION_ID").is_some() {
+                ": add it to the unit's CapabilityBoundingSet="
+            } else {
+                ""
+            }
+        )
+    })?;
     setgroups(&[u.gid]).context("setgroups")?;
     setgid(u.gid).context("setgid")?;
     setuid(u.uid).context("setuid")?;
@@ -495,6 +504,24 @@ fn drop_privileges(config: &Config, opts: Options) -> anyhow::Result<bool> {
         u.gid
     );
     Ok(chrooted)
+}
+
+/// Capabilities (numbers of linux/capability.h) the master needs in its
+/// bounding set to start its workers as `process.user`: change user and
+/// group, and empty the workers' own bounding set.
+pub const DROP_CAPABILITIES: [(u32, &str); 3] =
+    [(7, "CAP_SETUID"), (6, "CAP_SETGID"), (8, "CAP_SETPCAP")];
+/// … and to chroot smtpd (`process.chroot`).
+pub const CHROOT_CAPABILITY: (u32, &str) = (18, "CAP_SYS_CHROOT");
+
+/// Whether capability `cap` is in this process's bounding set
+/// (`PR_CAPBSET_READ`): a process started without it (a systemd unit's
+/// `CapabilityBoundingSet=`) can never use it, even as root.
+#[allow(unsafe_code)]
+pub fn in_bounding_set(cap: u32) -> bool {
+    // SAFETY: prctl with PR_CAPBSET_READ takes two integers and touches
+    // no memory of ours.
+    unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) == 1 }
 }
 
 /// Removes every capability from the bounding set (`PR_CAPBSET_DROP`, up
