@@ -732,7 +732,27 @@ fn connection_limits_hold_across_smtpd_processes() {
         );
         c
     };
-    let mut held = vec![counted("127.0.0.9"), counted("127.0.0.9")];
+    // Each of the two held sessions on its own process: the other one is
+    // stopped (SIGSTOP) while it connects, so it cannot accept it.
+    let smtpd = p.pids_of("postern-smtpd");
+    assert_eq!(smtpd.len(), 2, "two smtpd processes by default");
+    let on = |pid: i32| {
+        let other = nix::unistd::Pid::from_raw(*smtpd.iter().find(|&&o| o != pid).expect("other"));
+        nix::sys::signal::kill(other, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+        let c = counted("127.0.0.9");
+        nix::sys::signal::kill(other, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+        c
+    };
+    let mut held = vec![on(smtpd[0]), on(smtpd[1])];
+    let log = p.log();
+    for pid in &smtpd {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("postern-smtpd[{pid}]: "))
+                    && l.contains("accepted connection from 127.0.0.9")),
+            "no session of 127.0.0.9 on smtpd {pid}:\n{log}"
+        );
+    }
     let refused = Raw::connect_raw_from("127.0.0.9", p.addr);
     assert!(
         refused.starts_with("421 4.7.0") && refused.contains("too many connections from 127.0.0.9"),

@@ -9,7 +9,11 @@ fn one_customer(tag: &str) -> (Postern, RecordingBackend) {
     let dir = TempDir::new(tag);
     let conf = config_text(
         &dir,
-        &server_block("Customer One", one.port(), &["one.test"]),
+        &server_block(
+            "Customer One",
+            one.port(),
+            &["one.test", "held0.test", "held1.test", "held2.test"],
+        ),
     );
     (Postern::start(dir, &conf), one)
 }
@@ -348,11 +352,9 @@ fn smtpd_can_run_chrooted_and_still_reach_the_router() {
     assert_eq!(one.wait_messages(1).len(), 1);
 }
 
-/// `postern restart smtpd` during a stream of sessions fails none of them.
-#[test]
-fn restarting_smtpd_during_a_stream_of_sessions_fails_none() {
-    let (p, one) = one_customer("sup-restart");
-    let before = p.pids_of("postern-smtpd");
+/// `n` sequential smtplib sessions, one mail each to `u<i>@one.test`, in a
+/// thread; the thread's result ends with `failures: N`.
+fn stream_of_sessions(addr: std::net::SocketAddr, n: usize) -> std::thread::JoinHandle<String> {
     let script = r#"
 import smtplib, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -366,14 +368,69 @@ for i in range(n):
         print("failed", i, repr(e))
 print("failures:", failed)
 "#;
-    let addr = p.addr;
-    let stream = std::thread::spawn(move || {
+    let n = n.to_string();
+    std::thread::spawn(move || {
         python(
             script,
-            &[&addr.ip().to_string(), &addr.port().to_string(), "300"],
+            &[&addr.ip().to_string(), &addr.port().to_string(), &n],
         )
-    });
+    })
+}
+
+/// Sessions opened and left in the middle of a transaction (after MAIL).
+fn held_sessions(p: &Postern, n: usize) -> Vec<Raw> {
+    (0..n)
+        .map(|_| {
+            let mut s = Raw::connect(p.addr);
+            assert!(s.cmd("EHLO held.example").starts_with("250"));
+            assert!(s.cmd("MAIL FROM:<held@example.org>").starts_with("250"));
+            s
+        })
+        .collect()
+}
+
+/// Finishes a held session: its recipient (a route lookup: smtpd has
+/// not seen `held<i>.test` yet), its message.
+fn finish(mut s: Raw, i: usize) {
+    let rcpt = s.cmd(&format!("RCPT TO:<someone@held{i}.test>"));
+    assert!(rcpt.starts_with("250"), "held session {i}: {rcpt}");
+    assert!(s.cmd("DATA").starts_with("354"));
+    let done = s.cmd(&format!("Subject: held {i}\r\n\r\nbody\r\n."));
+    assert!(done.starts_with("250"), "held session {i}: {done}");
+    assert!(s.cmd("QUIT").starts_with("221"));
+}
+
+/// The recipients the backend received, each once.
+fn received_once(one: &RecordingBackend, n: usize) -> Vec<String> {
+    let got = one.wait_messages(n);
+    let mut rcpts: Vec<String> = got
+        .iter()
+        .flat_map(|m| {
+            m.commands
+                .iter()
+                .filter(|c| c.starts_with("RCPT TO:"))
+                .cloned()
+        })
+        .collect();
+    assert_eq!(rcpts.len(), n, "{rcpts:?}");
+    rcpts.sort();
+    let before = rcpts.len();
+    rcpts.dedup();
+    assert_eq!(rcpts.len(), before, "a message delivered twice");
+    rcpts
+}
+
+/// `postern restart smtpd` in the middle of a stream of sessions, with
+/// sessions open inside a transaction: the restart happens while sessions
+/// run (the stream has not finished when it returns), the open sessions
+/// finish on the old processes, the stream on the new ones; none fails.
+#[test]
+fn restarting_smtpd_during_a_stream_of_sessions_fails_none() {
+    let (p, one) = one_customer("sup-restart");
+    let before = p.pids_of("postern-smtpd");
+    let stream = stream_of_sessions(p.addr, 300);
     one.wait_messages(5);
+    let held = held_sessions(&p, 3);
     let out = p.cli(&["restart", "smtpd"]);
     assert!(
         out.status.success(),
@@ -381,36 +438,165 @@ print("failures:", failed)
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("smtpd restarted (2 process(es))"));
+    let at_restart = one.messages().len();
+    assert!(
+        at_restart < 300,
+        "the stream ended before the restart: {at_restart} mails"
+    );
+    // The old processes wait for their open sessions.
+    assert!(
+        before.iter().all(|pid| alive(*pid)),
+        "an old smtpd left its sessions"
+    );
+    for (i, s) in held.into_iter().enumerate() {
+        finish(s, i);
+    }
     let result = stream.join().expect("client thread");
     assert!(result.contains("failures: 0"), "{result}");
-    assert_eq!(one.wait_messages(300).len(), 300);
+    received_once(&one, 303);
     let after = wait_for("the old smtpd processes to finish", || {
         let now = p.pids_of("postern-smtpd");
         (now.len() == 2 && before.iter().all(|b| !now.contains(b) && !alive(*b))).then_some(now)
     });
     assert_eq!(after.len(), 2);
+    // Sessions after the restart were served by the new processes.
+    let log = p.log();
+    assert!(
+        after
+            .iter()
+            .any(|pid| log.contains(&format!("postern-smtpd[{pid}]: INFO sid="))),
+        "no session on the new processes"
+    );
 }
 
+/// `postern restart router` while sessions run: those in a transaction
+/// ask for their recipient's route after the restart, a stream of sessions
+/// runs through it; every recipient is routed and delivered once.
 #[test]
-fn restarting_the_router_or_the_updater_keeps_mail_flowing() {
-    let (p, one) = one_customer("sup-restart-others");
-    for worker in ["router", "updater"] {
-        let program = format!("postern-{worker}");
-        let before = p.pids_of(&program);
-        let out = p.cli(&["restart", worker]);
-        assert!(
-            out.status.success(),
-            "{worker}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_for(&format!("a new {worker}"), || {
-            let now = p.pids_of(&program);
-            (now.len() == 1 && now[0] != before[0] && !alive(before[0])).then_some(())
-        });
-        let (out, ok) = swaks(p.addr, &["--from", "a@example.org", "--to", "u@one.test"]);
-        assert!(ok, "{worker}: {out}");
+fn restarting_the_router_keeps_sessions_and_a_stream_going() {
+    let (p, one) = one_customer("sup-restart-router");
+    let before = p.pids_of("postern-router");
+    let stream = stream_of_sessions(p.addr, 300);
+    one.wait_messages(5);
+    let held = held_sessions(&p, 3);
+    let out = p.cli(&["restart", "router"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let at_restart = one.messages().len();
+    assert!(
+        at_restart < 300,
+        "the stream ended before the restart: {at_restart} mails"
+    );
+    let new = wait_for("the old router to end", || {
+        let now = p.pids_of("postern-router");
+        (now.len() == 1 && now[0] != before[0] && !alive(before[0])).then_some(now[0])
+    });
+    for (i, s) in held.into_iter().enumerate() {
+        finish(s, i);
     }
-    assert_eq!(one.wait_messages(2).len(), 2);
+    let result = stream.join().expect("client thread");
+    assert!(result.contains("failures: 0"), "{result}");
+    received_once(&one, 303);
+    let log = p.log();
+    for i in 0..3 {
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&format!("postern-router[{new}]"))
+                    && l.contains(&format!("route held{i}.test -> Customer One"))),
+            "held{i} was not routed by the new router (pid {new}):\n{}",
+            log.lines()
+                .filter(|l| l.contains("held") || l.contains("postern-router["))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+/// `postern restart updater` while an update mail waits for it: the
+/// running updater is stopped (SIGSTOP) so that smtpd's request waits in
+/// updater.sock's backlog; the restart stops it and starts its successor;
+/// the waiting client gets its 250 and every server its copy, once.
+#[test]
+fn restarting_the_updater_serves_the_request_waiting_in_its_backlog() {
+    let one = RecordingBackend::start();
+    let two = RecordingBackend::start();
+    let dir = TempDir::new("sup-restart-updater");
+    let conf = config_text(
+        &dir,
+        &(server_block("One", one.port(), &["one.test"])
+            + &server_block("Two", two.port(), &["two.test"])),
+    )
+    .replace(
+        "hostname = ",
+        "update_address = \"update@mx.postern.test\"\nhostname = ",
+    );
+    let p = Postern::start(dir, &conf);
+    let old = p.pids_of("postern-updater");
+    assert_eq!(old.len(), 1);
+    kill(Pid::from_raw(old[0]), Signal::SIGSTOP).expect("SIGSTOP");
+    let addr = p.addr;
+    let client = std::thread::spawn(move || {
+        swaks(
+            addr,
+            &[
+                "--from",
+                "admin@example.net",
+                "--to",
+                "update@mx.postern.test",
+                "--header",
+                "Subject: patch",
+            ],
+        )
+    });
+    let sock = p.dir.path("run/updater.sock");
+    wait_for(
+        "the update request to wait in updater.sock's backlog",
+        || {
+            let out = std::process::Command::new("ss")
+                .args(["-xlnH", "src"])
+                .arg(&sock)
+                .output()
+                .expect("ss (iproute2)");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            // Netid State Recv-Q …: Recv-Q is the backlog of a listener.
+            let queued: usize = text
+                .split_whitespace()
+                .nth(2)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            (queued >= 1).then_some(())
+        },
+    );
+    let out = p.cli(&["restart", "updater"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill(Pid::from_raw(old[0]), Signal::SIGCONT).expect("SIGCONT");
+    let (said, ok) = client.join().expect("client");
+    assert!(ok && said.contains("250 2.0.0"), "{said}\n{}", p.log());
+    wait_for("a new updater", || {
+        let now = p.pids_of("postern-updater");
+        (now.len() == 1 && now[0] != old[0] && !alive(old[0])).then_some(())
+    });
+    for backend in [&one, &two] {
+        assert_eq!(backend.wait_messages(1).len(), 1);
+    }
+    // Done with: nothing left to send, and nothing was sent twice.
+    wait_for("the update queue to empty", || {
+        let out = p.cli(&["queue"]);
+        (String::from_utf8_lossy(&out.stdout) == "the update queue is empty\n").then_some(())
+    });
+    assert_eq!(
+        (one.messages().len(), two.messages().len()),
+        (1, 1),
+        "a copy delivered twice"
+    );
+
     let bad = p.cli(&["restart", "everything"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("smtpd, router, updater or web"));
