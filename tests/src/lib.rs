@@ -91,6 +91,21 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Polls `f` every 20 ms until it is true (returns true) or `limit` has
+/// passed (returns false): for a condition the test reports itself.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A port with nothing listening on it (bound on every address, then
 /// released), for a listener or a backend a test starts later, or one that
 /// stays down. It is taken below the kernel's ephemeral range (32768 and

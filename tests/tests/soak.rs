@@ -332,13 +332,17 @@ print("queued")
     let strays: Vec<_> = got.keys().filter(|id| !outcome.contains_key(*id)).collect();
     assert!(strays.is_empty(), "delivered, never sent: {strays:?}");
 
-    // Back to the level before the load.
-    std::thread::sleep(Duration::from_secs(3));
-    let (fds, rss) = footprint(&p);
+    // Back to the level before the load, once the last sessions and
+    // backend connections have closed (within 20 s).
+    let mut last = (0, 0);
+    let back = wait_until(Duration::from_secs(20), || {
+        last = footprint(&p);
+        last.0 <= base_fds + 10 && last.1 <= base_rss * 3 / 2 + 20_000
+    });
+    let (fds, rss) = last;
     println!("descriptors {base_fds} → {fds}, memory {base_rss} kB → {rss} kB");
-    assert!(fds <= base_fds + 10, "descriptors {base_fds} → {fds}");
     assert!(
-        rss <= base_rss * 3 / 2 + 20_000,
-        "memory {base_rss} kB → {rss} kB"
+        back,
+        "descriptors {base_fds} → {fds}, memory {base_rss} kB → {rss} kB"
     );
 }

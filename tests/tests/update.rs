@@ -410,28 +410,26 @@ fn restart_at_runs_once_at_its_time_and_never_twice_across_restarts() {
     let dir = TempDir::new("upd-at");
     let marks = dir.path("restarts.log");
     let conf = update_config(&dir, &server("A", a.port(), "a.test", Some(&marks), ""), "");
-    let mut p = Postern::start(dir, &conf);
-    // The next minute, in local time (the directive's resolution is a minute);
-    // too close to the boundary, the checks below could not see it still
-    // scheduled: then start from the next minute.
-    let second: u64 = String::from_utf8_lossy(
-        &std::process::Command::new("date")
-            .arg("+%S")
-            .output()
-            .expect("date")
-            .stdout,
-    )
-    .trim()
-    .parse()
-    .expect("seconds");
-    if second >= 50 {
-        std::thread::sleep(Duration::from_secs(61 - second));
-    }
+    // The directive's resolution is a minute of local time. Rather than
+    // wait up to a minute for the next one, the processes get a time zone
+    // (a POSIX TZ string, offset in seconds) in which the next minute
+    // starts 8 s from now.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let offset = (52 + 60 - now % 60) % 60;
+    let tz = format!("TST-0:00:{offset:02}");
+    let next = (now + offset) / 60 * 60 + 60;
+    let mut p = Postern::start_with(dir, &conf, &[("TZ", tz.clone())]);
     let out = std::process::Command::new("date")
-        .args(["-d", "+1 minute", "+%Y%m%d%H%M"])
+        .args(["-u", "-d"])
+        .arg(format!("@{next}"))
+        .arg("+%Y%m%d%H%M")
         .output()
         .expect("date");
     let stamp = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let due = std::time::UNIX_EPOCH + Duration::from_secs(next - offset);
     send_update(
         &p,
         &format!(
@@ -448,16 +446,14 @@ fn restart_at_runs_once_at_its_time_and_never_twice_across_restarts() {
         "{listing}"
     );
     assert!(lines(&marks).is_empty(), "not before its time");
-    // Wait for it (up to a minute and a bit).
-    let start = std::time::Instant::now();
-    while lines(&marks).is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(75),
-            "the restart did not run\n{}",
-            p.log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for("the restart at its time", || {
+        (!lines(&marks).is_empty()).then_some(())
+    });
+    let ran = std::time::SystemTime::now();
+    assert!(
+        ran >= due && ran < due + Duration::from_secs(5),
+        "due at {due:?}, ran at {ran:?}"
+    );
     assert_eq!(lines(&marks), ["A"]);
     p.wait_log("restart of A: exit status 0");
     // Stop postern and start it again on the same state: nothing runs twice.
@@ -467,7 +463,7 @@ fn restart_at_runs_once_at_its_time_and_never_twice_across_restarts() {
         &mut p.dir,
         TempDir::new("upd-at-placeholder"),
     ));
-    let p2 = Postern::start(dir, &conf);
+    let p2 = Postern::start_with(dir, &conf, &[("TZ", tz)]);
     // `postern restarts` is answered after the updater's first look at the schedule.
     let listing = cli(&p2, &["restarts"]);
     assert!(
