@@ -695,3 +695,60 @@ fn a_session_in_a_private_journal() {
     // With journald, nothing goes to stderr: systemd would store it twice.
     assert_eq!(read(&dir.path("stderr")), "");
 }
+
+/// `journald = "auto"` (the default): the journal when started by systemd
+/// (`INVOCATION_ID`, as systemd sets it, and the journal's socket exists),
+/// stderr otherwise, each line in one place only.
+#[test]
+fn journald_auto_logs_to_the_journal_only_under_systemd() {
+    let journal = PrivateJournal::start();
+    let one = RecordingBackend::start();
+    let start = |tag: &str, under_systemd: bool| {
+        let dir = TempDir::new(tag);
+        let port = closed_port();
+        let conf = format!(
+            "{}\n[log]\njournald = \"auto\"\n",
+            config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        )
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let conf_path = dir.path("postern.toml");
+        std::fs::write(&conf_path, conf).expect("write config");
+        let stderr = std::fs::File::create(dir.path("stderr")).expect("stderr file");
+        let mut cmd = journal.command(&bin("postern"));
+        cmd.arg("-c")
+            .arg(&conf_path)
+            .arg("start")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("INVOCATION_ID")
+            .stdin(Stdio::null())
+            .stdout(stderr.try_clone().expect("clone"))
+            .stderr(stderr);
+        if under_systemd {
+            cmd.env("INVOCATION_ID", "0123456789abcdef0123456789abcdef");
+        }
+        let child = ChildGuard(cmd.spawn().expect("nsenter postern"));
+        (child, dir, format!("listening on 127.0.0.1:{port}"))
+    };
+    let in_journal = |needle: &str| {
+        journal
+            .json(&["SYSLOG_IDENTIFIER=postern"])
+            .iter()
+            .any(|e| e.contains(needle))
+    };
+
+    let (_a, a_dir, a_line) = start("logs-auto-systemd", true);
+    wait_for("postern under systemd, in the journal", || {
+        in_journal("ready: router and").then_some(())
+    });
+    assert!(in_journal(&a_line), "{a_line}");
+    assert_eq!(read(&a_dir.path("stderr")), "");
+
+    let (_b, b_dir, b_line) = start("logs-auto-shell", false);
+    wait_for("postern from a shell, on stderr", || {
+        read(&b_dir.path("stderr"))
+            .contains("ready: router and")
+            .then_some(())
+    });
+    assert!(read(&b_dir.path("stderr")).contains(&b_line));
+    assert!(!in_journal(&b_line), "{b_line} reached the journal");
+}

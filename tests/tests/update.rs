@@ -601,3 +601,69 @@ fn a_5xx_fails_a_copy_for_good_and_a_4xx_is_retried_ever_later() {
         "{refused}"
     );
 }
+
+/// `restart spamwars now` waits for the server's copy: while the server is
+/// down the copy is deferred and nothing restarts it; once the copy is
+/// delivered, the restart runs.
+#[test]
+fn a_restart_waits_for_the_servers_copy_to_be_delivered() {
+    let port = closed_port();
+    let dir = TempDir::new("upd-after");
+    let marks = dir.path("restarts.log");
+    let conf = update_config(&dir, &server("A", port, "a.test", Some(&marks), ""), "");
+    let p = Postern::start(dir, &conf);
+    let id = send_update(&p, "Subject: patch\r\n\r\nrestart spamwars now\r\n");
+    p.wait_log_count(&format!("update {id} to A deferred"), 2);
+    assert!(
+        lines(&marks).is_empty(),
+        "restarted before its copy arrived"
+    );
+    let a = RecordingBackend::start_on(port);
+    a.wait_messages(1);
+    wait_for("the restart", || (!lines(&marks).is_empty()).then_some(()));
+    assert_eq!(lines(&marks), ["A"]);
+    let restarted = p.wait_log("restart of A: exit status 0");
+    let log = p.log();
+    let delivered = log
+        .find(&format!("update {id} delivered to A"))
+        .unwrap_or_else(|| panic!("no delivery line:\n{log}"));
+    let restart = log.find(&restarted).expect("the restart line");
+    assert!(
+        restart > delivered,
+        "restart logged before the delivery:\n{log}"
+    );
+}
+
+/// An update mail the updater cannot write to its spool gets `451 4.3.0`
+/// (the client keeps it and retries), never a 250.
+#[test]
+fn an_update_that_cannot_be_stored_gets_451_4_3_0() {
+    let a = RecordingBackend::start();
+    let dir = TempDir::new("upd-nospool");
+    let conf = update_config(&dir, &server("A", a.port(), "a.test", None, ""), "");
+    let p = Postern::start(dir, &conf);
+    // The spool goes away under the running updater (a disk unmounted, a
+    // directory removed by mistake).
+    std::fs::rename(p.dir.path("run/spool"), p.dir.path("run/spool.gone")).expect("rename");
+    let file = p.dir.path("update.eml");
+    std::fs::write(&file, "Subject: lost?\r\n\r\nupdate\r\n").expect("body");
+    let (out, ok) = swaks(
+        p.addr,
+        &[
+            "--from",
+            "admin@example.net",
+            "--to",
+            UPDATE,
+            "--data",
+            file.to_str().expect("utf8"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("<** 451 4.3.0 "), "{out}");
+    println!(
+        "{}",
+        out.lines().find(|l| l.contains("451")).unwrap_or_default()
+    );
+    assert!(!out.contains("queued as"), "{out}");
+    assert!(a.messages().is_empty());
+}

@@ -34,6 +34,17 @@ pub(super) const THROTTLE_MIN: Duration = Duration::from_secs(1);
 /// Longest throttle delay (Postfix's `service_throttle_time`).
 pub(super) const THROTTLE_MAX: Duration = Duration::from_secs(60);
 
+/// The delay before restarting a worker that died, after `last`: none if
+/// it ran [`STARTUP_GRACE`], else 1 s doubling at each quick death up to
+/// 60 s.
+fn next_throttle(last: Duration, quick: bool) -> Duration {
+    if quick {
+        (last * 2).clamp(THROTTLE_MIN, THROTTLE_MAX)
+    } else {
+        Duration::ZERO
+    }
+}
+
 /// What a slot is doing. Each state has one word ([`SlotState::word`]),
 /// the same in `postern status`, in the `worker=` answers the router's
 /// metrics ask for, and in the logs.
@@ -271,11 +282,7 @@ impl Master {
             _ => {}
         }
         let quick = slot.started.elapsed() < STARTUP_GRACE;
-        slot.throttle = if quick {
-            (slot.throttle * 2).clamp(THROTTLE_MIN, THROTTLE_MAX)
-        } else {
-            Duration::ZERO
-        };
+        slot.throttle = next_throttle(slot.throttle, quick);
         slot.restarts += 1;
         slot.state = SlotState::Restarting(Instant::now() + slot.throttle);
         if quick {
@@ -384,5 +391,23 @@ pub(super) async fn worker_reader(
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_throttle_doubles_from_1_s_to_60_s_and_resets_after_a_good_run() {
+        let mut delay = Duration::ZERO;
+        let mut seen = Vec::new();
+        for _ in 0..9 {
+            delay = next_throttle(delay, true);
+            seen.push(delay.as_secs());
+        }
+        assert_eq!(seen, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(next_throttle(delay, false), Duration::ZERO);
+        assert_eq!(next_throttle(Duration::ZERO, true), THROTTLE_MIN);
     }
 }
