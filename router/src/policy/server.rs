@@ -21,7 +21,7 @@
 //! `client_name` (`unknown` when it has none).
 //!
 //! A malformed request (no `=`, a NUL byte, a line over [`MAX_LINE`] bytes,
-//! more than [`MAX_ATTRIBUTES`] attributes, another `request=`, no
+//! more than [`postfix::MAX_ATTRIBUTES`] attributes, another `request=`, no
 //! `client_address`) gets no answer: a warning is logged and the connection
 //! closed, as the protocol asks. A connection idle for [`IDLE`], or a
 //! request not finished within it, is closed too: memory and time per
@@ -36,11 +36,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 
 use crate::Shared;
 
-/// Longest attribute line accepted (Postfix's longest, certificate
-/// subjects, stay well below).
-pub const MAX_LINE: usize = 4096;
-/// Most attributes in one request (Postfix 3.12 sends about 40).
-pub const MAX_ATTRIBUTES: usize = 200;
+use postfix::MAX_LINE;
 /// How long a connection may stay silent, or take over one request.
 pub const IDLE: Duration = Duration::from_secs(300);
 
@@ -56,8 +52,8 @@ enum Bad {
 /// Reads one request: `Ok(None)` at a clean end of the connection.
 async fn read_request<R: AsyncRead + Unpin>(
     r: &mut BufReader<R>,
-) -> Result<Option<Vec<(String, String)>>, Bad> {
-    let mut attrs = Vec::new();
+) -> Result<Option<postfix::Attributes>, Bad> {
+    let mut reader = postfix::RequestReader::new();
     let mut line = Vec::with_capacity(128);
     loop {
         line.clear();
@@ -68,7 +64,7 @@ async fn read_request<R: AsyncRead + Unpin>(
             .await
             .map_err(|_| Bad::Gone)?;
         if n == 0 {
-            return if attrs.is_empty() {
+            return if reader.between_requests() {
                 Ok(None)
             } else {
                 Err(Bad::Gone)
@@ -82,80 +78,15 @@ async fn read_request<R: AsyncRead + Unpin>(
             });
         }
         line.pop();
-        if line.last() == Some(&b'\r') {
-            line.pop();
-        }
-        if line.is_empty() {
-            if attrs.is_empty() {
-                return Err(Bad::Malformed("an empty request".into()));
-            }
+        if let Some(attrs) = reader.line(&line).map_err(Bad::Malformed)? {
             return Ok(Some(attrs));
         }
-        if line.contains(&0) {
-            return Err(Bad::Malformed("a NUL byte".into()));
-        }
-        let text = String::from_utf8(line.clone())
-            .map_err(|_| Bad::Malformed("a line that is not UTF-8".into()))?;
-        let Some((name, value)) = text.split_once('=') else {
-            return Err(Bad::Malformed(format!(
-                "a line without '=': {:?}",
-                truncate(&text)
-            )));
-        };
-        if attrs.len() == MAX_ATTRIBUTES {
-            return Err(Bad::Malformed(format!(
-                "more than {MAX_ATTRIBUTES} attributes"
-            )));
-        }
-        attrs.push((name.to_string(), value.to_string()));
     }
 }
 
-fn truncate(s: &str) -> &str {
-    match s.char_indices().nth(60) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// The query a request asks, or `None` when nothing is to be judged (not
-/// the RCPT state). `Err`: a malformed request.
+/// [`postfix::query_of`], its refusal a malformed request.
 fn query_of(attrs: &[(String, String)]) -> Result<Option<Query>, Bad> {
-    let get = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    if get(postfix::REQUEST) != Some(postfix::POLICY) {
-        return Err(Bad::Malformed(format!(
-            "request={:?}, not smtpd_access_policy",
-            get(postfix::REQUEST).unwrap_or("")
-        )));
-    }
-    let client = get("client_address")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| Bad::Malformed("no valid client_address".into()))?;
-    let recipient = get("recipient").unwrap_or("");
-    if !get("protocol_state")
-        .unwrap_or("")
-        .eq_ignore_ascii_case("RCPT")
-        || recipient.is_empty()
-    {
-        return Ok(None);
-    }
-    let sid = match (get("queue_id").filter(|q| !q.is_empty()), get("instance")) {
-        (Some(q), _) => format!("postfix-{q}"),
-        (None, Some(i)) => format!("postfix-{i}"),
-        (None, None) => "postfix".into(),
-    };
-    Ok(Some(Query {
-        sid,
-        client,
-        client_name: get("client_name")
-            .filter(|n| !n.is_empty() && *n != "unknown")
-            .map(str::to_string),
-        helo: get("helo_name").map(str::to_string),
-        sender: get("sender").unwrap_or("").to_string(),
-        recipient: recipient.to_string(),
-        improper_pipelining: false,
-        dry: false,
-    }))
+    postfix::query_of(attrs).map_err(Bad::Malformed)
 }
 
 /// The action line for a verdict.

@@ -39,6 +39,7 @@ mod control;
 pub mod mux;
 pub mod oneshot;
 pub mod policy;
+pub mod postfix;
 pub mod proto;
 mod reply;
 pub mod route;
@@ -230,15 +231,6 @@ verbs! {
         /// Replace a worker's processes (`postern restart WORKER`).
         Restart = "restart",
     }
-}
-
-/// Postfix's SMTPD access policy delegation, which the router's policy
-/// server speaks: its requests are `request=smtpd_access_policy`.
-pub mod postfix {
-    /// The attribute that names a Postfix policy request.
-    pub const REQUEST: &str = super::REQUEST;
-    /// The only request of the policy delegation protocol.
-    pub const POLICY: &str = "smtpd_access_policy";
 }
 
 /// A request: `request=<verb>`, the other attributes to be added.
