@@ -60,9 +60,11 @@ pub fn access(
             return refuse(format!("keep-until {k:?} is not a date such as 2027-01-31"));
         }
         let user = peer_name(peer_uid);
-        // The CLI says who ran it; the socket's peer says which account did.
+        // The CLI says who ran it; the socket's peer says which account did
+        // (unless it is postern's own: the console says its login).
+        let own = peer_uid == Some(nix::unistd::getuid().as_raw());
         let added_by = match (by.filter(|b| !b.is_empty()), user) {
-            (Some(by), Some(u)) if by != u => format!("{by} (as {u})"),
+            (Some(by), Some(u)) if by != u && !own => format!("{by} (as {u})"),
             (Some(by), _) => by,
             (None, Some(u)) => u,
             (None, None) => "unknown".to_string(),
@@ -82,11 +84,14 @@ pub fn access(
     match result {
         Ok(()) => {
             tracing::info!(
-                "access lists: {} {} {} {}",
+                "access lists: {} {} {} {}{}",
                 if removing { "removed" } else { "added" },
                 action_word,
                 method_word,
-                pattern_word
+                pattern_word,
+                peer_name(peer_uid)
+                    .map(|u| format!(" (asked by account {u})"))
+                    .unwrap_or_default()
             );
             reply(Outcome::Ok)
         }

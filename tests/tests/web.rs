@@ -438,3 +438,267 @@ fn the_update_queue_page_lists_flushes_and_deletes_as_postern_queue_does() {
         "queue delete {id} asked by admin from 127.0.0.1 (the console)"
     ));
 }
+
+/// Postern with the console, the policy on for loopback clients (with
+/// greylisting, 1 s, when asked), and its backend.
+fn policy_console(tag: &str, web: SocketAddr, greylist: bool) -> (Postern, RecordingBackend) {
+    let one = RecordingBackend::start();
+    let dir = TempDir::new(tag);
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("hostname = ", &format!("{ADMIN}hostname = "))
+        + &format!("\n[web]\nlisten = [\"{web}\"]\n\n[policy]\nskip_networks = []\n")
+        + if greylist {
+            "\n[greylist]\nenabled = true\ndelay = \"1s\"\n"
+        } else {
+            ""
+        };
+    (Postern::start(dir, &conf), one)
+}
+
+/// The row of an HTML table holding `needle` (from after `<tr` to `</tr>`).
+fn row_with<'a>(body: &'a str, needle: &str) -> Option<&'a str> {
+    body.split("<tr")
+        .skip(1)
+        .map(|r| r.split("</tr>").next().unwrap_or(r))
+        .find(|r| r.contains(needle))
+}
+
+#[test]
+fn the_access_lists_page_adds_edits_tests_and_deletes_as_postern_access_does() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, one) = policy_console("web-access", web, false);
+    let run = local(format!("http://{web}"));
+    let login = r#"{"user":"admin","password":"s3cret"}"#;
+    let add = r#"{"csrf":"$CSRF","action":"reject","method":"from","pattern":"spam@bad.test","comment":"<script>alert(1)</script> & co","keep_until":"2020-01-31"}"#;
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", login),
+            ("GET", "/access", ""),
+            ("POST", "/access/save", add),
+            (
+                "POST",
+                "/access/save",
+                r#"{"csrf":"$CSRF","action":"reject","method":"connect","pattern":"10.0.0.0/99","comment":"kept"}"#,
+            ),
+            (
+                "POST",
+                "/access/save",
+                r#"{"csrf":"$CSRF","action":"reject","method":"from","pattern":"x@y.test","keep_until":"31/01/2027"}"#,
+            ),
+            ("POST", "/access/save", add),
+            (
+                "GET",
+                "/access?client=127.0.0.5&helo=&from=spam%40bad.test&to=u%40one.test",
+                "",
+            ),
+            (
+                "POST",
+                "/access/save",
+                r#"{"action":"reject","method":"from","pattern":"sneaky@bad.test"}"#,
+            ),
+        ],
+    );
+    assert_eq!(a[1].status, 200);
+    assert!(a[1].body.contains("No entry."), "{}", a[1].body);
+    // Added: the row, escaped, marked past its keep-until, by the login.
+    assert_eq!(a[2].status, 200, "{}", a[2].body);
+    assert!(a[2].body.contains("Added: reject from spam@bad.test."));
+    let row = row_with(&a[2].body, "spam@bad.test").expect("the new row");
+    assert!(row.starts_with(" class=\"expired\""), "{row}");
+    assert!(
+        row.contains("&lt;script&gt;alert(1)&lt;/script&gt; &amp; co"),
+        "{row}"
+    );
+    assert!(!a[2].body.contains("<script>"));
+    assert!(row.contains("<td>admin (console)</td>"), "{row}");
+    assert!(row.contains("2020-01-31 (past: review it)"), "{row}");
+    // A bad pattern: the form again, the error next to the field, what was
+    // typed kept.
+    assert_eq!(a[3].status, 400);
+    let pattern_label = a[3]
+        .body
+        .split("<label>")
+        .find(|l| l.starts_with("Pattern "))
+        .expect("the pattern field");
+    assert!(
+        pattern_label.contains("value=\"10.0.0.0/99\""),
+        "{pattern_label}"
+    );
+    assert!(
+        pattern_label.contains("<span class=\"field-error\">"),
+        "{pattern_label}"
+    );
+    assert!(a[3].body.contains("value=\"kept\""));
+    let date_label = a[4]
+        .body
+        .split("<label>")
+        .find(|l| l.starts_with("Keep until "))
+        .expect("the keep-until field");
+    assert_eq!(a[4].status, 400);
+    assert!(
+        date_label.contains("is not a date such as 2027-01-31"),
+        "{date_label}"
+    );
+    // A duplicate: the router's reason, at the top of the form.
+    assert_eq!(a[5].status, 400);
+    assert!(a[5].body.contains("<p class=\"error\">"), "{}", a[5].body);
+    // The test form: the router's verdict for that sender.
+    assert!(
+        a[6].body.contains("reject\nreply: 554 5.7.1"),
+        "{}",
+        a[6].body
+    );
+    // A change without the session's token: refused, nothing added.
+    assert_eq!(a[7].status, 403);
+
+    // SMTP and the CLI agree with the page.
+    let (out, ok) = swaks(p.addr, &["--from", "spam@bad.test", "--to", "u@one.test"]);
+    assert!(
+        !ok && out.contains("<** 554 5.7.1 <spam@bad.test>: Sender address rejected"),
+        "{out}"
+    );
+    let list = String::from_utf8_lossy(&p.cli(&["access", "list"]).stdout).into_owned();
+    let rows: Vec<&str> = list.lines().filter(|l| l.starts_with("reject")).collect();
+    assert_eq!(rows.len(), 1, "{list}");
+    assert!(rows[0].contains("admin (console)"), "{list}");
+    assert!(!list.contains("sneaky"), "{list}");
+    p.wait_log(
+        "access lists: reject from spam@bad.test added by admin from 127.0.0.1 (the console)",
+    );
+
+    // Edit (the comment and the date), then delete.
+    let edit = r#"{"csrf":"$CSRF","old_action":"reject","old_method":"from","old_pattern":"spam@bad.test","action":"reject","method":"from","pattern":"spam@bad.test","comment":"edited","keep_until":""}"#;
+    let b = browse(
+        &run,
+        &[
+            ("POST", "/", login),
+            (
+                "GET",
+                "/access?edit_action=reject&edit_method=from&edit_pattern=spam%40bad.test",
+                "",
+            ),
+            ("POST", "/access/save", edit),
+            (
+                "POST",
+                "/access/delete",
+                r#"{"csrf":"$CSRF","action":"reject","method":"from","pattern":"spam@bad.test"}"#,
+            ),
+        ],
+    );
+    assert!(b[1].body.contains("Edit the entry"), "{}", b[1].body);
+    assert!(b[1]
+        .body
+        .contains("value=\"&lt;script&gt;alert(1)&lt;/script&gt; &amp; co\""));
+    assert!(
+        b[2].body.contains("Saved: reject from spam@bad.test."),
+        "{}",
+        b[2].body
+    );
+    let row = row_with(&b[2].body, "spam@bad.test").expect("the edited row");
+    assert!(
+        row.contains("<td>edited</td>") && !row.contains("expired"),
+        "{row}"
+    );
+    assert_eq!(
+        b[2].body.matches("<code>spam@bad.test</code>").count(),
+        1,
+        "one entry, not two"
+    );
+    assert!(b[3].body.contains("Removed: reject from spam@bad.test."));
+    assert!(row_with(&b[3].body, "spam@bad.test").is_none());
+    let (out, ok) = swaks(p.addr, &["--from", "spam@bad.test", "--to", "u@one.test"]);
+    assert!(ok, "{out}");
+    assert_eq!(one.wait_messages(1).len(), 1);
+}
+
+#[test]
+fn the_greylisting_page_searches_shows_the_views_and_edits_the_whitelist() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, _one) = policy_console("web-greylist", web, true);
+    let send = |client: &str, from: &str, to: &str| {
+        swaks(
+            p.addr,
+            &["--local-interface", client, "--from", from, "--to", to],
+        )
+        .0
+    };
+    assert!(send("127.0.0.5", "a@sender.example", "u@one.test").contains("<** 451 4.7.1"));
+    assert!(send("127.0.0.6", "b@<i>.example", "v@one.test").contains("<** "));
+    assert!(send("127.0.0.7", "c@other.example", "w@one.test").contains("<** 451 4.7.1"));
+    std::thread::sleep(std::time::Duration::from_millis(1_100)); // the delay under test
+    assert!(send("127.0.0.5", "a@sender.example", "u@one.test").contains("250 2.0.0"));
+    let run = local(format!("http://{web}"));
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", r#"{"user":"admin","password":"s3cret"}"#),
+            ("GET", "/greylist", ""),
+            ("GET", "/greylist?q=sender.example", ""),
+            ("GET", "/greylist?view=sender", ""),
+            ("GET", "/greylist?q=%3Cscript%3E", ""),
+            (
+                "POST",
+                "/greylist/whitelist",
+                r#"{"csrf":"$CSRF","op":"add","kind":"from","pattern":"fresh.example"}"#,
+            ),
+            (
+                "POST",
+                "/greylist/whitelist",
+                r#"{"csrf":"$CSRF","op":"add","kind":"ip","pattern":"not-an-ip"}"#,
+            ),
+            (
+                "POST",
+                "/greylist/whitelist",
+                r#"{"csrf":"$CSRF","op":"remove","kind":"from","pattern":"fresh.example"}"#,
+            ),
+        ],
+    );
+    // Pending by IP: the one still waiting, not the one that passed.
+    assert_eq!(a[1].status, 200);
+    let pending = row_with(&a[1].body, "c@other.example").expect("the pending triplet");
+    assert!(
+        pending.contains("<td>pending</td><td>127.0.0.0/24</td>"),
+        "{pending}"
+    );
+    assert!(row_with(&a[1].body, "a@sender.example").is_none());
+    // The search finds the passed one; the passed view by sender too.
+    let found = row_with(&a[2].body, "a@sender.example").expect("the search result");
+    assert!(
+        found.contains("<td>passed</td>") && found.contains("<td>u@one.test</td>"),
+        "{found}"
+    );
+    assert!(row_with(&a[2].body, "c@other.example").is_none());
+    assert!(
+        row_with(&a[3].body, "a@sender.example").is_some(),
+        "{}",
+        a[3].body
+    );
+    // The search words come back escaped.
+    assert!(
+        a[4].body.contains("value=\"&lt;script&gt;\""),
+        "{}",
+        a[4].body
+    );
+    assert!(!a[4].body.contains("<script>"));
+    // The whitelist: added (with who), refused with the reason, removed.
+    assert!(
+        a[5].body.contains("Whitelisted: from fresh.example."),
+        "{}",
+        a[5].body
+    );
+    let entry = row_with(&a[5].body, "from fresh.example").expect("the whitelist row");
+    assert!(entry.contains("by admin (console)"), "{entry}");
+    assert!(
+        a[6].body.contains("is not an address or a network"),
+        "{}",
+        a[6].body
+    );
+    assert!(a[7]
+        .body
+        .contains("Removed from the whitelist: from fresh.example."));
+    assert!(row_with(&a[7].body, "from fresh.example").is_none());
+    let cli =
+        String::from_utf8_lossy(&p.cli(&["greylist", "whitelist", "list"]).stdout).into_owned();
+    assert!(!cli.contains("fresh.example"), "{cli}");
+}

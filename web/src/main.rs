@@ -12,9 +12,10 @@
 //! requests the HTTP tasks ask through [`Shared::ask_master`].
 //!
 //! Built so far: log-in and log-out, the dashboard (`postern status`), the
-//! update queue and the scheduled restarts (`postern queue`, `postern
-//! restarts`: the updater's socket) and apply (reload, with the result).
-//! The other pages of SPEC §11 are to come.
+//! access lists and greylisting (`postern access`, `postern greylist`: the
+//! router's socket), the update queue and the scheduled restarts (`postern
+//! queue`, `postern restarts`: the updater's socket) and apply (reload,
+//! with the result). The other pages of SPEC §11 are to come.
 
 mod auth;
 mod pages;
@@ -41,6 +42,8 @@ const MASTER_TIMEOUT: Duration = Duration::from_secs(35);
 pub struct Shared {
     /// The updater's socket (`postern queue`'s).
     updater: std::path::PathBuf,
+    /// The router's socket (`postern access`'s and `postern greylist`'s).
+    router: std::path::PathBuf,
     /// The configuration in force.
     config: RwLock<Arc<Config>>,
     /// Logged-in sessions and failed logins.
@@ -72,6 +75,26 @@ impl Shared {
             .ok_or_else(|| "the updater answered something unexpected".to_string())
     }
 
+    /// One request to the router, as `postern access` and `postern
+    /// greylist` send it: its answer when `status=ok`, else its reason.
+    async fn ask_router(&self, req: Attrs) -> Result<Attrs, String> {
+        let reply = postern_shared::ipc::oneshot::ROUTER
+            .call(&self.router, req)
+            .await
+            .map_err(|e| format!("the router did not answer: {e}"))?;
+        if postern_shared::ipc::Outcome::is_ok(&reply) {
+            Ok(reply)
+        } else {
+            Err(postern_shared::ipc::Outcome::reason_in(&reply)
+                .unwrap_or(if postern_shared::ipc::Outcome::is_not_found(&reply) {
+                    "no such entry"
+                } else {
+                    "refused"
+                })
+                .to_string())
+        }
+    }
+
     /// Asks the master on the worker's channel; its answer, or why not.
     async fn ask_master(&self, req: WorkerRequest) -> Result<Attrs, String> {
         let (tx, rx) = oneshot::channel();
@@ -95,6 +118,7 @@ async fn run() -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel(16);
     let shared = Arc::new(Shared {
         updater: worker.socket_path(postern_shared::ipc::UPDATER_SOCKET),
+        router: worker.socket_path(postern_shared::ipc::ROUTER_SOCKET),
         config: RwLock::new(worker.config.clone()),
         auth: Mutex::new(auth::Auth::default()),
         master: tx,

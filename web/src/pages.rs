@@ -14,11 +14,18 @@ header a{color:#fff;text-decoration:none}header a.here{text-decoration:underline
 header form{margin-left:auto}main{padding:1em 1.5em;max-width:72em}\
 pre{background:#fff;border:1px solid #ccc;padding:.8em;overflow-x:auto}\
 .error{color:#a00}.ok{color:#060}label{display:block;margin:.5em 0}\
-input,button{font-size:1em;padding:.3em .5em}";
+input,button,select{font-size:1em;padding:.3em .5em}\
+table{border-collapse:collapse;background:#fff;margin:.5em 0 1em}\
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
+th{background:#eef}tr.expired td{background:#fee}td form{display:inline}\
+form.row{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:end}form.row label{margin:0}\
+.field-error{color:#a00;display:block;font-size:.9em}";
 
 /// The menu, in seed 001's order (the pages built so far).
 const MENU: &[(&str, &str)] = &[
     ("/dashboard", "Dashboard"),
+    ("/access", "Access lists"),
+    ("/greylist", "Greylisting"),
     ("/queue", "Update queue"),
     ("/apply", "Apply"),
 ];
@@ -144,6 +151,261 @@ pub fn apply(csrf: &str, result: Option<&Result<(), String>>) -> Markup {
         form method="post" action="/apply" {
             input type="hidden" name="csrf" value=(csrf);
             button type="submit" { "Reload the configuration" }
+        }
+    }
+}
+
+/// The add/edit form of an access-list entry, as typed, with what was
+/// wrong next to its field.
+#[derive(Debug, Default, Clone)]
+pub struct EntryForm {
+    /// `accept` or `reject`.
+    pub action: String,
+    /// `connect`, `from` or `to`.
+    pub method: String,
+    /// The pattern.
+    pub pattern: String,
+    /// The comment.
+    pub comment: String,
+    /// `YYYY-MM-DD` or empty.
+    pub keep_until: String,
+    /// The entry being edited (action, method, pattern), if any.
+    pub editing: Option<(String, String, String)>,
+    /// A field (`pattern`, `keep_until`, or empty for the whole form) and
+    /// what is wrong with it.
+    pub error: Option<(&'static str, String)>,
+}
+
+impl EntryForm {
+    fn error_for(&self, field: &str) -> Option<&str> {
+        self.error
+            .as_ref()
+            .filter(|(f, _)| *f == field)
+            .map(|(_, e)| e.as_str())
+    }
+}
+
+/// A policy test: the client, HELO, sender and recipient as typed, and the
+/// router's verdict.
+#[derive(Debug, Default)]
+pub struct PolicyTest {
+    /// The client's address.
+    pub client: String,
+    /// Its HELO name.
+    pub helo: String,
+    /// The envelope sender.
+    pub from: String,
+    /// The recipient.
+    pub to: String,
+    /// The verdict as words, or why there is none.
+    pub verdict: Option<Result<String, String>>,
+}
+
+/// The access lists (seed 001 §8): both lists, entries past their
+/// keep-until marked, edit and delete on each row, the add/edit form and
+/// the "test an address" form. `done` says how the last change went.
+pub fn access(
+    csrf: &str,
+    entries: &Result<Vec<postern_shared::access::Entry>, String>,
+    today: &str,
+    form: &EntryForm,
+    test: &PolicyTest,
+    done: Option<&Result<String, String>>,
+) -> Markup {
+    use postern_shared::access::Action;
+    let select = |name: &str, options: &[&str], chosen: &str| {
+        html! {
+            select name=(name) {
+                @for o in options {
+                    option value=(o) selected[*o == chosen] { (o) }
+                }
+            }
+        }
+    };
+    html! {
+        @match done {
+            Some(Ok(m)) => p.ok { (m) },
+            Some(Err(e)) => p.error { (e) },
+            None => {},
+        }
+        @match entries {
+            Err(e) => p.error { "The router did not tell: " (e) },
+            Ok(entries) => {
+                @for (action, title) in [(Action::Accept, "Accept list"), (Action::Reject, "Reject list")] {
+                    @let rows: Vec<_> = entries.iter().filter(|e| e.action == action).collect();
+                    h2 { (title) " (" (rows.len()) ")" }
+                    @if rows.is_empty() {
+                        p { "No entry." }
+                    } @else {
+                        table {
+                            tr { th { "Method" } th { "Pattern" } th { "Comment" } th { "Keep until" } th { "Added" } th { "By" } th {} }
+                            @for e in rows {
+                                @let expired = e.expired(today);
+                                tr class=[expired.then_some("expired")] {
+                                    td { (e.method.as_str()) }
+                                    td { code { (e.pattern) } }
+                                    td { (e.comment) }
+                                    td {
+                                        (e.keep_until.as_deref().unwrap_or(""))
+                                        @if expired { " (past: review it)" }
+                                    }
+                                    td { (e.added.as_deref().unwrap_or("")) }
+                                    td { (e.added_by.as_deref().unwrap_or("")) }
+                                    td {
+                                        form method="get" action="/access" {
+                                            input type="hidden" name="edit_action" value=(e.action.as_str());
+                                            input type="hidden" name="edit_method" value=(e.method.as_str());
+                                            input type="hidden" name="edit_pattern" value=(e.pattern);
+                                            button type="submit" { "Edit" }
+                                        }
+                                        " "
+                                        form method="post" action="/access/delete" {
+                                            input type="hidden" name="csrf" value=(csrf);
+                                            input type="hidden" name="action" value=(e.action.as_str());
+                                            input type="hidden" name="method" value=(e.method.as_str());
+                                            input type="hidden" name="pattern" value=(e.pattern);
+                                            button type="submit" { "Delete" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { @if form.editing.is_some() { "Edit the entry" } @else { "Add an entry" } }
+        @if let Some(e) = form.error_for("") { p.error { (e) } }
+        form.row method="post" action="/access/save" {
+            input type="hidden" name="csrf" value=(csrf);
+            @if let Some((a, m, p)) = &form.editing {
+                input type="hidden" name="old_action" value=(a);
+                input type="hidden" name="old_method" value=(m);
+                input type="hidden" name="old_pattern" value=(p);
+            }
+            label { "List " (select("action", &["reject", "accept"], &form.action)) }
+            label { "Method " (select("method", &["connect", "from", "to"], &form.method)) }
+            label {
+                "Pattern " input type="text" name="pattern" value=(form.pattern) required;
+                @if let Some(e) = form.error_for("pattern") { span.field-error { (e) } }
+            }
+            label { "Comment " input type="text" name="comment" value=(form.comment); }
+            label {
+                "Keep until " input type="date" name="keep_until" value=(form.keep_until);
+                @if let Some(e) = form.error_for("keep_until") { span.field-error { (e) } }
+            }
+            button type="submit" { @if form.editing.is_some() { "Save" } @else { "Add" } }
+        }
+        p { "Patterns: an address, a domain (its subdomains too), " code { "user@" } ", an IP address or a network (CIDR) for " code { "connect" } ", a host name for the client's verified name." }
+        h2 { "Test an address" }
+        form.row method="get" action="/access" {
+            label { "Client IP " input type="text" name="client" value=(test.client) required; }
+            label { "HELO " input type="text" name="helo" value=(test.helo); }
+            label { "Sender " input type="text" name="from" value=(test.from); }
+            label { "Recipient " input type="text" name="to" value=(test.to) required; }
+            button type="submit" { "Test" }
+        }
+        @match &test.verdict {
+            Some(Ok(v)) => pre.verdict { (v) },
+            Some(Err(e)) => p.error { (e) },
+            None => {},
+        }
+    }
+}
+
+/// One greylisting view: its title and the store's lines, or why not.
+pub struct GreylistView<'a> {
+    /// What it shows.
+    pub title: &'a str,
+    /// One line per triplet (`LIST NETWORK SENDER RECIPIENT FIRST LAST COUNT`).
+    pub lines: Result<Vec<String>, String>,
+}
+
+/// Greylisting (seed 001 §10): the search, one of the three sorted views,
+/// and the manual whitelist with add and remove.
+pub fn greylist(
+    csrf: &str,
+    query: &str,
+    view: &str,
+    shown: &GreylistView<'_>,
+    whitelist: &Result<Vec<String>, String>,
+    done: Option<&Result<String, String>>,
+) -> Markup {
+    let views = [
+        ("pending", "Pending, by IP"),
+        ("sender", "Passed, by sender"),
+        ("recipient", "Passed, by recipient"),
+    ];
+    html! {
+        @match done {
+            Some(Ok(m)) => p.ok { (m) },
+            Some(Err(e)) => p.error { (e) },
+            None => {},
+        }
+        form.row method="get" action="/greylist" {
+            label { "Search (sender, recipient, domain or IP) " input type="text" name="q" value=(query); }
+            button type="submit" { "Search" }
+        }
+        p {
+            "Views: "
+            @for (i, (v, name)) in views.iter().enumerate() {
+                @if i > 0 { " · " }
+                @if *v == view { strong { (name) } } @else { a href={ "/greylist?view=" (v) } { (name) } }
+            }
+        }
+        h2 { (shown.title) }
+        @match &shown.lines {
+            Err(e) => p.error { (e) },
+            Ok(lines) if lines.is_empty() => p { "None." },
+            Ok(lines) => table {
+                tr { th { "List" } th { "Network" } th { "Sender" } th { "Recipient" } th { "First seen" } th { "Last seen" } th { "Count" } }
+                @for l in lines {
+                    @let cells: Vec<&str> = l.split(' ').collect();
+                    @if cells.len() == 7 {
+                        tr { @for c in &cells { td { (c) } } }
+                    } @else {
+                        tr { td colspan="7" { (l) } }
+                    }
+                }
+            },
+        }
+        h2 { "Manual whitelist" }
+        @match whitelist {
+            Err(e) => p.error { (e) },
+            Ok(lines) if lines.is_empty() => p { "No entry." },
+            Ok(lines) => table {
+                tr { th { "Entry" } th {} }
+                @for l in lines {
+                    @let mut words = l.splitn(3, ' ');
+                    @let (kind, pattern) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+                    tr {
+                        td { code { (l) } }
+                        td {
+                            form method="post" action="/greylist/whitelist" {
+                                input type="hidden" name="csrf" value=(csrf);
+                                input type="hidden" name="op" value="remove";
+                                input type="hidden" name="kind" value=(kind);
+                                input type="hidden" name="pattern" value=(pattern);
+                                button type="submit" { "Remove" }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+        form.row method="post" action="/greylist/whitelist" {
+            input type="hidden" name="csrf" value=(csrf);
+            input type="hidden" name="op" value="add";
+            label {
+                "Kind "
+                select name="kind" {
+                    option value="ip" { "ip (address or network)" }
+                    option value="from" { "from (sender address or domain)" }
+                    option value="to" { "to (recipient address or domain)" }
+                }
+            }
+            label { "Entry " input type="text" name="pattern" required; }
+            button type="submit" { "Add to the whitelist" }
         }
     }
 }

@@ -34,9 +34,11 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, 
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use maud::Markup;
+use postern_shared::access::{is_date, AccessFile, Action, Entry, Method as AccessMethod, Pattern};
 use postern_shared::config::in_networks;
+use postern_shared::ipc::policy::{Query, Verdict as PolicyVerdict};
 use postern_shared::ipc::proto::Attrs;
-use postern_shared::ipc::{Outcome, UpdaterReply, UpdaterRequest, WorkerRequest};
+use postern_shared::ipc::{Outcome, RouterRequest, UpdaterReply, UpdaterRequest, WorkerRequest};
 use postern_shared::net::unmap;
 use postern_shared::smtp::secret_eq;
 use tokio::net::TcpListener;
@@ -139,42 +141,56 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
     } else {
         Vec::new()
     };
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_default()
-    };
+    // A GET form's fields are in the query string.
+    let mut fields = form;
+    fields.extend(parse_form(parts.uri.query().unwrap_or_default().as_bytes()));
+    let fields = Fields(fields);
+    let field = |name: &str| fields.get(name);
     let path = parts.uri.path();
-    match (&parts.method, path) {
-        (&Method::GET, "/style.css") => Response::builder()
-            .header(CONTENT_TYPE, "text/css; charset=utf-8")
-            .body(Full::new(Bytes::from_static(pages::STYLE.as_bytes())))
-            .expect("a valid response"),
-        (&Method::GET, "/") => match session {
-            Some(_) => redirect("/dashboard"),
-            None => html(StatusCode::OK, pages::login(None)),
-        },
-        (&Method::POST, "/") => login(shared, ip, field("user"), field("password")).await,
-        (&Method::GET, "/dashboard" | "/apply" | "/queue")
-        | (
-            &Method::POST,
-            "/apply" | "/logout" | "/queue/flush" | "/queue/delete" | "/restarts/cancel",
-        ) if session.is_none() => redirect("/"),
-        (
-            &Method::POST,
-            "/apply" | "/logout" | "/queue/flush" | "/queue/delete" | "/restarts/cancel",
-        ) if !session
-            .as_ref()
-            .is_some_and(|s| secret_eq(&s.csrf, field("csrf"))) =>
-        {
-            tracing::warn!("console form from {ip} without its session's CSRF token: refused");
+    let verb = match parts.method {
+        Method::GET | Method::HEAD => Verb::Get,
+        Method::POST => Verb::Post,
+        _ => Verb::Other,
+    };
+    let Some(guard) = ROUTES
+        .iter()
+        .find(|(v, p, _)| *v == verb && *p == path)
+        .map(|r| r.2)
+    else {
+        return if ROUTES.iter().any(|(_, p, _)| *p == path) {
             html(
+                StatusCode::METHOD_NOT_ALLOWED,
+                pages::error(405, "Not with this method."),
+            )
+        } else {
+            html(StatusCode::NOT_FOUND, pages::error(404, "No such page."))
+        };
+    };
+    let s = match (guard, session) {
+        (Guard::Public, s) => s,
+        (_, None) => return redirect("/"),
+        (Guard::Form, Some(s)) if !secret_eq(&s.csrf, field("csrf")) => {
+            tracing::warn!("console form from {ip} without its session's CSRF token: refused");
+            return html(
                 StatusCode::FORBIDDEN,
                 pages::error(403, "This form is not from this session: reload the page."),
-            )
+            );
         }
-        (&Method::POST, "/logout") => {
+        (_, Some(s)) => Some(s),
+    };
+    let Some(s) = s else {
+        // The public routes.
+        return match (verb, path) {
+            (Verb::Get, "/style.css") => style(),
+            (Verb::Post, "/") => login(shared, ip, field("user"), field("password")).await,
+            _ => html(StatusCode::OK, pages::login(None)),
+        };
+    };
+    match (verb, path) {
+        (Verb::Get, "/style.css") => style(),
+        (Verb::Get, "/") => redirect("/dashboard"),
+        (Verb::Post, "/") => login(shared, ip, field("user"), field("password")).await,
+        (Verb::Post, "/logout") => {
             if let Some(t) = &token {
                 shared
                     .auth
@@ -191,8 +207,7 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
             );
             r
         }
-        (&Method::GET, "/dashboard") => {
-            let s = session.expect("checked above");
+        (Verb::Get, "/dashboard") => {
             let status = shared
                 .ask_master(WorkerRequest::Status)
                 .await
@@ -202,12 +217,96 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 });
             page(&s, "Dashboard", "/dashboard", pages::dashboard(&status))
         }
-        (&Method::GET, "/queue") => {
-            let s = session.expect("checked above");
-            queue_page(shared, &s, None).await
+        (Verb::Get, "/access") => {
+            let mut form = pages::EntryForm {
+                action: "reject".into(),
+                method: "from".into(),
+                ..Default::default()
+            };
+            if !field("edit_pattern").is_empty() {
+                let key = (
+                    field("edit_action").to_string(),
+                    field("edit_method").to_string(),
+                    field("edit_pattern").to_string(),
+                );
+                if let Ok(entries) = access_entries(shared).await {
+                    if let Some(e) = entries.iter().find(|e| {
+                        (e.action.as_str(), e.method.as_str(), e.pattern.to_string())
+                            == (key.0.as_str(), key.1.as_str(), key.2.clone())
+                    }) {
+                        form.action = key.0.clone();
+                        form.method = key.1.clone();
+                        form.pattern = key.2.clone();
+                        form.comment = e.comment.clone();
+                        form.keep_until = e.keep_until.clone().unwrap_or_default();
+                        form.editing = Some(key);
+                    }
+                }
+            }
+            let test = policy_test(shared, &fields).await;
+            access_page(shared, &s, StatusCode::OK, &form, &test, None).await
         }
-        (&Method::POST, "/queue/flush" | "/queue/delete" | "/restarts/cancel") => {
-            let s = session.expect("checked above");
+        (Verb::Post, "/access/save") => access_save(shared, &s, ip, &fields).await,
+        (Verb::Post, "/access/delete") => {
+            let (action, method, pattern) = (field("action"), field("method"), field("pattern"));
+            let done = shared
+                .ask_router(
+                    RouterRequest::AccessRemove {
+                        action: action.into(),
+                        method: method.into(),
+                        pattern: pattern.into(),
+                    }
+                    .encode(),
+                )
+                .await
+                .map(|_| format!("Removed: {action} {method} {pattern}."));
+            if done.is_ok() {
+                tracing::info!(
+                    "access lists: {action} {method} {pattern} removed by {} from {ip} (the console)",
+                    s.user
+                );
+            }
+            let form = pages::EntryForm {
+                action: "reject".into(),
+                method: "from".into(),
+                ..Default::default()
+            };
+            let test = pages::PolicyTest::default();
+            access_page(shared, &s, StatusCode::OK, &form, &test, Some(&done)).await
+        }
+        (Verb::Get, "/greylist") => {
+            greylist_page(shared, &s, field("q"), field("view"), None).await
+        }
+        (Verb::Post, "/greylist/whitelist") => {
+            let (op, kind, pattern) = (field("op"), field("kind"), field("pattern").trim());
+            let op = if op == "remove" { "remove" } else { "add" };
+            let done = shared
+                .ask_router(
+                    RouterRequest::GreylistWhitelist {
+                        op: op.into(),
+                        kind: kind.into(),
+                        pattern: pattern.into(),
+                        comment: None,
+                        by: Some(format!("{} (console)", s.user)),
+                    }
+                    .encode(),
+                )
+                .await
+                .map(|_| {
+                    tracing::info!(
+                        "greylisting: whitelist {op} {kind} {pattern} by {} from {ip} (the console)",
+                        s.user
+                    );
+                    if op == "add" {
+                        format!("Whitelisted: {kind} {pattern}.")
+                    } else {
+                        format!("Removed from the whitelist: {kind} {pattern}.")
+                    }
+                });
+            greylist_page(shared, &s, "", "", Some(&done)).await
+        }
+        (Verb::Get, "/queue") => queue_page(shared, &s, None).await,
+        (Verb::Post, "/queue/flush" | "/queue/delete" | "/restarts/cancel") => {
             let id = field("id").trim().to_string();
             let (req, what) = match path {
                 "/queue/flush" => (UpdaterRequest::Flush, "flush".to_string()),
@@ -241,12 +340,8 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
             };
             queue_page(shared, &s, Some(&done)).await
         }
-        (&Method::GET, "/apply") => {
-            let s = session.expect("checked above");
-            page(&s, "Apply", "/apply", pages::apply(&s.csrf, None))
-        }
-        (&Method::POST, "/apply") => {
-            let s = session.expect("checked above");
+        (Verb::Get, "/apply") => page(&s, "Apply", "/apply", pages::apply(&s.csrf, None)),
+        (Verb::Post, "/apply") => {
             tracing::info!("reload asked by {} from {ip} (the console)", s.user);
             let result = shared
                 .ask_master(WorkerRequest::Reload {
@@ -257,16 +352,357 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 .map(|_| ());
             page(&s, "Apply", "/apply", pages::apply(&s.csrf, Some(&result)))
         }
-        (
-            _,
-            "/" | "/dashboard" | "/apply" | "/logout" | "/style.css" | "/queue" | "/queue/flush"
-            | "/queue/delete" | "/restarts/cancel",
-        ) => html(
-            StatusCode::METHOD_NOT_ALLOWED,
-            pages::error(405, "Not with this method."),
-        ),
+        // Every route of the table is above.
         _ => html(StatusCode::NOT_FOUND, pages::error(404, "No such page.")),
     }
+}
+
+/// How a route is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Get,
+    Post,
+    Other,
+}
+
+/// What a route needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Guard {
+    /// Anyone allowed to connect.
+    Public,
+    /// A logged-in session.
+    Session,
+    /// A logged-in session and its CSRF token (every form that changes something).
+    Form,
+}
+
+/// Every route: a path with another method gets `405`, an unknown path `404`.
+const ROUTES: &[(Verb, &str, Guard)] = &[
+    (Verb::Get, "/style.css", Guard::Public),
+    (Verb::Get, "/", Guard::Public),
+    (Verb::Post, "/", Guard::Public),
+    (Verb::Post, "/logout", Guard::Form),
+    (Verb::Get, "/dashboard", Guard::Session),
+    (Verb::Get, "/access", Guard::Session),
+    (Verb::Post, "/access/save", Guard::Form),
+    (Verb::Post, "/access/delete", Guard::Form),
+    (Verb::Get, "/greylist", Guard::Session),
+    (Verb::Post, "/greylist/whitelist", Guard::Form),
+    (Verb::Get, "/queue", Guard::Session),
+    (Verb::Post, "/queue/flush", Guard::Form),
+    (Verb::Post, "/queue/delete", Guard::Form),
+    (Verb::Post, "/restarts/cancel", Guard::Form),
+    (Verb::Get, "/apply", Guard::Session),
+    (Verb::Post, "/apply", Guard::Form),
+];
+
+fn style() -> Reply {
+    Response::builder()
+        .header(CONTENT_TYPE, "text/css; charset=utf-8")
+        .body(Full::new(Bytes::from_static(pages::STYLE.as_bytes())))
+        .expect("a valid response")
+}
+
+/// The access lists as the router holds them.
+async fn access_entries(shared: &Shared) -> Result<Vec<Entry>, String> {
+    let reply = shared
+        .ask_router(RouterRequest::AccessList.encode())
+        .await?;
+    let text = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default()).into_owned();
+    AccessFile::parse(&text)
+        .map(|f| f.entries)
+        .map_err(|e| e.to_string())
+}
+
+/// The "test an address" form's verdict, when it was filled in.
+async fn policy_test(shared: &Shared, fields: &Fields) -> pages::PolicyTest {
+    let field = |name: &str| fields.get(name);
+    let mut t = pages::PolicyTest {
+        client: field("client").trim().to_string(),
+        helo: field("helo").trim().to_string(),
+        from: field("from").trim().to_string(),
+        to: field("to").trim().to_string(),
+        verdict: None,
+    };
+    if t.client.is_empty() && t.to.is_empty() {
+        return t;
+    }
+    let bare = |a: &str| a.trim_start_matches('<').trim_end_matches('>').to_string();
+    let Ok(client) = t.client.parse::<IpAddr>() else {
+        t.verdict = Some(Err(format!("{:?} is not an IP address.", t.client)));
+        return t;
+    };
+    let q = Query {
+        sid: "console-test".into(),
+        client,
+        client_name: None,
+        helo: (!t.helo.is_empty()).then(|| t.helo.clone()),
+        sender: bare(&t.from),
+        recipient: bare(&t.to),
+        improper_pipelining: false,
+        dry: true,
+    };
+    t.verdict = Some(
+        shared
+            .ask_router(q.to_attrs())
+            .await
+            .and_then(|r| {
+                PolicyVerdict::from_attrs(&r)
+                    .ok_or_else(|| "the router's answer is not a verdict".into())
+            })
+            .map(|v| match v {
+                PolicyVerdict::Dunno => {
+                    "dunno: nothing refuses it, the mail goes on to its server".to_string()
+                }
+                PolicyVerdict::Accept { rule } => {
+                    format!("accept (the other checks are skipped)\nrule: {rule}")
+                }
+                PolicyVerdict::Refuse(r) => format!(
+                    "reject\nreply: {} {} {}\nrule: {}",
+                    r.code, r.enhanced, r.text, r.rule
+                ),
+            }),
+    );
+    t
+}
+
+/// The access page, with the form as given and an action's result.
+async fn access_page(
+    shared: &Shared,
+    s: &Session,
+    status: StatusCode,
+    form: &pages::EntryForm,
+    test: &pages::PolicyTest,
+    done: Option<&Result<String, String>>,
+) -> Reply {
+    let entries = access_entries(shared).await;
+    let today = postern_shared::runtime::time::local_date(
+        postern_shared::runtime::time::local_day(postern_shared::runtime::time::now_millis()),
+    );
+    html(
+        status,
+        pages::page(
+            "Access lists",
+            "/access",
+            &s.user,
+            &s.csrf,
+            pages::access(&s.csrf, &entries, &today, form, test, done),
+        ),
+    )
+}
+
+/// Adds an entry, or saves an edited one (the old one replaced), with
+/// what is wrong next to its field.
+async fn access_save(shared: &Shared, s: &Session, ip: IpAddr, fields: &Fields) -> Reply {
+    let field = |name: &str| fields.get(name);
+    let mut form = pages::EntryForm {
+        action: field("action").to_string(),
+        method: field("method").to_string(),
+        pattern: field("pattern").trim().to_string(),
+        comment: field("comment").trim().to_string(),
+        keep_until: field("keep_until").trim().to_string(),
+        editing: (!field("old_pattern").is_empty()).then(|| {
+            (
+                field("old_action").to_string(),
+                field("old_method").to_string(),
+                field("old_pattern").to_string(),
+            )
+        }),
+        error: None,
+    };
+    let test = pages::PolicyTest::default();
+    // What the router would refuse, said next to its field.
+    let method = match form.method.parse::<AccessMethod>() {
+        Ok(m) => m,
+        Err(e) => {
+            form.error = Some(("", e));
+            return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
+        }
+    };
+    if form.action.parse::<Action>().is_err() {
+        form.error = Some(("", format!("{:?} is not accept or reject", form.action)));
+        return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
+    }
+    if let Err(e) = Pattern::parse(method, &form.pattern) {
+        form.error = Some(("pattern", e.to_string()));
+        return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
+    }
+    if !form.keep_until.is_empty() && !is_date(&form.keep_until) {
+        form.error = Some((
+            "keep_until",
+            format!("{:?} is not a date such as 2027-01-31", form.keep_until),
+        ));
+        return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
+    }
+    let add = RouterRequest::AccessAdd {
+        action: form.action.clone(),
+        method: form.method.clone(),
+        pattern: form.pattern.clone(),
+        comment: Some(form.comment.clone()),
+        keep_until: Some(form.keep_until.clone()),
+        by: Some(format!("{} (console)", s.user)),
+    };
+    let new_key = (
+        form.action.clone(),
+        form.method.clone(),
+        form.pattern.clone(),
+    );
+    let result = match &form.editing {
+        // An edit: the old entry goes first (the same key would be a
+        // duplicate); if the new one is refused, the old one comes back.
+        Some(old) => {
+            let remove = |k: &(String, String, String)| RouterRequest::AccessRemove {
+                action: k.0.clone(),
+                method: k.1.clone(),
+                pattern: k.2.clone(),
+            };
+            let entries = access_entries(shared).await.unwrap_or_default();
+            let previous = entries.into_iter().find(|e| {
+                (e.action.as_str(), e.method.as_str(), e.pattern.to_string())
+                    == (old.0.as_str(), old.1.as_str(), old.2.clone())
+            });
+            match shared.ask_router(remove(old).encode()).await {
+                Err(e) => Err(e),
+                Ok(_) => match shared.ask_router(add.encode()).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => {
+                        if let Some(p) = previous {
+                            let _ = shared
+                                .ask_router(
+                                    RouterRequest::AccessAdd {
+                                        action: old.0.clone(),
+                                        method: old.1.clone(),
+                                        pattern: old.2.clone(),
+                                        comment: Some(p.comment),
+                                        keep_until: p.keep_until,
+                                        by: p.added_by,
+                                    }
+                                    .encode(),
+                                )
+                                .await;
+                        }
+                        Err(e)
+                    }
+                },
+            }
+        }
+        None => shared.ask_router(add.encode()).await.map(|_| ()),
+    };
+    match result {
+        Ok(()) => {
+            let verb = if form.editing.is_some() {
+                "saved"
+            } else {
+                "added"
+            };
+            tracing::info!(
+                "access lists: {} {} {} {verb} by {} from {ip} (the console)",
+                new_key.0,
+                new_key.1,
+                new_key.2,
+                s.user
+            );
+            let done = Ok(format!(
+                "{}: {} {} {}.",
+                if form.editing.is_some() {
+                    "Saved"
+                } else {
+                    "Added"
+                },
+                new_key.0,
+                new_key.1,
+                new_key.2
+            ));
+            let fresh = pages::EntryForm {
+                action: form.action.clone(),
+                method: form.method.clone(),
+                ..Default::default()
+            };
+            access_page(shared, s, StatusCode::OK, &fresh, &test, Some(&done)).await
+        }
+        Err(e) => {
+            form.error = Some(("", e));
+            access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await
+        }
+    }
+}
+
+/// The greylisting page: a search, else one of the three views.
+async fn greylist_page(
+    shared: &Shared,
+    s: &Session,
+    q: &str,
+    view: &str,
+    done: Option<&Result<String, String>>,
+) -> Reply {
+    let lines = |r: Result<Attrs, String>| {
+        r.map(|a| {
+            String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+    };
+    let q = q.trim();
+    let view = match view {
+        "sender" | "recipient" => view,
+        _ => "pending",
+    };
+    let shown = if !q.is_empty() {
+        pages::GreylistView {
+            title: "Search results",
+            lines: lines(
+                shared
+                    .ask_router(
+                        RouterRequest::GreylistSearch {
+                            pattern: q.to_string(),
+                        }
+                        .encode(),
+                    )
+                    .await,
+            ),
+        }
+    } else {
+        let (which, by, title) = match view {
+            "sender" => ("passed", Some("sender"), "Passed, by sender"),
+            "recipient" => ("passed", Some("recipient"), "Passed, by recipient"),
+            _ => ("pending", None, "Pending, by IP"),
+        };
+        pages::GreylistView {
+            title,
+            lines: lines(
+                shared
+                    .ask_router(
+                        RouterRequest::GreylistList {
+                            which: Some(which.into()),
+                            by: by.map(str::to_string),
+                        }
+                        .encode(),
+                    )
+                    .await,
+            ),
+        }
+    };
+    let whitelist = lines(
+        shared
+            .ask_router(
+                RouterRequest::GreylistWhitelist {
+                    op: "list".into(),
+                    kind: String::new(),
+                    pattern: String::new(),
+                    comment: None,
+                    by: None,
+                }
+                .encode(),
+            )
+            .await,
+    );
+    page(
+        s,
+        "Greylisting",
+        "/greylist",
+        pages::greylist(&s.csrf, q, view, &shown, &whitelist, done),
+    )
 }
 
 /// The update queue page, after an action's result when there was one.
@@ -389,6 +825,20 @@ fn cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
             let (k, v) = c.trim().split_once('=')?;
             (k == name).then(|| v.to_string())
         })
+}
+
+/// A request's form fields (the body's, then the query string's).
+struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    /// The first value of `name`, or empty.
+    fn get(&self, name: &str) -> &str {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_default()
+    }
 }
 
 /// An `application/x-www-form-urlencoded` body's fields.
