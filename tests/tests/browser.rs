@@ -1,8 +1,10 @@
 //! The admin console in a real browser: Debian's headless Chromium driven
 //! through WebDriver by Python's selenium (Debian's python3-selenium and
 //! chromium-driver, which tests/run installs: a client nobody here wrote,
-//! the browser an administrator uses). Log in, read the dashboard, reload
-//! from Apply, log out; a screenshot of every page goes to
+//! the browser an administrator uses). Log in, read the dashboard, add a
+//! reject entry (and see that sender's mail refused), search the greylist,
+//! flush the update queue, reload from Apply, log out; a screenshot of
+//! every page goes to
 //! `target/console-screenshots/` (not committed).
 
 use std::net::{IpAddr, SocketAddr};
@@ -17,7 +19,7 @@ import os, sys, tempfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 base, shots = sys.argv[1], sys.argv[2]
 os.makedirs(shots, exist_ok=True)
@@ -46,12 +48,40 @@ try:
     print("workers shown:", "postern-router" in d.find_element(By.TAG_NAME, "pre").text)
     print("cookie hidden from scripts:", d.execute_script("return document.cookie") == "")
     d.save_screenshot(os.path.join(shots, "2-dashboard.png"))
+    # A reject entry, typed into the access lists' form.
+    d.find_element(By.LINK_TEXT, "Access lists").click()
+    at("/access", "Access lists")
+    Select(d.find_element(By.NAME, "action")).select_by_value("reject")
+    Select(d.find_element(By.NAME, "method")).select_by_value("from")
+    d.find_element(By.NAME, "pattern").send_keys("spam@bad.test")
+    d.find_element(By.NAME, "comment").send_keys("seen in the browser test")
+    d.find_element(By.XPATH, "//button[text()='Add']").click()
+    WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.ok"))
+    print("access:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
+    row = d.find_element(By.XPATH, "//tr[td/code[text()='spam@bad.test']]")
+    print("row:", " | ".join(td.text for td in row.find_elements(By.TAG_NAME, "td")[:4]))
+    d.save_screenshot(os.path.join(shots, "3-access.png"))
+    # The greylist: a search for the sender the test greylisted.
+    d.find_element(By.LINK_TEXT, "Greylisting").click()
+    at("/greylist", "Greylisting")
+    d.find_element(By.NAME, "q").send_keys("other.example")
+    d.find_element(By.XPATH, "//button[text()='Search']").click()
+    WebDriverWait(d, 20).until(lambda d: "q=other.example" in d.current_url and "Search results" in d.page_source)
+    cells = d.find_elements(By.XPATH, "//h2[text()='Search results']/following-sibling::table[1]//td")
+    print("greylist:", " ".join(c.text for c in cells[:4]))
+    d.save_screenshot(os.path.join(shots, "4-greylist.png"))
+    d.find_element(By.LINK_TEXT, "Update queue").click()
+    at("/queue", "Update queue")
+    d.find_element(By.XPATH, "//button[text()='Try every deferred copy now']").click()
+    WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.ok"))
+    print("flush:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
+    d.save_screenshot(os.path.join(shots, "5-queue.png"))
     d.find_element(By.LINK_TEXT, "Apply").click()
     at("/apply", "Apply")
     d.find_element(By.XPATH, "//button[text()='Reload the configuration']").click()
     WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.ok"))
     print("apply:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
-    d.save_screenshot(os.path.join(shots, "3-apply.png"))
+    d.save_screenshot(os.path.join(shots, "6-apply.png"))
     d.find_element(By.XPATH, "//button[text()='Log out']").click()
     at("/", "Log in")
     print("logged out:", d.current_url == base + "/", len(d.find_elements(By.NAME, "password")) == 1)
@@ -63,15 +93,30 @@ finally:
 "#;
 
 #[test]
-fn an_administrator_logs_in_reads_the_dashboard_reloads_and_logs_out_in_chromium() {
+fn an_administrator_walks_the_console_in_chromium() {
     let one = RecordingBackend::start();
     let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
     let dir = TempDir::new("browser");
     let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"])).replace(
         "hostname = ",
         "admin_user = \"admin\"\nadmin_password = \"s3cret\"\nhostname = ",
-    ) + &format!("\n[web]\nlisten = [\"{web}\"]\n");
+    ) + &format!(
+        "\n[web]\nlisten = [\"{web}\"]\n\n[policy]\nskip_networks = []\n\n[greylist]\nenabled = true\n"
+    );
     let p = Postern::start(dir, &conf);
+    // A triplet waiting in the greylist, for the search.
+    let (out, _) = swaks(
+        p.addr,
+        &[
+            "--local-interface",
+            "127.0.0.7",
+            "--from",
+            "c@other.example",
+            "--to",
+            "w@one.test",
+        ],
+    );
+    assert!(out.contains("<** 451 4.7.1"), "{out}");
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-screenshots");
     // Debian's Python: python3-selenium is installed for it (a python3
     // earlier in PATH, pyenv's say, would not have it).
@@ -98,6 +143,10 @@ fn an_administrator_logs_in_reads_the_dashboard_reloads_and_logs_out_in_chromium
             "dashboard: True Dashboard",
             "workers shown: True",
             "cookie hidden from scripts: True",
+            "access: Added: reject from spam@bad.test.",
+            "row: from | spam@bad.test | seen in the browser test | ",
+            "greylist: pending 127.0.0.0/24 c@other.example w@one.test",
+            "flush: 0 deferred copies will be tried now.",
             "apply: Configuration reloaded.",
             "logged out: True True",
             "dashboard after log-out: True",
@@ -106,7 +155,20 @@ fn an_administrator_logs_in_reads_the_dashboard_reloads_and_logs_out_in_chromium
     );
     p.wait_log("console login by admin from 127.0.0.1");
     p.wait_log("reload requested by postern-web (console:admin@127.0.0.1)");
-    for shot in ["1-login.png", "2-dashboard.png", "3-apply.png"] {
+    // The entry added in the browser refuses that sender's mail.
+    let (out, ok) = swaks(p.addr, &["--from", "spam@bad.test", "--to", "u@one.test"]);
+    assert!(
+        !ok && out.contains("<** 554 5.7.1 <spam@bad.test>: Sender address rejected"),
+        "{out}"
+    );
+    for shot in [
+        "1-login.png",
+        "2-dashboard.png",
+        "3-access.png",
+        "4-greylist.png",
+        "5-queue.png",
+        "6-apply.png",
+    ] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())
             .unwrap_or(0);
