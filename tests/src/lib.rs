@@ -682,7 +682,22 @@ impl Postern {
             .filter(|l| l.starts_with("postern-"))
             .filter_map(|l| {
                 let f: Vec<&str> = l.split_whitespace().collect();
-                Some((f[0].to_string(), f[1].parse().ok()?, f[3].parse().ok()?))
+                // A worker being restarted has no pid: it is not listed.
+                if f.get(1).is_some_and(|w| w.parse::<i32>().is_err()) {
+                    return None;
+                }
+                let parsed = (|| {
+                    Some((
+                        f[0].to_string(),
+                        f.get(1)?.parse().ok()?,
+                        f.get(3)?.parse().ok()?,
+                    ))
+                })();
+                Some(parsed.unwrap_or_else(|| {
+                    panic!(
+                        "a worker line postern status does not read as NAME PID … RESTARTS: {l:?}"
+                    )
+                }))
             })
             .collect()
     }

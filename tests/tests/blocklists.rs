@@ -274,16 +274,21 @@ import smtplib, sys, threading, time
 host, port = sys.argv[1], int(sys.argv[2])
 t0 = time.monotonic()
 done = {}
+asked = threading.Event()
 def session(client, tag):
     s = smtplib.SMTP(host, port, source_address=(client, 0), timeout=20)
     s.ehlo("mx.client.example")
     s.mail("a@known.example")
+    if tag == "slow":
+        asked.set()  # its RCPT goes now, and waits for the silent zone
     code, _ = s.rcpt("u@one.test")
     done[tag] = (code, time.monotonic() - t0)
     s.quit()
 slow = threading.Thread(target=session, args=("127.0.0.9", "slow"))
 slow.start()
-time.sleep(0.3)
+# The fast session starts (connect, EHLO, MAIL, RCPT) once the slow one's
+# RCPT is on its way.
+asked.wait(20)
 session("127.0.0.6", "fast")
 slow.join()
 print("fast", done["fast"][0], round(done["fast"][1], 2))

@@ -188,6 +188,7 @@ fn under_kills_restarts_reloads_and_a_flapping_backend_no_mail_is_lost_or_double
     let mut updates = Vec::new();
     let mut step = 0u32;
     let mut two_down = false;
+    let mut update_tries = 0;
     while start.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_secs(1));
         p.signal(Signal::SIGHUP);
@@ -212,6 +213,7 @@ fn under_kills_restarts_reloads_and_a_flapping_backend_no_mail_is_lost_or_double
                 let _ = p.cli(&["restart", "smtpd"]);
             }
             6 => {
+                update_tries += 1;
                 let n = updates.len();
                 let subject = format!("Subject: soak update-{n}\r\n\r\nupdate\r\n");
                 let script = r#"
@@ -248,6 +250,10 @@ print("queued")
     if two_down {
         two.push(RecordingBackend::start_on(two_port));
     }
+    assert!(
+        update_tries == 0 || !updates.is_empty(),
+        "none of {update_tries} update mails was queued"
+    );
     // A message under way at the deadline finishes first: each of its
     // replies may take up to the client's 30 s.
     let ended = Instant::now();

@@ -239,6 +239,7 @@ fn a_running_session_finishes_during_a_graceful_stop() {
 fn the_master_killed_takes_its_workers_with_it() {
     let (mut p, _one) = one_customer("sup-master9");
     let workers: Vec<i32> = p.workers().into_iter().map(|w| w.1).collect();
+    assert_eq!(workers.len(), 4, "router, updater, two smtpd: {workers:?}");
     kill9(p.pid());
     let mut child = p.child.take().expect("running");
     let _ = child.wait();
@@ -428,6 +429,7 @@ fn received_once(one: &RecordingBackend, n: usize) -> Vec<String> {
 fn restarting_smtpd_during_a_stream_of_sessions_fails_none() {
     let (p, one) = one_customer("sup-restart");
     let before = p.pids_of("postern-smtpd");
+    assert_eq!(before.len(), 2, "two smtpd processes by default");
     let stream = stream_of_sessions(p.addr, 300);
     one.wait_messages(5);
     let held = held_sessions(&p, 3);
@@ -458,7 +460,6 @@ fn restarting_smtpd_during_a_stream_of_sessions_fails_none() {
         let now = p.pids_of("postern-smtpd");
         (now.len() == 2 && before.iter().all(|b| !now.contains(b) && !alive(*b))).then_some(now)
     });
-    assert_eq!(after.len(), 2);
     // Sessions after the restart were served by the new processes.
     let log = p.log();
     assert!(

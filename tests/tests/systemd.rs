@@ -369,6 +369,7 @@ fn postern_runs_with_only_the_units_privileges() {
     p.signal(nix::sys::signal::Signal::SIGHUP);
     p.wait_log("configuration reloaded");
     let old = p.pids_of("postern-smtpd");
+    assert_eq!(old.len(), 2, "{:?}", p.workers());
     let out = p.cli(&["restart", "smtpd"]);
     assert!(
         out.status.success(),

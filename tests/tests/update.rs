@@ -305,6 +305,7 @@ fn killing_the_updater_or_the_master_loses_no_copy() {
     p.wait_log(&format!("update {second} to Late deferred"));
     // The whole suite dies at once.
     let workers: Vec<i32> = p.workers().into_iter().map(|w| w.1).collect();
+    assert_eq!(workers.len(), 4, "router, updater, two smtpd: {workers:?}");
     kill(Pid::from_raw(p.pid()), Signal::SIGKILL).expect("kill master");
     let mut child = p.child.take().expect("running");
     let _ = child.wait();
