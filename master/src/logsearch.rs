@@ -74,9 +74,24 @@ pub enum Query<'a> {
 
 /// Runs `postern log search|session … [--since WHEN]`.
 pub fn run(query: Query<'_>, since: Option<&str>, config: &Config) -> ExitCode {
-    match run_inner(query, since, config) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    match answer(&query, since, config) {
+        Ok(found) => {
+            if let Some(looked) = &found.looked {
+                eprintln!("postern: {looked}");
+            }
+            for l in &found.lines {
+                println!("{l}");
+            }
+            if found.lines.is_empty() {
+                match query {
+                    Query::Search(p) => eprintln!("postern: no session matches {p:?}"),
+                    Query::Session(id) => eprintln!("postern: no line has sid {id}"),
+                }
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
         Err(e) => {
             eprintln!("postern: {e}");
             ExitCode::from(2)
@@ -84,14 +99,26 @@ pub fn run(query: Query<'_>, since: Option<&str>, config: &Config) -> ExitCode {
     }
 }
 
-/// `Ok(found)`, or a mistake (exit status 2): a `--since` that does not
-/// parse, nowhere to search.
-fn run_inner(query: Query<'_>, since: Option<&str>, config: &Config) -> Result<bool, String> {
+/// What a search found.
+pub struct Found {
+    /// One line per session (`search`), or the session's lines (`session`).
+    pub lines: Vec<String>,
+    /// Where a search looked (`searched FILE and N rotated files`).
+    pub looked: Option<String>,
+}
+
+/// The lines `postern log search|session` prints, or a mistake (exit
+/// status 2): a `--since` that does not parse, nowhere to search. The
+/// console asks the master for the same (`request=log`).
+pub fn answer(query: &Query<'_>, since: Option<&str>, config: &Config) -> Result<Found, String> {
     let since = since.map(|v| parse_since(v, now_millis())).transpose()?;
     let source = source(config)?;
-    match query {
+    match *query {
         Query::Search(pattern) => search(&source, pattern, since),
-        Query::Session(id) => session(&source, id, since),
+        Query::Session(id) => session(&source, id, since).map(|lines| Found {
+            lines,
+            looked: None,
+        }),
     }
 }
 
@@ -107,7 +134,7 @@ fn source(config: &Config) -> Result<Source, String> {
     }
 }
 
-fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<bool, String> {
+fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<Found, String> {
     // Where the lines came from, said on stderr: a search that finds nothing
     // in the wrong place must not look like a session that never happened.
     let (lines, looked) = match source {
@@ -126,7 +153,6 @@ fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<bool, St
         }
         Source::Journal => (journal(&[], since)?, "searched the journal".to_string()),
     };
-    eprintln!("postern: {looked}");
     let sessions = summarize(
         lines
             .iter()
@@ -134,18 +160,17 @@ fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<bool, St
             .filter(|r| since.is_none_or(|t| r.millis >= t)),
     );
     let needle = pattern.to_lowercase();
-    let mut found = false;
-    for s in sessions.iter().filter(|s| s.matches(&needle)) {
-        found = true;
-        println!("{}", s.line());
-    }
-    if !found {
-        eprintln!("postern: no session matches {pattern:?}");
-    }
-    Ok(found)
+    Ok(Found {
+        lines: sessions
+            .iter()
+            .filter(|s| s.matches(&needle))
+            .map(Summary::line)
+            .collect(),
+        looked: Some(looked),
+    })
 }
 
-fn session(source: &Source, id: &str, since: Option<i64>) -> Result<bool, String> {
+fn session(source: &Source, id: &str, since: Option<i64>) -> Result<Vec<String>, String> {
     let of_session = |l: &Line| l.record.get("sid") == Some(id);
     let lines: Vec<Line> = match source {
         Source::File(path) => {
@@ -172,17 +197,11 @@ fn session(source: &Source, id: &str, since: Option<i64>) -> Result<bool, String
         }
         Source::Journal => journal(&[format!("SID={id}")], since)?,
     };
-    let lines: Vec<&Line> = lines
-        .iter()
+    Ok(lines
+        .into_iter()
         .filter(|l| since.is_none_or(|t| l.record.millis >= t))
-        .collect();
-    for l in &lines {
-        println!("{}", l.text);
-    }
-    if lines.is_empty() {
-        eprintln!("postern: no line has sid {id}");
-    }
-    Ok(!lines.is_empty())
+        .map(|l| l.text)
+        .collect())
 }
 
 /// `searched FILE`, with how many of its rotated siblings were read too.

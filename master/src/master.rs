@@ -461,6 +461,37 @@ impl Master {
             Ok(WorkerRequest::Status) => {
                 let _ = tx.send(self.status());
             }
+            Ok(WorkerRequest::Log {
+                what,
+                pattern,
+                since,
+            }) if self.slots[slot].kind == Kind::Web => {
+                // Reading logs takes time: off the master's loop.
+                let config = self.config.clone();
+                tokio::task::spawn_blocking(move || {
+                    use crate::logsearch::{answer, Query};
+                    let query = if what == "session" {
+                        Query::Session(&pattern)
+                    } else {
+                        Query::Search(&pattern)
+                    };
+                    let since = Some(since.as_str()).filter(|s| !s.is_empty());
+                    let reply = match answer(&query, since, &config) {
+                        Ok(found) => {
+                            let mut body = found.lines.join("\n");
+                            body.push('\n');
+                            let reply = Outcome::Ok.reply(None).with("count", found.lines.len());
+                            match found.looked {
+                                Some(l) => reply.with("looked", l),
+                                None => reply,
+                            }
+                            .with_body(body.into_bytes())
+                        }
+                        Err(e) => Outcome::reject(e).reply(None),
+                    };
+                    let _ = tx.send(reply);
+                });
+            }
             Ok(WorkerRequest::Stop { .. }) => {
                 // Answer before the stop closes the worker's channel.
                 drop(tx);
@@ -470,7 +501,7 @@ impl Master {
                 }
                 self.begin_stop("SMTP SHUTDOWN");
             }
-            Ok(other @ WorkerRequest::Restart { .. }) => {
+            Ok(other @ (WorkerRequest::Restart { .. } | WorkerRequest::Log { .. })) => {
                 let _ = tx.send(
                     Outcome::tempfail(format!("unknown request {}", other.verb())).reply(None),
                 );

@@ -3,7 +3,7 @@
 //! chromium-driver, which tests/run installs: a client nobody here wrote,
 //! the browser an administrator uses). Log in, read the dashboard, add a
 //! reject entry (and see that sender's mail refused), search the greylist,
-//! flush the update queue, reload from Apply, log out; a screenshot of
+//! follow a session from the log search to its trail, flush the update queue, reload from Apply, log out; a screenshot of
 //! every page goes to
 //! `target/console-screenshots/` (not committed).
 
@@ -70,18 +70,33 @@ try:
     cells = d.find_elements(By.XPATH, "//h2[text()='Search results']/following-sibling::table[1]//td")
     print("greylist:", " ".join(c.text for c in cells[:4]))
     d.save_screenshot(os.path.join(shots, "4-greylist.png"))
+    # The log search, then a click through to that session's trail.
+    d.find_element(By.LINK_TEXT, "Logs").click()
+    at("/logs", "Logs")
+    d.find_element(By.NAME, "q").send_keys("c@other.example")
+    d.find_element(By.XPATH, "//button[text()='Search']").click()
+    WebDriverWait(d, 20).until(lambda d: "1 session(s)." in d.page_source)
+    d.save_screenshot(os.path.join(shots, "5-logs.png"))
+    link = d.find_element(By.CSS_SELECTOR, "td a code")
+    sid = link.text
+    link.click()
+    WebDriverWait(d, 20).until(lambda d: "/logs/session?sid=" in d.current_url and "newest first" in d.page_source)
+    trail = d.find_element(By.CSS_SELECTOR, "pre.trail").text.splitlines()
+    print("trail:", d.find_element(By.TAG_NAME, "h1").text == "Session " + sid,
+          "disconnect from 127.0.0.7" in trail[0], "accepted connection from 127.0.0.7" in trail[-1])
+    d.save_screenshot(os.path.join(shots, "6-session.png"))
     d.find_element(By.LINK_TEXT, "Update queue").click()
     at("/queue", "Update queue")
     d.find_element(By.XPATH, "//button[text()='Try every deferred copy now']").click()
     WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.ok"))
     print("flush:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
-    d.save_screenshot(os.path.join(shots, "5-queue.png"))
+    d.save_screenshot(os.path.join(shots, "7-queue.png"))
     d.find_element(By.LINK_TEXT, "Apply").click()
     at("/apply", "Apply")
     d.find_element(By.XPATH, "//button[text()='Reload the configuration']").click()
     WebDriverWait(d, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "p.ok"))
     print("apply:", d.find_element(By.CSS_SELECTOR, "p.ok").text)
-    d.save_screenshot(os.path.join(shots, "6-apply.png"))
+    d.save_screenshot(os.path.join(shots, "8-apply.png"))
     d.find_element(By.XPATH, "//button[text()='Log out']").click()
     at("/", "Log in")
     print("logged out:", d.current_url == base + "/", len(d.find_elements(By.NAME, "password")) == 1)
@@ -101,7 +116,8 @@ fn an_administrator_walks_the_console_in_chromium() {
         "hostname = ",
         "admin_user = \"admin\"\nadmin_password = \"s3cret\"\nhostname = ",
     ) + &format!(
-        "\n[web]\nlisten = [\"{web}\"]\n\n[policy]\nskip_networks = []\n\n[greylist]\nenabled = true\n"
+        "\n[web]\nlisten = [\"{web}\"]\n\n[policy]\nskip_networks = []\n\n[greylist]\nenabled = true\n\n[log]\nfile = \"{}\"\n",
+        dir.path("postern-file.log").display()
     );
     let p = Postern::start(dir, &conf);
     // A triplet waiting in the greylist, for the search.
@@ -146,6 +162,7 @@ fn an_administrator_walks_the_console_in_chromium() {
             "access: Added: reject from spam@bad.test.",
             "row: from | spam@bad.test | seen in the browser test | ",
             "greylist: pending 127.0.0.0/24 c@other.example w@one.test",
+            "trail: True True True",
             "flush: 0 deferred copies will be tried now.",
             "apply: Configuration reloaded.",
             "logged out: True True",
@@ -166,8 +183,10 @@ fn an_administrator_walks_the_console_in_chromium() {
         "2-dashboard.png",
         "3-access.png",
         "4-greylist.png",
-        "5-queue.png",
-        "6-apply.png",
+        "5-logs.png",
+        "6-session.png",
+        "7-queue.png",
+        "8-apply.png",
     ] {
         let len = std::fs::metadata(shots.join(shot))
             .map(|m| m.len())

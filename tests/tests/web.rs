@@ -702,3 +702,91 @@ fn the_greylisting_page_searches_shows_the_views_and_edits_the_whitelist() {
         String::from_utf8_lossy(&p.cli(&["greylist", "whitelist", "list"]).stdout).into_owned();
     assert!(!cli.contains("fresh.example"), "{cli}");
 }
+
+#[test]
+fn the_logs_page_finds_sessions_and_shows_a_trail_newest_first() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("web-logs");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("hostname = ", &format!("{ADMIN}hostname = "))
+        + &format!(
+            "\n[web]\nlisten = [\"{web}\"]\n\n[log]\nfile = \"{}\"\n",
+            dir.path("postern-file.log").display()
+        );
+    let p = Postern::start(dir, &conf);
+    for (client, to) in [("127.0.0.5", "u@one.test"), ("127.0.0.6", "v@one.test")] {
+        let (out, ok) = swaks(
+            p.addr,
+            &[
+                "--local-interface",
+                client,
+                "--from",
+                "a@example.org",
+                "--to",
+                to,
+            ],
+        );
+        assert!(ok, "{out}");
+    }
+    let cli = String::from_utf8_lossy(&p.cli(&["log", "search", "v@one.test"]).stdout).into_owned();
+    let sid = cli.split(' ').next().expect("a session").to_string();
+    assert_eq!(cli.lines().count(), 1, "{cli}");
+    let run = local(format!("http://{web}"));
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", r#"{"user":"admin","password":"s3cret"}"#),
+            ("GET", "/logs?q=v%40one.test&since=", ""),
+            ("GET", &format!("/logs/session?sid={sid}&since="), ""),
+            ("GET", "/logs?q=%3Cb%3E&since=yesterday-ish", ""),
+            ("GET", "/logs/session?sid=000000000000", ""),
+        ],
+    );
+    // The search: one row, its id a link to the trail, as the CLI says.
+    assert_eq!(a[1].status, 200);
+    let row = row_with(&a[1].body, &sid).expect("the session's row");
+    assert!(
+        row.contains(&format!(
+            "<a href=\"/logs/session?sid={sid}&amp;since=\"><code>{sid}</code></a>"
+        )),
+        "{row}"
+    );
+    assert!(
+        row.contains("client=127.0.0.6") && row.contains("recipient=v@one.test"),
+        "{row}"
+    );
+    assert!(row_with(&a[1].body, "u@one.test").is_none());
+    assert!(a[1].body.contains("1 session(s)."), "{}", a[1].body);
+    // The trail: every process's lines, newest first.
+    let trail: Vec<&str> = a[2]
+        .body
+        .split("<pre class=\"trail\">")
+        .nth(1)
+        .and_then(|t| t.split("</pre>").next())
+        .expect("the trail")
+        .lines()
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert!(trail.len() >= 4, "{trail:?}");
+    assert!(
+        trail.iter().all(|l| l.contains(&format!("sid={sid}"))),
+        "{trail:?}"
+    );
+    assert!(trail[0].contains("disconnect from 127.0.0.6"), "{trail:?}");
+    assert!(
+        trail[trail.len() - 1].contains("accepted connection from 127.0.0.6"),
+        "{trail:?}"
+    );
+    assert!(
+        trail.iter().any(|l| l.contains("postern-router[")),
+        "{trail:?}"
+    );
+    // A period that does not parse: the reason, not a 500; words escaped.
+    assert_eq!(a[3].status, 200);
+    assert!(a[3].body.contains("<p class=\"error\">"), "{}", a[3].body);
+    assert!(a[3].body.contains("value=\"&lt;b&gt;\""));
+    assert!(a[4]
+        .body
+        .contains("No line has session id <code>000000000000</code>."));
+}

@@ -26,6 +26,7 @@ const MENU: &[(&str, &str)] = &[
     ("/dashboard", "Dashboard"),
     ("/access", "Access lists"),
     ("/greylist", "Greylisting"),
+    ("/logs", "Logs"),
     ("/queue", "Update queue"),
     ("/apply", "Apply"),
 ];
@@ -410,6 +411,71 @@ pub fn greylist(
     }
 }
 
+/// Logs (seed 001 §11): the search form, and the sessions found, each id
+/// a link to its trail. `found` is `(where it looked, lines)`.
+pub fn logs(
+    query: &str,
+    since: &str,
+    found: Option<&Result<(String, Vec<String>), String>>,
+) -> Markup {
+    html! {
+        form.row method="get" action="/logs" {
+            label { "Sender, recipient or client IP " input type="text" name="q" value=(query) required; }
+            label { "Since " input type="text" name="since" value=(since) placeholder="2d, 12h, 2026-12-01"; }
+            button type="submit" { "Search" }
+        }
+        p { "Without " em { "since" } ", today's log only (or the whole journal)." }
+        @match found {
+            None => {},
+            Some(Err(e)) => p.error { (e) },
+            Some(Ok((looked, lines))) => {
+                p { (looked) ": " (lines.len()) " session(s)." }
+                @if !lines.is_empty() {
+                    table {
+                        tr { th { "Session" } th { "First line" } th { "Client, sender, recipients, server, last reply" } }
+                        @for l in lines {
+                            @let mut words = l.splitn(3, ' ');
+                            @let (sid, time, rest) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next().unwrap_or(""));
+                            tr {
+                                td { a href={ "/logs/session?sid=" (query_value(sid)) "&since=" (query_value(since)) } { code { (sid) } } }
+                                td { (time) }
+                                td { (rest) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `s` as a URL query value (percent-encoded but for unreserved characters).
+fn query_value(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// One session's trail, every process's lines, newest first.
+pub fn session(sid: &str, lines: &Result<Vec<String>, String>) -> Markup {
+    html! {
+        p { a href="/logs" { "Back to the search" } }
+        @match lines {
+            Err(e) => p.error { (e) },
+            Ok(lines) if lines.is_empty() => p { "No line has session id " code { (sid) } "." },
+            Ok(lines) => {
+                p { (lines.len()) " lines, newest first." }
+                pre.trail { @for l in lines.iter().rev() { (l) "\n" } }
+            }
+        }
+    }
+}
+
 /// A page for an error (`404`, `403`…), without the menu.
 pub fn error(status: u16, text: &str) -> Markup {
     html! {
@@ -424,6 +490,14 @@ pub fn error(status: u16, text: &str) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(
+            query_value("2026-11-23 14:00&x=é"),
+            "2026-11-23%2014%3A00%26x%3D%C3%A9"
+        );
+    }
 
     #[test]
     fn values_are_escaped() {

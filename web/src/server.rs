@@ -305,6 +305,30 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 });
             greylist_page(shared, &s, "", "", Some(&done)).await
         }
+        (Verb::Get, "/logs") => {
+            let (q, since) = (field("q").trim(), field("since").trim());
+            let found =
+                if q.is_empty() {
+                    None
+                } else {
+                    Some(ask_log(shared, "search", q, since).await.map(|(a, lines)| {
+                        (a.get("looked").unwrap_or("searched").to_string(), lines)
+                    }))
+                };
+            page(&s, "Logs", "/logs", pages::logs(q, since, found.as_ref()))
+        }
+        (Verb::Get, "/logs/session") => {
+            let (sid, since) = (field("sid").trim(), field("since").trim());
+            let lines = ask_log(shared, "session", sid, since)
+                .await
+                .map(|(_, lines)| lines);
+            page(
+                &s,
+                &format!("Session {sid}"),
+                "/logs",
+                pages::session(sid, &lines),
+            )
+        }
         (Verb::Get, "/queue") => queue_page(shared, &s, None).await,
         (Verb::Post, "/queue/flush" | "/queue/delete" | "/restarts/cancel") => {
             let id = field("id").trim().to_string();
@@ -388,6 +412,8 @@ const ROUTES: &[(Verb, &str, Guard)] = &[
     (Verb::Post, "/access/delete", Guard::Form),
     (Verb::Get, "/greylist", Guard::Session),
     (Verb::Post, "/greylist/whitelist", Guard::Form),
+    (Verb::Get, "/logs", Guard::Session),
+    (Verb::Get, "/logs/session", Guard::Session),
     (Verb::Get, "/queue", Guard::Session),
     (Verb::Post, "/queue/flush", Guard::Form),
     (Verb::Post, "/queue/delete", Guard::Form),
@@ -401,6 +427,30 @@ fn style() -> Reply {
         .header(CONTENT_TYPE, "text/css; charset=utf-8")
         .body(Full::new(Bytes::from_static(pages::STYLE.as_bytes())))
         .expect("a valid response")
+}
+
+/// `postern log search|session`, asked of the master (it reads the log
+/// file or the journal): its answer and the lines.
+async fn ask_log(
+    shared: &Shared,
+    what: &str,
+    pattern: &str,
+    since: &str,
+) -> Result<(Attrs, Vec<String>), String> {
+    let a = shared
+        .ask_master(WorkerRequest::Log {
+            what: what.into(),
+            pattern: pattern.into(),
+            since: since.into(),
+        })
+        .await
+        .and_then(ok_or_reason)?;
+    let lines = String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok((a, lines))
 }
 
 /// The access lists as the router holds them.

@@ -72,6 +72,16 @@ pub enum WorkerRequest {
     Workers,
     /// The text of `postern status` as the body (the console).
     Status,
+    /// What `postern log search PATTERN` (or, with `session`, `postern
+    /// log session ID`) prints, one line each, as the body (the console).
+    Log {
+        /// `search` or `session`.
+        what: String,
+        /// The pattern, or the session id.
+        pattern: String,
+        /// `--since` (empty: the current file only, or the whole journal).
+        since: String,
+    },
 }
 
 impl WorkerRequest {
@@ -83,6 +93,7 @@ impl WorkerRequest {
             WorkerRequest::Restart { .. } => WorkerVerb::Restart,
             WorkerRequest::Workers => WorkerVerb::Workers,
             WorkerRequest::Status => WorkerVerb::Status,
+            WorkerRequest::Log { .. } => WorkerVerb::Log,
         }
     }
 
@@ -101,6 +112,14 @@ impl WorkerRequest {
             WorkerRequest::Reload { sid } | WorkerRequest::Stop { sid } => msg.with("sid", sid),
             WorkerRequest::Restart { server } => msg.with("server", server),
             WorkerRequest::Workers | WorkerRequest::Status => msg,
+            WorkerRequest::Log {
+                what,
+                pattern,
+                since,
+            } => msg
+                .with("what", what)
+                .with("pattern", pattern)
+                .with("since", since),
         }
     }
 
@@ -115,6 +134,11 @@ impl WorkerRequest {
             },
             WorkerVerb::Workers => WorkerRequest::Workers,
             WorkerVerb::Status => WorkerRequest::Status,
+            WorkerVerb::Log => WorkerRequest::Log {
+                what: required(msg, WorkerVerb::Log, "what")?.to_string(),
+                pattern: required(msg, WorkerVerb::Log, "pattern")?.to_string(),
+                since: msg.get("since").unwrap_or_default().to_string(),
+            },
         })
     }
 }

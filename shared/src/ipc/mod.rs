@@ -206,6 +206,8 @@ verbs! {
         Workers = "workers",
         /// The text of `postern status` (the console's dashboard).
         Status = "status",
+        /// `postern log search` or `postern log session` (the console's logs page).
+        Log = "log",
     }
 }
 
