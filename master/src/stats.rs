@@ -13,7 +13,7 @@ use postern_shared::config::Config;
 use postern_shared::ipc;
 use postern_shared::ipc::Outcome;
 use postern_shared::stats::{
-    Counter, Counts, Day, Rejection, Stats, CAUSES, FILE, KEEP_DAYS, PASSED_SIZE, PENDING_SIZE,
+    Counter, Day, Rejection, Report, Row, Stats, CAUSES, FILE, KEEP_DAYS, PASSED_SIZE, PENDING_SIZE,
 };
 
 use crate::master::{running_pid, PID_FILE, ROUTER_SOCKET};
@@ -89,63 +89,13 @@ fn ask_router(sock: &std::path::Path) -> Result<Stats, String> {
     Stats::decode(&text).map_err(|e| e.to_string())
 }
 
-/// One row of the synthesis: a week, a day, or the total.
-struct Row {
-    label: String,
-    from: Day,
-    to: Day,
-    counts: Counts,
+/// The synthesis as `postern stats` prints it.
+trait Print {
+    fn text(&self, source: Source) -> String;
+    fn json(&self, source: Source) -> String;
 }
 
-/// The weeks asked for, their total, and the days with counts among them.
-struct Report {
-    today: Day,
-    weeks: Vec<Row>,
-    total: Row,
-    days: Vec<Row>,
-}
-
-impl Report {
-    fn new(stats: &Stats, today: Day, weeks: i64) -> Report {
-        let this_monday = today.monday();
-        let rows: Vec<Row> = (0..weeks)
-            .rev()
-            .map(|i| {
-                let from = this_monday.plus(-7 * i);
-                let to = from.plus(6);
-                Row {
-                    label: from.iso_week().to_string(),
-                    from,
-                    to,
-                    counts: stats.sum(from, to),
-                }
-            })
-            .collect();
-        let first = this_monday.plus(-7 * (weeks - 1));
-        let last = this_monday.plus(6);
-        let days = stats
-            .days
-            .range(first..=last)
-            .map(|(d, c)| Row {
-                label: d.to_string(),
-                from: *d,
-                to: *d,
-                counts: c.clone(),
-            })
-            .collect();
-        Report {
-            today,
-            total: Row {
-                label: "total".into(),
-                from: first,
-                to: last,
-                counts: stats.sum(first, last),
-            },
-            weeks: rows,
-            days,
-        }
-    }
-
+impl Print for Report {
     fn text(&self, source: Source) -> String {
         let mut out = format!(
             "postern statistics: the last {} ISO weeks, local time, today {} (from the {})\n\n",

@@ -390,6 +390,73 @@ impl Stats {
     }
 }
 
+/// One row of the synthesis: a week, a day, or the total.
+pub struct Row {
+    /// The ISO week (`2026-W49`), the date, or `total`.
+    pub label: String,
+    /// Its first day.
+    pub from: Day,
+    /// Its last day.
+    pub to: Day,
+    /// The counts of those days.
+    pub counts: Counts,
+}
+
+/// The weeks asked for, their total, and the days with counts among them.
+pub struct Report {
+    /// The local day it was made.
+    pub today: Day,
+    /// The weeks, oldest first; the last is the current week.
+    pub weeks: Vec<Row>,
+    /// The weeks' total.
+    pub total: Row,
+    /// The days with counts among them, oldest first.
+    pub days: Vec<Row>,
+}
+
+impl Report {
+    /// The last `weeks` ISO weeks of `stats` (the current one last), as of `today`.
+    pub fn new(stats: &Stats, today: Day, weeks: i64) -> Report {
+        let this_monday = today.monday();
+        let rows: Vec<Row> = (0..weeks)
+            .rev()
+            .map(|i| {
+                let from = this_monday.plus(-7 * i);
+                let to = from.plus(6);
+                Row {
+                    label: from.iso_week().to_string(),
+                    from,
+                    to,
+                    counts: stats.sum(from, to),
+                }
+            })
+            .collect();
+        let first = this_monday.plus(-7 * (weeks - 1));
+        let last = this_monday.plus(6);
+        let days = stats
+            .days
+            .range(first..=last)
+            .map(|(d, c)| Row {
+                label: d.to_string(),
+                from: *d,
+                to: *d,
+                counts: c.clone(),
+            })
+            .collect();
+        Report {
+            today,
+            total: Row {
+                label: "total".into(),
+                from: first,
+                to: last,
+                counts: stats.sum(first, last),
+            },
+            weeks: rows,
+            days,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

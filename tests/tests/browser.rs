@@ -48,6 +48,10 @@ try:
     print("workers shown:", "postern-router" in d.find_element(By.TAG_NAME, "pre").text)
     print("cookie hidden from scripts:", d.execute_script("return document.cookie") == "")
     d.save_screenshot(os.path.join(shots, "2-dashboard.png"))
+    d.find_element(By.LINK_TEXT, "Statistics").click()
+    at("/stats", "Statistics")
+    print("charts:", len(d.find_elements(By.CSS_SELECTOR, "figure svg")))
+    d.save_screenshot(os.path.join(shots, "2b-statistics.png"))
     # A reject entry, typed into the access lists' form.
     d.find_element(By.LINK_TEXT, "Access lists").click()
     at("/access", "Access lists")
@@ -159,6 +163,7 @@ fn an_administrator_walks_the_console_in_chromium() {
             "dashboard: True Dashboard",
             "workers shown: True",
             "cookie hidden from scripts: True",
+            "charts: 4",
             "access: Added: reject from spam@bad.test.",
             "row: from | spam@bad.test | seen in the browser test | ",
             "greylist: pending 127.0.0.0/24 c@other.example w@one.test",
@@ -181,6 +186,7 @@ fn an_administrator_walks_the_console_in_chromium() {
     for shot in [
         "1-login.png",
         "2-dashboard.png",
+        "2b-statistics.png",
         "3-access.png",
         "4-greylist.png",
         "5-logs.png",

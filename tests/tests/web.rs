@@ -790,3 +790,83 @@ fn the_logs_page_finds_sessions_and_shows_a_trail_newest_first() {
         .body
         .contains("No line has session id <code>000000000000</code>."));
 }
+
+#[test]
+fn the_statistics_page_agrees_with_postern_stats_and_draws_its_charts() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, one) = policy_console("web-stats", web, true);
+    let send = |client: &str, to: &str| {
+        swaks(
+            p.addr,
+            &[
+                "--local-interface",
+                client,
+                "--from",
+                "a@example.org",
+                "--to",
+                to,
+            ],
+        )
+        .0
+    };
+    assert!(send("127.0.0.5", "u@one.test").contains("<** 451 4.7.1"));
+    assert!(send("127.0.0.5", "x@elsewhere.test").contains("<** 554 5.7.1"));
+    std::thread::sleep(std::time::Duration::from_millis(1_100)); // the greylisting delay
+    assert!(send("127.0.0.5", "u@one.test").contains("<-  250 2.0.0"));
+    one.wait_messages(1);
+    // The sessions' counts reach the router when they end.
+    let json = wait_for("three sessions counted", || {
+        let out = String::from_utf8_lossy(&p.cli(&["stats", "--json"]).stdout).into_owned();
+        out.contains("\"connections\": 3,").then_some(out)
+    });
+    let total = json
+        .lines()
+        .find(|l| l.contains("\"total\""))
+        .expect("the total")
+        .to_string();
+    let run = local(format!("http://{web}"));
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", r#"{"user":"admin","password":"s3cret"}"#),
+            ("GET", "/stats", ""),
+            ("GET", "/stats?weeks=2", ""),
+            ("GET", "/stats?weeks=%3Cx%3E", ""),
+        ],
+    );
+    assert_eq!(a[1].status, 200);
+    let body = &a[1].body;
+    // The total row: 3 connections, 1 forwarded by domain, 1 relaying
+    // denied, 1 greylisted, 1 passed, 1 message, spam rate 50 %.
+    let row = row_with(body, "<td>total</td>").expect("the total row");
+    let cells: Vec<&str> = row
+        .split("<td>")
+        .skip(1)
+        .map(|c| c.split("</td>").next().unwrap_or(""))
+        .collect();
+    assert_eq!(&cells[..3], ["total", "", "3"], "{row}");
+    assert_eq!(&cells[3..10], ["1", "0", "0", "1", "0", "1", "1"], "{row}");
+    assert_eq!(cells[10], "1");
+    assert_eq!(cells[12], "50.0%");
+    assert!(
+        total.contains("\"messages\": 1,") && total.contains("\"spam_rate\": 0.5"),
+        "{total}"
+    );
+    // Eight weeks by default, two when asked; the charts are inline SVG.
+    assert_eq!(
+        body.matches("<td>total</td>").count(),
+        2,
+        "two tables with a total"
+    );
+    assert_eq!(
+        body.matches("<svg ").count(),
+        4,
+        "messages, refusals, spam rate, greylisting"
+    );
+    assert!(body.contains("<title>Spam rate per week</title>"));
+    assert!(body.contains("— relay denied: 1</title>"), "{body}");
+    let weeks = |b: &str| b.matches("-W").count();
+    assert!(weeks(&a[2].body) < weeks(body));
+    // A bad number: the default, not an error.
+    assert_eq!(a[3].status, 200);
+}

@@ -18,6 +18,7 @@
 //! with the result). The other pages of SPEC §11 are to come.
 
 mod auth;
+mod charts;
 mod pages;
 mod server;
 

@@ -17,13 +17,14 @@ pre{background:#fff;border:1px solid #ccc;padding:.8em;overflow-x:auto}\
 input,button,select{font-size:1em;padding:.3em .5em}\
 table{border-collapse:collapse;background:#fff;margin:.5em 0 1em}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}\
-th{background:#eef}tr.expired td{background:#fee}td form{display:inline}\
+th{background:#eef}table.numbers td+td{text-align:right}figure{margin:1em 0;max-width:60em}tr.expired td{background:#fee}td form{display:inline}\
 form.row{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:end}form.row label{margin:0}\
 .field-error{color:#a00;display:block;font-size:.9em}";
 
 /// The menu, in seed 001's order (the pages built so far).
 const MENU: &[(&str, &str)] = &[
     ("/dashboard", "Dashboard"),
+    ("/stats", "Statistics"),
     ("/access", "Access lists"),
     ("/greylist", "Greylisting"),
     ("/logs", "Logs"),
@@ -152,6 +153,120 @@ pub fn apply(csrf: &str, result: Option<&Result<(), String>>) -> Markup {
         form method="post" action="/apply" {
             input type="hidden" name="csrf" value=(csrf);
             button type="submit" { "Reload the configuration" }
+        }
+    }
+}
+
+/// Statistics (seed 001 §7): the weekly synthesis with the spam rate,
+/// refusals by kind, greylisting per day, and their charts.
+pub fn stats(report: &Result<postern_shared::stats::Report, String>, weeks: i64) -> Markup {
+    use crate::charts::{stacked_bars, Series};
+    use postern_shared::stats::{Counter, Rejection, CAUSES, PASSED_SIZE, PENDING_SIZE};
+    let r = match report {
+        Ok(r) => r,
+        Err(e) => return html! { p.error { "The router did not tell: " (e) } },
+    };
+    let labels: Vec<String> = r.weeks.iter().map(|w| w.label.clone()).collect();
+    let per_week = |f: &dyn Fn(&postern_shared::stats::Counts) -> f64| -> Vec<f64> {
+        r.weeks.iter().map(|w| f(&w.counts)).collect()
+    };
+    let rows: Vec<&postern_shared::stats::Row> = r.weeks.iter().chain([&r.total]).collect();
+    let percent =
+        |rate: Option<f64>| rate.map_or_else(|| "-".to_string(), |x| format!("{:.1}%", x * 100.0));
+    let colours = ["#b33", "#e80", "#c6c", "#888", "#36c", "#393", "#960"];
+    let mut refusals = vec![Series {
+        name: "relay denied",
+        colour: colours[0],
+        values: per_week(&|c| c.get(Counter::RelayDenied) as f64),
+    }];
+    for (k, colour) in Rejection::ALL.iter().zip(&colours[1..]) {
+        refusals.push(Series {
+            name: k.as_str(),
+            colour,
+            values: per_week(&|c| c.get(Counter::Rejected(*k)) as f64),
+        });
+    }
+    let grey_days: Vec<&postern_shared::stats::Row> = r
+        .days
+        .iter()
+        .filter(|d| {
+            let c = &d.counts;
+            c.get(Counter::Greylisted) + c.get(Counter::GreylistPassed) > 0
+                || c.get_named(PENDING_SIZE) + c.get_named(PASSED_SIZE) > 0
+        })
+        .collect();
+    html! {
+        form.row method="get" action="/stats" {
+            label { "Weeks " input type="number" name="weeks" min="1" max=(postern_shared::stats::KEEP_DAYS / 7) value=(weeks); }
+            button type="submit" { "Show" }
+        }
+        p { "ISO weeks of the local calendar, today " (r.today) "; the last one is the current week." }
+        (stacked_bars("Messages forwarded per week", &labels, &[Series {
+            name: "messages", colour: "#36c", values: per_week(&|c| c.get(Counter::Messages) as f64),
+        }], ""))
+        (stacked_bars("Refusals per week, by kind", &labels, &refusals, ""))
+        (stacked_bars("Spam rate per week", &labels, &[Series {
+            name: "refused / (refused + messages)", colour: "#b33",
+            values: per_week(&|c| c.spam_rate().unwrap_or(0.0) * 100.0),
+        }], "%"))
+        h2 { "Weekly synthesis" }
+        table.numbers {
+            tr {
+                th { "Week" } th { "From" } th { "Connections" }
+                @for k in CAUSES { th { "Forwarded: " (k.as_str()) } }
+                th { "Relaying denied" } th { "Rejected" } th { "Greylisted" } th { "Greylist passed" }
+                th { "Messages" } th { "Bytes" } th { "Spam rate" }
+            }
+            @for row in &rows {
+                @let c = &row.counts;
+                tr {
+                    td { (row.label) }
+                    td { @if row.label != "total" { (row.from) } }
+                    td { (c.get(Counter::Connections)) }
+                    @for k in CAUSES { td { (c.get(Counter::Forwarded(k))) } }
+                    td { (c.get(Counter::RelayDenied)) }
+                    td { (c.rejected()) }
+                    td { (c.get(Counter::Greylisted)) }
+                    td { (c.get(Counter::GreylistPassed)) }
+                    td { (c.get(Counter::Messages)) }
+                    td { (c.get(Counter::Bytes)) }
+                    td { (percent(c.spam_rate())) }
+                }
+            }
+        }
+        p { "Spam rate = refused / (refused + messages); refused = relaying denied + rejected. Bytes: of the messages a backend accepted." }
+        h2 { "Refusals by kind" }
+        table.numbers {
+            tr { th { "Week" } th { "Relaying denied" } @for k in Rejection::ALL { th { (k.as_str()) } } }
+            @for row in &rows {
+                tr {
+                    td { (row.label) }
+                    td { (row.counts.get(Counter::RelayDenied)) }
+                    @for k in Rejection::ALL { td { (row.counts.get(Counter::Rejected(k))) } }
+                }
+            }
+        }
+        h2 { "Greylisting per day" }
+        @if grey_days.is_empty() {
+            p { "No greylisting in these weeks." }
+        } @else {
+            (stacked_bars("Greylisting per day", &grey_days.iter().map(|d| d.label.clone()).collect::<Vec<_>>(), &[
+                Series { name: "greylisted", colour: "#e80", values: grey_days.iter().map(|d| d.counts.get(Counter::Greylisted) as f64).collect() },
+                Series { name: "passed", colour: "#393", values: grey_days.iter().map(|d| d.counts.get(Counter::GreylistPassed) as f64).collect() },
+            ], ""))
+            table.numbers {
+                tr { th { "Day" } th { "Greylisted" } th { "Passed" } th { "Pending list" } th { "Whitelist" } }
+                @for d in &grey_days {
+                    tr {
+                        td { (d.label) }
+                        td { (d.counts.get(Counter::Greylisted)) }
+                        td { (d.counts.get(Counter::GreylistPassed)) }
+                        td { (d.counts.get_named(PENDING_SIZE)) }
+                        td { (d.counts.get_named(PASSED_SIZE)) }
+                    }
+                }
+            }
+            p { "Pending list, whitelist: the lists' sizes at the day's last hourly purge." }
         }
     }
 }

@@ -217,6 +217,28 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 });
             page(&s, "Dashboard", "/dashboard", pages::dashboard(&status))
         }
+        (Verb::Get, "/stats") => {
+            let weeks = field("weeks")
+                .parse::<i64>()
+                .unwrap_or(8)
+                .clamp(1, postern_shared::stats::KEEP_DAYS / 7);
+            let report = shared
+                .ask_router(RouterRequest::Stats.encode())
+                .await
+                .and_then(|a| {
+                    let text =
+                        String::from_utf8_lossy(a.body.as_deref().unwrap_or_default()).into_owned();
+                    postern_shared::stats::Stats::decode(&text).map_err(|e| e.to_string())
+                })
+                .map(|stats| {
+                    postern_shared::stats::Report::new(
+                        &stats,
+                        postern_shared::runtime::time::Day::today(),
+                        weeks,
+                    )
+                });
+            page(&s, "Statistics", "/stats", pages::stats(&report, weeks))
+        }
         (Verb::Get, "/access") => {
             let mut form = pages::EntryForm {
                 action: "reject".into(),
@@ -407,6 +429,7 @@ const ROUTES: &[(Verb, &str, Guard)] = &[
     (Verb::Post, "/", Guard::Public),
     (Verb::Post, "/logout", Guard::Form),
     (Verb::Get, "/dashboard", Guard::Session),
+    (Verb::Get, "/stats", Guard::Session),
     (Verb::Get, "/access", Guard::Session),
     (Verb::Post, "/access/save", Guard::Form),
     (Verb::Post, "/access/delete", Guard::Form),
