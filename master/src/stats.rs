@@ -319,6 +319,7 @@ fn table(headers: &[&str], rows: &[Vec<String>], left: usize) -> String {
 mod tests {
     use super::*;
     use postern_shared::ipc::route::Cause;
+    use postern_shared::stats::Counts;
 
     fn d(s: &str) -> Day {
         Day::parse(s).expect("date")
