@@ -785,7 +785,7 @@ fn the_logs_page_finds_sessions_and_shows_a_trail_newest_first() {
     assert!(
         trail
             .iter()
-            .any(|l| l.contains("postern-router[") && l.contains("route two.test -> One")),
+            .any(|l| l.contains("postern-router[") && l.contains("route two.test -&gt; One")),
         "{trail:?}"
     );
     // A period that does not parse: the reason, not a 500; words escaped.
