@@ -461,6 +461,13 @@ impl Master {
             Ok(WorkerRequest::Status) => {
                 let _ = tx.send(self.status());
             }
+            Ok(WorkerRequest::Backends) => {
+                let mut reply = Outcome::Ok.reply(None);
+                for state in self.backend_states() {
+                    reply.push("backend", &state);
+                }
+                let _ = tx.send(reply);
+            }
             Ok(WorkerRequest::Log {
                 what,
                 pattern,

@@ -313,6 +313,16 @@ async fn serve(stream: UnixStream, table: Shared) {
                 });
                 continue;
             }
+            Ok(RouterRequest::Mx { domain }) => {
+                let (table, tx) = (table.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let reply = manage::mx(&table.policy, &id, &domain).await;
+                    if let Ok(bytes) = reply.encode() {
+                        let _ = tx.send(bytes);
+                    }
+                });
+                continue;
+            }
             Ok(
                 request @ (RouterRequest::Route { .. }
                 | RouterRequest::Client { .. }

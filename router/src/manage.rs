@@ -280,3 +280,43 @@ pub async fn greylist(
         }
     }
 }
+
+/// The console's MX check of one domain, through the policy's resolver:
+/// its MX records, each with its addresses, or its own addresses when it
+/// has no MX (RFC 5321 §5.1's implicit MX).
+pub async fn mx(engine: &policy::Engine, id: &str, domain: &str) -> Attrs {
+    use policy::dns::Answer;
+    let Some(dns) = engine.dns() else {
+        return Outcome::tempfail("no resolver: see the log (policy.resolvers)").reply(Some(id));
+    };
+    let failed = |why: String| Outcome::tempfail(why).reply(Some(id));
+    let list = |ips: &[std::net::IpAddr]| {
+        ips.iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match dns.mx(domain).await {
+        Answer::Found(records) => {
+            let mut reply = Outcome::Ok.reply(Some(id));
+            for (preference, host) in records {
+                let ips = match dns.addresses(&host).await {
+                    Answer::Found(ips) => list(&ips),
+                    Answer::NotFound => String::new(),
+                    Answer::Timeout => "?timeout".into(),
+                    Answer::Failed(e) => format!("?{e}"),
+                };
+                reply.push("mx", format!("{preference} {host} {ips}").trim_end());
+            }
+            reply
+        }
+        Answer::NotFound => match dns.addresses(domain).await {
+            Answer::Found(ips) => Outcome::Ok.reply(Some(id)).with("implicit", list(&ips)),
+            Answer::NotFound => Outcome::NotFound.reply(Some(id)),
+            Answer::Timeout => failed(format!("{domain}: the resolver did not answer in time")),
+            Answer::Failed(e) => failed(format!("{domain}: {e}")),
+        },
+        Answer::Timeout => failed(format!("{domain}: the resolver did not answer in time")),
+        Answer::Failed(e) => failed(format!("{domain}: {e}")),
+    }
+}

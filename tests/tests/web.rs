@@ -876,3 +876,122 @@ fn the_statistics_page_agrees_with_postern_stats_and_draws_its_charts() {
     // A bad number: the default, not an error.
     assert_eq!(a[3].status, 200);
 }
+
+#[test]
+fn the_routing_and_mx_pages_show_the_table_and_where_each_domains_mail_goes() {
+    use postern_tests::dns::{DnsServer, Zones};
+    let dns = DnsServer::start(
+        Zones::default()
+            .local("one.test")
+            .local("two.test")
+            .local("three.test")
+            .local("four.test")
+            .local("elsewhere.example")
+            // one.test: its MX is this host by name.
+            .mx("one.test", "mx.postern.test")
+            // two.test: an MX elsewhere.
+            .mx("two.test", "mx.elsewhere.example")
+            .a("mx.elsewhere.example", "192.0.2.77")
+            // three.test: no MX, its own address is this host's.
+            .a("three.test", "127.0.0.1"),
+    );
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (one, two) = (RecordingBackend::start(), RecordingBackend::start());
+    let dir = TempDir::new("web-routing");
+    let conf = config_text(
+        &dir,
+        &(server_block("One", one.port(), &["one.test", "two.test"])
+            .replace("domains = ", "relay = [\"192.0.2.0/24\"]\ndomains = ")
+            + &server_block("Two", two.port(), &["three.test", "four.test"])),
+    )
+    .replace("hostname = ", &format!("{ADMIN}hostname = "))
+        + &format!(
+            "\n[web]\nlisten = [\"{web}\"]\n\n[policy]\nresolvers = [\"{}\"]\ndns_timeout = \"1s\"\n\n[[alias]]\naddress = \"list@lists.test\"\nto = [\"u@one.test\"]\n",
+            dns.addr
+        );
+    let p = Postern::start(dir, &conf);
+    two.stop();
+    // Two is down: three failures in a row, as postern status says.
+    for _ in 0..3 {
+        let (out, _) = swaks(p.addr, &["--to", "x@three.test"]);
+        assert!(out.contains("<** 451 4.4.1"), "{out}");
+    }
+    // smtpd reports its backends' health to the master every few seconds.
+    wait_for("Two failing in postern status", || {
+        String::from_utf8_lossy(&p.cli(&["status"]).stdout)
+            .lines()
+            .any(|l| l.starts_with("Two ") && l.contains("failing since"))
+            .then_some(())
+    });
+    let run = local(format!("http://{web}"));
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", r#"{"user":"admin","password":"s3cret"}"#),
+            ("GET", "/routing", ""),
+            ("GET", "/mx", ""),
+        ],
+    );
+    assert_eq!(a[1].status, 200);
+    let one_row = row_with(&a[1].body, "<td>One</td>").expect("server One");
+    assert!(one_row.contains("<td>one.test, two.test</td>"), "{one_row}");
+    assert!(one_row.contains("<td>192.0.2.0/24</td>"), "{one_row}");
+    assert!(one_row.contains("<td>reachable</td>"), "{one_row}");
+    let two_row = row_with(&a[1].body, "<td>Two</td>").expect("server Two");
+    assert!(two_row.contains("failing since"), "{two_row}");
+    for (domain, to) in [
+        ("one.test", "One"),
+        ("two.test", "One"),
+        ("three.test", "Two"),
+        ("four.test", "Two"),
+        ("lists.test", "its aliases (1)"),
+    ] {
+        assert!(
+            row_with(&a[1].body, &format!("<td>{domain}</td><td>{to}</td>")).is_some(),
+            "{domain} → {to}:\n{}",
+            a[1].body
+        );
+    }
+    // The MX check, through the policy's resolver.
+    assert_eq!(a[2].status, 200);
+    let row = |d: &str| {
+        row_with(&a[2].body, &format!("<td>{d}</td>"))
+            .unwrap_or_else(|| panic!("{d}: {}", a[2].body))
+    };
+    assert!(
+        row("one.test").contains("<td class=\"ok\">yes</td>"),
+        "{}",
+        row("one.test")
+    );
+    assert!(
+        row("one.test").contains("<strong>10 mx.postern.test"),
+        "{}",
+        row("one.test")
+    );
+    assert!(
+        row("two.test").contains("<td class=\"error\">no</td>"),
+        "{}",
+        row("two.test")
+    );
+    assert!(
+        row("two.test").contains("10 mx.elsewhere.example 192.0.2.77"),
+        "{}",
+        row("two.test")
+    );
+    assert!(
+        row("three.test").contains("<td class=\"ok\">yes</td>"),
+        "{}",
+        row("three.test")
+    );
+    assert!(row("three.test").contains("no MX: mail goes to the domain's own addresses, 127.0.0.1"));
+    assert!(
+        row("four.test").contains("no MX and no address"),
+        "{}",
+        row("four.test")
+    );
+    assert!(
+        row("lists.test").contains("<td class=\"error\">"),
+        "{}",
+        row("lists.test")
+    );
+}

@@ -79,21 +79,7 @@ impl Shared {
     /// One request to the router, as `postern access` and `postern
     /// greylist` send it: its answer when `status=ok`, else its reason.
     async fn ask_router(&self, req: Attrs) -> Result<Attrs, String> {
-        let reply = postern_shared::ipc::oneshot::ROUTER
-            .call(&self.router, req)
-            .await
-            .map_err(|e| format!("the router did not answer: {e}"))?;
-        if postern_shared::ipc::Outcome::is_ok(&reply) {
-            Ok(reply)
-        } else {
-            Err(postern_shared::ipc::Outcome::reason_in(&reply)
-                .unwrap_or(if postern_shared::ipc::Outcome::is_not_found(&reply) {
-                    "no such entry"
-                } else {
-                    "refused"
-                })
-                .to_string())
-        }
+        ask_router_at(&self.router, req).await
     }
 
     /// Asks the master on the worker's channel; its answer, or why not.
@@ -111,6 +97,26 @@ impl Shared {
                 MASTER_TIMEOUT.as_secs()
             )),
         }
+    }
+}
+
+/// One request to the router at `path`: its answer when `status=ok`, else
+/// its reason (`no such entry` for a bare `status=notfound`).
+async fn ask_router_at(path: &std::path::Path, req: Attrs) -> Result<Attrs, String> {
+    let reply = postern_shared::ipc::oneshot::ROUTER
+        .call(path, req)
+        .await
+        .map_err(|e| format!("the router did not answer: {e}"))?;
+    if postern_shared::ipc::Outcome::is_ok(&reply) {
+        Ok(reply)
+    } else {
+        Err(postern_shared::ipc::Outcome::reason_in(&reply)
+            .unwrap_or(if postern_shared::ipc::Outcome::is_not_found(&reply) {
+                "no such entry"
+            } else {
+                "refused"
+            })
+            .to_string())
     }
 }
 

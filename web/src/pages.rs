@@ -26,6 +26,8 @@ const MENU: &[(&str, &str)] = &[
     ("/dashboard", "Dashboard"),
     ("/stats", "Statistics"),
     ("/access", "Access lists"),
+    ("/routing", "Routing"),
+    ("/mx", "MX check"),
     ("/greylist", "Greylisting"),
     ("/logs", "Logs"),
     ("/queue", "Update queue"),
@@ -267,6 +269,94 @@ pub fn stats(report: &Result<postern_shared::stats::Report, String>, weeks: i64)
                 }
             }
             p { "Pending list, whitelist: the lists' sizes at the day's last hourly purge." }
+        }
+    }
+}
+
+/// One server of the routing table, as the page shows it.
+pub struct ServerRow {
+    /// Its name.
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
+    /// Its domains.
+    pub domains: Vec<String>,
+    /// Its relay networks.
+    pub relay: Vec<String>,
+    /// Whether clients may authenticate with its credentials.
+    pub auth: bool,
+    /// How the client's identity reaches it.
+    pub identity: String,
+    /// Whether update mails may restart it.
+    pub restart: bool,
+    /// Its health, as `postern status` says it.
+    pub health: String,
+}
+
+/// Routing (seed 001 §4, §5): the servers with their domains, relay
+/// networks and health, then every served domain and where it goes.
+pub fn routing(servers: &[ServerRow], served: &[(String, String)]) -> Markup {
+    html! {
+        h2 { "Servers (" (servers.len()) ")" }
+        table {
+            tr { th { "Server" } th { "Address" } th { "Domains" } th { "Relay networks" } th { "AUTH" } th { "Client identity" } th { "Restart command" } th { "Health" } }
+            @for s in servers {
+                tr {
+                    td { (s.name) }
+                    td { code { (s.address) } }
+                    td { (s.domains.join(", ")) }
+                    td { (s.relay.join(", ")) }
+                    td { @if s.auth { "yes" } @else { "no" } }
+                    td { (s.identity) }
+                    td { @if s.restart { "yes" } @else { "no" } }
+                    td class=[(s.health != "reachable").then_some("error")] { (s.health) }
+                }
+            }
+        }
+        h2 { "Served domains (" (served.len()) ")" }
+        table {
+            tr { th { "Domain" } th { "Goes to" } }
+            @for (d, to) in served { tr { td { (d) } td { (to) } } }
+        }
+    }
+}
+
+/// The MX check of one served domain.
+pub struct MxRow {
+    /// The domain.
+    pub domain: String,
+    /// Whether its mail comes here: `Some(true)` when an MX (or, without
+    /// MX, the domain itself) is this host.
+    pub here: Option<bool>,
+    /// Each MX: preference, host, addresses, whether it is this host.
+    pub records: Vec<(String, bool)>,
+    /// Why there is no answer, or a remark.
+    pub note: String,
+}
+
+/// MX check (seed 001 §6): does each served domain's MX point at this host?
+pub fn mx(rows: &[MxRow], this_host: &[String]) -> Markup {
+    html! {
+        p { "This host: " (this_host.join(", ")) ". Looked up through the policy's resolver (" code { "policy.resolvers" } ")." }
+        table {
+            tr { th { "Domain" } th { "Mail comes here" } th { "MX records (preference, host, addresses)" } }
+            @for r in rows {
+                tr {
+                    td { (r.domain) }
+                    @match r.here {
+                        Some(true) => td.ok { "yes" },
+                        Some(false) => td.error { "no" },
+                        None => td.error { "unknown" },
+                    }
+                    td {
+                        @for (text, here) in &r.records {
+                            @if *here { strong { (text) " (this host)" } } @else { (text) }
+                            br;
+                        }
+                        @if !r.note.is_empty() { em { (r.note) } }
+                    }
+                }
+            }
         }
     }
 }

@@ -239,6 +239,44 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 });
             page(&s, "Statistics", "/stats", pages::stats(&report, weeks))
         }
+        (Verb::Get, "/routing") => {
+            let config = shared.config();
+            let health: Vec<String> = shared
+                .ask_master(WorkerRequest::Backends)
+                .await
+                .and_then(ok_or_reason)
+                .map(|a| a.get_all("backend").map(str::to_string).collect())
+                .unwrap_or_default();
+            let servers: Vec<pages::ServerRow> = config
+                .servers
+                .iter()
+                .enumerate()
+                .map(|(i, sv)| pages::ServerRow {
+                    name: sv.display_name(),
+                    address: format!("{}:{}", sv.host, sv.port),
+                    domains: sv.domains.clone(),
+                    relay: sv.relay.iter().map(|r| r.to_string()).collect(),
+                    auth: sv.user.is_some(),
+                    identity: sv.client_identity.as_str().to_string(),
+                    restart: sv.restart_command.is_some(),
+                    health: health.get(i).cloned().unwrap_or_else(|| "unknown".into()),
+                })
+                .collect();
+            page(
+                &s,
+                "Routing",
+                "/routing",
+                pages::routing(&servers, &served_domains(&config)),
+            )
+        }
+        (Verb::Get, "/mx") => {
+            let config = shared.config();
+            let here = this_host(&config);
+            let rows = mx_rows(shared, &config, &here).await;
+            let mut shown: Vec<String> = vec![config.proxy.hostname.clone()];
+            shown.extend(here.iter().map(IpAddr::to_string));
+            page(&s, "MX check", "/mx", pages::mx(&rows, &shown))
+        }
         (Verb::Get, "/access") => {
             let mut form = pages::EntryForm {
                 action: "reject".into(),
@@ -430,6 +468,8 @@ const ROUTES: &[(Verb, &str, Guard)] = &[
     (Verb::Post, "/logout", Guard::Form),
     (Verb::Get, "/dashboard", Guard::Session),
     (Verb::Get, "/stats", Guard::Session),
+    (Verb::Get, "/routing", Guard::Session),
+    (Verb::Get, "/mx", Guard::Session),
     (Verb::Get, "/access", Guard::Session),
     (Verb::Post, "/access/save", Guard::Form),
     (Verb::Post, "/access/delete", Guard::Form),
@@ -474,6 +514,145 @@ async fn ask_log(
         .map(str::to_string)
         .collect();
     Ok((a, lines))
+}
+
+/// Every domain postern serves and where its mail goes: the servers'
+/// domains, then the alias domains.
+fn served_domains(config: &postern_shared::config::Config) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = config
+        .servers
+        .iter()
+        .flat_map(|sv| {
+            sv.domains
+                .iter()
+                .map(move |d| (d.clone(), sv.display_name()))
+        })
+        .collect();
+    let (aliases, _) = postern_shared::alias::Aliases::build(&config.aliases);
+    let index = postern_shared::domains::DomainIndex::new(&config.servers);
+    for d in aliases.summaries(&index) {
+        if d.listed_by.is_none() {
+            out.push((d.domain, format!("its aliases ({})", d.aliases)));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// This host's addresses: the specific ones postern listens on, and every
+/// interface's when it listens on all of them.
+fn this_host(config: &postern_shared::config::Config) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = Vec::new();
+    let mut any = false;
+    for l in &config.proxy.listen {
+        match l.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_unspecified() => any = true,
+            Ok(a) => out.push(unmap(a.ip())),
+            Err(_) => any = true,
+        }
+    }
+    if any {
+        if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
+            for i in ifs {
+                let ip = i.address.and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|s| IpAddr::V4(s.ip()))
+                        .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
+                });
+                out.extend(ip);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Most domains the MX check looks up at once.
+const MX_DOMAINS: usize = 500;
+
+/// The MX check of every served domain (the first [`MX_DOMAINS`]), the
+/// lookups in parallel through the router's resolver.
+async fn mx_rows(
+    shared: &Shared,
+    config: &postern_shared::config::Config,
+    here: &[IpAddr],
+) -> Vec<pages::MxRow> {
+    let domains: Vec<String> = served_domains(config)
+        .into_iter()
+        .map(|(d, _)| d)
+        .take(MX_DOMAINS)
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, d) in domains.iter().enumerate() {
+        let (router, domain) = (shared.router.clone(), d.clone());
+        set.spawn(async move {
+            let r = crate::ask_router_at(&router, RouterRequest::Mx { domain }.encode()).await;
+            (i, r)
+        });
+    }
+    let mut answers: Vec<Option<Result<Attrs, String>>> = domains.iter().map(|_| None).collect();
+    while let Some(Ok((i, r))) = set.join_next().await {
+        answers[i] = Some(r);
+    }
+    let hostname = config
+        .proxy
+        .hostname
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    let is_here = |host: &str, ips: &str| {
+        host.eq_ignore_ascii_case(&hostname)
+            || ips
+                .split(',')
+                .filter_map(|a| a.parse::<IpAddr>().ok())
+                .any(|a| here.contains(&unmap(a)))
+    };
+    domains
+        .into_iter()
+        .zip(answers)
+        .map(|(domain, answer)| {
+            let mut row = pages::MxRow {
+                domain,
+                here: None,
+                records: Vec::new(),
+                note: String::new(),
+            };
+            match answer {
+                Some(Ok(a)) => {
+                    for mx in a.get_all("mx") {
+                        let mut f = mx.splitn(3, ' ');
+                        let (pref, host, ips) = (
+                            f.next().unwrap_or(""),
+                            f.next().unwrap_or(""),
+                            f.next().unwrap_or(""),
+                        );
+                        let shown = if ips.is_empty() {
+                            format!("{pref} {host} (no address)")
+                        } else {
+                            format!("{pref} {host} {}", ips.replace(',', ", "))
+                        };
+                        row.records.push((shown, is_here(host, ips)));
+                    }
+                    if let Some(ips) = a.get("implicit") {
+                        row.note = format!(
+                            "no MX: mail goes to the domain's own addresses, {}",
+                            ips.replace(',', ", ")
+                        );
+                        row.here = Some(is_here("", ips));
+                    } else {
+                        row.here = Some(row.records.iter().any(|(_, h)| *h));
+                    }
+                }
+                Some(Err(e)) if e == "no such entry" => {
+                    row.here = Some(false);
+                    row.note = "no MX and no address: mail cannot reach it".into();
+                }
+                Some(Err(e)) => row.note = e,
+                None => row.note = "no answer".into(),
+            }
+            row
+        })
+        .collect()
 }
 
 /// The access lists as the router holds them.

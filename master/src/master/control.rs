@@ -73,22 +73,18 @@ impl Master {
         Outcome::Ok.reply(None).with_body(text.into_bytes())
     }
 
-    /// Sessions in progress and each server's health, from the smtpd reports.
-    pub(super) fn load_report(&self) -> String {
-        let loads: Vec<&Attrs> = self
+    /// Each server's health (in `config.servers` order), the worst view of
+    /// any smtpd: `reachable`, or `failing since … ago (N failures in a
+    /// row)`, skipped for how long.
+    pub(super) fn backend_states(&self) -> Vec<String> {
+        let loads = self
             .slots
             .iter()
             .filter(|s| s.pid.is_some())
-            .filter_map(|s| s.load.as_ref())
-            .collect();
-        let sessions: u64 = loads
-            .iter()
-            .filter_map(|a| a.get("sessions")?.parse::<u64>().ok())
-            .sum();
-        let mut text = format!("sessions in progress: {sessions}\n");
-        // name → (failures, since, skipped seconds), the worst view of any smtpd.
+            .filter_map(|s| s.load.as_ref());
+        // name → (failures, since, skipped seconds).
         let mut failing: HashMap<String, (u64, u64, u64)> = HashMap::new();
-        for line in loads.iter().flat_map(|a| a.get_all("failing")) {
+        for line in loads.flat_map(|a| a.get_all("failing")) {
             let f: Vec<&str> = line.split('|').collect();
             if let [name, count, since, left] = f.as_slice() {
                 let n = |v: &str| v.parse::<u64>().unwrap_or(0);
@@ -98,10 +94,10 @@ impl Master {
                 e.2 = e.2.max(n(left));
             }
         }
-        text.push_str("BACKEND              ADDRESS                STATE\n");
-        for s in &self.config.servers {
-            let name = s.display_name();
-            let state = match failing.get(&name) {
+        self.config
+            .servers
+            .iter()
+            .map(|s| match failing.get(&s.display_name()) {
                 None => "reachable".to_string(),
                 Some((count, since, left)) => {
                     let ago = std::time::SystemTime::now()
@@ -117,10 +113,28 @@ impl Master {
                     }
                     st
                 }
-            };
+            })
+            .collect()
+    }
+
+    /// Sessions in progress and each server's health, from the smtpd reports.
+    pub(super) fn load_report(&self) -> String {
+        let loads: Vec<&Attrs> = self
+            .slots
+            .iter()
+            .filter(|s| s.pid.is_some())
+            .filter_map(|s| s.load.as_ref())
+            .collect();
+        let sessions: u64 = loads
+            .iter()
+            .filter_map(|a| a.get("sessions")?.parse::<u64>().ok())
+            .sum();
+        let mut text = format!("sessions in progress: {sessions}\n");
+        text.push_str("BACKEND              ADDRESS                STATE\n");
+        for (s, state) in self.config.servers.iter().zip(self.backend_states()) {
             text.push_str(&format!(
                 "{:<20} {:<22} {state}\n",
-                name,
+                s.display_name(),
                 format!("{}:{}", s.host, s.port)
             ));
         }

@@ -237,8 +237,8 @@ impl Master {
     pub(super) fn worker_config(&self, kind: Kind) -> String {
         let auth_servers = WorkerConfig::has_auth_servers(&self.config);
         let mut config = (*self.config).clone();
-        // Only the router looks aliases up.
-        if kind != Kind::Router {
+        // Only the router looks aliases up; the console lists their domains.
+        if !matches!(kind, Kind::Router | Kind::Web) {
             config.aliases.clear();
         }
         let tls = match kind {

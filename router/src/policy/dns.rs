@@ -189,6 +189,51 @@ impl Dns {
         None
     }
 
+    /// The MX records of `domain`: (preference, host without its final dot),
+    /// lowest preference first.
+    pub async fn mx(&self, domain: &str) -> Answer<(u16, String)> {
+        let fqdn = format!("{}.", domain.strip_suffix('.').unwrap_or(domain));
+        let mut a = map(self.records(&fqdn, RecordType::MX).await, |d| match d {
+            RData::MX(mx) => Some((
+                mx.preference,
+                mx.exchange.to_ascii().trim_end_matches('.').to_string(),
+            )),
+            _ => None,
+        });
+        if let Answer::Found(v) = &mut a {
+            v.sort();
+        }
+        a
+    }
+
+    /// The A and AAAA addresses of `host`: `Found` if there is one.
+    pub async fn addresses(&self, host: &str) -> Answer<IpAddr> {
+        let fqdn = format!("{}.", host.strip_suffix('.').unwrap_or(host));
+        let (a, aaaa) = tokio::join!(
+            self.records(&fqdn, RecordType::A),
+            self.records(&fqdn, RecordType::AAAA),
+        );
+        let mut found = Vec::new();
+        let mut worst: Answer<IpAddr> = Answer::NotFound;
+        for r in [a, aaaa] {
+            match r {
+                Answer::Found(v) => found.extend(v.into_iter().filter_map(|d| match d {
+                    RData::A(a) => Some(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                    _ => None,
+                })),
+                Answer::NotFound => {}
+                Answer::Timeout => worst = Answer::Timeout,
+                Answer::Failed(e) => worst = Answer::Failed(e),
+            }
+        }
+        if found.is_empty() {
+            worst
+        } else {
+            Answer::Found(found)
+        }
+    }
+
     /// Whether `domain` has an A, AAAA or MX record (Postfix's
     /// `reject_unknown_*_domain`): `Found` if one of them exists.
     pub async fn domain_exists(&self, domain: &str) -> Answer<()> {

@@ -141,6 +141,11 @@ impl Engine {
         self.facts.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// The policy's resolver, when it could be made.
+    pub fn dns(&self) -> Option<Dns> {
+        self.settings().dns.clone()
+    }
+
     fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()

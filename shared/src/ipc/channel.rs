@@ -72,6 +72,9 @@ pub enum WorkerRequest {
     Workers,
     /// The text of `postern status` as the body (the console).
     Status,
+    /// Each server's health, one `backend=` per server in configuration
+    /// order (the console's routing page).
+    Backends,
     /// What `postern log search PATTERN` (or, with `session`, `postern
     /// log session ID`) prints, one line each, as the body (the console).
     Log {
@@ -94,6 +97,7 @@ impl WorkerRequest {
             WorkerRequest::Workers => WorkerVerb::Workers,
             WorkerRequest::Status => WorkerVerb::Status,
             WorkerRequest::Log { .. } => WorkerVerb::Log,
+            WorkerRequest::Backends => WorkerVerb::Backends,
         }
     }
 
@@ -111,7 +115,7 @@ impl WorkerRequest {
         match self {
             WorkerRequest::Reload { sid } | WorkerRequest::Stop { sid } => msg.with("sid", sid),
             WorkerRequest::Restart { server } => msg.with("server", server),
-            WorkerRequest::Workers | WorkerRequest::Status => msg,
+            WorkerRequest::Workers | WorkerRequest::Status | WorkerRequest::Backends => msg,
             WorkerRequest::Log {
                 what,
                 pattern,
@@ -134,6 +138,7 @@ impl WorkerRequest {
             },
             WorkerVerb::Workers => WorkerRequest::Workers,
             WorkerVerb::Status => WorkerRequest::Status,
+            WorkerVerb::Backends => WorkerRequest::Backends,
             WorkerVerb::Log => WorkerRequest::Log {
                 what: required(msg, WorkerVerb::Log, "what")?.to_string(),
                 pattern: required(msg, WorkerVerb::Log, "pattern")?.to_string(),

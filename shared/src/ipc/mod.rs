@@ -160,6 +160,9 @@ verbs! {
         GreylistExport = "greylist-export",
         /// An export's records added to the store (the text is the body).
         GreylistImport = "greylist-import",
+        /// A domain's MX records and their addresses, through the policy's
+        /// resolver (the console's MX check).
+        Mx = "mx",
     }
 }
 
@@ -208,6 +211,8 @@ verbs! {
         Status = "status",
         /// `postern log search` or `postern log session` (the console's logs page).
         Log = "log",
+        /// Each server's health (the console's routing page).
+        Backends = "backends",
     }
 }
 

@@ -143,6 +143,15 @@ pub enum RouterRequest {
         /// Who ran the CLI (add).
         by: Option<String>,
     },
+    /// A domain's MX records and their addresses. Answered `status=ok`
+    /// with one `mx=PREFERENCE HOST ADDRESS,ADDRESS…` per record, or, for a
+    /// domain without MX, `implicit=ADDRESS,…` (its own A and AAAA, RFC 5321
+    /// §5.1); `status=notfound` when it has neither; `status=tempfail
+    /// reason=` when the resolver could not tell.
+    Mx {
+        /// The domain.
+        domain: String,
+    },
 }
 
 /// Adds the counters of `counts` to `msg`, one attribute each.
@@ -193,6 +202,7 @@ impl RouterRequest {
             RouterRequest::GreylistWhitelist { .. } => RouterVerb::GreylistWhitelist,
             RouterRequest::GreylistExport => RouterVerb::GreylistExport,
             RouterRequest::GreylistImport { .. } => RouterVerb::GreylistImport,
+            RouterRequest::Mx { .. } => RouterVerb::Mx,
         }
     }
 
@@ -290,6 +300,7 @@ impl RouterRequest {
                 with_some(with_some(msg, "comment", comment), "by", by)
             }
             RouterRequest::GreylistImport { text } => msg.with_body(text.clone()),
+            RouterRequest::Mx { domain } => msg.with("domain", domain),
             RouterRequest::Stats
             | RouterRequest::AccessList
             | RouterRequest::GreylistExport
@@ -398,6 +409,9 @@ impl RouterRequest {
                 by: get("by"),
             },
             RouterVerb::GreylistExport => RouterRequest::GreylistExport,
+            RouterVerb::Mx => RouterRequest::Mx {
+                domain: text("domain"),
+            },
             RouterVerb::GreylistImport => RouterRequest::GreylistImport {
                 text: msg.body.clone().unwrap_or_default(),
             },
