@@ -274,6 +274,16 @@ pub enum LogCommand {
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
     },
+    /// Every refused recipient (to ADDRESS only, if given): when, the client, the sender, why
+    #[command(override_usage = "postern [-c FILE] log refused [ADDRESS] [--since WHEN]")]
+    Refused {
+        /// Only the refusals for this recipient
+        #[arg(value_name = "ADDRESS")]
+        address: Option<String>,
+        /// A duration back from now (30m, 2h, 7d) or a local date and time
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
 }
 
 /// `postern queue list|flush|delete ID`.

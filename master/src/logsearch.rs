@@ -70,6 +70,8 @@ pub enum Query<'a> {
     Search(&'a str),
     /// `log session ID`: one session's lines.
     Session(&'a str),
+    /// `log refused [ADDRESS]`: every recipient refused (to that address).
+    Refused(Option<&'a str>),
 }
 
 /// Runs `postern log search|session … [--since WHEN]`.
@@ -86,6 +88,8 @@ pub fn run(query: Query<'_>, since: Option<&str>, config: &Config) -> ExitCode {
                 match query {
                     Query::Search(p) => eprintln!("postern: no session matches {p:?}"),
                     Query::Session(id) => eprintln!("postern: no line has sid {id}"),
+                    Query::Refused(Some(a)) => eprintln!("postern: nothing refused for {a}"),
+                    Query::Refused(None) => eprintln!("postern: nothing refused"),
                 }
                 ExitCode::FAILURE
             } else {
@@ -115,6 +119,7 @@ pub fn answer(query: &Query<'_>, since: Option<&str>, config: &Config) -> Result
     let source = source(config)?;
     match *query {
         Query::Search(pattern) => search(&source, pattern, since),
+        Query::Refused(address) => refused(&source, address, since),
         Query::Session(id) => session(&source, id, since).map(|lines| Found {
             lines,
             looked: None,
@@ -134,10 +139,10 @@ fn source(config: &Config) -> Result<Source, String> {
     }
 }
 
-fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<Found, String> {
-    // Where the lines came from, said on stderr: a search that finds nothing
-    // in the wrong place must not look like a session that never happened.
-    let (lines, looked) = match source {
+/// The lines of the period: the rotated files back to `since` and the
+/// current one (or the journal), and where they came from.
+fn period(source: &Source, since: Option<i64>) -> Result<(Vec<Line>, String), String> {
+    Ok(match source {
         Source::File(path) => {
             let mut files = Vec::new();
             if let Some(t) = since {
@@ -152,7 +157,13 @@ fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<Found, S
             (all, searched_files(path, rotated))
         }
         Source::Journal => (journal(&[], since)?, "searched the journal".to_string()),
-    };
+    })
+}
+
+fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<Found, String> {
+    // Where the lines came from, said on stderr: a search that finds nothing
+    // in the wrong place must not look like a session that never happened.
+    let (lines, looked) = period(source, since)?;
     let sessions = summarize(
         lines
             .iter()
@@ -166,6 +177,56 @@ fn search(source: &Source, pattern: &str, since: Option<i64>) -> Result<Found, S
             .filter(|s| s.matches(&needle))
             .map(Summary::line)
             .collect(),
+        looked: Some(looked),
+    })
+}
+
+/// Seed 004's spam-senders report: each recipient smtpd refused (a 4xx or
+/// 5xx reply: relaying denied, the policy's refusals, greylisting, and
+/// what the server itself refused), oldest first, as `TIME
+/// client=… sender=… recipient=… reply="…"`; with `address`, only the
+/// refusals for that recipient (case-insensitive).
+fn refused(source: &Source, address: Option<&str>, since: Option<i64>) -> Result<Found, String> {
+    let (lines, looked) = period(source, since)?;
+    let wanted = address.map(|a| a.trim_matches(['<', '>']).to_lowercase());
+    let lines = lines
+        .iter()
+        .map(|l| &l.record)
+        .filter(|r| since.is_none_or(|t| r.millis >= t))
+        .filter(|r| r.process == "postern-smtpd")
+        .filter_map(|r| {
+            let recipient = r.get("recipient")?;
+            let reply = r.get("reply")?;
+            if !reply.starts_with(['4', '5']) {
+                return None;
+            }
+            if wanted
+                .as_ref()
+                .is_some_and(|w| recipient.to_lowercase() != *w)
+            {
+                return None;
+            }
+            let mut s = r.time.clone();
+            for (k, v) in [
+                ("client", r.get("client_ip").unwrap_or("-")),
+                (
+                    "sender",
+                    r.get("sender").filter(|v| !v.is_empty()).unwrap_or("<>"),
+                ),
+                ("recipient", recipient),
+                ("reply", reply),
+                ("sid", r.get("sid").unwrap_or("-")),
+            ] {
+                s.push(' ');
+                s.push_str(k);
+                s.push('=');
+                write_value(&mut s, v);
+            }
+            Some(s)
+        })
+        .collect();
+    Ok(Found {
+        lines,
         looked: Some(looked),
     })
 }

@@ -70,6 +70,11 @@ fn main() -> ExitCode {
             LogCommand::Session { id, since } => {
                 logsearch::run(logsearch::Query::Session(id), since.as_deref(), &c)
             }
+            LogCommand::Refused { address, since } => logsearch::run(
+                logsearch::Query::Refused(address.as_deref()),
+                since.as_deref(),
+                &c,
+            ),
         }),
         Command::Convert { file } => convert(&file),
         Command::Queue { command } => {

@@ -477,10 +477,12 @@ impl Master {
                 let config = self.config.clone();
                 tokio::task::spawn_blocking(move || {
                     use crate::logsearch::{answer, Query};
-                    let query = if what == "session" {
-                        Query::Session(&pattern)
-                    } else {
-                        Query::Search(&pattern)
+                    let query = match what.as_str() {
+                        "session" => Query::Session(&pattern),
+                        "refused" => {
+                            Query::Refused(Some(pattern.as_str()).filter(|p| !p.is_empty()))
+                        }
+                        _ => Query::Search(&pattern),
                     };
                     let since = Some(since.as_str()).filter(|s| !s.is_empty());
                     let reply = match answer(&query, since, &config) {

@@ -151,7 +151,8 @@ fn a_sessions_path_and_searches_come_from_the_log_file() {
     assert_eq!(found.lines().count(), 1, "{found}");
     assert!(found.starts_with(&format!("{sid3} ")), "{found}");
     assert!(
-        found.contains("recipient=x@nowhere.test") && found.contains("reply=\"554 5.7.1\""),
+        found.contains("recipient=x@nowhere.test")
+            && found.contains("reply=\"554 5.7.1 <x@nowhere.test>: Relaying denied\""),
         "{found}"
     );
     let o = p.cli(&["log", "search", "ONE.TEST"]);

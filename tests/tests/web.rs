@@ -995,3 +995,93 @@ fn the_routing_and_mx_pages_show_the_table_and_where_each_domains_mail_goes() {
         row("lists.test")
     );
 }
+
+#[test]
+fn the_refused_mail_report_lists_who_was_refused_for_whom_and_why() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("web-refused");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("hostname = ", &format!("{ADMIN}hostname = "))
+        + &format!(
+            "\n[web]\nlisten = [\"{web}\"]\n\n[policy]\nskip_networks = []\n\n[log]\nfile = \"{}\"\n",
+            dir.path("postern-file.log").display()
+        );
+    let p = Postern::start(dir, &conf);
+    let added = p.cli(&["access", "add", "reject", "from", "spam@bad.test"]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let send = |client: &str, from: &str, to: &str| {
+        swaks(
+            p.addr,
+            &["--local-interface", client, "--from", from, "--to", to],
+        )
+        .0
+    };
+    assert!(send("127.0.0.5", "spam@bad.test", "u@one.test").contains("<** 554 5.7.1"));
+    assert!(send("127.0.0.6", "a@example.org", "x@elsewhere.test").contains("<** 554 5.7.1"));
+    assert!(send("127.0.0.7", "a@example.org", "v@one.test").contains("<-  250 2.0.0"));
+    one.wait_messages(1);
+
+    // The CLI: one line per refused recipient, oldest first.
+    let all = wait_for("both refusals in the log", || {
+        let o = p.cli(&["log", "refused"]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        (out.lines().count() == 2).then_some(out)
+    });
+    let lines: Vec<&str> = all.lines().collect();
+    assert!(
+        lines[0].contains(" client=127.0.0.5 sender=spam@bad.test recipient=u@one.test reply=\"554 5.7.1 <spam@bad.test>: Sender address rejected"),
+        "{all}"
+    );
+    assert!(
+        lines[1].contains(" client=127.0.0.6 sender=a@example.org recipient=x@elsewhere.test reply=\"554 5.7.1 <x@elsewhere.test>: Relaying denied"),
+        "{all}"
+    );
+    let o = p.cli(&["log", "refused", "U@ONE.TEST"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    let o = p.cli(&["log", "refused", "v@one.test"]);
+    assert_eq!(o.status.code(), Some(1), "nothing refused for v@one.test");
+
+    // The console: the same, newest first, each with its session's trail.
+    let run = local(format!("http://{web}"));
+    let a = browse(
+        &run,
+        &[
+            ("POST", "/", r#"{"user":"admin","password":"s3cret"}"#),
+            ("GET", "/refused", ""),
+            ("GET", "/refused?to=u%40one.test&since=1d", ""),
+        ],
+    );
+    assert_eq!(a[1].status, 200);
+    assert!(
+        a[1].body.contains("2 refused recipient(s)."),
+        "{}",
+        a[1].body
+    );
+    let first = a[1]
+        .body
+        .find("x@elsewhere.test")
+        .expect("the relay attempt");
+    let second = a[1]
+        .body
+        .find("spam@bad.test</td>")
+        .expect("the rejected sender");
+    assert!(first < second, "newest first");
+    let row = row_with(&a[1].body, "spam@bad.test</td>").expect("its row");
+    assert!(row.contains("<td>127.0.0.5</td>"), "{row}");
+    assert!(
+        row.contains("Sender address rejected: Access denied"),
+        "{row}"
+    );
+    assert!(row.contains("<a href=\"/logs/session?sid="), "{row}");
+    assert!(
+        a[2].body.contains("1 refused recipient(s)."),
+        "{}",
+        a[2].body
+    );
+    assert!(row_with(&a[2].body, "x@elsewhere.test").is_none());
+}

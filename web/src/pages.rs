@@ -30,6 +30,7 @@ const MENU: &[(&str, &str)] = &[
     ("/mx", "MX check"),
     ("/greylist", "Greylisting"),
     ("/logs", "Logs"),
+    ("/refused", "Refused mail"),
     ("/queue", "Update queue"),
     ("/apply", "Apply"),
 ];
@@ -664,6 +665,61 @@ fn query_value(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// One refusal of the refused-mail report.
+pub struct Refusal {
+    /// When (the log's time stamp).
+    pub time: String,
+    /// The client's address.
+    pub client: String,
+    /// The envelope sender.
+    pub sender: String,
+    /// The recipient refused.
+    pub recipient: String,
+    /// The reply: the code and why.
+    pub reply: String,
+    /// The session, for its trail.
+    pub sid: String,
+}
+
+/// The refused-mail report (seed 004's spam-senders script): who was
+/// refused, for which recipient, why, over a period; newest first.
+pub fn refused(
+    address: &str,
+    since: &str,
+    found: Option<&Result<(String, Vec<Refusal>), String>>,
+) -> Markup {
+    html! {
+        form.row method="get" action="/refused" {
+            label { "Recipient (empty: all) " input type="text" name="to" value=(address); }
+            label { "Since " input type="text" name="since" value=(since) placeholder="2d, 12h, 2026-12-01"; }
+            button type="submit" { "Show" }
+        }
+        p { "Without " em { "since" } ", today's log only (or the whole journal). 4xx replies are temporary: the sender's server retries." }
+        @match found {
+            None => {},
+            Some(Err(e)) => p.error { (e) },
+            Some(Ok((looked, rows))) => {
+                p { (looked) ": " (rows.len()) " refused recipient(s)." }
+                @if !rows.is_empty() {
+                    table {
+                        tr { th { "When" } th { "Client" } th { "Sender" } th { "Recipient" } th { "Why" } th { "Session" } }
+                        @for r in rows.iter().rev() {
+                            tr {
+                                td { (r.time) }
+                                td { (r.client) }
+                                td { (r.sender) }
+                                td { (r.recipient) }
+                                td { (r.reply) }
+                                td { a href={ "/logs/session?sid=" (query_value(&r.sid)) "&since=" (query_value(since)) } { code { (r.sid) } } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// One session's trail, every process's lines, newest first.

@@ -377,6 +377,22 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
                 };
             page(&s, "Logs", "/logs", pages::logs(q, since, found.as_ref()))
         }
+        (Verb::Get, "/refused") => {
+            let (to, since) = (field("to").trim(), field("since").trim());
+            // The report runs when the form was sent (or the page opened bare).
+            let found = ask_log(shared, "refused", to, since)
+                .await
+                .map(|(a, lines)| {
+                    let rows = lines.iter().filter_map(|l| refusal(l)).collect();
+                    (a.get("looked").unwrap_or("searched").to_string(), rows)
+                });
+            page(
+                &s,
+                "Refused mail",
+                "/refused",
+                pages::refused(to, since, Some(&found)),
+            )
+        }
         (Verb::Get, "/logs/session") => {
             let (sid, since) = (field("sid").trim(), field("since").trim());
             let lines = ask_log(shared, "session", sid, since)
@@ -477,6 +493,7 @@ const ROUTES: &[(Verb, &str, Guard)] = &[
     (Verb::Post, "/greylist/whitelist", Guard::Form),
     (Verb::Get, "/logs", Guard::Session),
     (Verb::Get, "/logs/session", Guard::Session),
+    (Verb::Get, "/refused", Guard::Session),
     (Verb::Get, "/queue", Guard::Session),
     (Verb::Post, "/queue/flush", Guard::Form),
     (Verb::Post, "/queue/delete", Guard::Form),
@@ -653,6 +670,31 @@ async fn mx_rows(
             row
         })
         .collect()
+}
+
+/// A line of `postern log refused`: `TIME key=value…`.
+fn refusal(line: &str) -> Option<pages::Refusal> {
+    let (time, mut rest) = line.split_once(' ')?;
+    let mut r = pages::Refusal {
+        time: time.to_string(),
+        client: String::new(),
+        sender: String::new(),
+        recipient: String::new(),
+        reply: String::new(),
+        sid: String::new(),
+    };
+    while let Some((key, value, after)) = postern_shared::runtime::logging::record::field(rest) {
+        match key {
+            "client" => r.client = value,
+            "sender" => r.sender = value,
+            "recipient" => r.recipient = value,
+            "reply" => r.reply = value,
+            "sid" => r.sid = value,
+            _ => {}
+        }
+        rest = after;
+    }
+    Some(r)
 }
 
 /// The access lists as the router holds them.

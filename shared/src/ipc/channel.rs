@@ -78,7 +78,7 @@ pub enum WorkerRequest {
     /// What `postern log search PATTERN` (or, with `session`, `postern
     /// log session ID`) prints, one line each, as the body (the console).
     Log {
-        /// `search` or `session`.
+        /// `search`, `session` or `refused`.
         what: String,
         /// The pattern, or the session id.
         pattern: String,
@@ -141,7 +141,7 @@ impl WorkerRequest {
             WorkerVerb::Backends => WorkerRequest::Backends,
             WorkerVerb::Log => WorkerRequest::Log {
                 what: required(msg, WorkerVerb::Log, "what")?.to_string(),
-                pattern: required(msg, WorkerVerb::Log, "pattern")?.to_string(),
+                pattern: msg.get("pattern").unwrap_or_default().to_string(),
                 since: msg.get("since").unwrap_or_default().to_string(),
             },
         })

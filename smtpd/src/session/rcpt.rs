@@ -129,14 +129,14 @@ impl Session {
                         return None;
                     }
                     Ok(RcptRoute::Unknown) => {
+                        let text = format!(
+                            "<{to}>: Recipient address rejected: User unknown in virtual alias table"
+                        );
                         info!(
                             sender = %self.sender(),
                             recipient = %to,
-                            reply = "550 5.1.1",
+                            reply = %format!("550 5.1.1 {text}"),
                             "rcpt <{to}>: no alias takes it in its alias domain"
-                        );
-                        let text = format!(
-                            "<{to}>: Recipient address rejected: User unknown in virtual alias table"
                         );
                         self.reply(Reply::new(550, "5.1.1", &text));
                         return None;
@@ -383,14 +383,14 @@ impl Session {
 
     /// A recipient no server takes: `554 5.7.1`, never overridden.
     fn relay_denied(&mut self, to: &Path) {
+        let text = format!("<{to}>: Relaying denied");
         warn!(
             sender = %self.sender(),
             recipient = %to,
-            reply = "554 5.7.1",
+            reply = %format!("554 5.7.1 {text}"),
             "no server found for rcpt {to}"
         );
         self.counts.add(Counter::RelayDenied, 1);
-        let text = format!("<{to}>: Relaying denied");
         self.reply(Reply::new(554, "5.7.1", &text));
     }
 }

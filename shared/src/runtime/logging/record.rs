@@ -107,8 +107,9 @@ pub fn parse_line(line: &str) -> Option<Record> {
     })
 }
 
-/// One leading `key=value` token of `s`, with what follows it.
-fn field(s: &str) -> Option<(&str, String, &str)> {
+/// One leading `key=value` token of `s` (the value quoted as
+/// [`write_value`] quotes it), with what follows it.
+pub fn field(s: &str) -> Option<(&str, String, &str)> {
     let eq = s.find('=')?;
     let key = &s[..eq];
     if key.is_empty()
