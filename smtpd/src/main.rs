@@ -24,7 +24,7 @@ use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::route::RouterClient;
 use postern_shared::ipc::Outcome;
 use postern_shared::runtime::logging::new_id;
-use postern_shared::runtime::worker::{Event, Options, TlsPem, Worker};
+use postern_shared::runtime::worker::{Event, Options, Worker};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_rustls::TlsAcceptor;
@@ -69,7 +69,7 @@ async fn run() -> anyhow::Result<()> {
     let (stop_tx, shutdown) = watch::channel(false);
     let (accept_tx, accepting) = watch::channel(true);
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
-    let tls = acceptor(worker.tls.as_deref())?;
+    let tls = postern_shared::runtime::tls::acceptor(worker.tls.as_deref())?;
     let shared = Arc::new(Shared {
         config: RwLock::new(worker.config.clone()),
         tls: RwLock::new(tls),
@@ -117,7 +117,8 @@ async fn run() -> anyhow::Result<()> {
             event = worker.next_event() => match event {
                 Event::Reload { id, config, tls, auth_servers } => {
                     // New sessions take the new configuration; running ones keep theirs.
-                    let result = acceptor(tls.as_deref()).map_err(|e| format!("{e:#}"));
+                    let result = postern_shared::runtime::tls::acceptor(tls.as_deref())
+                        .map_err(|e| format!("{e:#}"));
                     if let Ok(acceptor) = &result {
                         *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor.clone();
                         *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
@@ -264,27 +265,6 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .instrument(span),
         );
     }
-}
-
-/// The STARTTLS acceptor of a certificate chain and key (PEM), with rustls'
-/// safe defaults (TLS 1.2 and 1.3) and the ring provider.
-fn acceptor(pem: Option<&TlsPem>) -> anyhow::Result<Option<TlsAcceptor>> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let Some(pem) = pem else { return Ok(None) };
-    let certs = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("tls.cert: {e}"))?;
-    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes())
-        .map_err(|e| anyhow::anyhow!("tls.key: {e}"))?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| anyhow::anyhow!("tls: {e}"))?;
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 
 /// What an SMTP admin command asks the master.

@@ -326,7 +326,7 @@ fn the_console_needs_credentials_and_is_a_worker_like_the_others() {
         "{err}"
     );
     assert!(
-        err.contains("web.tls: HTTPS for the console is not built yet"),
+        err.contains("web.tls: HTTPS for the console needs a certificate: set [tls] cert and key"),
         "{err}"
     );
 
@@ -1084,4 +1084,76 @@ fn the_refused_mail_report_lists_who_was_refused_for_whom_and_why() {
         a[2].body
     );
     assert!(row_with(&a[2].body, "x@elsewhere.test").is_none());
+}
+
+#[test]
+fn over_https_the_console_uses_the_tls_certificate_and_a_secure_cookie() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("web-https");
+    let (cert, key) = (dir.path("cert.pem"), dir.path("key.pem"));
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl (tests/run installs it)");
+    assert!(out.status.success(), "{out:?}");
+    let conf = config_text(&dir, &server_block("One", one.port(), &["one.test"]))
+        .replace("hostname = ", &format!("{ADMIN}hostname = "))
+        + &format!(
+            "\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[web]\nlisten = [\"{web}\"]\ntls = true\n",
+            cert.display(),
+            key.display()
+        );
+    let p = Postern::start(dir, &conf);
+    p.wait_log(&format!("admin console on https://{web}/"));
+    // Python's urllib verifying the certificate against it.
+    let script = r#"
+import http.cookiejar, ssl, sys, urllib.error, urllib.parse, urllib.request
+base, cafile = sys.argv[1], sys.argv[2]
+ctx = ssl.create_default_context(cafile=cafile)
+class Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *a, **k):
+        return None
+jar = http.cookiejar.CookieJar()
+o = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), urllib.request.HTTPCookieProcessor(jar), Stay)
+form = urllib.parse.urlencode({"user": "admin", "password": "s3cret"}).encode()
+try:
+    o.open(base + "/", data=form, timeout=20)
+except urllib.error.HTTPError as e:
+    print("login", e.code, e.headers.get("Set-Cookie"))
+    print("hsts", e.headers.get("Strict-Transport-Security"))
+r = o.open(base + "/dashboard", timeout=20)
+print("dashboard", r.status, "postern-router" in r.read().decode())
+try:
+    urllib.request.urlopen(base.replace("https", "http") + "/", timeout=5)
+    print("plain http: answered")
+except Exception as e:
+    print("plain http: refused")
+"#;
+    let out = python(
+        script,
+        &[&format!("https://{web}"), cert.to_str().expect("utf8")],
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].starts_with("login 303 postern_session="), "{out}");
+    assert!(
+        lines[0].ends_with("; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600; Secure"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "hsts max-age=31536000");
+    assert_eq!(lines[2], "dashboard 200 True");
+    assert_eq!(lines[3], "plain http: refused");
 }

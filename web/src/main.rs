@@ -49,6 +49,9 @@ pub struct Shared {
     config: RwLock<Arc<Config>>,
     /// Logged-in sessions and failed logins.
     auth: Mutex<auth::Auth>,
+    /// HTTPS (`[web] tls = true`): the `[tls]` certificate's acceptor,
+    /// renewed at each reload.
+    tls: RwLock<Option<tokio_rustls::TlsAcceptor>>,
     /// Requests for the master, sent on its channel by the main loop.
     master: mpsc::Sender<(WorkerRequest, oneshot::Sender<Attrs>)>,
 }
@@ -123,7 +126,9 @@ async fn ask_router_at(path: &std::path::Path, req: Attrs) -> Result<Attrs, Stri
 async fn run() -> anyhow::Result<()> {
     let mut worker = Worker::start("postern-web", Options::default()).await?;
     let (tx, mut rx) = mpsc::channel(16);
+    let tls = postern_shared::runtime::tls::acceptor(worker.tls.as_deref())?;
     let shared = Arc::new(Shared {
+        tls: RwLock::new(tls),
         updater: worker.socket_path(postern_shared::ipc::UPDATER_SOCKET),
         router: worker.socket_path(postern_shared::ipc::ROUTER_SOCKET),
         config: RwLock::new(worker.config.clone()),
@@ -143,10 +148,18 @@ async fn run() -> anyhow::Result<()> {
                 pending.push((id, reply));
             }
             event = worker.next_event() => match event {
-                Event::Reload { id, config, .. } => {
-                    *shared.config.write().unwrap_or_else(|p| p.into_inner()) = config.clone();
-                    worker.config = config;
-                    worker.ack(&id, Ok(())).await;
+                Event::Reload { id, config, tls, .. } => {
+                    // A renewed certificate takes effect here, as for STARTTLS.
+                    match postern_shared::runtime::tls::acceptor(tls.as_deref()) {
+                        Ok(acceptor) => {
+                            *shared.tls.write().unwrap_or_else(|p| p.into_inner()) = acceptor;
+                            *shared.config.write().unwrap_or_else(|p| p.into_inner()) =
+                                config.clone();
+                            worker.config = config;
+                            worker.ack(&id, Ok(())).await;
+                        }
+                        Err(e) => worker.ack(&id, Err(format!("{e:#}"))).await,
+                    }
                 }
                 Event::Reply(answer) => {
                     let id = answer.get("id").unwrap_or_default().to_string();

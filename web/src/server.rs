@@ -81,18 +81,38 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
         };
         let shared = shared.clone();
+        let tls = shared.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         tokio::spawn(async move {
             let _permit = permit;
             let ip = unmap(peer.ip());
+            let https = tls.is_some();
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, Infallible>(secured(handle(req, ip, &shared).await)) }
+                async move { Ok::<_, Infallible>(secured(handle(req, ip, https, &shared).await, https)) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
+            let http = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                .clone();
+            match tls {
+                None => {
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                }
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(HEAD_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::info!("console TLS handshake with {ip} failed: {e}");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let conn = http.serve_connection(TokioIo::new(stream), svc);
+                    let _ = tokio::time::timeout(CONNECTION_LIFETIME, conn).await;
+                }
+            }
         });
     }
 }
@@ -108,7 +128,7 @@ fn allowed(shared: &Shared, ip: IpAddr) -> bool {
 }
 
 /// One request.
-async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
+async fn handle(req: Request<Incoming>, ip: IpAddr, https: bool, shared: &Shared) -> Reply {
     if !allowed(shared, ip) {
         tracing::warn!(
             "console request from {ip} refused: not in loopback, admin_networks or web.allow"
@@ -182,14 +202,14 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, shared: &Shared) -> Reply {
         // The public routes.
         return match (verb, path) {
             (Verb::Get, "/style.css") => style(),
-            (Verb::Post, "/") => login(shared, ip, field("user"), field("password")).await,
+            (Verb::Post, "/") => login(shared, ip, https, field("user"), field("password")).await,
             _ => html(StatusCode::OK, pages::login(None)),
         };
     };
     match (verb, path) {
         (Verb::Get, "/style.css") => style(),
         (Verb::Get, "/") => redirect("/dashboard"),
-        (Verb::Post, "/") => login(shared, ip, field("user"), field("password")).await,
+        (Verb::Post, "/") => login(shared, ip, https, field("user"), field("password")).await,
         (Verb::Post, "/logout") => {
             if let Some(t) = &token {
                 shared
@@ -1018,7 +1038,7 @@ async fn queue_page(shared: &Shared, s: &Session, done: Option<&Result<String, S
 
 /// A login attempt: a session and the dashboard, or the form again after
 /// the failure's delay.
-async fn login(shared: &Shared, ip: IpAddr, user: &str, password: &str) -> Reply {
+async fn login(shared: &Shared, ip: IpAddr, https: bool, user: &str, password: &str) -> Reply {
     let config = shared.config();
     let admin = (
         config.proxy.admin_user.as_deref().unwrap_or_default(),
@@ -1046,9 +1066,11 @@ async fn login(shared: &Shared, ip: IpAddr, user: &str, password: &str) -> Reply
     };
     tracing::info!("console login by {user} from {ip}");
     let mut r = redirect("/dashboard");
+    // Secure over HTTPS: the browser never sends it over plain HTTP.
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_IDLE.as_secs()
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_IDLE.as_secs(),
+        if https { "; Secure" } else { "" }
     );
     r.headers_mut().insert(
         SET_COOKIE,
@@ -1090,9 +1112,15 @@ fn redirect(to: &'static str) -> Reply {
         .expect("a valid response")
 }
 
-/// The headers every response carries.
-fn secured(mut r: Reply) -> Reply {
+/// The headers every response carries (over HTTPS, HSTS too).
+fn secured(mut r: Reply, https: bool) -> Reply {
     let h = r.headers_mut();
+    if https {
+        h.insert(
+            "strict-transport-security",
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     for (name, value) in [
         (
             "content-security-policy",

@@ -246,6 +246,8 @@ impl Master {
                 config.servers.clear();
                 self.tls.clone()
             }
+            // The console's HTTPS.
+            Kind::Web if config.web.tls => self.tls.clone(),
             Kind::Router | Kind::Updater | Kind::Web => None,
         };
         WorkerConfig {

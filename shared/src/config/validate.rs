@@ -388,10 +388,10 @@ impl Config {
                 "the console needs proxy.admin_user and proxy.admin_password to log in with".into(),
             );
         }
-        if self.web.tls {
+        if self.web.tls && self.tls.is_none() {
             bad(
                 "web.tls".into(),
-                "HTTPS for the console is not built yet: listen on loopback (the default) or behind a TLS proxy".into(),
+                "HTTPS for the console needs a certificate: set [tls] cert and key".into(),
             );
         }
         // Aliases (SPEC §12): each alone, then the table as a whole once

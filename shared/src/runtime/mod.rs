@@ -7,4 +7,6 @@ pub mod bufread;
 pub mod durable;
 pub mod logging;
 pub mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod worker;
