@@ -31,10 +31,10 @@
 //!   `restart_command`, run, reaped and timed ([`commands`]);
 //! - `request=status`: the workers with pids, uptimes, restarts, last exit
 //!   and state ([`control`]: the control socket and the status text);
-//! - `request=workers` from a worker (the router, for its metrics endpoint):
-//!   each slot's program, pid, state, restarts and uptime, as attributes.
-//!   `[metrics] listen` is bound here like the SMTP listeners and handed to
-//!   the router as the descriptor named `metrics`.
+//! - `request=workers` from a worker (postern-web, for its metrics
+//!   endpoint): each slot's program, pid, state, restarts and uptime, as
+//!   attributes. `[metrics] listen` is bound here like the SMTP listeners
+//!   and handed to postern-web as the descriptor named `metrics`.
 //!
 //! This file keeps the start-up, the loop and the dispatch of what the
 //! workers' channels and the control socket bring ([`Msg`]).
@@ -149,7 +149,7 @@ struct Master {
     router_sock: OwnedFd,
     /// `run_dir/updater.sock`, handed to the updater as `updater`.
     updater_sock: OwnedFd,
-    /// `[metrics] listen`, handed to the router as `metrics`.
+    /// `[metrics] listen`, handed to postern-web as `metrics`.
     metrics_sock: Option<OwnedFd>,
     /// `[web] listen`, handed to postern-web as `web`.
     web_socks: Vec<OwnedFd>,
@@ -271,7 +271,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> anyhow::Result<()> {
     };
     m.slots.push(Slot::new(Kind::Router));
     m.slots.push(Slot::new(Kind::Updater));
-    if !m.web_socks.is_empty() {
+    // The console and the metrics endpoint: postern-web serves both.
+    if !m.web_socks.is_empty() || m.metrics_sock.is_some() {
         m.slots.push(Slot::new(Kind::Web));
     }
     for _ in 0..m.config.process.smtpd_processes {

@@ -14,7 +14,7 @@ use postern_shared::config::{Config, Problem};
 
 /// The programs the master always starts.
 pub const WORKERS: [&str; 3] = ["postern-router", "postern-updater", "postern-smtpd"];
-/// … and the console's, when `[web] listen` is set.
+/// … and the console's, when `[web] listen` or `[metrics] listen` is set.
 pub const WEB: &str = "postern-web";
 
 /// Every problem `start` would meet on this machine with `config`.
@@ -36,7 +36,8 @@ pub fn problems(config: &Config) -> Vec<Problem> {
                     dir.display()
                 ),
             };
-            let web = config.web.enabled().then_some(WEB);
+            let web =
+                (config.web.enabled() || config.metrics.listen_addr().is_some()).then_some(WEB);
             for name in WORKERS.into_iter().chain(web) {
                 let path = dir.join(name);
                 if let Some(why) = not_a_program(&path) {

@@ -21,12 +21,10 @@
 
 mod anvil;
 mod manage;
-mod metrics;
 mod policy;
 mod stats;
 mod table;
 
-use std::collections::HashMap;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -38,7 +36,7 @@ use postern_shared::runtime::time::Clock;
 use postern_shared::runtime::worker::{Event, Options, Worker};
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use anvil::{Anvil, AuthBrake, Refusal};
 use table::{Recipient, Table};
@@ -101,18 +99,6 @@ async fn run() -> anyhow::Result<()> {
         std.set_nonblocking(true)?;
         tokio::spawn(accept_loop(UnixListener::from_std(std)?, table.clone()));
     }
-    // Scrapes ask the master for the worker states through this loop, which
-    // owns the master channel; answers are matched by request id.
-    let (ask, mut asks) = mpsc::channel::<oneshot::Sender<Attrs>>(8);
-    let mut asked: HashMap<String, oneshot::Sender<Attrs>> = HashMap::new();
-    for fd in worker.take_listeners("metrics") {
-        let std = std::net::TcpListener::from(fd);
-        std.set_nonblocking(true)?;
-        let listener = tokio::net::TcpListener::from_std(std)?;
-        tracing::info!("serving metrics on {}", listener.local_addr()?);
-        tokio::spawn(metrics::serve(listener, table.clone(), ask.clone()));
-    }
-    drop(ask);
     for fd in worker.take_listeners("policy") {
         let unix = nix::sys::socket::getsockname::<nix::sys::socket::SockaddrStorage>(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
@@ -157,21 +143,9 @@ async fn run() -> anyhow::Result<()> {
                 }
                 continue;
             }
-            Some(reply_to) = asks.recv() => {
-                asked.retain(|_, waiting| !waiting.is_closed());
-                if worker.has_master() {
-                    let id = worker.request(ipc::WorkerRequest::Workers.encode()).await;
-                    asked.insert(id, reply_to);
-                }
-                continue;
-            }
         };
         match event {
-            Event::Reply(reply) => {
-                if let Some(waiting) = reply.get("id").and_then(|id| asked.remove(id)) {
-                    let _ = waiting.send(reply);
-                }
-            }
+            Event::Reply(_) => {}
             Event::Reload { id, config, .. } => {
                 let new = Arc::new(load(&config));
                 *table.table.write().unwrap_or_else(|p| p.into_inner()) = new;
@@ -313,6 +287,18 @@ async fn serve(stream: UnixStream, table: Shared) {
                 });
                 continue;
             }
+            Ok(RouterRequest::Metrics) => postern_shared::metrics::RouterMetrics {
+                total: table.stats.total(),
+                open: table.anvil.lock().map(|a| a.open()).unwrap_or(0),
+                zones: table
+                    .policy
+                    .zones()
+                    .into_iter()
+                    .map(|(z, state, why)| (z, state.to_string(), why))
+                    .collect(),
+                greylist: table.policy.greylist_state().map(|(s, _)| s == "ok"),
+            }
+            .to_attrs(Outcome::Ok.reply(Some(&id))),
             Ok(RouterRequest::Mx { domain }) => {
                 let (table, tx) = (table.clone(), tx.clone());
                 tokio::spawn(async move {

@@ -30,6 +30,7 @@ pub mod dnsbl;
 pub mod domains;
 pub mod greylist;
 pub mod ipc;
+pub mod metrics;
 pub mod net;
 pub mod runtime;
 pub mod smtp;

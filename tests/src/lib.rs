@@ -816,7 +816,18 @@ pub fn swaks_codes(output: &str) -> Vec<u16> {
 
 /// Runs a Python script with the given arguments; returns stdout, panicking on failure.
 pub fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3")
+    python_at("python3", script, args)
+}
+
+/// As [`python`], with Debian's own Python (`/usr/bin/python3`), for the
+/// modules tests/run installs from Debian (selenium, prometheus_client): a
+/// python3 earlier in PATH (pyenv's, say) would not have them.
+pub fn debian_python(script: &str, args: &[&str]) -> String {
+    python_at("/usr/bin/python3", script, args)
+}
+
+fn python_at(program: &str, script: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
         .arg("-c")
         .arg(script)
         .args(args)

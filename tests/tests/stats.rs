@@ -256,7 +256,8 @@ fn counts_match_the_sessions_sent_and_survive_a_restart() {
     let resp = http(addr, b"GET /metrics HTTP/1.0\r\nHost: postern\r\n\r\n");
     assert!(resp.starts_with("HTTP/1.0 200 OK\r\n"), "{resp}");
     assert!(
-        resp.contains("Content-Type: text/plain; version=0.0.4"),
+        resp.to_ascii_lowercase()
+            .contains("\r\ncontent-type: text/plain; version=0.0.4"),
         "{resp}"
     );
     for line in [
@@ -276,8 +277,9 @@ fn counts_match_the_sessions_sent_and_survive_a_restart() {
         "postern_master_answered 1".into(),
         "postern_worker_up{worker=\"postern-router\",slot=\"0\"} 1".into(),
         "postern_worker_up{worker=\"postern-updater\",slot=\"1\"} 1".into(),
-        "postern_worker_up{worker=\"postern-smtpd\",slot=\"2\"} 1".into(),
+        "postern_worker_up{worker=\"postern-web\",slot=\"2\"} 1".into(),
         "postern_worker_up{worker=\"postern-smtpd\",slot=\"3\"} 1".into(),
+        "postern_worker_up{worker=\"postern-smtpd\",slot=\"4\"} 1".into(),
     ] {
         assert!(
             resp.lines().any(|l| l == line),
@@ -565,5 +567,69 @@ fn counts_reach_the_file_within_five_seconds_and_survive_a_killed_router() {
             .get("total.messages")
             .map(String::as_str),
         Some("1")
+    );
+}
+
+/// `/metrics` read by Prometheus's own Python client parser (Debian's
+/// python3-prometheus-client): every family parses with its type; with the
+/// router stopped (SIGSTOP), the scrape still answers within its second,
+/// `postern_up 0` and the worker states.
+#[test]
+fn the_metrics_parse_as_prometheus_text_and_say_when_the_router_is_silent() {
+    let (a, b) = (RecordingBackend::start(), RecordingBackend::start());
+    let dir = TempDir::new("stats-prom");
+    let conf = config(&dir, &a, &b);
+    let p = Postern::start(dir, &conf);
+    send(&p, "127.0.0.2", "u@a.test", &[]);
+    a.wait_messages(1);
+    let addr = metrics_addr(&p);
+    let script = r#"
+import sys, urllib.request
+from prometheus_client.parser import text_string_to_metric_families
+text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=10).read().decode()
+for f in text_string_to_metric_families(text):
+    for s in f.samples:
+        labels = ",".join("%s=%s" % kv for kv in sorted(s.labels.items()))
+        print(f.type, s.name, labels, s.value)
+"#;
+    let scrape = || debian_python(script, &[&addr.to_string()]);
+    let parsed = wait_for("the session counted", || {
+        let out = scrape();
+        out.lines()
+            .any(|l| l == "counter postern_messages_total  1.0")
+            .then_some(out)
+    });
+    for line in [
+        "gauge postern_up  1.0",
+        "counter postern_connections_total  1.0",
+        "counter postern_forwarded_total cause=ip-addr 1.0",
+        "counter postern_rejected_total kind=smuggling 0.0",
+        "gauge postern_connections_open  0.0",
+        "gauge postern_master_answered  1.0",
+        "gauge postern_worker_up slot=0,worker=postern-router 1.0",
+        "gauge postern_worker_up slot=2,worker=postern-web 1.0",
+        "counter postern_worker_restarts_total slot=3,worker=postern-smtpd 0.0",
+    ] {
+        assert!(parsed.lines().any(|l| l == line), "{line} not in\n{parsed}");
+    }
+    let router = p.pids_of("postern-router");
+    assert_eq!(router.len(), 1);
+    let pid = nix::unistd::Pid::from_raw(router[0]);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let start = std::time::Instant::now();
+    let silent = scrape();
+    let took = start.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    assert!(took < std::time::Duration::from_secs(5), "{took:?}");
+    assert!(
+        silent.lines().any(|l| l == "gauge postern_up  0.0"),
+        "{silent}"
+    );
+    assert!(!silent.contains("postern_connections_total"), "{silent}");
+    assert!(
+        silent
+            .lines()
+            .any(|l| l == "gauge postern_worker_up slot=0,worker=postern-router 1.0"),
+        "{silent}"
     );
 }

@@ -1,4 +1,5 @@
-//! postern-web: the admin console (SPEC §11), a worker like the others —
+//! postern-web: the admin console (SPEC §11) and the Prometheus endpoint
+//! ([`metrics`], `[metrics] listen`), a worker like the others —
 //! forked and supervised by the master, its listeners (`[web] listen`)
 //! bound by the master, unprivileged. It holds no state of its own but the
 //! logged-in sessions: what it shows and changes goes through the same
@@ -19,6 +20,7 @@
 
 mod auth;
 mod charts;
+mod metrics;
 mod pages;
 mod server;
 
@@ -137,6 +139,9 @@ async fn run() -> anyhow::Result<()> {
     });
     for fd in worker.take_listeners("web") {
         tokio::spawn(server::accept_loop(server::listener(fd)?, shared.clone()));
+    }
+    for fd in worker.take_listeners("metrics") {
+        tokio::spawn(metrics::accept_loop(server::listener(fd)?, shared.clone()));
     }
     worker.ready().await;
     // The master's answers, by request id.

@@ -170,7 +170,7 @@ impl Master {
             Kind::Updater => fds.push((self.updater_sock.as_fd(), "updater")),
             Kind::Web => fds.extend(self.web_socks.iter().map(|fd| (fd.as_fd(), "web"))),
         }
-        if let (Kind::Router, Some(m)) = (kind, &self.metrics_sock) {
+        if let (Kind::Web, Some(m)) = (kind, &self.metrics_sock) {
             fds.push((m.as_fd(), "metrics"));
         }
         if kind == Kind::Router {

@@ -49,7 +49,7 @@ impl Master {
             "web" if self.slots.iter().any(|s| s.kind == Kind::Web) => Kind::Web,
             other => {
                 let _ = reply.send(fail(&format!(
-                    "no worker kind {other:?}: smtpd, router, updater or web (when [web] listen is set)"
+                    "no worker kind {other:?}: smtpd, router, updater or web (when [web] or [metrics] listen is set)"
                 )));
                 return;
             }

@@ -163,6 +163,8 @@ verbs! {
         /// A domain's MX records and their addresses, through the policy's
         /// resolver (the console's MX check).
         Mx = "mx",
+        /// What the router tells a metrics scrape ([`crate::metrics::RouterMetrics`]).
+        Metrics = "metrics",
     }
 }
 

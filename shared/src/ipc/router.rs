@@ -152,6 +152,9 @@ pub enum RouterRequest {
         /// The domain.
         domain: String,
     },
+    /// The counters, open connections, zones and greylist store for a
+    /// metrics scrape (postern-web's `/metrics`).
+    Metrics,
 }
 
 /// Adds the counters of `counts` to `msg`, one attribute each.
@@ -203,6 +206,7 @@ impl RouterRequest {
             RouterRequest::GreylistExport => RouterVerb::GreylistExport,
             RouterRequest::GreylistImport { .. } => RouterVerb::GreylistImport,
             RouterRequest::Mx { .. } => RouterVerb::Mx,
+            RouterRequest::Metrics => RouterVerb::Metrics,
         }
     }
 
@@ -302,6 +306,7 @@ impl RouterRequest {
             RouterRequest::GreylistImport { text } => msg.with_body(text.clone()),
             RouterRequest::Mx { domain } => msg.with("domain", domain),
             RouterRequest::Stats
+            | RouterRequest::Metrics
             | RouterRequest::AccessList
             | RouterRequest::GreylistExport
             | RouterRequest::Policy(_) => msg,
@@ -409,6 +414,7 @@ impl RouterRequest {
                 by: get("by"),
             },
             RouterVerb::GreylistExport => RouterRequest::GreylistExport,
+            RouterVerb::Metrics => RouterRequest::Metrics,
             RouterVerb::Mx => RouterRequest::Mx {
                 domain: text("domain"),
             },
