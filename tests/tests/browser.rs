@@ -89,6 +89,14 @@ try:
     print("trail:", d.find_element(By.TAG_NAME, "h1").text == "Session " + sid,
           "disconnect from 127.0.0.7" in trail[0], "accepted connection from 127.0.0.7" in trail[-1])
     d.save_screenshot(os.path.join(shots, "6-session.png"))
+    # The other pages, each from the menu, each with its screenshot.
+    for name, path, shot in [("Routing", "/routing", "6b-routing.png"),
+                             ("MX check", "/mx", "6c-mx.png"),
+                             ("Refused mail", "/refused", "6d-refused.png")]:
+        d.find_element(By.LINK_TEXT, name).click()
+        at(path, name)
+        d.save_screenshot(os.path.join(shots, shot))
+    print("refused:", "c@other.example" in d.find_element(By.TAG_NAME, "table").text)
     d.find_element(By.LINK_TEXT, "Update queue").click()
     at("/queue", "Update queue")
     d.find_element(By.XPATH, "//button[text()='Try every deferred copy now']").click()
@@ -168,6 +176,7 @@ fn an_administrator_walks_the_console_in_chromium() {
             "row: from | spam@bad.test | seen in the browser test | ",
             "greylist: pending 127.0.0.0/24 c@other.example w@one.test",
             "trail: True True True",
+            "refused: True",
             "flush: 0 deferred copies will be tried now.",
             "apply: Configuration reloaded.",
             "logged out: True True",
@@ -191,6 +200,9 @@ fn an_administrator_walks_the_console_in_chromium() {
         "4-greylist.png",
         "5-logs.png",
         "6-session.png",
+        "6b-routing.png",
+        "6c-mx.png",
+        "6d-refused.png",
         "7-queue.png",
         "8-apply.png",
     ] {

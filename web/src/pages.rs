@@ -9,8 +9,8 @@ use maud::{html, Markup, DOCTYPE};
 /// The stylesheet: one file, no external font or image.
 pub const STYLE: &str = "\
 body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}\
-header{background:#234;color:#fff;padding:.6em 1em;display:flex;gap:1.5em;align-items:center}\
-header a{color:#fff;text-decoration:none}header a.here{text-decoration:underline}\
+header{background:#234;color:#fff;padding:.6em 1em;display:flex;flex-wrap:wrap;gap:.4em 1.1em;align-items:center}\
+header a{color:#fff;text-decoration:none;white-space:nowrap}header a.here{text-decoration:underline}\
 header form{margin-left:auto}main{padding:1em 1.5em;max-width:72em}\
 pre{background:#fff;border:1px solid #ccc;padding:.8em;overflow-x:auto}\
 .error{color:#a00}.ok{color:#060}label{display:block;margin:.5em 0}\
