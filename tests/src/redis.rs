@@ -12,14 +12,23 @@ use crate::{closed_port, ChildGuard, DEADLINE};
 pub struct RedisServer {
     /// Its port on 127.0.0.1.
     pub port: u16,
+    /// An address it listens on besides 127.0.0.1 (a veth's, for a host in
+    /// a network namespace).
+    also: Option<String>,
     child: Option<ChildGuard>,
 }
 
 impl RedisServer {
     /// Starts one on a free port and waits until it accepts connections.
     pub fn start() -> RedisServer {
+        Self::start_also_on(None)
+    }
+
+    /// As [`RedisServer::start`], listening on `also` too.
+    pub fn start_also_on(also: Option<&str>) -> RedisServer {
         let mut r = RedisServer {
             port: closed_port(),
+            also: also.map(str::to_string),
             child: None,
         };
         r.restart();
@@ -41,17 +50,12 @@ impl RedisServer {
     /// Starts it again on the same port.
     pub fn restart(&mut self) {
         self.kill();
+        let mut bind = vec!["127.0.0.1"];
+        bind.extend(self.also.as_deref());
         let child = Command::new("redis-server")
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--protected-mode",
-                "no",
-            ])
+            .arg("--bind")
+            .args(&bind)
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .args(["--port", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

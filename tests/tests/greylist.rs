@@ -414,3 +414,92 @@ fn an_export_moves_the_lists_to_another_store() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot read /nonexistent"), "{err}");
 }
+
+/// Two hosts, one Redis (the MX pair the shared store is for): postern A
+/// here, postern B in a network namespace of its own, a machine apart as
+/// far as the network goes, both greylisting on one redis-server. The
+/// client (10.x.y.1, the veth's near side) is the same network to both. A
+/// triplet that passed on A passes on B at once; one first seen on B is
+/// let through by A once the delay has passed since B saw it.
+#[test]
+fn two_hosts_in_network_namespaces_share_one_redis() {
+    use postern_tests::netns::RemoteHost;
+    let host = RemoteHost::new("gl-two-hosts");
+    let near = host.near4.to_string();
+    let redis = RedisServer::start_also_on(Some(&near));
+    let greylist = |dir: &TempDir, servers: &str, listen: &str, store: &str| {
+        config_text(dir, servers).replace("127.0.0.1:0", listen)
+            + &format!(
+                "\n[policy]\nskip_networks = []\n\n[greylist]\nenabled = true\ndelay = \"1s\"\nstore = \"{store}\"\n"
+            )
+    };
+    // A: this host, listening on the veth.
+    let one = RecordingBackend::start();
+    let dir_a = TempDir::new("gl-host-a");
+    let conf_a = greylist(
+        &dir_a,
+        &server_block("One", one.port(), &["one.test"]),
+        &format!("{near}:0"),
+        &redis.url(),
+    );
+    let a = Postern::start(dir_a, &conf_a);
+    // B: in the namespace, with a backend of its own there (smtp-sink).
+    let far = host.addr4.to_string();
+    let sink = ChildGuard(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &host.name, "smtp-sink", "-u", "nobody"])
+            .arg(format!("{far}:2526"))
+            .arg("100")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("smtp-sink (Debian's postfix)"),
+    );
+    let dir_b = TempDir::new("gl-host-b");
+    let conf_b = greylist(
+        &dir_b,
+        &server_block("One", 2526, &["one.test"]).replace("127.0.0.1", &far),
+        &format!("{far}:2525"),
+        &format!("redis://{near}:{}/0", redis.port),
+    );
+    let via: Vec<String> = ["ip", "netns", "exec", &host.name]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let b = Postern::start_via(dir_b, &conf_b, &[], &via);
+    assert_eq!(b.addr.to_string(), format!("{far}:2525"));
+    let send = |p: &Postern, from: &str| {
+        swaks(
+            p.addr,
+            &[
+                "--local-interface",
+                &near,
+                "--from",
+                from,
+                "--to",
+                "u@one.test",
+            ],
+        )
+        .0
+    };
+    // Passed on A, then B lets it through at once.
+    assert!(send(&a, "a@sender.example").contains("<** 451 4.7.1"));
+    wait_out_the_delay();
+    assert!(send(&a, "a@sender.example").contains("<-  250 2.0.0"));
+    let on_b = send(&b, "a@sender.example");
+    assert!(on_b.contains("<-  250 2.0.0"), "{on_b}");
+    // First seen on B: A knows when, and lets the retry through.
+    assert!(send(&b, "c@other.example").contains("<** 451 4.7.1"));
+    wait_out_the_delay();
+    let on_a = send(&a, "c@other.example");
+    assert!(on_a.contains("<-  250 2.0.0"), "{on_a}");
+    one.wait_messages(2);
+    let (_, listing, _) = greylist_cli(&b, &["search", "other.example"]);
+    assert!(
+        listing.starts_with(&format!(
+            "passed {}.0/24 c@other.example u@one.test ",
+            &near[..near.rfind('.').expect("dot")]
+        )),
+        "{listing}"
+    );
+    drop(sink);
+}
