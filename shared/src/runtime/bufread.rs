@@ -8,6 +8,13 @@
 //! into the uninitialised spare capacity of a `Vec` (only bytes actually
 //! received are ever written), and [`Reader::reserve`] grows the buffer in
 //! place, keeping what is buffered.
+//!
+//! An idle connection holds no buffer: made with capacity 0, a reader
+//! waits for bytes with a small one on the stack and allocates only when
+//! some come; [`Reader::idle_release`] makes it free a buffer of at most
+//! [`DEFAULT_CAPACITY`] whenever a read would block with nothing buffered
+//! (as nginx frees an idle connection's buffer), and [`Reader::release`]
+//! frees an empty one at once (after a message body's large buffer).
 
 use std::io;
 use std::pin::Pin;
@@ -23,6 +30,8 @@ pub struct Reader<S> {
     /// Bytes read from `inner`; `buf[pos..]` are not consumed yet.
     buf: Vec<u8>,
     pos: usize,
+    /// Free a small buffer whenever a read would block with none buffered.
+    idle_release: bool,
 }
 
 impl<S> Reader<S> {
@@ -33,6 +42,26 @@ impl<S> Reader<S> {
             inner,
             buf: Vec::with_capacity(capacity),
             pos: 0,
+            idle_release: false,
+        }
+    }
+
+    /// A reader that holds a buffer only while bytes come: none at first,
+    /// and a buffer of at most [`DEFAULT_CAPACITY`] is freed whenever a
+    /// read would block with nothing buffered.
+    pub fn idle_release(inner: S) -> Self {
+        Reader {
+            idle_release: true,
+            ..Self::with_capacity(0, inner)
+        }
+    }
+
+    /// Frees the buffer if nothing is buffered (a larger one, once the body
+    /// it was grown for has been read); the next read allocates again.
+    pub fn release(&mut self) {
+        if self.pos >= self.buf.len() {
+            self.buf = Vec::new();
+            self.pos = 0;
         }
     }
 
@@ -78,12 +107,28 @@ impl<S: AsyncRead + Unpin> AsyncBufRead for Reader<S> {
             me.buf.clear();
             me.pos = 0;
             if me.buf.capacity() == 0 {
-                me.buf.reserve_exact(DEFAULT_CAPACITY);
+                // No buffer: wait with a small one on the stack, and
+                // allocate only for bytes that came.
+                let mut stack = [std::mem::MaybeUninit::<u8>::uninit(); STACK_READ];
+                let mut rb = ReadBuf::uninit(&mut stack);
+                ready!(Pin::new(&mut me.inner).poll_read(cx, &mut rb))?;
+                let got = rb.filled();
+                if got.is_empty() {
+                    return Poll::Ready(Ok(&[]));
+                }
+                me.buf.reserve_exact(DEFAULT_CAPACITY.max(got.len()));
+                me.buf.extend_from_slice(got);
+                return Poll::Ready(Ok(&me.buf[..]));
             }
             let spare = me.buf.spare_capacity_mut();
             let start = spare.as_ptr() as *const u8;
             let mut rb = ReadBuf::uninit(spare);
-            ready!(Pin::new(&mut me.inner).poll_read(cx, &mut rb))?;
+            if Pin::new(&mut me.inner).poll_read(cx, &mut rb)?.is_pending() {
+                if me.idle_release && me.buf.capacity() <= DEFAULT_CAPACITY {
+                    me.buf = Vec::new();
+                }
+                return Poll::Pending;
+            }
             let filled = rb.filled();
             // A reader may point the ReadBuf elsewhere (it is `&mut`): only
             // bytes written into our own spare capacity may be claimed.
@@ -124,7 +169,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Reader<S> {
 }
 
 /// The capacity a reader made with none takes at its first read.
-const DEFAULT_CAPACITY: usize = 4096;
+pub const DEFAULT_CAPACITY: usize = 4096;
+/// The stack buffer a reader without a buffer waits with.
+const STACK_READ: usize = 1024;
 
 #[cfg(test)]
 mod tests {
@@ -158,5 +205,37 @@ mod tests {
         assert_eq!(body.len(), 1005);
         assert!(body.ends_with(b"x\r\n.\r\n"));
         assert!(r.fill_buf().await.expect("eof").is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_idle_reader_holds_no_buffer() {
+        let (mut w, r) = tokio::io::duplex(8192);
+        let mut r = Reader::idle_release(r);
+        assert_eq!(r.capacity(), 0, "nothing before a byte comes");
+        w.write_all(b"NOOP\r\n").await.expect("write");
+        let mut line = Vec::new();
+        r.read_until(b'\n', &mut line).await.expect("read");
+        assert_eq!(line, b"NOOP\r\n");
+        assert_eq!(r.capacity(), DEFAULT_CAPACITY);
+        // Nothing more: the next read blocks, and the buffer goes.
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.fill_buf()).await;
+        assert!(waiting.is_err(), "blocked");
+        assert_eq!(r.capacity(), 0, "freed while idle");
+        // More than the stack buffer at once: all of it arrives.
+        let big = vec![b'a'; 3000];
+        w.write_all(&big).await.expect("write");
+        w.write_all(b"\n").await.expect("write");
+        line.clear();
+        r.read_until(b'\n', &mut line).await.expect("read");
+        assert_eq!(line.len(), 3001);
+        // A large buffer (a body's) is kept while it waits, freed on release.
+        r.reserve(32 * 1024);
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(20), r.fill_buf()).await;
+        assert!(waiting.is_err());
+        assert!(r.capacity() >= 32 * 1024);
+        r.release();
+        assert_eq!(r.capacity(), 0);
     }
 }

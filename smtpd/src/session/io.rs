@@ -27,10 +27,9 @@ use crate::backend::ServerReply;
 /// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
 const MAX_COMMAND_LINE: usize = 2048;
 
-/// The client's read buffer between messages: idle sessions are most of a
-/// busy server's sessions, and commands are short.
-pub(crate) const COMMAND_BUFFER: usize = 4 * 1024;
-/// The read buffer once a message body is coming (see [`Session::grow_reader`]);
+/// The client's read buffer between messages is the reader's (4 KB, held
+/// only while commands come: an idle session holds none; see
+/// `postern_shared::runtime::bufread`). The read buffer once a message body is coming (see [`Session::grow_reader`]);
 /// below glibc's 64 KB, whose frees make malloc consolidate its free lists.
 const DATA_BUFFER: usize = 32 * 1024;
 

@@ -87,7 +87,6 @@ mod update;
 mod tests;
 
 use admission::{Pending, ACCOUNTING_TIMEOUT};
-pub(crate) use io::COMMAND_BUFFER;
 use mail::Tx;
 
 /// The client connection: plain TCP, or TLS after STARTTLS.
@@ -225,7 +224,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         sid,
         peer,
         local,
-        client: Reader::with_capacity(COMMAND_BUFFER, stream),
+        client: Reader::idle_release(stream),
         out: Vec::with_capacity(512),
         helo: None,
         improper_pipelining: false,
@@ -293,19 +292,20 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     // these counts. The goodbye carries them; it also uncounts the session
     // (the router ignores it for a session it never counted), except for one
     // the router refused.
+    // The goodbye's futures are boxed (as the commands' are): a session's
+    // task holds, while it waits for its client, only what that wait needs.
     let sent = match counted {
         true => {
-            router
-                .disconnect(
-                    &sid,
-                    ip,
-                    postern_shared::runtime::logging::pid(),
-                    &counts,
-                    ACCOUNTING_TIMEOUT,
-                )
-                .await
+            Box::pin(router.disconnect(
+                &sid,
+                ip,
+                postern_shared::runtime::logging::pid(),
+                &counts,
+                ACCOUNTING_TIMEOUT,
+            ))
+            .await
         }
-        false => router.count(&sid, &counts, ACCOUNTING_TIMEOUT).await,
+        false => Box::pin(router.count(&sid, &counts, ACCOUNTING_TIMEOUT)).await,
     };
     if let Err(e) = sent {
         debug!("statistics of the session lost: {e}");
@@ -313,7 +313,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     info!("disconnect from {ip}");
     // The backend connection serves a later session, or is closed with QUIT.
     if let Some(b) = backend {
-        prepared.give_back(b, hostname).await;
+        Box::pin(prepared.give_back(b, hostname)).await;
     }
 }
 
@@ -332,7 +332,10 @@ impl Session {
     async fn serve(&mut self) -> Result<(), End> {
         loop {
             if let Some(line) = self.read_command().await? {
-                self.command(&line).await?;
+                // Boxed: its future (the largest of every command's: DATA,
+                // STARTTLS, the backend's replies…) lives only while the
+                // command runs, not in every idle session's task.
+                Box::pin(self.command(&line)).await?;
             }
             if self.errors >= self.max_errors() {
                 warn!("too many errors from {}", self.ip());
