@@ -91,6 +91,11 @@ cpu_ticks() {
     echo "$sum"
 }
 
+# CPU ticks of process $1 alone (the master: not its workers').
+own_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 # CPU ticks of the workers of master $1 named $2.
 cpu_ticks_of() {
     local p sum=0 t
@@ -272,7 +277,7 @@ start_dns() {           # dir: dnsmasq on DNS_PORT with the bench's zones
 
 start_postern() {       # dir (holding postern.toml), smtpd processes to wait for (default 2)
     local dir=$1 want=${2:-2}
-    "$bin/postern" -c "$dir/postern.toml" start >"$dir/proxy.log" 2>&1 &
+    "${pbin:-$bin}/postern" -c "$dir/postern.toml" start >"$dir/proxy.log" 2>&1 &
     proxy_pid=$!
     started+=("$proxy_pid")
     proxy_worker=postern-smtpd

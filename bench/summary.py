@@ -85,10 +85,50 @@ class Run:
             [r for r in self.rows if r["config"] == config and r["target"] == target])
 
 
+def compare(run, rev, configs):
+    """bench/run --compare REV: this tree's postern against REV's, paired."""
+    p = print
+    p("### This tree against %s (postern-base), paired" % rev)
+    p()
+    p("Ratios: median over repetitions of this tree / the base, same repetition "
+      "(below 1: this tree uses less).")
+    p()
+    p("| configuration | messages/s: this / base (ratio) | CPU µs/msg: this / base (ratio) "
+      "| smtpd | router | master | trials ok |")
+    p("|---|---|---|---|---|---|---|")
+    for c, label in THROUGHPUT:
+        if c not in configs:
+            continue
+        a, b = "postern", "postern-base"
+        per = []
+        for field in ("smtpd_cpu_us_per_msg", "router_cpu_us_per_msg", "master_cpu_us_per_msg"):
+            per.append("%s / %s" % (fmt(run.median(c, a, field)), fmt(run.median(c, b, field))))
+        p("| %s | %s / %s (%s) | %s / %s (%s) | %s | %s/%s, %s/%s |" % (
+            label, fmt(run.median(c, a, "msgs_per_s")), fmt(run.median(c, b, "msgs_per_s")),
+            fmt(run.ratio(c, a, b, "msgs_per_s"), 2),
+            fmt(run.median(c, a, "cpu_us_per_msg")), fmt(run.median(c, b, "cpu_us_per_msg")),
+            fmt(run.ratio(c, a, b, "cpu_us_per_msg"), 2),
+            " | ".join(per), *run.count(c, a), *run.count(c, b)))
+    if "idle" in configs:
+        p()
+        p("| idle sessions | total RSS, all processes: this / base (ratio) | largest smtpd | trials ok |")
+        p("|---|---|---|---|")
+        a, b = "postern", "postern-base"
+        mb = lambda v: fmt(v / 1024 if v else None, 1, " MB")
+        flags = next((r["flags"] for r in run.rows if r["config"] == "idle"), "")
+        p("| `%s` | %s / %s (%s) | %s / %s | %s/%s, %s/%s |" % (
+            flags, mb(run.median("idle", a, "proxy_rss_kb")),
+            mb(run.median("idle", b, "proxy_rss_kb")),
+            fmt(run.ratio("idle", a, b, "proxy_rss_kb"), 2),
+            mb(run.median("idle", a, "smtpd_hwm_kb")), mb(run.median("idle", b, "smtpd_hwm_kb")),
+            *run.count("idle", a), *run.count("idle", b)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("csv")
     ap.add_argument("--quick", default="no")
+    ap.add_argument("--compare", default="")
     args = ap.parse_args()
     with open(args.csv) as f:
         rows = list(csv.DictReader(f))
@@ -114,6 +154,9 @@ def main():
     p()
 
     configs = {r["config"] for r in rows}
+    if args.compare:
+        compare(run, args.compare, configs)
+        return 0
     if configs & {c for c, _ in THROUGHPUT}:
         p("### Throughput (messages/s; in brackets the median of per-repetition ratios to direct)")
         p()
