@@ -9,12 +9,13 @@
 //! received are ever written), and [`Reader::reserve`] grows the buffer in
 //! place, keeping what is buffered.
 //!
-//! An idle connection holds no buffer: made with capacity 0, a reader
-//! waits for bytes with a small one on the stack and allocates only when
-//! some come; [`Reader::idle_release`] makes it free a buffer of at most
-//! [`DEFAULT_CAPACITY`] whenever a read would block with nothing buffered
-//! (as nginx frees an idle connection's buffer), and [`Reader::release`]
-//! frees an empty one at once (after a message body's large buffer).
+//! A connection that has sent nothing holds no buffer: made with capacity
+//! 0, a reader waits for bytes with a small one on the stack and allocates
+//! only when some come (as nginx allocates a connection's buffer when it
+//! is first readable). Freeing the buffer again whenever a read would
+//! block was measured too: it cost 6–9 % more CPU per message with 100
+//! messages per connection (a 32 KB body buffer freed and allocated again
+//! for each message), for memory only sessions idle after a command hold.
 
 use std::io;
 use std::pin::Pin;
@@ -30,8 +31,6 @@ pub struct Reader<S> {
     /// Bytes read from `inner`; `buf[pos..]` are not consumed yet.
     buf: Vec<u8>,
     pos: usize,
-    /// Free a small buffer whenever a read would block with none buffered.
-    idle_release: bool,
 }
 
 impl<S> Reader<S> {
@@ -42,26 +41,6 @@ impl<S> Reader<S> {
             inner,
             buf: Vec::with_capacity(capacity),
             pos: 0,
-            idle_release: false,
-        }
-    }
-
-    /// A reader that holds a buffer only while bytes come: none at first,
-    /// and a buffer of at most [`DEFAULT_CAPACITY`] is freed whenever a
-    /// read would block with nothing buffered.
-    pub fn idle_release(inner: S) -> Self {
-        Reader {
-            idle_release: true,
-            ..Self::with_capacity(0, inner)
-        }
-    }
-
-    /// Frees the buffer if nothing is buffered (a larger one, once the body
-    /// it was grown for has been read); the next read allocates again.
-    pub fn release(&mut self) {
-        if self.pos >= self.buf.len() {
-            self.buf = Vec::new();
-            self.pos = 0;
         }
     }
 
@@ -123,12 +102,7 @@ impl<S: AsyncRead + Unpin> AsyncBufRead for Reader<S> {
             let spare = me.buf.spare_capacity_mut();
             let start = spare.as_ptr() as *const u8;
             let mut rb = ReadBuf::uninit(spare);
-            if Pin::new(&mut me.inner).poll_read(cx, &mut rb)?.is_pending() {
-                if me.idle_release && me.buf.capacity() <= DEFAULT_CAPACITY {
-                    me.buf = Vec::new();
-                }
-                return Poll::Pending;
-            }
+            ready!(Pin::new(&mut me.inner).poll_read(cx, &mut rb))?;
             let filled = rb.filled();
             // A reader may point the ReadBuf elsewhere (it is `&mut`): only
             // bytes written into our own spare capacity may be claimed.
@@ -208,34 +182,21 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_idle_reader_holds_no_buffer() {
+    async fn a_reader_made_empty_allocates_when_bytes_come() {
         let (mut w, r) = tokio::io::duplex(8192);
-        let mut r = Reader::idle_release(r);
-        assert_eq!(r.capacity(), 0, "nothing before a byte comes");
-        w.write_all(b"NOOP\r\n").await.expect("write");
-        let mut line = Vec::new();
-        r.read_until(b'\n', &mut line).await.expect("read");
-        assert_eq!(line, b"NOOP\r\n");
-        assert_eq!(r.capacity(), DEFAULT_CAPACITY);
-        // Nothing more: the next read blocks, and the buffer goes.
+        let mut r = Reader::with_capacity(0, r);
         let waiting =
             tokio::time::timeout(std::time::Duration::from_millis(20), r.fill_buf()).await;
         assert!(waiting.is_err(), "blocked");
-        assert_eq!(r.capacity(), 0, "freed while idle");
+        assert_eq!(r.capacity(), 0, "nothing while nothing comes");
         // More than the stack buffer at once: all of it arrives.
-        let big = vec![b'a'; 3000];
-        w.write_all(&big).await.expect("write");
+        w.write_all(&[b'a'; 3000]).await.expect("write");
         w.write_all(b"\n").await.expect("write");
-        line.clear();
+        let mut line = Vec::new();
         r.read_until(b'\n', &mut line).await.expect("read");
         assert_eq!(line.len(), 3001);
-        // A large buffer (a body's) is kept while it waits, freed on release.
-        r.reserve(32 * 1024);
-        let waiting =
-            tokio::time::timeout(std::time::Duration::from_millis(20), r.fill_buf()).await;
-        assert!(waiting.is_err());
-        assert!(r.capacity() >= 32 * 1024);
-        r.release();
-        assert_eq!(r.capacity(), 0);
+        assert!(r.capacity() >= DEFAULT_CAPACITY);
+        drop(w);
+        assert!(r.fill_buf().await.expect("eof").is_empty());
     }
 }

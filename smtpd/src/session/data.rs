@@ -226,9 +226,6 @@ impl Session {
             held_cr = hold;
             self.client.consume(n);
             if end.is_some() {
-                // The body's large buffer goes (unless the next commands
-                // are already in it): a session between messages holds none.
-                self.client.release();
                 return Ok((scanner, backend_err));
             }
         }

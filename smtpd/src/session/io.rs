@@ -27,9 +27,10 @@ use crate::backend::ServerReply;
 /// Longest command line accepted, CRLF included (Postfix's `line_length_limit`).
 const MAX_COMMAND_LINE: usize = 2048;
 
-/// The client's read buffer between messages is the reader's (4 KB, held
-/// only while commands come: an idle session holds none; see
-/// `postern_shared::runtime::bufread`). The read buffer once a message body is coming (see [`Session::grow_reader`]);
+/// The client's read buffer between messages is the reader's (4 KB,
+/// allocated when the client first sends: a session that only got its
+/// greeting holds none; see `postern_shared::runtime::bufread`). The read
+/// buffer once a message body is coming (see [`Session::grow_reader`]);
 /// below glibc's 64 KB, whose frees make malloc consolidate its free lists.
 const DATA_BUFFER: usize = 32 * 1024;
 

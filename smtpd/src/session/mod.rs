@@ -224,7 +224,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         sid,
         peer,
         local,
-        client: Reader::idle_release(stream),
+        client: Reader::with_capacity(0, stream),
         out: Vec::with_capacity(512),
         helo: None,
         improper_pipelining: false,

@@ -48,7 +48,7 @@ impl Session {
         let timeout = self.command_timeout();
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
-                self.client = Reader::idle_release(Box::new(stream));
+                self.client = Reader::with_capacity(0, Box::new(stream));
                 self.tls = true;
                 self.helo = None;
                 self.esmtp = false;
