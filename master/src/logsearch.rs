@@ -501,7 +501,9 @@ fn summarize<'a>(records: impl Iterator<Item = &'a Record>) -> Vec<Summary> {
 fn parse_since(s: &str, now: i64) -> Result<i64, String> {
     let s = s.trim();
     if let Ok(d) = postern_shared::config::Duration::parse(s) {
-        return Ok(now - d.0.as_millis() as i64);
+        // A duration past the epoch means "everything".
+        let back = i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX);
+        return Ok(now.saturating_sub(back).max(0));
     }
     let bad = || {
         format!("--since {s:?}: give a duration (30m, 2h, 7d) or a date (2026-11-23 [14:00[:05]])")

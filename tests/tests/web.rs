@@ -289,10 +289,23 @@ fn only_loopback_admin_networks_and_web_allow_reach_the_console() {
         args.extend_from_slice(steps);
         host.python(BROWSER, &args)
     };
-    let a = browse(remote, &[("GET", "/", "")]);
-    assert_eq!(a[0].status, 403);
+    // Not allowed: the connection is closed without a word (no TLS, no
+    // connection slot held).
+    let said = host.python(
+        r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10, source_address=(sys.argv[3], 0))
+try:
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    print(len(s.recv(4096)))
+except ConnectionResetError:
+    print(0)
+"#,
+        &[&web.ip().to_string(), &web.port().to_string(), &from],
+    );
+    assert_eq!(said.trim(), "0", "an answer to a refused address");
     p.wait_log(&format!(
-        "console request from {from} refused: not in loopback, admin_networks or web.allow"
+        "console connection from {from} refused: not in loopback, admin_networks or web.allow"
     ));
     // Allowed by [web] allow: the login form.
     let conf = std::fs::read_to_string(p.config_path()).expect("config");
@@ -435,7 +448,7 @@ fn the_update_queue_page_lists_flushes_and_deletes_as_postern_queue_does() {
     assert_eq!(a[5].status, 403, "no token, no change");
     assert!(String::from_utf8_lossy(&p.cli(&["queue"]).stdout).contains("empty"));
     p.wait_log(&format!(
-        "queue delete {id} asked by admin from 127.0.0.1 (the console)"
+        "queue \"delete {id}\" asked by admin from 127.0.0.1 (the console)"
     ));
 }
 
@@ -1150,10 +1163,59 @@ except Exception as e:
     assert_eq!(lines.len(), 4, "{out}");
     assert!(lines[0].starts_with("login 303 postern_session="), "{out}");
     assert!(
-        lines[0].ends_with("; HttpOnly; SameSite=Strict; Path=/; Max-Age=3600; Secure"),
+        lines[0].ends_with("; HttpOnly; SameSite=Strict; Path=/; Secure"),
         "{out}"
     );
     assert_eq!(lines[1], "hsts max-age=31536000");
     assert_eq!(lines[2], "dashboard 200 True");
     assert_eq!(lines[3], "plain http: refused");
+}
+
+/// Guesses sent in parallel gain nothing: while a failed login's delay runs,
+/// another attempt from that address gets `429` without its password being
+/// looked at; once the delay has passed, the right password logs in.
+#[test]
+fn parallel_guesses_wait_out_the_failed_logins_delay() {
+    let web = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), closed_port());
+    let (p, _one) = console("web-guesses", web, "", "One");
+    let script = r#"
+import sys, threading, time, urllib.error, urllib.parse, urllib.request
+base = sys.argv[1]
+def attempt(password, out):
+    data = urllib.parse.urlencode({"user": "admin", "password": password}).encode()
+    t = time.time()
+    class Stay(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+    try:
+        r = urllib.request.build_opener(Stay).open(base + "/", data=data, timeout=20)
+        out.append((r.status, time.time() - t, ""))
+    except urllib.error.HTTPError as e:
+        out.append((e.code, time.time() - t, e.headers.get("Retry-After") or ""))
+first, second = [], []
+a = threading.Thread(target=attempt, args=("guess1", first))
+a.start()
+time.sleep(0.3)
+attempt("guess2", second)
+a.join()
+print("first", first[0][0], "%.1f" % first[0][1])
+print("second", second[0][0], "%.1f" % second[0][1], second[0][2])
+time.sleep(1.2)
+third = []
+attempt("s3cret", third)
+print("third", third[0][0])
+"#;
+    let out = python(script, &[&format!("http://{web}")]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let second: Vec<&str> = lines[1].split(' ').collect();
+    assert_eq!(second[1], "429", "{out}");
+    assert!(
+        second[2].parse::<f64>().expect("seconds") < 0.5,
+        "answered at once: {out}"
+    );
+    assert_eq!(second[3], "1", "Retry-After: {out}");
+    assert!(lines[0].starts_with("first 401 "), "{out}");
+    assert_eq!(lines[2], "third 303", "{out}");
+    p.wait_log("console login from 127.0.0.1 refused: too soon after a failed one");
 }

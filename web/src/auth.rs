@@ -112,6 +112,17 @@ impl Auth {
         Duration::from_secs(u64::from(e.0)).min(MAX_DELAY)
     }
 
+    /// How long `ip` must still wait after its last failed login before it
+    /// may try again (`None`: it may now). Attempts sent in parallel gain
+    /// nothing: each waits out the delay of the failure before it.
+    pub fn must_wait(&self, ip: IpAddr, now: Instant) -> Option<Duration> {
+        let (n, at) = self.failures.get(&ip)?;
+        let delay = Duration::from_secs(u64::from(*n)).min(MAX_DELAY);
+        (*at + delay)
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+    }
+
     /// A login from `ip` succeeded: its failures are forgiven.
     pub fn succeeded(&mut self, ip: IpAddr) {
         self.failures.remove(&ip);
@@ -127,7 +138,10 @@ mod tests {
         let mut a = Auth::default();
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let now = Instant::now();
+        assert_eq!(a.must_wait(ip, now), None);
         let delays: Vec<u64> = (0..7).map(|_| a.failed(ip, now).as_secs()).collect();
+        assert_eq!(a.must_wait(ip, now), Some(Duration::from_secs(5)));
+        assert_eq!(a.must_wait(ip, now + Duration::from_secs(5)), None);
         assert_eq!(delays, [1, 2, 3, 4, 5, 5, 5]);
         a.succeeded(ip);
         assert_eq!(a.failed(ip, now).as_secs(), 1);

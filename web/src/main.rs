@@ -150,6 +150,8 @@ async fn run() -> anyhow::Result<()> {
         tokio::select! {
             Some((req, reply)) = rx.recv() => {
                 let id = worker.request(req.encode()).await;
+                // Pages that stopped waiting (timed out, connection gone).
+                pending.retain(|(_, r)| !r.is_closed());
                 pending.push((id, reply));
             }
             event = worker.next_event() => match event {

@@ -3,7 +3,9 @@
 //! [`HEAD_TIMEOUT`], a form body of at most [`MAX_BODY`] bytes.
 //!
 //! Who may connect: loopback, `proxy.admin_networks` and `[web] allow`;
-//! anyone else gets `403` on every request (and a log line). Every
+//! anyone else has its connection closed at once, before any TLS handshake
+//! (and a log line); a request on a connection opened before a reload took
+//! its address away gets `403`. Every
 //! response carries `Content-Security-Policy` (nothing but this server's
 //! stylesheet and forms), `X-Frame-Options: DENY`, `nosniff`, no referrer
 //! and no caching.
@@ -44,7 +46,7 @@ use postern_shared::smtp::secret_eq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::auth::{credentials_ok, Session, SESSION_IDLE};
+use crate::auth::{credentials_ok, Session};
 use crate::{pages, Shared};
 
 /// Connections served at the same time; more wait in the listen backlog.
@@ -80,11 +82,20 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        // Who may not use the console gets nothing: not a TLS handshake,
+        // not a connection slot held for minutes.
+        let ip = unmap(peer.ip());
+        if !allowed(&shared, ip) {
+            tracing::warn!(
+                "console connection from {ip} refused: not in loopback, admin_networks or web.allow"
+            );
+            drop(permit);
+            continue;
+        }
         let shared = shared.clone();
         let tls = shared.tls.read().unwrap_or_else(|p| p.into_inner()).clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let ip = unmap(peer.ip());
             let https = tls.is_some();
             let svc = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
@@ -387,14 +398,16 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, https: bool, shared: &Shared
         }
         (Verb::Get, "/logs") => {
             let (q, since) = (field("q").trim(), field("since").trim());
-            let found =
-                if q.is_empty() {
-                    None
-                } else {
-                    Some(ask_log(shared, "search", q, since).await.map(|(a, lines)| {
-                        (a.get("looked").unwrap_or("searched").to_string(), lines)
-                    }))
-                };
+            let found = if q.is_empty() {
+                None
+            } else {
+                Some(ask_log(shared, "search", q, since).await.map(|(a, lines)| {
+                    (
+                        a.get_all("looked").last().unwrap_or("searched").to_string(),
+                        lines,
+                    )
+                }))
+            };
             page(&s, "Logs", "/logs", pages::logs(q, since, found.as_ref()))
         }
         (Verb::Get, "/refused") => {
@@ -404,7 +417,10 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, https: bool, shared: &Shared
                 .await
                 .map(|(a, lines)| {
                     let rows = lines.iter().filter_map(|l| refusal(l)).collect();
-                    (a.get("looked").unwrap_or("searched").to_string(), rows)
+                    (
+                        a.get_all("looked").last().unwrap_or("searched").to_string(),
+                        rows,
+                    )
                 });
             page(
                 &s,
@@ -415,9 +431,20 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, https: bool, shared: &Shared
         }
         (Verb::Get, "/logs/session") => {
             let (sid, since) = (field("sid").trim(), field("since").trim());
-            let lines = ask_log(shared, "session", sid, since)
-                .await
-                .map(|(_, lines)| lines);
+            // A session id is a few letters and digits: anything else would
+            // only make the master read every file for nothing.
+            let lines = if sid.is_empty()
+                || sid.len() > 64
+                || !sid
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+            {
+                Err(format!("{sid:?} is not a session id."))
+            } else {
+                ask_log(shared, "session", sid, since)
+                    .await
+                    .map(|(_, lines)| lines)
+            };
             page(
                 &s,
                 &format!("Session {sid}"),
@@ -439,7 +466,7 @@ async fn handle(req: Request<Incoming>, ip: IpAddr, https: bool, shared: &Shared
                     format!("cancel restart {id}"),
                 ),
             };
-            tracing::info!("queue {what} asked by {} from {ip} (the console)", s.user);
+            tracing::info!("queue {what:?} asked by {} from {ip} (the console)", s.user);
             let done = match shared.ask_updater(req).await {
                 Ok(UpdaterReply::Flushed { count }) => {
                     Ok(format!("{count} deferred copies will be tried now."))
@@ -545,13 +572,27 @@ async fn ask_log(
         })
         .await
         .and_then(ok_or_reason)?;
-    let lines = String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
+    let mut lines: Vec<String> = String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
         .lines()
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect();
+    // A page of at most MAX_ROWS lines: the newest (they come oldest first).
+    let mut a = a;
+    if lines.len() > MAX_ROWS {
+        let skipped = lines.len() - MAX_ROWS;
+        lines.drain(..skipped);
+        let looked = a.get("looked").unwrap_or("searched").to_string();
+        a.push(
+            "looked",
+            format!("{looked} (the newest {MAX_ROWS} shown, {skipped} older ones not: narrow the search)"),
+        );
+    }
     Ok((a, lines))
 }
+
+/// Most lines a logs or refused-mail page shows.
+const MAX_ROWS: usize = 1000;
 
 /// Every domain postern serves and where its mail goes: the servers'
 /// domains, then the alias domains.
@@ -605,8 +646,10 @@ fn this_host(config: &postern_shared::config::Config) -> Vec<IpAddr> {
     out
 }
 
-/// Most domains the MX check looks up at once.
+/// Most domains the MX check looks up.
 const MX_DOMAINS: usize = 500;
+/// Lookups of the MX check in flight at once.
+const MX_AT_ONCE: usize = 16;
 
 /// The MX check of every served domain (the first [`MX_DOMAINS`]), the
 /// lookups in parallel through the router's resolver.
@@ -621,16 +664,20 @@ async fn mx_rows(
         .take(MX_DOMAINS)
         .collect();
     let mut set = tokio::task::JoinSet::new();
+    let at_once = Arc::new(Semaphore::new(MX_AT_ONCE));
     for (i, d) in domains.iter().enumerate() {
-        let (router, domain) = (shared.router.clone(), d.clone());
+        let (router, domain, at_once) = (shared.router.clone(), d.clone(), at_once.clone());
         set.spawn(async move {
+            let _slot = at_once.acquire_owned().await;
             let r = crate::ask_router_at(&router, RouterRequest::Mx { domain }.encode()).await;
             (i, r)
         });
     }
     let mut answers: Vec<Option<Result<Attrs, String>>> = domains.iter().map(|_| None).collect();
-    while let Some(Ok((i, r))) = set.join_next().await {
-        answers[i] = Some(r);
+    while let Some(done) = set.join_next().await {
+        if let Ok((i, r)) = done {
+            answers[i] = Some(r);
+        }
     }
     let hostname = config
         .proxy
@@ -870,18 +917,25 @@ async fn access_save(shared: &Shared, s: &Session, ip: IpAddr, fields: &Fields) 
                 method: k.1.clone(),
                 pattern: k.2.clone(),
             };
-            let entries = access_entries(shared).await.unwrap_or_default();
-            let previous = entries.into_iter().find(|e| {
-                (e.action.as_str(), e.method.as_str(), e.pattern.to_string())
-                    == (old.0.as_str(), old.1.as_str(), old.2.clone())
+            // The entry as it is now, to put it back if the new one is
+            // refused: without it, nothing is removed.
+            let previous = access_entries(shared).await.and_then(|entries| {
+                entries
+                    .into_iter()
+                    .find(|e| {
+                        (e.action.as_str(), e.method.as_str(), e.pattern.to_string())
+                            == (old.0.as_str(), old.1.as_str(), old.2.clone())
+                    })
+                    .ok_or_else(|| format!("no entry {} {} {} any more", old.0, old.1, old.2))
             });
-            match shared.ask_router(remove(old).encode()).await {
+            match previous {
                 Err(e) => Err(e),
-                Ok(_) => match shared.ask_router(add.encode()).await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        if let Some(p) = previous {
-                            let _ = shared
+                Ok(p) => match shared.ask_router(remove(old).encode()).await {
+                    Err(e) => Err(e),
+                    Ok(_) => match shared.ask_router(add.encode()).await {
+                        Ok(_) => Ok(()),
+                        Err(e) => {
+                            let back = shared
                                 .ask_router(
                                     RouterRequest::AccessAdd {
                                         action: old.0.clone(),
@@ -894,9 +948,14 @@ async fn access_save(shared: &Shared, s: &Session, ip: IpAddr, fields: &Fields) 
                                     .encode(),
                                 )
                                 .await;
+                            Err(match back {
+                                Ok(_) => format!("{e} (the entry is as it was)"),
+                                Err(b) => format!(
+                                    "{e}; and the entry as it was could not be put back: {b}"
+                                ),
+                            })
                         }
-                        Err(e)
-                    }
+                    },
                 },
             }
         }
@@ -1044,8 +1103,26 @@ async fn login(shared: &Shared, ip: IpAddr, https: bool, user: &str, password: &
         config.proxy.admin_user.as_deref().unwrap_or_default(),
         config.proxy.admin_password.as_deref().unwrap_or_default(),
     );
-    let ok = !admin.0.is_empty() && credentials_ok(user, password, admin);
     let now = Instant::now();
+    let wait = shared
+        .auth
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .must_wait(ip, now);
+    if let Some(d) = wait {
+        tracing::warn!("console login from {ip} refused: too soon after a failed one");
+        let secs = d.as_secs().max(1);
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(Some(&format!(
+                "Too many failed logins from this address: try again in {secs} s."
+            ))),
+        );
+        r.headers_mut()
+            .insert(hyper::header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    let ok = !admin.0.is_empty() && credentials_ok(user, password, admin);
     if !ok {
         let delay = shared
             .auth
@@ -1066,10 +1143,11 @@ async fn login(shared: &Shared, ip: IpAddr, https: bool, user: &str, password: &
     };
     tracing::info!("console login by {user} from {ip}");
     let mut r = redirect("/dashboard");
-    // Secure over HTTPS: the browser never sends it over plain HTTP.
+    // Secure over HTTPS: the browser never sends it over plain HTTP. A
+    // session cookie (no Max-Age): the session ends on the server after
+    // SESSION_IDLE without a request, however long it was used before.
     let cookie = format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
-        SESSION_IDLE.as_secs(),
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{}",
         if https { "; Secure" } else { "" }
     );
     r.headers_mut().insert(
@@ -1172,17 +1250,14 @@ fn parse_form(body: &[u8]) -> Vec<(String, String)> {
         while i < b.len() {
             match b[i] {
                 b'+' => out.push(b' '),
-                b'%' if i + 2 < b.len() => {
-                    match u8::from_str_radix(
-                        std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"),
-                        16,
-                    ) {
-                        Ok(v) => {
-                            out.push(v);
-                            i += 2;
-                        }
-                        Err(_) => out.push(b'%'),
-                    }
+                // Two hex digits, nothing else (from_str_radix would take "+5").
+                b'%' if i + 2 < b.len()
+                    && b[i + 1].is_ascii_hexdigit()
+                    && b[i + 2].is_ascii_hexdigit() =>
+                {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("00");
+                    out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
+                    i += 2;
                 }
                 c => out.push(c),
             }
@@ -1217,6 +1292,7 @@ mod tests {
         );
         assert_eq!(parse_form(b"a=%4"), [("a".to_string(), "%4".to_string())]);
         assert_eq!(parse_form(b"a=%zz"), [("a".to_string(), "%zz".to_string())]);
+        assert_eq!(parse_form(b"a=%+5"), [("a".to_string(), "% 5".to_string())]);
         let mut h = hyper::HeaderMap::new();
         h.insert(
             COOKIE,
