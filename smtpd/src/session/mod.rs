@@ -225,7 +225,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         peer,
         local,
         client: Reader::with_capacity(0, stream),
-        out: Vec::with_capacity(512),
+        out: Vec::new(),
         helo: None,
         improper_pipelining: false,
         esmtp: false,
