@@ -95,7 +95,7 @@ impl Session {
                 }
             }
         }
-        self.tx = Some(Tx {
+        self.tx = Some(Box::new(Tx {
             from,
             params,
             recipients: Vec::new(),
@@ -107,7 +107,7 @@ impl Session {
             update: false,
             data_ahead: None,
             lost: false,
-        });
+        }));
         let timeout = self.command_timeout();
         self.progress_deadline
             .get_or_insert_with(|| tokio::time::Instant::now() + timeout);

@@ -199,9 +199,9 @@ struct Session {
     /// The client authenticated as the admin user (may send update mails).
     admin_login: bool,
     /// The current mail transaction.
-    tx: Option<Tx>,
+    tx: Option<Box<Tx>>,
     /// The backend connection (see `relay.rs`).
-    backend: Option<Backend>,
+    backend: Option<Box<Backend>>,
     /// A backend was reached at least once (for the seed's "forwarded" line).
     forwarded_to: Option<u32>,
     /// Errors so far (see [`MAX_ERRORS`]).
@@ -313,7 +313,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     info!("disconnect from {ip}");
     // The backend connection serves a later session, or is closed with QUIT.
     if let Some(b) = backend {
-        Box::pin(prepared.give_back(b, hostname)).await;
+        Box::pin(prepared.give_back(*b, hostname)).await;
     }
 }
 

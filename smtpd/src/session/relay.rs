@@ -44,7 +44,7 @@ impl Session {
         }
         let hostname = self.hostname().to_string();
         if let Some(old) = self.backend.take() {
-            tokio::spawn(self.ctx.prepared.clone().give_back(old, hostname.clone()));
+            tokio::spawn(self.ctx.prepared.clone().give_back(*old, hostname.clone()));
         }
         let login = match route.cause {
             Cause::Auth => self.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
@@ -94,7 +94,7 @@ impl Session {
             self.forwarded_to = Some(route.server);
             self.counts.add(Counter::Forwarded(route.cause), 1);
         }
-        self.backend = Some(b);
+        self.backend = Some(Box::new(b));
         Ok(())
     }
 
