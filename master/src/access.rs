@@ -343,7 +343,7 @@ fn test(
             {
                 Ok(r) if Outcome::is_ok(&r) => match PolicyVerdict::from_attrs(&r) {
                     Some(v) => {
-                        print!("{}", describe(&v));
+                        print!("{}", v.describe());
                         ExitCode::SUCCESS
                     }
                     None => fail("the router's answer is not a verdict"),
@@ -362,7 +362,7 @@ fn test(
             };
             print!(
                 "{}",
-                describe(&access_verdict(&AccessIndex::new(&file), &q))
+                access_verdict(&AccessIndex::new(&file), &q).describe()
             );
             println!(
                 "(postern is not running: the verdict of {})",
@@ -370,20 +370,5 @@ fn test(
             );
             Ok(ExitCode::SUCCESS)
         }
-    }
-}
-
-fn describe(v: &PolicyVerdict) -> String {
-    match v {
-        PolicyVerdict::Dunno => {
-            "verdict: dunno (no access entry, restriction or blocklist refuses it: the mail goes on to the server)\n".into()
-        }
-        PolicyVerdict::Accept { rule } => {
-            format!("verdict: accept (the other checks are skipped)\nrule: {rule}\n")
-        }
-        PolicyVerdict::Refuse(r) => format!(
-            "verdict: reject\nreply: {} {} {}\nrule: {}\n",
-            r.code, r.enhanced, r.text, r.rule
-        ),
     }
 }

@@ -811,18 +811,7 @@ async fn policy_test(shared: &Shared, fields: &Fields) -> pages::PolicyTest {
                 PolicyVerdict::from_attrs(&r)
                     .ok_or_else(|| "the router's answer is not a verdict".into())
             })
-            .map(|v| match v {
-                PolicyVerdict::Dunno => {
-                    "dunno: nothing refuses it, the mail goes on to its server".to_string()
-                }
-                PolicyVerdict::Accept { rule } => {
-                    format!("accept (the other checks are skipped)\nrule: {rule}")
-                }
-                PolicyVerdict::Refuse(r) => format!(
-                    "reject\nreply: {} {} {}\nrule: {}",
-                    r.code, r.enhanced, r.text, r.rule
-                ),
-            }),
+            .map(|v| v.describe()),
     );
     t
 }

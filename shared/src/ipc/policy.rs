@@ -184,6 +184,23 @@ pub struct Refusal {
 }
 
 impl Verdict {
+    /// The verdict in words, as `postern access test` prints it and the
+    /// console's "test an address" shows it (lines ending in LF).
+    pub fn describe(&self) -> String {
+        match self {
+            Verdict::Dunno => {
+                "verdict: dunno (no access entry, restriction or blocklist refuses it: the mail goes on to the server)\n".into()
+            }
+            Verdict::Accept { rule } => {
+                format!("verdict: accept (the other checks are skipped)\nrule: {rule}\n")
+            }
+            Verdict::Refuse(r) => format!(
+                "verdict: reject\nreply: {} {} {}\nrule: {}\n",
+                r.code, r.enhanced, r.text, r.rule
+            ),
+        }
+    }
+
     /// The reply attributes.
     pub fn to_attrs(&self, id: &str) -> Attrs {
         let a = crate::ipc::Outcome::Ok.reply(Some(id));
