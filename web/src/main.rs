@@ -7,7 +7,9 @@
 //! status` and reload), so the console, the CLI and SMTP always agree.
 //!
 //! Layout: [`server`] the HTTP side (hyper: one connection per task, who
-//! may connect, the security headers, the routes), [`auth`] logins,
+//! may connect, the security headers, the routes and the simpler pages),
+//! [`access`], [`greylist`], [`logs`] and [`mx`] the data of their pages,
+//! [`auth`] logins,
 //! sessions and CSRF tokens, [`pages`] the HTML (maud: every value escaped
 //! by construction). This file is the worker: the master's channel, whose
 //! requests the HTTP tasks ask through [`Shared::ask_master`].
@@ -18,9 +20,13 @@
 //! queue`, `postern restarts`: the updater's socket) and apply (reload,
 //! with the result). The other pages of SPEC §11 are to come.
 
+mod access;
 mod auth;
 mod charts;
+mod greylist;
+mod logs;
 mod metrics;
+mod mx;
 mod pages;
 mod server;
 

@@ -36,9 +36,7 @@ use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, 
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use maud::Markup;
-use postern_shared::access::{is_date, AccessFile, Action, Entry, Method as AccessMethod, Pattern};
 use postern_shared::config::in_networks;
-use postern_shared::ipc::policy::{Query, Verdict as PolicyVerdict};
 use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::{Outcome, RouterRequest, UpdaterReply, UpdaterRequest, WorkerRequest};
 use postern_shared::net::unmap;
@@ -46,7 +44,11 @@ use postern_shared::smtp::secret_eq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::access::{access_entries, access_page, access_save, policy_test};
 use crate::auth::{credentials_ok, Session};
+use crate::greylist::greylist_page;
+use crate::logs::{ask_log, refusal};
+use crate::mx::{mx_rows, served_domains, this_host};
 use crate::{pages, Shared};
 
 /// Connections served at the same time; more wait in the listen backlog.
@@ -128,7 +130,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+pub(crate) type Reply = Response<Full<Bytes>>;
 
 /// Whether `ip` may use the console.
 fn allowed(shared: &Shared, ip: IpAddr) -> bool {
@@ -556,517 +558,6 @@ fn style() -> Reply {
         .expect("a valid response")
 }
 
-/// `postern log search|session`, asked of the master (it reads the log
-/// file or the journal): its answer and the lines.
-async fn ask_log(
-    shared: &Shared,
-    what: &str,
-    pattern: &str,
-    since: &str,
-) -> Result<(Attrs, Vec<String>), String> {
-    let a = shared
-        .ask_master(WorkerRequest::Log {
-            what: what.into(),
-            pattern: pattern.into(),
-            since: since.into(),
-        })
-        .await
-        .and_then(ok_or_reason)?;
-    let mut lines: Vec<String> = String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
-        .collect();
-    // A page of at most MAX_ROWS lines: the newest (they come oldest first).
-    let mut a = a;
-    if lines.len() > MAX_ROWS {
-        let skipped = lines.len() - MAX_ROWS;
-        lines.drain(..skipped);
-        let looked = a.get("looked").unwrap_or("searched").to_string();
-        a.push(
-            "looked",
-            format!("{looked} (the newest {MAX_ROWS} shown, {skipped} older ones not: narrow the search)"),
-        );
-    }
-    Ok((a, lines))
-}
-
-/// Most lines a logs or refused-mail page shows.
-const MAX_ROWS: usize = 1000;
-
-/// Every domain postern serves and where its mail goes: the servers'
-/// domains, then the alias domains.
-fn served_domains(config: &postern_shared::config::Config) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = config
-        .servers
-        .iter()
-        .flat_map(|sv| {
-            sv.domains
-                .iter()
-                .map(move |d| (d.clone(), sv.display_name()))
-        })
-        .collect();
-    let (aliases, _) = postern_shared::alias::Aliases::build(&config.aliases);
-    let index = postern_shared::domains::DomainIndex::new(&config.servers);
-    for d in aliases.summaries(&index) {
-        if d.listed_by.is_none() {
-            out.push((d.domain, format!("its aliases ({})", d.aliases)));
-        }
-    }
-    out.sort();
-    out
-}
-
-/// This host's addresses: the specific ones postern listens on, and every
-/// interface's when it listens on all of them.
-fn this_host(config: &postern_shared::config::Config) -> Vec<IpAddr> {
-    let mut out: Vec<IpAddr> = Vec::new();
-    let mut any = false;
-    for l in &config.proxy.listen {
-        match l.parse::<std::net::SocketAddr>() {
-            Ok(a) if a.ip().is_unspecified() => any = true,
-            Ok(a) => out.push(unmap(a.ip())),
-            Err(_) => any = true,
-        }
-    }
-    if any {
-        if let Ok(ifs) = nix::ifaddrs::getifaddrs() {
-            for i in ifs {
-                let ip = i.address.and_then(|a| {
-                    a.as_sockaddr_in()
-                        .map(|s| IpAddr::V4(s.ip()))
-                        .or_else(|| a.as_sockaddr_in6().map(|s| IpAddr::V6(s.ip())))
-                });
-                out.extend(ip);
-            }
-        }
-    }
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Most domains the MX check looks up.
-const MX_DOMAINS: usize = 500;
-/// Lookups of the MX check in flight at once.
-const MX_AT_ONCE: usize = 16;
-
-/// The MX check of every served domain (the first [`MX_DOMAINS`]), the
-/// lookups in parallel through the router's resolver.
-async fn mx_rows(
-    shared: &Shared,
-    config: &postern_shared::config::Config,
-    here: &[IpAddr],
-) -> Vec<pages::MxRow> {
-    let domains: Vec<String> = served_domains(config)
-        .into_iter()
-        .map(|(d, _)| d)
-        .take(MX_DOMAINS)
-        .collect();
-    let mut set = tokio::task::JoinSet::new();
-    let at_once = Arc::new(Semaphore::new(MX_AT_ONCE));
-    for (i, d) in domains.iter().enumerate() {
-        let (router, domain, at_once) = (shared.router.clone(), d.clone(), at_once.clone());
-        set.spawn(async move {
-            let _slot = at_once.acquire_owned().await;
-            let r = crate::ask_router_at(&router, RouterRequest::Mx { domain }.encode()).await;
-            (i, r)
-        });
-    }
-    let mut answers: Vec<Option<Result<Attrs, String>>> = domains.iter().map(|_| None).collect();
-    while let Some(done) = set.join_next().await {
-        if let Ok((i, r)) = done {
-            answers[i] = Some(r);
-        }
-    }
-    let hostname = config
-        .proxy
-        .hostname
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
-    let is_here = |host: &str, ips: &str| {
-        host.eq_ignore_ascii_case(&hostname)
-            || ips
-                .split(',')
-                .filter_map(|a| a.parse::<IpAddr>().ok())
-                .any(|a| here.contains(&unmap(a)))
-    };
-    domains
-        .into_iter()
-        .zip(answers)
-        .map(|(domain, answer)| {
-            let mut row = pages::MxRow {
-                domain,
-                here: None,
-                records: Vec::new(),
-                note: String::new(),
-            };
-            match answer {
-                Some(Ok(a)) => {
-                    for mx in a.get_all("mx") {
-                        let mut f = mx.splitn(3, ' ');
-                        let (pref, host, ips) = (
-                            f.next().unwrap_or(""),
-                            f.next().unwrap_or(""),
-                            f.next().unwrap_or(""),
-                        );
-                        let shown = if ips.is_empty() {
-                            format!("{pref} {host} (no address)")
-                        } else {
-                            format!("{pref} {host} {}", ips.replace(',', ", "))
-                        };
-                        row.records.push((shown, is_here(host, ips)));
-                    }
-                    if let Some(ips) = a.get("implicit") {
-                        row.note = format!(
-                            "no MX: mail goes to the domain's own addresses, {}",
-                            ips.replace(',', ", ")
-                        );
-                        row.here = Some(is_here("", ips));
-                    } else {
-                        row.here = Some(row.records.iter().any(|(_, h)| *h));
-                    }
-                }
-                Some(Err(e)) if e == "no such entry" => {
-                    row.here = Some(false);
-                    row.note = "no MX and no address: mail cannot reach it".into();
-                }
-                Some(Err(e)) => row.note = e,
-                None => row.note = "no answer".into(),
-            }
-            row
-        })
-        .collect()
-}
-
-/// A line of `postern log refused`: `TIME key=value…`.
-fn refusal(line: &str) -> Option<pages::Refusal> {
-    let (time, mut rest) = line.split_once(' ')?;
-    let mut r = pages::Refusal {
-        time: time.to_string(),
-        client: String::new(),
-        sender: String::new(),
-        recipient: String::new(),
-        reply: String::new(),
-        sid: String::new(),
-    };
-    while let Some((key, value, after)) = postern_shared::runtime::logging::record::field(rest) {
-        match key {
-            "client" => r.client = value,
-            "sender" => r.sender = value,
-            "recipient" => r.recipient = value,
-            "reply" => r.reply = value,
-            "sid" => r.sid = value,
-            _ => {}
-        }
-        rest = after;
-    }
-    Some(r)
-}
-
-/// The access lists as the router holds them.
-async fn access_entries(shared: &Shared) -> Result<Vec<Entry>, String> {
-    let reply = shared
-        .ask_router(RouterRequest::AccessList.encode())
-        .await?;
-    let text = String::from_utf8_lossy(reply.body.as_deref().unwrap_or_default()).into_owned();
-    AccessFile::parse(&text)
-        .map(|f| f.entries)
-        .map_err(|e| e.to_string())
-}
-
-/// The "test an address" form's verdict, when it was filled in.
-async fn policy_test(shared: &Shared, fields: &Fields) -> pages::PolicyTest {
-    let field = |name: &str| fields.get(name);
-    let mut t = pages::PolicyTest {
-        client: field("client").trim().to_string(),
-        helo: field("helo").trim().to_string(),
-        from: field("from").trim().to_string(),
-        to: field("to").trim().to_string(),
-        verdict: None,
-    };
-    if t.client.is_empty() && t.to.is_empty() {
-        return t;
-    }
-    let bare = |a: &str| a.trim_start_matches('<').trim_end_matches('>').to_string();
-    let Ok(client) = t.client.parse::<IpAddr>() else {
-        t.verdict = Some(Err(format!("{:?} is not an IP address.", t.client)));
-        return t;
-    };
-    let q = Query {
-        sid: "console-test".into(),
-        client,
-        client_name: None,
-        helo: (!t.helo.is_empty()).then(|| t.helo.clone()),
-        sender: bare(&t.from),
-        recipient: bare(&t.to),
-        improper_pipelining: false,
-        dry: true,
-    };
-    t.verdict = Some(
-        shared
-            .ask_router(q.to_attrs())
-            .await
-            .and_then(|r| {
-                PolicyVerdict::from_attrs(&r)
-                    .ok_or_else(|| "the router's answer is not a verdict".into())
-            })
-            .map(|v| v.describe()),
-    );
-    t
-}
-
-/// The access page, with the form as given and an action's result.
-async fn access_page(
-    shared: &Shared,
-    s: &Session,
-    status: StatusCode,
-    form: &pages::EntryForm,
-    test: &pages::PolicyTest,
-    done: Option<&Result<String, String>>,
-) -> Reply {
-    let entries = access_entries(shared).await;
-    let today = postern_shared::runtime::time::local_date(
-        postern_shared::runtime::time::local_day(postern_shared::runtime::time::now_millis()),
-    );
-    html(
-        status,
-        pages::page(
-            "Access lists",
-            "/access",
-            &s.user,
-            &s.csrf,
-            pages::access(&s.csrf, &entries, &today, form, test, done),
-        ),
-    )
-}
-
-/// Adds an entry, or saves an edited one (the old one replaced), with
-/// what is wrong next to its field.
-async fn access_save(shared: &Shared, s: &Session, ip: IpAddr, fields: &Fields) -> Reply {
-    let field = |name: &str| fields.get(name);
-    let mut form = pages::EntryForm {
-        action: field("action").to_string(),
-        method: field("method").to_string(),
-        pattern: field("pattern").trim().to_string(),
-        comment: field("comment").trim().to_string(),
-        keep_until: field("keep_until").trim().to_string(),
-        editing: (!field("old_pattern").is_empty()).then(|| {
-            (
-                field("old_action").to_string(),
-                field("old_method").to_string(),
-                field("old_pattern").to_string(),
-            )
-        }),
-        error: None,
-    };
-    let test = pages::PolicyTest::default();
-    // What the router would refuse, said next to its field.
-    let method = match form.method.parse::<AccessMethod>() {
-        Ok(m) => m,
-        Err(e) => {
-            form.error = Some(("", e));
-            return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
-        }
-    };
-    if form.action.parse::<Action>().is_err() {
-        form.error = Some(("", format!("{:?} is not accept or reject", form.action)));
-        return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
-    }
-    if let Err(e) = Pattern::parse(method, &form.pattern) {
-        form.error = Some(("pattern", e.to_string()));
-        return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
-    }
-    if !form.keep_until.is_empty() && !is_date(&form.keep_until) {
-        form.error = Some((
-            "keep_until",
-            format!("{:?} is not a date such as 2027-01-31", form.keep_until),
-        ));
-        return access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await;
-    }
-    let add = RouterRequest::AccessAdd {
-        action: form.action.clone(),
-        method: form.method.clone(),
-        pattern: form.pattern.clone(),
-        comment: Some(form.comment.clone()),
-        keep_until: Some(form.keep_until.clone()),
-        by: Some(format!("{} (console)", s.user)),
-    };
-    let new_key = (
-        form.action.clone(),
-        form.method.clone(),
-        form.pattern.clone(),
-    );
-    let result = match &form.editing {
-        // An edit: the old entry goes first (the same key would be a
-        // duplicate); if the new one is refused, the old one comes back.
-        Some(old) => {
-            let remove = |k: &(String, String, String)| RouterRequest::AccessRemove {
-                action: k.0.clone(),
-                method: k.1.clone(),
-                pattern: k.2.clone(),
-            };
-            // The entry as it is now, to put it back if the new one is
-            // refused: without it, nothing is removed.
-            let previous = access_entries(shared).await.and_then(|entries| {
-                entries
-                    .into_iter()
-                    .find(|e| {
-                        (e.action.as_str(), e.method.as_str(), e.pattern.to_string())
-                            == (old.0.as_str(), old.1.as_str(), old.2.clone())
-                    })
-                    .ok_or_else(|| format!("no entry {} {} {} any more", old.0, old.1, old.2))
-            });
-            match previous {
-                Err(e) => Err(e),
-                Ok(p) => match shared.ask_router(remove(old).encode()).await {
-                    Err(e) => Err(e),
-                    Ok(_) => match shared.ask_router(add.encode()).await {
-                        Ok(_) => Ok(()),
-                        Err(e) => {
-                            let back = shared
-                                .ask_router(
-                                    RouterRequest::AccessAdd {
-                                        action: old.0.clone(),
-                                        method: old.1.clone(),
-                                        pattern: old.2.clone(),
-                                        comment: Some(p.comment),
-                                        keep_until: p.keep_until,
-                                        by: p.added_by,
-                                    }
-                                    .encode(),
-                                )
-                                .await;
-                            Err(match back {
-                                Ok(_) => format!("{e} (the entry is as it was)"),
-                                Err(b) => format!(
-                                    "{e}; and the entry as it was could not be put back: {b}"
-                                ),
-                            })
-                        }
-                    },
-                },
-            }
-        }
-        None => shared.ask_router(add.encode()).await.map(|_| ()),
-    };
-    match result {
-        Ok(()) => {
-            let verb = if form.editing.is_some() {
-                "saved"
-            } else {
-                "added"
-            };
-            tracing::info!(
-                "access lists: {} {} {} {verb} by {} from {ip} (the console)",
-                new_key.0,
-                new_key.1,
-                new_key.2,
-                s.user
-            );
-            let done = Ok(format!(
-                "{}: {} {} {}.",
-                if form.editing.is_some() {
-                    "Saved"
-                } else {
-                    "Added"
-                },
-                new_key.0,
-                new_key.1,
-                new_key.2
-            ));
-            let fresh = pages::EntryForm {
-                action: form.action.clone(),
-                method: form.method.clone(),
-                ..Default::default()
-            };
-            access_page(shared, s, StatusCode::OK, &fresh, &test, Some(&done)).await
-        }
-        Err(e) => {
-            form.error = Some(("", e));
-            access_page(shared, s, StatusCode::BAD_REQUEST, &form, &test, None).await
-        }
-    }
-}
-
-/// The greylisting page: a search, else one of the three views.
-async fn greylist_page(
-    shared: &Shared,
-    s: &Session,
-    q: &str,
-    view: &str,
-    done: Option<&Result<String, String>>,
-) -> Reply {
-    let lines = |r: Result<Attrs, String>| {
-        r.map(|a| {
-            String::from_utf8_lossy(a.body.as_deref().unwrap_or_default())
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-    };
-    let q = q.trim();
-    let view = match view {
-        "sender" | "recipient" => view,
-        _ => "pending",
-    };
-    let shown = if !q.is_empty() {
-        pages::GreylistView {
-            title: "Search results",
-            lines: lines(
-                shared
-                    .ask_router(
-                        RouterRequest::GreylistSearch {
-                            pattern: q.to_string(),
-                        }
-                        .encode(),
-                    )
-                    .await,
-            ),
-        }
-    } else {
-        let (which, by, title) = match view {
-            "sender" => ("passed", Some("sender"), "Passed, by sender"),
-            "recipient" => ("passed", Some("recipient"), "Passed, by recipient"),
-            _ => ("pending", None, "Pending, by IP"),
-        };
-        pages::GreylistView {
-            title,
-            lines: lines(
-                shared
-                    .ask_router(
-                        RouterRequest::GreylistList {
-                            which: Some(which.into()),
-                            by: by.map(str::to_string),
-                        }
-                        .encode(),
-                    )
-                    .await,
-            ),
-        }
-    };
-    let whitelist = lines(
-        shared
-            .ask_router(
-                RouterRequest::GreylistWhitelist {
-                    op: "list".into(),
-                    kind: String::new(),
-                    pattern: String::new(),
-                    comment: None,
-                    by: None,
-                }
-                .encode(),
-            )
-            .await,
-    );
-    page(
-        s,
-        "Greylisting",
-        "/greylist",
-        pages::greylist(&s.csrf, q, view, &shown, &whitelist, done),
-    )
-}
-
 /// The update queue page, after an action's result when there was one.
 async fn queue_page(shared: &Shared, s: &Session, done: Option<&Result<String, String>>) -> Reply {
     let text = |r: Result<UpdaterReply, String>| match r {
@@ -1147,7 +638,7 @@ async fn login(shared: &Shared, ip: IpAddr, https: bool, user: &str, password: &
 }
 
 /// The master's answer when it says `status=ok`, else its reason.
-fn ok_or_reason(a: Attrs) -> Result<Attrs, String> {
+pub(crate) fn ok_or_reason(a: Attrs) -> Result<Attrs, String> {
     if Outcome::is_ok(&a) {
         Ok(a)
     } else {
@@ -1156,14 +647,14 @@ fn ok_or_reason(a: Attrs) -> Result<Attrs, String> {
 }
 
 /// A page after login.
-fn page(s: &Session, title: &str, here: &str, body: Markup) -> Reply {
+pub(crate) fn page(s: &Session, title: &str, here: &str, body: Markup) -> Reply {
     html(
         StatusCode::OK,
         pages::page(title, here, &s.user, &s.csrf, body),
     )
 }
 
-fn html(status: StatusCode, m: Markup) -> Reply {
+pub(crate) fn html(status: StatusCode, m: Markup) -> Reply {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
@@ -1217,11 +708,11 @@ fn cookie(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
 }
 
 /// A request's form fields (the body's, then the query string's).
-struct Fields(Vec<(String, String)>);
+pub(crate) struct Fields(Vec<(String, String)>);
 
 impl Fields {
     /// The first value of `name`, or empty.
-    fn get(&self, name: &str) -> &str {
+    pub(crate) fn get(&self, name: &str) -> &str {
         self.0
             .iter()
             .find(|(k, _)| k == name)
