@@ -14,11 +14,10 @@
 //! by construction). This file is the worker: the master's channel, whose
 //! requests the HTTP tasks ask through [`Shared::ask_master`].
 //!
-//! Built so far: log-in and log-out, the dashboard (`postern status`), the
-//! access lists and greylisting (`postern access`, `postern greylist`: the
-//! router's socket), the update queue and the scheduled restarts (`postern
-//! queue`, `postern restarts`: the updater's socket) and apply (reload,
-//! with the result). The other pages of SPEC §11 are to come.
+//! The pages: the dashboard, statistics, access lists, routing, MX check,
+//! greylisting, logs, refused mail (the master's channel and the router's
+//! socket, as the CLI), the update queue and the scheduled restarts (the
+//! updater's socket) and apply (reload, with the result).
 
 mod access;
 mod auth;

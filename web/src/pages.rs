@@ -21,7 +21,7 @@ th{background:#eef}table.numbers td+td{text-align:right}figure{margin:1em 0;max-
 form.row{display:flex;flex-wrap:wrap;gap:.5em 1em;align-items:end}form.row label{margin:0}\
 .field-error{color:#a00;display:block;font-size:.9em}";
 
-/// The menu, in seed 001's order (the pages built so far).
+/// The menu, in seed 001's order.
 const MENU: &[(&str, &str)] = &[
     ("/dashboard", "Dashboard"),
     ("/stats", "Statistics"),
