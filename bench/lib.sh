@@ -91,6 +91,20 @@ cpu_ticks() {
     echo "$sum"
 }
 
+# System (kernel) CPU ticks of a master and its workers, plus its reaped
+# workers': the part of cpu_ticks spent in system calls and the kernel's
+# work for them (loopback TCP, wake-ups).
+sys_ticks() {
+    local m=$1 p sum=0 t
+    for p in $m $(children "$m"); do
+        t=$(awk -v master=$([ "$p" = "$m" ] && echo 1 || echo 0) \
+            '{ sub(/^.*\) /, ""); print $13 + (master ? $15 : 0) }' \
+            "/proc/$p/stat" 2>/dev/null) || continue
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}
+
 # CPU ticks of process $1 alone (the master: not its workers').
 own_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat" 2>/dev/null || echo 0
