@@ -129,7 +129,8 @@ impl Session {
             None => now + timeout,
         };
         let mut shutdown = self.ctx.shutdown.clone();
-        let mut buf = Vec::with_capacity(128);
+        // Empty until bytes come: an idle session holds no line buffer.
+        let mut buf = Vec::new();
         /// What ended a wait for (the rest of) the line.
         enum Got {
             Read(std::io::Result<usize>),
