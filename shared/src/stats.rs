@@ -39,6 +39,7 @@
 //! days older than [`KEEP_DAYS`] are pruned. The router's `request=stats`
 //! answers with the same text as its body.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -127,18 +128,27 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in display order.
+    pub const ALL: [Counter; 15] = [
+        Counter::Connections,
+        Counter::Forwarded(CAUSES[0]),
+        Counter::Forwarded(CAUSES[1]),
+        Counter::Forwarded(CAUSES[2]),
+        Counter::RelayDenied,
+        Counter::Rejected(Rejection::ALL[0]),
+        Counter::Rejected(Rejection::ALL[1]),
+        Counter::Rejected(Rejection::ALL[2]),
+        Counter::Rejected(Rejection::ALL[3]),
+        Counter::Rejected(Rejection::ALL[4]),
+        Counter::Rejected(Rejection::ALL[5]),
+        Counter::Greylisted,
+        Counter::GreylistPassed,
+        Counter::Messages,
+        Counter::Bytes,
+    ];
+
+    /// Every counter, in display order ([`Counter::ALL`] as a vector).
     pub fn all() -> Vec<Counter> {
-        let mut v = vec![Counter::Connections];
-        v.extend(CAUSES.iter().map(|c| Counter::Forwarded(*c)));
-        v.push(Counter::RelayDenied);
-        v.extend(Rejection::ALL.iter().map(|r| Counter::Rejected(*r)));
-        v.extend([
-            Counter::Greylisted,
-            Counter::GreylistPassed,
-            Counter::Messages,
-            Counter::Bytes,
-        ]);
-        v
+        Counter::ALL.to_vec()
     }
 
     /// The stable name (wire, file, JSON keys).
@@ -167,9 +177,10 @@ impl Counter {
         }
     }
 
-    /// The counter of a known name.
+    /// The counter of a known name (the router parses every session's
+    /// goodbye with this: no allocation).
     pub fn parse(name: &str) -> Option<Counter> {
-        Counter::all().into_iter().find(|c| c.name() == name)
+        Counter::ALL.into_iter().find(|c| c.as_str() == name)
     }
 }
 
@@ -182,20 +193,25 @@ pub const PASSED_SIZE: &str = "greylist.passed_size";
 /// Counter values by name; absent means 0.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
-    values: BTreeMap<String, u64>,
+    /// Known counters' names are static: counting allocates no name.
+    values: BTreeMap<Cow<'static, str>, u64>,
 }
 
 impl Counts {
     /// Adds `n` to a counter.
     pub fn add(&mut self, c: Counter, n: u64) {
-        self.add_named(c.as_str(), n);
+        if n == 0 {
+            return;
+        }
+        let v = self.values.entry(Cow::Borrowed(c.as_str())).or_insert(0);
+        *v = v.saturating_add(n);
     }
 
     /// Sets a value by name, replacing what it was (the greylist's list
     /// sizes, [`PENDING_SIZE`] and [`PASSED_SIZE`], which are levels, not
     /// counts).
     pub fn set_named(&mut self, name: &str, n: u64) {
-        self.values.insert(name.to_string(), n);
+        self.values.insert(Cow::Owned(name.to_string()), n);
     }
 
     /// A value by name (0 when absent).
@@ -211,7 +227,11 @@ impl Counts {
         match self.values.get_mut(name) {
             Some(v) => *v = v.saturating_add(n),
             None => {
-                self.values.insert(name.to_string(), n);
+                let key = match Counter::parse(name) {
+                    Some(c) => Cow::Borrowed(c.as_str()),
+                    None => Cow::Owned(name.to_string()),
+                };
+                self.values.insert(key, n);
             }
         }
     }
@@ -235,7 +255,7 @@ impl Counts {
 
     /// Every non-zero counter by name, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, u64)> {
-        self.values.iter().map(|(k, v)| (k.as_str(), *v))
+        self.values.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
     /// Every rejection, whatever its kind.

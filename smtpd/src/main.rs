@@ -23,6 +23,7 @@ use postern_shared::ipc;
 use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::route::RouterClient;
 use postern_shared::ipc::Outcome;
+use postern_shared::net;
 use postern_shared::runtime::logging::new_id;
 use postern_shared::runtime::worker::{Event, Options, Worker};
 use tokio::net::TcpListener;
@@ -251,7 +252,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let sid = new_id();
         // Every line of the session carries these (journald: SID, CLIENT_IP).
-        let span = tracing::info_span!("session", sid = %sid, client_ip = %postern_shared::net::unmap(peer.ip()));
+        let span = tracing::info_span!("session", sid = %sid, client_ip = %net::DisplayIp(net::unmap(peer.ip())));
         shared.active.fetch_add(1, Ordering::SeqCst);
         let shared2 = shared.clone();
         tokio::spawn(

@@ -65,7 +65,7 @@ impl Query {
     pub fn to_attrs(&self) -> Attrs {
         let mut a = ipc::request(ipc::RouterVerb::Policy)
             .with("sid", &self.sid)
-            .with("client", self.client)
+            .with("client", crate::net::DisplayIp(self.client))
             .with("sender", &self.sender)
             .with("recipient", &self.recipient);
         if let Some(n) = &self.client_name {

@@ -117,10 +117,12 @@ impl Attrs {
     pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
         let mut out = Vec::with_capacity(self.text.len() + 2 * self.items.len() + 16);
         for (n, v) in self.iter() {
-            if n.is_empty() || n == "size" || n.contains(['=', '\r', '\n', '\0']) {
+            // Byte searches: a `char` pattern decodes UTF-8 as it goes.
+            let bad_name = n.bytes().any(|b| matches!(b, b'=' | b'\r' | b'\n' | 0));
+            if n.is_empty() || n == "size" || bad_name {
                 return Err(ProtoError::BadValue(n.to_string()));
             }
-            if v.contains(['\r', '\n', '\0']) {
+            if memchr::memchr3(b'\r', b'\n', 0, v.as_bytes()).is_some() {
                 return Err(ProtoError::BadValue(n.to_string()));
             }
             out.extend_from_slice(n.as_bytes());

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use super::{request, verb, DecodeError, RouterVerb};
 use crate::ipc::policy::Query;
 use crate::ipc::proto::Attrs;
+use crate::net::DisplayIp;
 use crate::stats::{Counter, Counts};
 
 /// A request to the router; the `id` (and `reply=no` of a notice) are the
@@ -228,7 +229,9 @@ impl RouterRequest {
                 local,
             )
             .with("domain", domain),
-            RouterRequest::Client { sid, client } => msg.with("sid", sid).with("client", client),
+            RouterRequest::Client { sid, client } => {
+                msg.with("sid", sid).with("client", DisplayIp(*client))
+            }
             RouterRequest::Auth {
                 sid,
                 user,
@@ -237,16 +240,19 @@ impl RouterRequest {
                 .with("sid", sid)
                 .with("user", user)
                 .with("password", password),
-            RouterRequest::Connect { sid, client, pid } => {
-                msg.with("sid", sid).with("client", client).with("pid", pid)
-            }
+            RouterRequest::Connect { sid, client, pid } => msg
+                .with("sid", sid)
+                .with("client", DisplayIp(*client))
+                .with("pid", pid),
             RouterRequest::Disconnect {
                 sid,
                 client,
                 pid,
                 counts,
             } => with_counts(
-                msg.with("sid", sid).with("client", client).with("pid", pid),
+                msg.with("sid", sid)
+                    .with("client", DisplayIp(*client))
+                    .with("pid", pid),
                 counts,
             ),
             RouterRequest::Count { sid, counts } => with_counts(msg.with("sid", sid), counts),
@@ -256,7 +262,7 @@ impl RouterRequest {
                 failed,
             } => msg
                 .with("sid", sid)
-                .with("client", client)
+                .with("client", DisplayIp(*client))
                 .with("failed", u8::from(*failed)),
             RouterRequest::AccessAdd {
                 action,

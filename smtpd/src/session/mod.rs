@@ -51,7 +51,7 @@ use std::time::Duration;
 use postern_shared::config::Config;
 use postern_shared::ipc::route::{Admission, Route, RouterClient};
 use postern_shared::ipc::WorkerVerb;
-use postern_shared::net::unmap;
+use postern_shared::net::{unmap, DisplayIp};
 use postern_shared::runtime::bufread::Reader;
 use postern_shared::smtp::{parse_command, Command, Reply};
 use postern_shared::stats::{Counter, Counts, Rejection};
@@ -252,7 +252,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
         counts: Counts::default(),
     };
     let ip = s.ip();
-    info!("accepted connection from {ip}");
+    info!("accepted connection from {}", DisplayIp(ip));
     s.counts.add(Counter::Connections, 1);
     if s.greet_and_admit().await {
         let _ = s.serve().await;
@@ -310,7 +310,7 @@ pub async fn run(stream: BoxStream, peer: SocketAddr, local: SocketAddr, sid: St
     if let Err(e) = sent {
         debug!("statistics of the session lost: {e}");
     }
-    info!("disconnect from {ip}");
+    info!("disconnect from {}", DisplayIp(ip));
     // The backend connection serves a later session, or is closed with QUIT.
     if let Some(b) = backend {
         Box::pin(prepared.give_back(*b, hostname)).await;

@@ -12,6 +12,7 @@
 
 use crate::backend::{Backend, ClientError, ClientInfo, ServerReply};
 use postern_shared::ipc::route::{Cause, Route};
+use postern_shared::net::DisplayIp;
 use postern_shared::stats::Counter;
 use tracing::{debug, info};
 
@@ -87,7 +88,7 @@ impl Session {
                 server = %route.name,
                 cause = route.cause.as_str(),
                 "smtp connection forwarded from {} to {} using {}",
-                self.ip(),
+                DisplayIp(self.ip()),
                 route.name,
                 route.cause.as_str()
             );
