@@ -241,15 +241,16 @@ def main():
         p("### Session latency (ms; median over repetitions of each run's p50 and p99; "
           "ratio = p50 / direct's p50, same repetition)")
         p()
-        p("| client | direct p50 / p99 | postern p50 / p99 (ratio) | nginx p50 / p99 (ratio) |")
-        p("|---|---|---|---|")
+        p("| client | direct p50 / p99 | postern p50 / p99 (ratio) | nginx p50 / p99 (ratio) "
+          "| HAProxy p50 / p99 (ratio) |")
+        p("|---|---|---|---|---|")
         for c, label in (("lockstep", "lock-step (one command at a time)"),
                          ("pipelined", "pipelined (MAIL+RCPT+DATA in one write)")):
             if c not in configs:
                 continue
             cells = [label, "%s / %s" % (fmt(run.median(c, "direct", "p50_ms"), 3),
                                          fmt(run.median(c, "direct", "p99_ms"), 3))]
-            for t in ("postern", "nginx"):
+            for t in ("postern", "nginx", "haproxy"):
                 cells.append("%s / %s (%s)" % (
                     fmt(run.median(c, t, "p50_ms"), 3), fmt(run.median(c, t, "p99_ms"), 3),
                     fmt(run.ratio(c, t, "direct", "p50_ms"), 2)))
@@ -273,7 +274,7 @@ def main():
                 continue
             p("| %s | %s |" % (c, " | ".join(names)))
             p("|---|" + "---|" * len(names))
-            for t in ("direct", "postern", "nginx"):
+            for t in ("direct", "postern", "nginx", "haproxy"):
                 if t in steps:
                     p("| %s | %s |" % (t, " | ".join(fmt(med(steps[t][k]), 3) for k in names)))
             p()
