@@ -50,8 +50,8 @@ impl Table {
             t.servers.push(Entry {
                 route: Route {
                     server: (i + 1) as u32,
-                    name: s.display_name(),
-                    host: s.host.clone(),
+                    name: s.display_name().into(),
+                    host: s.host.as_str().into(),
                     port: s.port,
                     timeout: s.timeout.0,
                     identity: s.client_identity,
@@ -71,7 +71,7 @@ impl Table {
 
     /// The servers' display names, in order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.servers.iter().map(|e| e.route.name.as_str())
+        self.servers.iter().map(|e| &*e.route.name)
     }
 
     /// The server receiving mail for `domain` (already lower-cased, no trailing dot).

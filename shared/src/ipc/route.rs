@@ -85,10 +85,11 @@ impl Cause {
 pub struct Route {
     /// Index of the server in the configuration, from 1; stable within one table.
     pub server: u32,
-    /// The server's display name.
-    pub name: String,
+    /// The server's display name (shared: a route is cloned into every
+    /// transaction, and a clone allocates nothing).
+    pub name: Arc<str>,
     /// Backend host.
-    pub host: String,
+    pub host: Arc<str>,
     /// Backend port.
     pub port: u16,
     /// Connect and reply timeout.
@@ -116,8 +117,8 @@ impl Route {
     fn from_attrs(a: &Attrs) -> Option<Route> {
         Some(Route {
             server: a.get("server")?.parse().ok()?,
-            name: a.get("name")?.to_string(),
-            host: a.get("host")?.to_string(),
+            name: a.get("name")?.into(),
+            host: a.get("host")?.into(),
             port: a.get("port")?.parse().ok()?,
             timeout: Duration::from_millis(a.get("timeout_ms")?.parse().ok()?),
             identity: ClientIdentity::parse(a.get("identity")?)?,
@@ -625,7 +626,7 @@ mod tests {
         let domain = req.get("domain").expect("domain");
         Route {
             server: 1,
-            name: domain.to_string(),
+            name: domain.into(),
             host: "127.0.0.1".into(),
             port: 25,
             timeout: Duration::from_secs(1),
@@ -662,7 +663,7 @@ mod tests {
         let (a, b, c) = tokio::join!(ask("a.test"), ask("b.test"), ask("c.test"));
         for (got, want) in [(a, "a.test"), (b, "b.test"), (c, "c.test")] {
             match got.expect("answered") {
-                RcptRoute::Found(r, None) => assert_eq!(r.name, want),
+                RcptRoute::Found(r, None) => assert_eq!(&*r.name, want),
                 other => panic!("{want}: {other:?}"),
             }
         }
@@ -690,7 +691,7 @@ mod tests {
         });
         let ip: IpAddr = "127.0.0.2".parse().expect("ip");
         match client.route_recipient("S", ip, "u", "one.test").await {
-            Ok(RcptRoute::Found(r, None)) => assert_eq!(r.name, "one.test"),
+            Ok(RcptRoute::Found(r, None)) => assert_eq!(&*r.name, "one.test"),
             other => panic!("{other:?}"),
         }
         // The new connection stays in use: the next request goes to it.

@@ -9,7 +9,7 @@
 //! master in smtpd's `event=load` ([`Health::report`]), for `postern status`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use postern_shared::ipc::route::Route;
@@ -33,7 +33,7 @@ struct Failing {
 /// Per-process memory of failing backends, keyed by host and port.
 #[derive(Default)]
 pub struct Health {
-    failing: Mutex<HashMap<(String, u16), Failing>>,
+    failing: Mutex<HashMap<(Arc<str>, u16), Failing>>,
 }
 
 impl Health {
@@ -61,7 +61,7 @@ impl Health {
             return;
         }
         let entry = map.entry(key).or_insert_with(|| Failing {
-            name: route.name.clone(),
+            name: route.name.to_string(),
             since: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()

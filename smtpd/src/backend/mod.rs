@@ -64,8 +64,8 @@ pub struct Backend {
 /// Where the shared client connects for `route`.
 fn target(route: &Route) -> Target {
     Target {
-        name: route.name.clone(),
-        host: route.host.clone(),
+        name: route.name.to_string(),
+        host: route.host.to_string(),
         port: route.port,
         timeout: route.timeout,
     }

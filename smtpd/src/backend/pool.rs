@@ -142,7 +142,7 @@ pub struct Prepared {
     reuse: AtomicBool,
     /// Set by [`Prepared::stop`]: the process no longer accepts sessions.
     closed: AtomicBool,
-    servers: Mutex<HashMap<(String, u16), Server>>,
+    servers: Mutex<HashMap<(Arc<str>, u16), Server>>,
 }
 
 /// One server's connections.

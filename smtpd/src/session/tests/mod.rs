@@ -271,7 +271,7 @@ fn answer(req: &Attrs, status: &str) -> Attrs {
 fn route_to(req: &Attrs, server: u32, port: u16, timeout: Duration) -> Attrs {
     Route {
         server,
-        name: format!("backend{server}"),
+        name: format!("backend{server}").into(),
         host: "127.0.0.1".into(),
         port,
         timeout,
