@@ -48,7 +48,7 @@ struct Shared {
     health: Arc<Health>,
     prepared: Arc<Prepared>,
     admin: mpsc::Sender<AdminRequest>,
-    updater: std::path::PathBuf,
+    updater: Arc<std::path::Path>,
     router: Arc<RouterClient>,
     shutdown: watch::Receiver<bool>,
     /// False once the process stops or drains: the accept loops end.
@@ -81,7 +81,7 @@ async fn run() -> anyhow::Result<()> {
             worker.config.proxy.reuse_connections,
         ),
         admin,
-        updater: worker.socket_path("updater.sock"),
+        updater: worker.socket_path("updater.sock").into(),
         router: Arc::new(RouterClient::new(
             worker.socket_path("router.sock"),
             ROUTER_TIMEOUT,

@@ -237,7 +237,7 @@ impl Session {
     async fn sasl_line(&mut self, challenge: &str) -> Result<Result<String, Reply>, End> {
         self.reply(Reply::plain(334, challenge));
         self.flush().await?;
-        let too_long = Reply::new(500, "5.5.6", "Error: authentication line too long");
+        let too_long = || Reply::new(500, "5.5.6", "Error: authentication line too long");
         match self.read_line(MAX_AUTH_LINE, too_long).await? {
             Some(l) if l == "*" => Ok(Err(Reply::new(501, "5.7.0", "Authentication aborted"))),
             Some(l) => Ok(Ok(l)),

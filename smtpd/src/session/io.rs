@@ -100,16 +100,17 @@ impl Session {
 
     /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
     pub(super) async fn read_command(&mut self) -> Result<Option<String>, End> {
-        let too_long = Reply::new(500, "5.5.2", "Error: command line too long");
+        let too_long = || Reply::new(500, "5.5.2", "Error: command line too long");
         self.read_line(MAX_COMMAND_LINE, too_long).await
     }
 
     /// Reads one CRLF-terminated line of at most `limit` bytes. `Ok(None)`: a
-    /// bad line (too long: `too_long`; bare CR or LF; not UTF-8) was answered.
+    /// bad line (too long: `too_long`'s reply, made only then: an idle
+    /// session's wait holds no reply; bare CR or LF; not UTF-8) was answered.
     pub(super) async fn read_line(
         &mut self,
         limit: usize,
-        too_long: Reply,
+        too_long: fn() -> Reply,
     ) -> Result<Option<String>, End> {
         // A stopping process lets a transaction in progress finish; a session
         // between transactions is told to come back later.
@@ -187,7 +188,7 @@ impl Session {
                 Ok(discarded) => discarded?,
                 Err(_) => return Err(self.timed_out(timeout, "the end of a line")),
             }
-            self.reply(too_long);
+            self.reply(too_long());
             return Ok(None);
         }
         buf.pop();

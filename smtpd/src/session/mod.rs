@@ -125,7 +125,7 @@ pub struct Ctx {
     /// Where RELOAD and SHUTDOWN go.
     pub admin: mpsc::Sender<AdminRequest>,
     /// The updater's socket (update mails).
-    pub updater: std::path::PathBuf,
+    pub updater: Arc<std::path::Path>,
     /// Becomes true when the process stops: idle sessions get 421.
     pub shutdown: watch::Receiver<bool>,
 }

@@ -117,7 +117,7 @@ impl Setup {
             health: Arc::new(Health::default()),
             prepared: Prepared::new(0, false),
             admin,
-            updater: scratch("no-updater"),
+            updater: scratch("no-updater").into(),
             shutdown,
         };
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
