@@ -175,17 +175,46 @@ fn ordinary_lines(text: &[u8]) -> usize {
     if lines.len() < 2 || lines[0] == b'\n' {
         return 0;
     }
-    let mut odd = 0u8;
-    for (&a, &b) in lines.iter().zip(&lines[1..]) {
-        odd |= u8::from((a == b'\r') != (b == b'\n'))
-            | u8::from(a == 0)
-            | u8::from((a == b'\n') & (b == b'.'));
-    }
-    if odd == 0 {
+    if odd_bytes(lines) == 0 {
         lines.len()
     } else {
         0
     }
+}
+
+/// Not 0 when some byte of `lines` is a NUL, a CR not followed by LF, an LF
+/// not preceded by CR (from the second byte on), or an LF followed by a dot.
+/// With AVX2 when the CPU has it (32 bytes a step instead of SSE2's 16: a
+/// 100 KB body's check takes half the instructions); the same code either
+/// way.
+fn odd_bytes(lines: &[u8]) -> u8 {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the CPU has AVX2, checked just above; that is all
+        // `odd_bytes_avx2` needs beyond what any x86-64 has.
+        return unsafe { odd_bytes_avx2(lines) };
+    }
+    odd_bytes_portable(lines)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn odd_bytes_avx2(lines: &[u8]) -> u8 {
+    odd_bytes_portable(lines)
+}
+
+/// [`odd_bytes`] in plain code that the compiler vectorises (no branch in
+/// the loop).
+#[inline(always)]
+fn odd_bytes_portable(lines: &[u8]) -> u8 {
+    let mut odd = 0u8;
+    for (&a, &b) in lines.iter().zip(lines.get(1..).unwrap_or_default()) {
+        odd |= u8::from((a == b'\r') != (b == b'\n'))
+            | u8::from(a == 0)
+            | u8::from((a == b'\n') & (b == b'.'));
+    }
+    odd
 }
 
 #[cfg(test)]
@@ -403,6 +432,38 @@ mod tests {
             if want_end.is_some() || got_end.is_none() {
                 assert_eq!(s.size, want_size, "round {round}: {shown:?}");
             }
+        }
+    }
+
+    /// The AVX2 and the portable checks agree (on this machine's CPU, when it
+    /// has AVX2; the portable one alone otherwise).
+    #[test]
+    fn both_checks_agree() {
+        let alphabet = b"ab.\r\n\0";
+        let mut seed: u64 = 0x51_7CC1_B727_220A;
+        for _ in 0..5_000 {
+            let mut next = || {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed
+            };
+            let len = (next() % 200) as usize;
+            // Mostly ordinary text: the odd byte, when there is one, may
+            // fall anywhere in a long stretch, past every vector width.
+            let input: Vec<u8> = (0..len)
+                .map(|i| match next() % 64 {
+                    0 => alphabet[(next() % 6) as usize],
+                    _ if i % 10 == 8 => b'\r',
+                    _ if i % 10 == 9 => b'\n',
+                    _ => b'x',
+                })
+                .collect();
+            assert_eq!(
+                odd_bytes(&input) != 0,
+                odd_bytes_portable(&input) != 0,
+                "{input:?}"
+            );
         }
     }
 
