@@ -111,6 +111,18 @@ fn key(local: &str, domain: &str) -> String {
 /// alias and directly, reaches the backend once: `Tx::sent` in smtpd).
 pub fn address_key(address: &str) -> String {
     match address.rsplit_once('@') {
+        // The usual address (an unquoted ASCII local part): one allocation,
+        // the same key as below (every RCPT asks for it).
+        Some((l, d)) if !l.starts_with('"') && l.is_ascii() => {
+            let d = d.trim();
+            let d = d.strip_suffix('.').unwrap_or(d);
+            let mut k = String::with_capacity(l.len() + 1 + d.len());
+            k.push_str(l);
+            k.push('@');
+            k.push_str(d);
+            k.make_ascii_lowercase();
+            k
+        }
         Some((l, d)) => key(l, &normalize_domain(d)),
         None => address.to_lowercase(),
     }

@@ -385,6 +385,18 @@ fn an_alias_must_fit_in_one_transaction_and_one_answer() {
 #[test]
 fn address_keys_ignore_case_quotes_and_a_trailing_dot() {
     assert_eq!(address_key("Ann@One.Test."), "ann@one.test");
+    assert_eq!(address_key("Ann@ One.Test. "), "ann@one.test");
+    assert_eq!(address_key("Åsa@X.test"), "åsa@x.test");
+    assert_eq!(address_key("\"A b\"@X.test"), "a b@x.test");
+    for a in [
+        "Ann@One.Test.",
+        "x.Y+z@Sub.Example.ORG",
+        "a@b",
+        "Q@Ünï.test",
+    ] {
+        let (l, d) = a.rsplit_once('@').expect("an address");
+        assert_eq!(address_key(a), key(l, &normalize_domain(d)), "{a}");
+    }
     assert_eq!(address_key("\"ann\"@one.test"), "ann@one.test");
     assert_ne!(address_key("ann@one.test"), address_key("anne@one.test"));
 }
