@@ -244,12 +244,12 @@ verbs! {
 
 /// A request: `request=<verb>`, the other attributes to be added.
 pub fn request(verb: impl Verb) -> Attrs {
-    Attrs::new().with(REQUEST, verb.as_str())
+    Attrs::new().with_str(REQUEST, verb.as_str())
 }
 
 /// An event: `event=<name>`, the other attributes to be added.
 pub fn event(event: Event) -> Attrs {
-    Attrs::new().with(EVENT, event.as_str())
+    Attrs::new().with_str(EVENT, event.as_str())
 }
 
 /// Whether a message is a request at all (a channel carries requests,

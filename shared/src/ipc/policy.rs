@@ -64,10 +64,10 @@ impl Query {
     /// The request attributes.
     pub fn to_attrs(&self) -> Attrs {
         let mut a = ipc::request(ipc::RouterVerb::Policy)
-            .with("sid", &self.sid)
+            .with_str("sid", &self.sid)
             .with("client", crate::net::DisplayIp(self.client))
-            .with("sender", &self.sender)
-            .with("recipient", &self.recipient);
+            .with_str("sender", &self.sender)
+            .with_str("recipient", &self.recipient);
         if let Some(n) = &self.client_name {
             a = a.with("client_name", n);
         }

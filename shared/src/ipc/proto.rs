@@ -87,6 +87,25 @@ impl Attrs {
         self.items.push((name_end, self.text.len()));
     }
 
+    /// [`Attrs::push_str`], chained.
+    pub fn with_str(mut self, name: &str, value: &str) -> Self {
+        self.push_str(name, value);
+        self
+    }
+
+    /// Adds `name=value` for a value that is text already: copied as it
+    /// is, without the formatting machinery (every attribute read goes
+    /// through here).
+    pub fn push_str(&mut self, name: &str, value: &str) {
+        if self.text.capacity() == 0 {
+            self.text.reserve(128);
+        }
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        self.items.push((name_end, self.text.len()));
+    }
+
     /// Attaches a body; `size=` is written on encoding.
     pub fn with_body(mut self, body: Vec<u8>) -> Self {
         self.body = Some(body);
@@ -178,7 +197,10 @@ pub async fn read<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Attrs>, P
         // What `encode` would refuse to write is refused when read: a name
         // or value with CR or NUL (found by fuzz/ipc_decode: a NUL in a
         // name passed).
-        if name.is_empty() || name.contains(['\r', '\0']) || value.contains(['\r', '\0']) {
+        if name.is_empty()
+            || memchr::memchr2(b'\r', 0, name.as_bytes()).is_some()
+            || memchr::memchr2(b'\r', 0, value.as_bytes()).is_some()
+        {
             return Err(ProtoError::Malformed("bad attribute"));
         }
         if name == "size" {
@@ -190,7 +212,7 @@ pub async fn read<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Attrs>, P
             }
             size = Some(n);
         } else {
-            attrs.push(name, value);
+            attrs.push_str(name, value);
         }
     }
     if let Some(n) = size {

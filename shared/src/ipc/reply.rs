@@ -60,9 +60,9 @@ impl Outcome {
     pub fn reply(&self, id: Option<&str>) -> Attrs {
         let mut a = Attrs::new();
         if let Some(id) = id {
-            a.push(ID, id);
+            a.push_str(ID, id);
         }
-        a.push(STATUS, self.status().as_str());
+        a.push_str(STATUS, self.status().as_str());
         match self.reason() {
             Some(r) if !r.is_empty() => a.with(REASON, r),
             _ => a,

@@ -224,24 +224,24 @@ impl RouterRequest {
                 local,
                 domain,
             } => with_some(
-                with_some(msg.with("sid", sid), "client", client),
+                with_some(msg.with_str("sid", sid), "client", client),
                 "local",
                 local,
             )
-            .with("domain", domain),
+            .with_str("domain", domain),
             RouterRequest::Client { sid, client } => {
-                msg.with("sid", sid).with("client", DisplayIp(*client))
+                msg.with_str("sid", sid).with("client", DisplayIp(*client))
             }
             RouterRequest::Auth {
                 sid,
                 user,
                 password,
             } => msg
-                .with("sid", sid)
-                .with("user", user)
-                .with("password", password),
+                .with_str("sid", sid)
+                .with_str("user", user)
+                .with_str("password", password),
             RouterRequest::Connect { sid, client, pid } => msg
-                .with("sid", sid)
+                .with_str("sid", sid)
                 .with("client", DisplayIp(*client))
                 .with("pid", pid),
             RouterRequest::Disconnect {
@@ -250,18 +250,18 @@ impl RouterRequest {
                 pid,
                 counts,
             } => with_counts(
-                msg.with("sid", sid)
+                msg.with_str("sid", sid)
                     .with("client", DisplayIp(*client))
                     .with("pid", pid),
                 counts,
             ),
-            RouterRequest::Count { sid, counts } => with_counts(msg.with("sid", sid), counts),
+            RouterRequest::Count { sid, counts } => with_counts(msg.with_str("sid", sid), counts),
             RouterRequest::Brake {
                 sid,
                 client,
                 failed,
             } => msg
-                .with("sid", sid)
+                .with_str("sid", sid)
                 .with("client", DisplayIp(*client))
                 .with("failed", u8::from(*failed)),
             RouterRequest::AccessAdd {
@@ -310,7 +310,7 @@ impl RouterRequest {
                 with_some(with_some(msg, "comment", comment), "by", by)
             }
             RouterRequest::GreylistImport { text } => msg.with_body(text.clone()),
-            RouterRequest::Mx { domain } => msg.with("domain", domain),
+            RouterRequest::Mx { domain } => msg.with_str("domain", domain),
             RouterRequest::Stats
             | RouterRequest::Metrics
             | RouterRequest::AccessList
