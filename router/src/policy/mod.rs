@@ -309,10 +309,16 @@ impl Engine {
             "policy for {ip}: dns {}, facts {facts:?}, rhsbl {rhsbl:?}",
             if s.dns.is_some() { "ready" } else { "none" }
         );
-        let mut query = q.clone();
-        if query.client_name.is_none() {
-            query.client_name = facts.and_then(|f| f.verified_name.clone());
-        }
+        // A copy only to add the client's verified name: most questions
+        // are judged as they came.
+        let verified = facts.and_then(|f| f.verified_name.as_ref());
+        let query: std::borrow::Cow<'_, Query> = match verified {
+            Some(name) if q.client_name.is_none() => std::borrow::Cow::Owned(Query {
+                client_name: Some(name.clone()),
+                ..q.clone()
+            }),
+            _ => std::borrow::Cow::Borrowed(q),
+        };
         let (verdict, by) = match access_verdict(&index, &query) {
             Verdict::Dunno => match self.restrictions(&s, &query).await {
                 Some(v) => (v, "a restriction"),
