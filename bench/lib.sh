@@ -79,26 +79,15 @@ wait_greeting() {
 
 children() { pgrep -P "$1" | tr '\n' ' ' || true; }
 
-# CPU ticks of a master and its workers, plus what its reaped workers used.
+# CPU ticks of a master and its workers, plus what its reaped workers used;
+# with `sys` as $2, the system (kernel) ticks alone: the part spent in
+# system calls and the kernel's work for them (loopback TCP, wake-ups).
 cpu_ticks() {
-    local m=$1 p sum=0 t
+    local m=$1 p sum=0 t own='$12 + $13' reaped='$14 + $15'
+    [ "${2:-}" = sys ] && own='$13' reaped='$15'
     for p in $m $(children "$m"); do
         t=$(awk -v master=$([ "$p" = "$m" ] && echo 1 || echo 0) \
-            '{ sub(/^.*\) /, ""); print $12 + $13 + (master ? $14 + $15 : 0) }' \
-            "/proc/$p/stat" 2>/dev/null) || continue
-        sum=$((sum + ${t:-0}))
-    done
-    echo "$sum"
-}
-
-# System (kernel) CPU ticks of a master and its workers, plus its reaped
-# workers': the part of cpu_ticks spent in system calls and the kernel's
-# work for them (loopback TCP, wake-ups).
-sys_ticks() {
-    local m=$1 p sum=0 t
-    for p in $m $(children "$m"); do
-        t=$(awk -v master=$([ "$p" = "$m" ] && echo 1 || echo 0) \
-            '{ sub(/^.*\) /, ""); print $13 + (master ? $15 : 0) }' \
+            "{ sub(/^.*\\) /, \"\"); print $own + (master ? $reaped : 0) }" \
             "/proc/$p/stat" 2>/dev/null) || continue
         sum=$((sum + ${t:-0}))
     done

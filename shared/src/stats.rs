@@ -145,17 +145,7 @@ impl Counter {
         Counter::Bytes,
     ];
 
-    /// Every counter, in display order ([`Counter::ALL`] as a vector).
-    pub fn all() -> Vec<Counter> {
-        Counter::ALL.to_vec()
-    }
-
     /// The stable name (wire, file, JSON keys).
-    pub fn name(self) -> String {
-        self.as_str().to_string()
-    }
-
-    /// [`Counter::name`] without an allocation (sessions count often).
     pub fn as_str(self) -> &'static str {
         match self {
             Counter::Connections => "connections",
@@ -529,11 +519,11 @@ mod tests {
 
     #[test]
     fn counter_names_follow_their_kind_and_parse_back() {
-        for c in Counter::all() {
+        for c in Counter::ALL {
             let expected = match c {
                 Counter::Forwarded(cause) => format!("forwarded.{}", cause.as_str()),
                 Counter::Rejected(r) => format!("rejected.{}", r.as_str()),
-                _ => c.name(),
+                _ => c.as_str().to_string(),
             };
             assert_eq!(c.as_str(), expected);
             assert_eq!(Counter::parse(c.as_str()), Some(c));
@@ -592,10 +582,10 @@ mod tests {
         assert_eq!(c.refused(), 3);
         assert_eq!(c.spam_rate(), Some(3.0 / 8.0));
         assert_eq!(c.iter().count(), 5, "zeros are not kept");
-        for counter in Counter::all() {
-            assert_eq!(Counter::parse(&counter.name()), Some(counter));
+        for counter in Counter::ALL {
+            assert_eq!(Counter::parse(counter.as_str()), Some(counter));
         }
-        assert_eq!(Counter::all().len(), 15);
+        assert_eq!(Counter::ALL.len(), 15);
         assert_eq!(Counter::parse("nonsense"), None);
     }
 

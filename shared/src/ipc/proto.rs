@@ -77,14 +77,10 @@ impl Attrs {
     /// Adds `name=value`.
     pub fn push(&mut self, name: &str, value: impl std::fmt::Display) {
         use std::fmt::Write as _;
-        if self.text.capacity() == 0 {
-            self.text.reserve(128);
-        }
-        self.text.push_str(name);
-        let name_end = self.text.len();
         // Writing into a String cannot fail.
-        let _ = write!(self.text, "{value}");
-        self.items.push((name_end, self.text.len()));
+        self.push_with(name, |text| {
+            let _ = write!(text, "{value}");
+        });
     }
 
     /// [`Attrs::push_str`], chained.
@@ -97,12 +93,17 @@ impl Attrs {
     /// is, without the formatting machinery (every attribute read goes
     /// through here).
     pub fn push_str(&mut self, name: &str, value: &str) {
+        self.push_with(name, |text| text.push_str(value));
+    }
+
+    /// Adds `name`, then the value `write` appends to the text.
+    fn push_with(&mut self, name: &str, write: impl FnOnce(&mut String)) {
         if self.text.capacity() == 0 {
             self.text.reserve(128);
         }
         self.text.push_str(name);
         let name_end = self.text.len();
-        self.text.push_str(value);
+        write(&mut self.text);
         self.items.push((name_end, self.text.len()));
     }
 

@@ -292,6 +292,16 @@ mod tests {
         );
     }
 
+    /// A repeatable stream of pseudo-random numbers (xorshift64).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// The byte-at-a-time definition the fast path must agree with.
     fn reference(input: &[u8], limit: u64) -> (Option<usize>, Option<Fault>, u64) {
         let (mut line_start, mut cr, mut dot, mut size, mut fault) = (true, false, 0u8, 0u64, None);
@@ -338,14 +348,8 @@ mod tests {
     #[test]
     fn fast_path_agrees_with_the_definition() {
         let alphabet = b"ab.\r\n\0";
-        let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for round in 0..20_000 {
-            let mut next = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed
-            };
             let len = (next() % 40) as usize;
             let input: Vec<u8> = (0..len).map(|_| alphabet[(next() % 6) as usize]).collect();
             let cut = if len == 0 { 0 } else { (next() as usize) % len };
@@ -378,29 +382,27 @@ mod tests {
             b"nul\0",
             b"x",
         ];
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         for round in 0..20_000 {
-            let mut next = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed
-            };
             let mut input = Vec::new();
             for _ in 0..(next() % 30) {
                 // Mostly the ordinary lines, now and then a special one.
-                let k = if next() % 8 == 0 {
+                let k = if next().is_multiple_of(8) {
                     next() % 9
                 } else {
                     next() % 3
                 };
                 input.extend_from_slice(lines[k as usize]);
-                input.extend_from_slice(if next() % 50 == 0 { b"\n" } else { b"\r\n" });
+                input.extend_from_slice(if next().is_multiple_of(50) {
+                    b"\n"
+                } else {
+                    b"\r\n"
+                });
             }
-            if next() % 2 == 0 {
+            if next().is_multiple_of(2) {
                 input.extend_from_slice(b".\r\nQUIT\r\n");
             }
-            let limit = if next() % 4 == 0 {
+            let limit = if next().is_multiple_of(4) {
                 next() % 200
             } else {
                 1 << 20
@@ -440,14 +442,8 @@ mod tests {
     #[test]
     fn both_checks_agree() {
         let alphabet = b"ab.\r\n\0";
-        let mut seed: u64 = 0x51_7CC1_B727_220A;
+        let mut next = xorshift(0x51_7CC1_B727_220A);
         for _ in 0..5_000 {
-            let mut next = || {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                seed
-            };
             let len = (next() % 200) as usize;
             // Mostly ordinary text: the odd byte, when there is one, may
             // fall anywhere in a long stretch, past every vector width.
