@@ -50,7 +50,7 @@ struct Shared {
     admin: mpsc::Sender<AdminRequest>,
     updater: Arc<std::path::Path>,
     router: Arc<RouterClient>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Arc<session::Stopping>,
     /// False once the process stops or drains: the accept loops end.
     accepting: watch::Receiver<bool>,
     active: AtomicUsize,
@@ -67,7 +67,7 @@ async fn run() -> anyhow::Result<()> {
     if listeners.is_empty() {
         anyhow::bail!("no inherited socket named \"smtp\"");
     }
-    let (stop_tx, shutdown) = watch::channel(false);
+    let shutdown = Arc::new(session::Stopping::default());
     let (accept_tx, accepting) = watch::channel(true);
     let (admin, mut admin_rx) = mpsc::channel::<AdminRequest>(8);
     let tls = postern_shared::runtime::tls::acceptor(worker.tls.as_deref())?;
@@ -169,7 +169,7 @@ async fn run() -> anyhow::Result<()> {
     let _ = accept_tx.send(false);
     shared.prepared.stop();
     if stopping {
-        let _ = stop_tx.send(true);
+        shared.shutdown.set();
     }
     let grace = worker.config.process.stop_timeout.0;
     let n = shared.active.load(Ordering::SeqCst);
@@ -193,9 +193,9 @@ async fn run() -> anyhow::Result<()> {
                 break;
             }
             // A drain becomes a stop when the master (or a signal) says so.
-            event = worker.next_event(), if !*stop_tx.borrow() => {
+            event = worker.next_event(), if !shared.shutdown.is_set() => {
                 if matches!(event, Event::Stop) {
-                    let _ = stop_tx.send(true);
+                    shared.shutdown.set();
                 }
             }
         }
@@ -254,17 +254,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         // Every line of the session carries these (journald: SID, CLIENT_IP).
         let span = tracing::info_span!("session", sid = %sid, client_ip = %net::DisplayIp(net::unmap(peer.ip())));
         shared.active.fetch_add(1, Ordering::SeqCst);
-        let shared2 = shared.clone();
-        tokio::spawn(
-            async move {
-                let local = stream.local_addr().unwrap_or(peer);
-                session::run(Box::new(stream), peer, local, sid, ctx).await;
-                if shared2.active.fetch_sub(1, Ordering::SeqCst) == 1 {
-                    shared2.idle.notify_waiters();
-                }
-            }
-            .instrument(span),
-        );
+        let active = Active(shared.clone());
+        let local = stream.local_addr().unwrap_or(peer);
+        // The session's own future, not one wrapped around it: a wrapper
+        // would keep what it was made from in every session's task.
+        let session = session::run(Box::new(stream), peer, local, sid, ctx, active);
+        tokio::spawn(session.instrument(span));
+    }
+}
+
+/// A running session, counted in `Shared::active` until it is dropped (at
+/// the end of its task, or with it).
+struct Active(Arc<Shared>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if self.0.active.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 

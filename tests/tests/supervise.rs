@@ -236,6 +236,36 @@ fn a_running_session_finishes_during_a_graceful_stop() {
 }
 
 #[test]
+fn a_stop_tells_sessions_waiting_for_a_command_421_at_once() {
+    let (mut p, one) = one_customer("sup-idle-stop");
+    // One session only greeted, one between two commands, one after a
+    // whole message: each waits for its client's next line.
+    let mut greeted = Raw::connect(p.addr);
+    let mut after_ehlo = Raw::connect(p.addr);
+    assert!(after_ehlo.cmd("EHLO client.example").starts_with("250"));
+    let mut after_mail = Raw::connect(p.addr);
+    after_mail.cmd("EHLO client.example");
+    after_mail.cmd("MAIL FROM:<a@example.org>");
+    assert!(after_mail.cmd("RCPT TO:<kept@one.test>").starts_with("250"));
+    assert!(after_mail.cmd("DATA").starts_with("354"));
+    after_mail.send(b"Subject: before the stop\r\n\r\nkept\r\n.\r\n");
+    assert!(after_mail.reply().starts_with("250 2.0.0"));
+    p.signal(Signal::SIGTERM);
+    // Told without having said anything more — not left open until the
+    // stop timeout (5 s here), which would close them without a reply.
+    for raw in [&mut greeted, &mut after_ehlo, &mut after_mail] {
+        let r = raw.reply();
+        assert!(r.starts_with("421 4.3.2 "), "{r}\n{}", p.log());
+        assert!(raw.closed());
+    }
+    let mut child = p.child.take().expect("running");
+    let status = wait_for("the master to exit", || child.try_wait().expect("wait"));
+    assert!(status.success());
+    assert!(!p.log().contains("still open after"), "{}", p.log());
+    assert_eq!(one.messages().len(), 1);
+}
+
+#[test]
 fn the_master_killed_takes_its_workers_with_it() {
     let (mut p, _one) = one_customer("sup-master9");
     let workers: Vec<i32> = p.workers().into_iter().map(|w| w.1).collect();

@@ -82,7 +82,7 @@ impl Session {
                 policy,
                 stress,
             }) => {
-                self.relay = relay;
+                self.relay = relay.map(Box::new);
                 self.policy_on = policy;
                 self.client_checked = true;
                 if stress {
@@ -117,7 +117,7 @@ impl Session {
             return Ok(());
         }
         if let Lookup::Found(r) = self.ctx.router.route_client(&self.sid, self.ip()).await? {
-            self.relay = Some(r);
+            self.relay = Some(Box::new(r));
         }
         self.client_checked = true;
         Ok(())

@@ -124,7 +124,7 @@ impl Session {
                 // The admin may send update mails; that makes it no relay client.
                 info!("authenticated as the admin user");
                 self.admin_login = true;
-                self.login = Some((user, password));
+                self.login = Some(Box::new((user, password)));
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
                 return Ok(());
             }
@@ -141,9 +141,9 @@ impl Session {
         match found {
             Ok(Lookup::Found(route)) => {
                 info!("authenticated: routed to {}", route.name);
-                self.login = Some((user, password));
+                self.login = Some(Box::new((user, password)));
                 if self.relay.is_none() {
-                    self.relay = Some(route);
+                    self.relay = Some(Box::new(route));
                 }
                 // The backend must see the new identity: reconnect at the next RCPT.
                 self.backend = None;

@@ -14,11 +14,14 @@
 //! with a bare CR or LF, or is not UTF-8 is answered with a 500 here and
 //! counts as an error.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use postern_shared::ipc::route::{Admission, RouterError};
 use postern_shared::smtp::Reply;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::{End, Session};
@@ -99,118 +102,140 @@ impl Session {
     }
 
     /// Reads one command line. `Ok(None)`: a bad line was answered; read the next.
-    pub(super) async fn read_command(&mut self) -> Result<Option<String>, End> {
+    ///
+    /// A plain function: an `async fn` here would be one more layer, with
+    /// its own copy of `self`, in every idle session's task.
+    pub(super) fn read_command(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<String>, End>> + Send + '_ {
         let too_long = || Reply::new(500, "5.5.2", "Error: command line too long");
-        self.read_line(MAX_COMMAND_LINE, too_long).await
+        self.read_line(MAX_COMMAND_LINE, too_long)
     }
 
     /// Reads one CRLF-terminated line of at most `limit` bytes. `Ok(None)`: a
     /// bad line (too long: `too_long`'s reply, made only then: an idle
     /// session's wait holds no reply; bare CR or LF; not UTF-8) was answered.
-    pub(super) async fn read_line(
+    #[allow(clippy::manual_async_fn)] // see `lifetime`: no argument kept twice
+    pub(super) fn read_line(
         &mut self,
         limit: usize,
         too_long: fn() -> Reply,
-    ) -> Result<Option<String>, End> {
-        // A stopping process lets a transaction in progress finish; a session
-        // between transactions is told to come back later.
-        let stoppable = self.tx.is_none();
-        if stoppable && *self.ctx.shutdown.borrow() && self.client.buffer().is_empty() {
-            return Err(self.shutting_down());
+    ) -> impl Future<Output = Result<Option<String>, End>> + Send + '_ {
+        async move {
+            // A stopping process lets a transaction in progress finish; a session
+            // between transactions is told to come back later.
+            let stoppable = self.tx.is_none();
+            if stoppable && self.ctx.shutdown.is_set() && self.client.buffer().is_empty() {
+                return Err(self.shutting_down());
+            }
+            let deadline = self.read_deadline()?;
+            // Empty until bytes come: an idle session holds no line buffer.
+            let mut buf = Vec::new();
+            loop {
+                // What this wait holds lives in every idle session's task: one
+                // hand-written poll (no `select!` nor `Take`/`ReadUntil` around
+                // it).
+                let got = {
+                    let Session {
+                        admission,
+                        client,
+                        ctx,
+                        ..
+                    } = &mut *self;
+                    let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
+                    let mut stop = std::pin::pin!(ctx.shutdown.notified());
+                    let stopped = stoppable && ctx.shutdown.is_set();
+                    std::future::poll_fn(|cx| {
+                        // The connection count, while it is awaited, comes first:
+                        // a refused client is told as soon as it is known, even
+                        // in the middle of a line (see greet_and_admit).
+                        if let Some(pending) = admission.as_mut() {
+                            if let Poll::Ready(v) = Pin::new(pending).poll(cx) {
+                                return Poll::Ready(Got::Count(v));
+                            }
+                        }
+                        if let Poll::Ready(r) = poll_line(client, &mut buf, limit, cx) {
+                            return Poll::Ready(Got::Read(r));
+                        }
+                        if timer.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Got::TimedOut);
+                        }
+                        if stopped || (stoppable && stop.as_mut().poll(cx).is_ready()) {
+                            return Poll::Ready(Got::Stop);
+                        }
+                        Poll::Pending
+                    })
+                    .await
+                };
+                match got {
+                    Got::Count(v) => {
+                        self.admission = None;
+                        self.admit(v)?;
+                    }
+                    Got::Read(Ok(())) => break,
+                    Got::Read(Err(_)) => return Err(End::Gone),
+                    Got::TimedOut if self.progress_deadline.is_some_and(|d| d <= deadline) => {
+                        return Err(self.no_progress())
+                    }
+                    Got::TimedOut => {
+                        return Err(self.timed_out(self.command_timeout(), "a command"))
+                    }
+                    Got::Stop => return Err(self.shutting_down()),
+                }
+            }
+            if buf.is_empty() {
+                return Err(End::Gone);
+            }
+            if buf.last() != Some(&b'\n') {
+                // Longer than the limit: discard up to the end of the line,
+                // within the command's time as the line itself.
+                self.errors += 1;
+                match tokio::time::timeout_at(deadline, self.discard_line()).await {
+                    Ok(discarded) => discarded?,
+                    Err(_) => {
+                        return Err(self.timed_out(self.command_timeout(), "the end of a line"))
+                    }
+                }
+                self.reply(too_long());
+                return Ok(None);
+            }
+            buf.pop();
+            if buf.pop() != Some(b'\r') || buf.contains(&b'\r') {
+                self.syntax_error(Reply::new(
+                    500,
+                    "5.5.2",
+                    "Error: bare <CR> or <LF> received; commands end with <CR><LF>",
+                ));
+                return Ok(None);
+            }
+            match String::from_utf8(buf) {
+                Ok(s) => Ok(Some(s)),
+                Err(_) => {
+                    self.syntax_error(Reply::new(
+                        500,
+                        "5.5.2",
+                        "Error: command is not valid UTF-8",
+                    ));
+                    Ok(None)
+                }
+            }
         }
-        let timeout = self.command_timeout();
+    }
+
+    /// When the line being read must have come: the command timeout from
+    /// now, or the progress deadline if sooner — already past: the end.
+    fn read_deadline(&mut self) -> Result<tokio::time::Instant, End> {
         let now = tokio::time::Instant::now();
         // Checked before reading: a client that keeps sending never makes
         // a read wait, let alone time out.
         if self.progress_deadline.is_some_and(|d| d <= now) {
             return Err(self.no_progress());
         }
-        let deadline = match self.progress_deadline {
-            Some(d) => d.min(now + timeout),
-            None => now + timeout,
-        };
-        let mut shutdown = self.ctx.shutdown.clone();
-        // Empty until bytes come: an idle session holds no line buffer.
-        let mut buf = Vec::new();
-        /// What ended a wait for (the rest of) the line.
-        enum Got {
-            Read(std::io::Result<usize>),
-            TimedOut,
-            Stop,
-            Count(Result<Result<Admission, RouterError>, tokio::task::JoinError>),
-        }
-        loop {
-            // The connection count, while it is awaited, comes first: a
-            // refused client is told as soon as it is known, even in the
-            // middle of a line (see greet_and_admit).
-            let got = {
-                let admission = &mut self.admission;
-                let room = limit.saturating_sub(buf.len()) as u64;
-                let mut limited = (&mut self.client).take(room);
-                let read = limited.read_until(b'\n', &mut buf);
-                tokio::select! {
-                    biased;
-                    v = async {
-                        match admission.as_mut() {
-                            Some(pending) => pending.await,
-                            None => std::future::pending().await,
-                        }
-                    }, if admission.is_some() => Got::Count(v),
-                    r = tokio::time::timeout_at(deadline, read) => match r {
-                        Ok(r) => Got::Read(r),
-                        Err(_) => Got::TimedOut,
-                    },
-                    _ = shutdown.wait_for(|s| *s), if stoppable => Got::Stop,
-                }
-            };
-            match got {
-                Got::Count(v) => {
-                    self.admission = None;
-                    self.admit(v)?;
-                }
-                Got::Read(Ok(_)) => break,
-                Got::Read(Err(_)) => return Err(End::Gone),
-                Got::TimedOut if self.progress_deadline.is_some_and(|d| d <= deadline) => {
-                    return Err(self.no_progress())
-                }
-                Got::TimedOut => return Err(self.timed_out(timeout, "a command")),
-                Got::Stop => return Err(self.shutting_down()),
-            }
-        }
-        if buf.is_empty() {
-            return Err(End::Gone);
-        }
-        if buf.last() != Some(&b'\n') {
-            // Longer than the limit: discard up to the end of the line,
-            // within the command's time as the line itself.
-            self.errors += 1;
-            match tokio::time::timeout_at(deadline, self.discard_line()).await {
-                Ok(discarded) => discarded?,
-                Err(_) => return Err(self.timed_out(timeout, "the end of a line")),
-            }
-            self.reply(too_long());
-            return Ok(None);
-        }
-        buf.pop();
-        if buf.pop() != Some(b'\r') || buf.contains(&b'\r') {
-            self.syntax_error(Reply::new(
-                500,
-                "5.5.2",
-                "Error: bare <CR> or <LF> received; commands end with <CR><LF>",
-            ));
-            return Ok(None);
-        }
-        match String::from_utf8(buf) {
-            Ok(s) => Ok(Some(s)),
-            Err(_) => {
-                self.syntax_error(Reply::new(
-                    500,
-                    "5.5.2",
-                    "Error: command is not valid UTF-8",
-                ));
-                Ok(None)
-            }
-        }
+        let by_command = now + self.command_timeout();
+        Ok(match self.progress_deadline {
+            Some(d) => d.min(by_command),
+            None => by_command,
+        })
     }
 
     async fn discard_line(&mut self) -> Result<(), End> {
@@ -241,5 +266,51 @@ impl Session {
             self.ip()
         );
         self.close(super::reply::Failure::ClientTimeout)
+    }
+}
+
+/// What ended a wait for (the rest of) a line.
+enum Got {
+    Read(std::io::Result<()>),
+    TimedOut,
+    Stop,
+    Count(Result<Result<Admission, RouterError>, tokio::task::JoinError>),
+}
+
+/// Moves buffered client bytes into `buf` up to and including the first
+/// LF, or until `buf` holds `limit` bytes, or the end of the stream:
+/// `Ready(Ok(()))` then (`buf` tells which), `Pending` while more may come.
+fn poll_line<R: AsyncBufRead + Unpin>(
+    client: &mut R,
+    buf: &mut Vec<u8>,
+    limit: usize,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    loop {
+        let room = limit.saturating_sub(buf.len());
+        if room == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        let available = match Pin::new(&mut *client).poll_fill_buf(cx) {
+            Poll::Ready(Ok(b)) => b,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        };
+        if available.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        let part = &available[..available.len().min(room)];
+        match part.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                buf.extend_from_slice(&part[..=i]);
+                Pin::new(&mut *client).consume(i + 1);
+                return Poll::Ready(Ok(()));
+            }
+            None => {
+                let n = part.len();
+                buf.extend_from_slice(part);
+                Pin::new(&mut *client).consume(n);
+            }
+        }
     }
 }

@@ -44,6 +44,7 @@
 //! ([`RouterClient::count`]): counting never delays a client, and a router
 //! that does not answer only loses that session's counts.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +57,7 @@ use postern_shared::runtime::bufread::Reader;
 use postern_shared::smtp::{parse_command, Command, Reply};
 use postern_shared::stats::{Counter, Counts, Rejection};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::backend::{Backend, Health};
@@ -126,8 +127,39 @@ pub struct Ctx {
     pub admin: mpsc::Sender<AdminRequest>,
     /// The updater's socket (update mails).
     pub updater: Arc<std::path::Path>,
-    /// Becomes true when the process stops: idle sessions get 421.
-    pub shutdown: watch::Receiver<bool>,
+    /// Set when the process stops: idle sessions get 421.
+    pub shutdown: Arc<Stopping>,
+}
+
+/// The process is stopping: a session between transactions is told `421
+/// 4.3.2` — at once if it waits for a command. A flag and a `Notify`
+/// rather than a `watch` channel: an idle session's wait for it is in its
+/// task, and a `Notified` is the smallest such wait.
+#[derive(Default)]
+pub struct Stopping {
+    set: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stopping {
+    /// Says so to every session, waiting or not.
+    pub fn set(&self) {
+        self.set.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_set(&self) -> bool {
+        self.set.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// A wait that ends when the process stops; made before [`is_set`] is
+    /// checked, it misses no `set` in between (`Notify::notify_waiters`
+    /// wakes every `Notified` made before it).
+    ///
+    /// [`is_set`]: Stopping::is_set
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
 }
 
 /// Why a session ends early.
@@ -173,7 +205,7 @@ struct Session {
     refused: bool,
     /// A prepared connection to this server is to be replaced once the
     /// current RCPT is answered.
-    refill_due: Option<Route>,
+    refill_due: Option<Box<Route>>,
     /// The backend connection came from the prepared ones and has not
     /// answered anything of this session's yet.
     adopted: bool,
@@ -188,9 +220,9 @@ struct Session {
     /// junk command, as Postfix under stress.
     stress: bool,
     /// The session's route when the client is a relay client (`ip-addr`, `auth`).
-    relay: Option<Route>,
+    relay: Option<Box<Route>>,
     /// Credentials of a successful AUTH, replayed to an auth-routed backend.
-    login: Option<(String, String)>,
+    login: Option<Box<(String, String)>>,
     /// Failed RELOAD/SHUTDOWN attempts in a row.
     admin_failures: u32,
     /// Failed authentications (AUTH, RELOAD, SHUTDOWN) in this session, for
@@ -229,8 +261,9 @@ pub fn run(
     local: SocketAddr,
     sid: String,
     ctx: Ctx,
+    active: impl Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send {
-    lifetime(Box::new(Session {
+    let s = Box::new(Session {
         ctx,
         sid,
         peer,
@@ -261,17 +294,37 @@ pub fn run(
         junk: 0,
         progress_deadline: None,
         counts: Counts::default(),
-    }))
+    });
+    lifetime(s, active)
 }
 
-/// The session from its greeting to the backend connection given back.
-async fn lifetime(mut s: Box<Session>) {
-    let ip = s.ip();
-    info!("accepted connection from {}", DisplayIp(ip));
-    s.counts.add(Counter::Connections, 1);
-    if s.greet_and_admit().await {
-        let _ = s.serve().await;
+/// The session from its greeting to the backend connection given back;
+/// `active` is dropped at the very end.
+///
+/// What this future holds across its waits is in every session's task, idle
+/// or not: the session's box, `active`, and the largest of its stages — the
+/// command loop's wait for a line. The end of the session is boxed.
+///
+/// Not an `async fn` (nor `serve` and `read_line` below it): an `async
+/// fn` keeps each argument twice, as it came and as its local copy.
+#[allow(clippy::manual_async_fn)] // no argument kept twice (above)
+fn lifetime(mut s: Box<Session>, active: impl Send) -> impl Future<Output = ()> + Send {
+    async move {
+        info!("accepted connection from {}", DisplayIp(s.ip()));
+        s.counts.add(Counter::Connections, 1);
+        if s.greet_and_admit().await {
+            let _ = s.serve().await;
+        }
+        Box::pin(end(s)).await;
+        drop(active);
     }
+}
+
+/// The session's end: the connection count settled, the last replies
+/// written, the client's connection closed, the statistics sent, the
+/// backend connection given back.
+async fn end(mut s: Box<Session>) {
+    let ip = s.ip();
     // Uncounting needs the count's answer (a client may leave, or say QUIT,
     // before it): no reply any more, the session is over.
     if let Some(pending) = s.admission.take() {
@@ -345,22 +398,25 @@ impl Session {
     }
 
     /// The command loop: read, dispatch, answer, until the session ends.
-    async fn serve(&mut self) -> Result<(), End> {
-        loop {
-            if let Some(line) = self.read_command().await? {
-                // Boxed: its future (the largest of every command's: DATA,
-                // STARTTLS, the backend's replies…) lives only while the
-                // command runs, not in every idle session's task.
-                Box::pin(self.command(&line)).await?;
+    #[allow(clippy::manual_async_fn)] // see `lifetime`: no argument kept twice
+    fn serve(&mut self) -> impl Future<Output = Result<(), End>> + Send + '_ {
+        async move {
+            loop {
+                if let Some(line) = self.read_command().await? {
+                    // Boxed: its future (the largest of every command's: DATA,
+                    // STARTTLS, the backend's replies…) lives only while the
+                    // command runs, not in every idle session's task.
+                    Box::pin(self.command(&line)).await?;
+                }
+                if self.errors >= self.max_errors() {
+                    warn!("too many errors from {}", self.ip());
+                    self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
+                    let text = format!("{} Error: too many errors", self.hostname());
+                    self.reply(Reply::new(421, "4.7.0", &text));
+                    return Err(End::Closed);
+                }
+                self.flush_if_idle().await?;
             }
-            if self.errors >= self.max_errors() {
-                warn!("too many errors from {}", self.ip());
-                self.counts.add(Counter::Rejected(Rejection::Syntax), 1);
-                let text = format!("{} Error: too many errors", self.hostname());
-                self.reply(Reply::new(421, "4.7.0", &text));
-                return Err(End::Closed);
-            }
-            self.flush_if_idle().await?;
         }
     }
 

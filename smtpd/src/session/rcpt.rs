@@ -108,7 +108,9 @@ impl Session {
         let mut aliased = None;
         let route = match to {
             // A relay client's recipients all go to its server, whatever the domain.
-            _ if self.relay.is_some() => self.relay.clone().expect("checked just above"),
+            _ if self.relay.is_some() => {
+                Route::clone(self.relay.as_deref().expect("checked just above"))
+            }
             Path::Mailbox(m) => {
                 let Some(domain) = m.routing_domain() else {
                     self.relay_denied(to);

@@ -48,7 +48,7 @@ impl Session {
             tokio::spawn(self.ctx.prepared.clone().give_back(*old, hostname.clone()));
         }
         let login = match route.cause {
-            Cause::Auth => self.login.as_ref().map(|(u, p)| (u.as_str(), p.as_str())),
+            Cause::Auth => self.login.as_deref().map(|(u, p)| (u.as_str(), p.as_str())),
             _ => None,
         };
         let client = ClientInfo {
@@ -82,7 +82,7 @@ impl Session {
         // This server receives mail: have a connection ready for the next
         // session — once this RCPT is answered (see rcpt), so that preparing
         // it does not compete with this session's own exchange.
-        self.refill_due = Some(route.clone());
+        self.refill_due = Some(Box::new(route.clone()));
         if self.forwarded_to != Some(route.server) {
             info!(
                 server = %route.name,

@@ -28,7 +28,7 @@ use postern_shared::ipc::proto::{self, Attrs};
 use postern_shared::ipc::route::{Cause, Route, RouterClient, PROTOCOL};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::{AdminRequest, Ctx};
 use crate::backend::pool::Prepared;
@@ -108,7 +108,10 @@ impl Setup {
                 }
             });
         }
-        let (stop, shutdown) = watch::channel(self.stopping);
+        let shutdown = Arc::new(super::Stopping::default());
+        if self.stopping {
+            shutdown.set();
+        }
         let ctx = Ctx {
             config: config(&self.proxy),
             tls: None,
@@ -124,8 +127,7 @@ impl Setup {
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("address");
         let local: SocketAddr = "127.0.0.1:25".parse().expect("address");
         let session = tokio::spawn(async move {
-            super::run(Box::new(theirs), peer, local, "TESTSID".into(), ctx).await;
-            drop(stop);
+            super::run(Box::new(theirs), peer, local, "TESTSID".into(), ctx, ()).await;
         });
         let (r, w) = tokio::io::split(ours);
         let mut d = Dialogue {
