@@ -124,8 +124,7 @@ impl Session {
         async move {
             // A stopping process lets a transaction in progress finish; a session
             // between transactions is told to come back later.
-            let stoppable = self.tx.is_none();
-            if stoppable && self.ctx.shutdown.is_set() && self.client.buffer().is_empty() {
+            if self.tx.is_none() && self.ctx.shutdown.is_set() && self.client.buffer().is_empty() {
                 return Err(self.shutting_down());
             }
             let deadline = self.read_deadline()?;
@@ -140,12 +139,15 @@ impl Session {
                         admission,
                         client,
                         ctx,
+                        tx,
                         ..
                     } = &mut *self;
                     let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
                     let mut stop = std::pin::pin!(ctx.shutdown.notified());
-                    let stopped = stoppable && ctx.shutdown.is_set();
-                    std::future::poll_fn(|cx| {
+                    // Read (in the poll) after `stop` is made: no stop missed.
+                    let stopping = tx.is_none().then_some(&*ctx.shutdown);
+                    let buf = &mut buf;
+                    std::future::poll_fn(move |cx| {
                         // The connection count, while it is awaited, comes first:
                         // a refused client is told as soon as it is known, even
                         // in the middle of a line (see greet_and_admit).
@@ -154,14 +156,16 @@ impl Session {
                                 return Poll::Ready(Got::Count(v));
                             }
                         }
-                        if let Poll::Ready(r) = poll_line(client, &mut buf, limit, cx) {
+                        if let Poll::Ready(r) = poll_line(client, buf, limit, cx) {
                             return Poll::Ready(Got::Read(r));
                         }
                         if timer.as_mut().poll(cx).is_ready() {
                             return Poll::Ready(Got::TimedOut);
                         }
-                        if stopped || (stoppable && stop.as_mut().poll(cx).is_ready()) {
-                            return Poll::Ready(Got::Stop);
+                        if let Some(stopping) = stopping {
+                            if stopping.is_set() || stop.as_mut().poll(cx).is_ready() {
+                                return Poll::Ready(Got::Stop);
+                            }
                         }
                         Poll::Pending
                     })
