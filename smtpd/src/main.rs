@@ -24,7 +24,7 @@ use postern_shared::ipc::proto::Attrs;
 use postern_shared::ipc::route::RouterClient;
 use postern_shared::ipc::Outcome;
 use postern_shared::net;
-use postern_shared::runtime::logging::new_id;
+use postern_shared::runtime::logging::{new_id, TaskFields};
 use postern_shared::runtime::worker::{Event, Options, Worker};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Notify};
@@ -33,7 +33,6 @@ use tokio_rustls::TlsAcceptor;
 use backend::pool::Prepared;
 use backend::Health;
 use session::AdminRequest;
-use tracing::Instrument;
 
 /// How long a router lookup may take before the session answers 4xx.
 const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -252,14 +251,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let sid = new_id();
         // Every line of the session carries these (journald: SID, CLIENT_IP).
-        let span = tracing::info_span!("session", sid = %sid, client_ip = %net::DisplayIp(net::unmap(peer.ip())));
+        let fields = TaskFields::new(&[
+            ("sid", &sid),
+            ("client_ip", &net::DisplayIp(net::unmap(peer.ip()))),
+        ]);
         shared.active.fetch_add(1, Ordering::SeqCst);
         let active = Active(shared.clone());
         let local = stream.local_addr().unwrap_or(peer);
         // The session's own future, not one wrapped around it: a wrapper
         // would keep what it was made from in every session's task.
         let session = session::run(Box::new(stream), peer, local, sid, ctx, active);
-        tokio::spawn(session.instrument(span));
+        tokio::spawn(fields.wrap(session));
     }
 }
 

@@ -397,7 +397,10 @@ fn the_update_queue_page_lists_flushes_and_deletes_as_postern_queue_does() {
         .find_map(|l| l.split("queued as ").nth(1))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|| panic!("no queue id in {out}"));
+    // Both copies settled (either may come first): the queue then stays as
+    // it is until the flush below.
     p.wait_log(&format!("update {id} to Down deferred"));
+    p.wait_log(&format!("update {id} delivered to One"));
     let before = String::from_utf8_lossy(&p.cli(&["queue"]).stdout).into_owned();
     assert!(before.contains(&id), "{before}");
     let run = local(format!("http://{web}"));

@@ -3,21 +3,23 @@
 //! Outputs:
 //! - **text**, one line per event, to stderr and/or the log file
 //!   (`log.file`, rotated daily: [`file`]), prefixed like syslog with the
-//!   process name and pid, then the level, then the fields of the enclosing
-//!   spans (a session's `sid=` and `client_ip=`) ended by `:`, then the
-//!   event's own fields, then the message (format and parser: [`record`]):
+//!   process name and pid, then the level, then the fields of the task (a
+//!   session's `sid=` and `client_ip=`: [`TaskFields`]) and of the enclosing
+//!   spans, each group ended by `:`, then the event's own fields, then the
+//!   message (format and parser: [`record`]):
 //!
 //!   ```text
 //!   2026-11-23T15:55:03.120Z postern-smtpd[4242]: INFO sid=67A1C3F20B1E client_ip=127.0.0.1: accepted connection from 127.0.0.1
 //!   2026-11-23T15:55:03.410Z postern-router[4240]: INFO sid=67A1C3F20B1E cause=domain server="Customer One" route example.test -> Customer One
 //!   ```
-//! - **journald** (`log.journald`), with `tracing-journald`: every field as a
-//!   journal field of its upper-cased name (`SID`, `CLIENT_IP`, `SENDER`,
-//!   `RECIPIENT`, `SERVER`, `CAUSE`, `REPLY`), the message as `MESSAGE`, the
-//!   process name as `SYSLOG_IDENTIFIER`. `auto` uses it when started by
-//!   systemd (`JOURNAL_STREAM` or `INVOCATION_ID` set) and the journal socket
-//!   exists, `yes` always (an error without the socket), `no` never. When
-//!   journald is used, stderr gets nothing: systemd would store each line twice.
+//! - **journald** (`log.journald`), in its native protocol ([`journal`]):
+//!   every field as a journal field of its upper-cased name (`SID`,
+//!   `CLIENT_IP`, `SENDER`, `RECIPIENT`, `SERVER`, `CAUSE`, `REPLY`), the
+//!   message as `MESSAGE`, the process name as `SYSLOG_IDENTIFIER`. `auto`
+//!   uses it when started by systemd (`JOURNAL_STREAM` or `INVOCATION_ID`
+//!   set) and the journal socket exists, `yes` always (an error without the
+//!   socket), `no` never. When journald is used, stderr gets nothing:
+//!   systemd would store each line twice.
 //!
 //! The master calls [`init_with`] with its configuration, then passes what it
 //! decided to its workers in the environment ([`worker_env`]):
@@ -27,9 +29,12 @@
 //! and drop privileges. Passwords and AUTH data are never logged, at any level.
 
 pub mod file;
+mod journal;
+mod layer;
 pub mod record;
 
-use std::fmt;
+pub use layer::{TaskFields, WithFields};
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -38,13 +43,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The log lines' time stamp (RFC 3339, UTC, milliseconds), from [`crate::runtime::time`].
 pub use crate::runtime::time::Timestamp;
 
-use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
-use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use file::LogFile;
@@ -182,12 +181,7 @@ pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError
     let _ = crate::runtime::time::zone();
     let journald = settings.journald.decide();
     let journal = if journald {
-        let layer = tracing_journald::layer().map_err(LogError::Journald)?;
-        Some(
-            layer
-                .with_field_prefix(None)
-                .with_syslog_identifier(name.to_string()),
-        )
+        Some(journal::Journal::open().map_err(LogError::Journald)?)
     } else {
         None
     };
@@ -209,22 +203,17 @@ pub fn init_with(name: &'static str, settings: &Settings) -> Result<(), LogError
     };
     let has_text = out.stderr || out.file.is_some();
     let text_out = has_text.then(|| out.clone());
-    let text = has_text.then(|| {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .fmt_fields(Fields)
-            .event_format(Line {
-                name,
-                pid: std::process::id(),
-            })
-            .with_writer(out)
-    });
+    let lines = layer::Lines {
+        name,
+        pid: std::process::id(),
+        text: text_out.clone(),
+        journal,
+    };
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(text)
-        .with(journal)
+        .with(lines)
         .try_init()
         .is_ok();
     if installed {
@@ -362,166 +351,34 @@ pub fn flush() {
     }
 }
 
-/// Writes one formatted line (the fmt layer writes each event at once).
-struct OutputWriter<'a>(&'a Output);
-
-impl<'a> MakeWriter<'a> for Output {
-    type Writer = OutputWriter<'a>;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        OutputWriter(self)
-    }
-}
-
-impl std::io::Write for OutputWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if BATCH.out.get().is_some() {
-            let full = match BATCH.lines.lock() {
-                Ok(mut held) => {
-                    held.extend_from_slice(buf);
-                    held.len() >= BATCH_MAX
-                }
-                Err(_) => {
-                    self.0.emit(buf);
-                    false
-                }
-            };
-            if full {
-                flush();
+/// Writes one text line: held back when the process batches ([`batch`]),
+/// at once otherwise.
+fn emit_text(out: &Output, line: &[u8]) {
+    if BATCH.out.get().is_some() {
+        let full = match BATCH.lines.lock() {
+            Ok(mut held) => {
+                held.extend_from_slice(line);
+                held.len() >= BATCH_MAX
             }
-        } else {
-            self.0.emit(buf);
-        }
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Line {
-    name: &'static str,
-    pid: u32,
-}
-
-impl<S, N> FormatEvent<S, N> for Line
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut w: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        write!(
-            w,
-            "{} {}[{}]: {} ",
-            Timestamp(SystemTime::now()),
-            self.name,
-            self.pid,
-            event.metadata().level()
-        )?;
-        if let Some(scope) = ctx.event_scope() {
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                if let Some(fields) = ext.get::<FormattedFields<N>>() {
-                    if !fields.is_empty() {
-                        write!(w, "{fields}: ")?;
-                    }
-                }
+            Err(_) => {
+                out.emit(line);
+                false
             }
-        }
-        ctx.field_format().format_fields(w.by_ref(), event)?;
-        writeln!(w)
-    }
-}
-
-/// Formats fields as `key=value` (quoted when needed, see [`record`]), the
-/// message last: the same for span fields and event fields.
-struct Fields;
-
-/// The field formatter's text buffers, kept from one event to the next (the
-/// formatter runs for every log line: allocating them each time showed in
-/// profiles).
-#[derive(Default)]
-struct Buffers {
-    pairs: String,
-    message: String,
-    has_message: bool,
-    value: String,
-}
-
-thread_local! {
-    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::default();
-}
-
-impl<'w> FormatFields<'w> for Fields {
-    fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
-        let mut format = |b: &mut Buffers| {
-            b.pairs.clear();
-            b.message.clear();
-            b.has_message = false;
-            fields.record(&mut FieldVisitor(b));
-            if b.has_message {
-                if !b.pairs.is_empty() {
-                    b.pairs.push(' ');
-                }
-                b.pairs.push_str(&b.message);
-            }
-            w.write_str(&b.pairs)
         };
-        // A value whose formatting logs would find the buffers taken.
-        BUFFERS.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut b) => format(&mut b),
-            Err(_) => format(&mut Buffers::default()),
-        })
+        if full {
+            flush();
+        }
+    } else {
+        out.emit(line);
     }
 }
 
-struct FieldVisitor<'a>(&'a mut Buffers);
-
-impl FieldVisitor<'_> {
-    fn pair(pairs: &mut String, field: &Field, value: &str) {
-        if field.name().starts_with("log.") {
-            return;
-        }
-        if !pairs.is_empty() {
-            pairs.push(' ');
-        }
-        pairs.push_str(field.name());
-        pairs.push('=');
-        record::write_value(pairs, value);
-    }
-}
-
-impl Visit for FieldVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        let b = &mut *self.0;
-        if field.name() == "message" {
-            b.message.push_str(value);
-            b.has_message = true;
-        } else {
-            Self::pair(&mut b.pairs, field, value);
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        // `%x` fields arrive here as Debug-that-is-Display, messages as
-        // format_args: both print their text as is.
-        use std::fmt::Write as _;
-        let b = &mut *self.0;
-        if field.name() == "message" {
-            let _ = write!(b.message, "{value:?}");
-            b.has_message = true;
-        } else {
-            b.value.clear();
-            let _ = write!(b.value, "{value:?}");
-            Self::pair(&mut b.pairs, field, &b.value);
-        }
-    }
+/// Whether this process writes text lines, and whether to the journal (as
+/// [`init_with`] decided; text only before it ran).
+fn outputs() -> (bool, bool) {
+    DECIDED
+        .get()
+        .map_or((true, false), |d| (d.out.is_some(), d.journald))
 }
 
 /// This process's id, asked of the kernel once (`getpid(2)` is a system
@@ -549,61 +406,83 @@ pub fn new_id() -> String {
 mod tests {
     use super::*;
 
-    /// Collects what a text layer writes.
-    #[derive(Clone, Default)]
-    struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+    /// The lines a text layer of "postern-smtpd" (pid 42) writes while `f`
+    /// runs, from the log file it writes them to.
+    fn logged(tag: &str, f: impl FnOnce()) -> Vec<String> {
+        let path = std::env::temp_dir().join(format!("postern-{tag}-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let file = Arc::new(LogFile::open(&path, None).expect("log file"));
+        let lines = layer::Lines {
+            name: "postern-smtpd",
+            pid: 42,
+            text: Some(Output {
+                stderr: false,
+                file: Some(file),
+            }),
+            journal: None,
+        };
+        let subscriber = tracing_subscriber::registry().with(lines);
+        tracing::subscriber::with_default(subscriber, f);
+        let text = std::fs::read_to_string(&path).expect("read the log");
+        let _ = std::fs::remove_file(&path);
+        text.lines().map(str::to_string).collect()
+    }
 
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("lock").extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    /// What follows `postern-smtpd[42]: ` in a line.
+    fn tail(line: &str) -> &str {
+        line.split_once(" postern-smtpd[42]: ").expect("prefix").1
     }
 
     #[test]
     fn span_fields_then_event_fields_then_the_message() {
-        let buf = Buf::default();
-        let out = buf.clone();
-        let layer = tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .fmt_fields(Fields)
-            .event_format(Line {
-                name: "postern-smtpd",
-                pid: 42,
-            })
-            .with_writer(move || out.clone());
-        let subscriber = tracing_subscriber::registry().with(layer);
-        tracing::subscriber::with_default(subscriber, || {
+        let lines = logged("spans", || {
             let span = tracing::info_span!("session", sid = "ABC", client_ip = %"::1");
             let _g = span.enter();
             let server = "Customer One";
             tracing::info!(sender = "a@b", server, reply = %"250 2.0.0 Ok", "message from <a@b> forwarded to {server}");
             tracing::warn!("no fields");
         });
-        let text = String::from_utf8(buf.0.lock().expect("lock").clone()).expect("utf-8");
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        let tail = lines[0]
-            .split_once(" postern-smtpd[42]: ")
-            .expect("prefix")
-            .1;
+        assert_eq!(lines.len(), 2, "{lines:?}");
         assert_eq!(
-            tail,
+            tail(&lines[0]),
             "INFO sid=ABC client_ip=::1: sender=a@b server=\"Customer One\" reply=\"250 2.0.0 Ok\" message from <a@b> forwarded to Customer One"
         );
-        let r = record::parse_line(lines[0]).expect("parses back");
+        let r = record::parse_line(&lines[0]).expect("parses back");
         assert_eq!(r.get("client_ip"), Some("::1"));
         assert_eq!(r.get("server"), Some("Customer One"));
         assert_eq!(r.get("reply"), Some("250 2.0.0 Ok"));
         assert_eq!(r.message, "message from <a@b> forwarded to Customer One");
-        assert!(
-            lines[1].ends_with(": WARN sid=ABC client_ip=::1: no fields"),
-            "{}",
-            lines[1]
+        assert_eq!(tail(&lines[1]), "WARN sid=ABC client_ip=::1: no fields");
+    }
+
+    #[test]
+    fn a_tasks_fields_are_on_every_line_it_logs_and_on_no_other() {
+        let lines = logged("task", || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            let fields = TaskFields::new(&[("sid", &"T1"), ("client_ip", &"::")]);
+            rt.block_on(fields.wrap(async {
+                tracing::info!(sender = "a@b", "before a wait");
+                // Polled again after the wait: the fields are set again.
+                tokio::task::yield_now().await;
+                let span = tracing::info_span!("inner", step = 2);
+                let _g = span.enter();
+                tracing::info!("after it, in a span");
+            }));
+            tracing::info!("outside");
+        });
+        assert_eq!(
+            lines.iter().map(|l| tail(l)).collect::<Vec<_>>(),
+            [
+                "INFO sid=T1 client_ip=\"::\": sender=a@b before a wait",
+                "INFO sid=T1 client_ip=\"::\": step=2: after it, in a span",
+                "INFO outside",
+            ]
         );
+        let r = record::parse_line(&lines[0]).expect("parses back");
+        assert_eq!(r.get("client_ip"), Some("::"));
+        assert_eq!(r.get("sid"), Some("T1"));
     }
 
     #[test]
