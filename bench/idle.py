@@ -8,11 +8,13 @@ turn (127.0.0.2, 127.0.0.3, …: each source address has its own ephemeral
 ports, so 10,000 connections never exhaust them), in batches, and reads each
 one's greeting: a session that got its 220 is open and idle (it sends
 nothing more). Once all are open it holds them --hold seconds, checks that a
-sample still answers NOOP with 250, then reads VmRSS and VmHWM of the
-process --pid and of all its descendants from /proc, and closes everything.
+sample still answers NOOP with 250, then reads VmRSS, VmHWM, RssAnon and
+PSS of the process --pid and of all its descendants from /proc, and closes
+everything.
 
 Prints one line of name=value pairs (n, greeted, refused, failed, alive,
-rss_kb total, hwm_kb total, per_process=comm:pid:rss_kb,…) and exits 1 unless
+rss_kb total, hwm_kb total, anon_kb and pss_kb totals,
+per_process=comm:pid:rss_kb,…) and exits 1 unless
 every connection was greeted and the sample answered. Bounded: --deadline
 seconds for the whole run. Raises its own RLIMIT_NOFILE (root may raise the
 hard limit too). Python standard library only.
@@ -49,8 +51,13 @@ def descendants(pid):
 
 
 def memory(pid):
-    """(comm, VmRSS kB, VmHWM kB) of one process."""
-    comm, rss, hwm = "?", 0, 0
+    """(comm, VmRSS kB, VmHWM kB, RssAnon kB, Pss kB) of one process.
+
+    RssAnon is what the process allocated itself (heap, stacks), without the
+    pages of its program and libraries it has mapped; Pss counts each shared
+    page as a share among the processes that map it (0 when the kernel does
+    not say)."""
+    comm, rss, hwm, anon, pss = "?", 0, 0, 0, 0
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("Name:"):
@@ -59,7 +66,16 @@ def memory(pid):
                 rss = int(line.split()[1])
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
-    return comm, rss, hwm
+            elif line.startswith("RssAnon:"):
+                anon = int(line.split()[1])
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    pss = int(line.split()[1])
+    except OSError:
+        pass
+    return comm, rss, hwm, anon, pss
 
 
 def read_greetings(socks, timeout):
@@ -161,9 +177,12 @@ def main():
             s.close()
     rss = sum(p[2] for p in procs)
     hwm = sum(p[3] for p in procs)
-    per = ",".join("%s:%d:%d" % (c, p, r) for p, c, r, _ in procs)
-    print("n=%d greeted=%d refused=%d failed=%d alive=%d/%d rss_kb=%d hwm_kb=%d per_process=%s"
-          % (args.n, len(held), refused, failed, alive, len(sample), rss, hwm, per))
+    anon = sum(p[4] for p in procs)
+    pss = sum(p[5] for p in procs)
+    per = ",".join("%s:%d:%d" % (c, p, r) for p, c, r, _, _, _ in procs)
+    print("n=%d greeted=%d refused=%d failed=%d alive=%d/%d rss_kb=%d hwm_kb=%d "
+          "anon_kb=%d pss_kb=%d per_process=%s"
+          % (args.n, len(held), refused, failed, alive, len(sample), rss, hwm, anon, pss, per))
     ok = len(held) == args.n and alive == len(sample)
     if not ok:
         print("idle: not every session was opened and alive", file=sys.stderr)
