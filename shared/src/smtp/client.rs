@@ -202,7 +202,7 @@ impl Client {
     /// §4.1.4).
     pub async fn hello(&mut self, hostname: &str) -> Result<(), ClientError> {
         self.caps = Caps::default();
-        let ehlo = self.command(&format!("EHLO {hostname}")).await?;
+        let ehlo = self.command(&["EHLO ", hostname].concat()).await?;
         if ehlo.is_ok() {
             for line in ehlo.lines().skip(1) {
                 let mut words = line[4..].split(|&b| b == b' ');
@@ -221,7 +221,7 @@ impl Client {
             }
             return Ok(());
         }
-        let helo = self.command(&format!("HELO {hostname}")).await?;
+        let helo = self.command(&["HELO ", hostname].concat()).await?;
         if helo.is_ok() {
             Ok(())
         } else {

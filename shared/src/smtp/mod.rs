@@ -87,7 +87,23 @@ impl fmt::Display for Path {
         match self {
             Path::Null => Ok(()),
             Path::Postmaster => f.write_str("Postmaster"),
-            Path::Mailbox(m) => write!(f, "{m}"),
+            Path::Mailbox(m) => m.fmt(f),
+        }
+    }
+}
+
+impl Path {
+    /// Appends the path as [`fmt::Display`] writes it, without the
+    /// formatting machinery (every MAIL and RCPT line to a backend).
+    pub fn push_to(&self, out: &mut String) {
+        match self {
+            Path::Null => {}
+            Path::Postmaster => out.push_str("Postmaster"),
+            Path::Mailbox(m) => {
+                out.push_str(&m.local);
+                out.push('@');
+                out.push_str(&m.domain);
+            }
         }
     }
 }
@@ -103,7 +119,9 @@ pub struct Mailbox {
 
 impl fmt::Display for Mailbox {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.local, self.domain)
+        f.write_str(&self.local)?;
+        f.write_str("@")?;
+        f.write_str(&self.domain)
     }
 }
 
@@ -461,17 +479,26 @@ impl Reply {
         }
     }
 
-    /// Appends the wire form (`250-a\r\n250 b\r\n`) to `out`.
+    /// Appends the wire form (`250-a\r\n250 b\r\n`) to `out`, byte by
+    /// byte rather than through `format!` (every reply of every session).
     pub fn write_to(&self, out: &mut Vec<u8>) {
+        // A reply code has three digits (RFC 5321 §4.2).
+        let code = self.code.min(999);
+        let digits = [
+            b'0' + (code / 100) as u8,
+            b'0' + (code / 10 % 10) as u8,
+            b'0' + (code % 10) as u8,
+        ];
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
-            let sep = if i == last { ' ' } else { '-' };
-            match self.enhanced {
-                Some(e) => {
-                    out.extend_from_slice(format!("{}{sep}{e} {line}\r\n", self.code).as_bytes())
-                }
-                None => out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes()),
+            out.extend_from_slice(&digits);
+            out.push(if i == last { b' ' } else { b'-' });
+            if let Some(e) = self.enhanced {
+                out.extend_from_slice(e.as_bytes());
+                out.push(b' ');
             }
+            out.extend_from_slice(line.as_bytes());
+            out.extend_from_slice(b"\r\n");
         }
     }
 
@@ -664,6 +691,23 @@ mod tests {
             out,
             b"250-mx.test\r\n250 PIPELINING\r\n554 5.7.1 <a@b>: Relaying denied\r\n"
         );
+    }
+
+    #[test]
+    fn a_path_pushed_reads_as_displayed() {
+        let paths = [
+            Path::Null,
+            Path::Postmaster,
+            match parse_command("MAIL FROM:<\"a b\"@Example.ORG>") {
+                Command::Mail(p, _) => p,
+                other => panic!("{other:?}"),
+            },
+        ];
+        for p in paths {
+            let mut pushed = String::from("<");
+            p.push_to(&mut pushed);
+            assert_eq!(pushed, format!("<{p}"));
+        }
     }
 
     /// How the golden files show a path.

@@ -186,9 +186,9 @@ impl Backend {
                     self.check_ipaddr_reply(r.code)?;
                 }
             }
-            ClientIdentity::Xclient => match self.conn.caps.xclient.clone() {
+            ClientIdentity::Xclient => match &self.conn.caps.xclient {
                 Some(attrs) => {
-                    let line = identity::xclient_command(&attrs, client);
+                    let line = identity::xclient_command(attrs, client);
                     let r = self.command(&line).await?;
                     if r.code != 220 {
                         return Err(ClientError::Refused(r.summary()));

@@ -49,7 +49,7 @@ impl Session {
                 )
                 .await
         }));
-        let greeting = format!("{} {}", self.hostname(), self.ctx.config.proxy.banner);
+        let greeting = [self.hostname(), " ", &self.ctx.config.proxy.banner].concat();
         self.reply(Reply::plain(220, &greeting));
         self.flush().await.is_ok()
     }

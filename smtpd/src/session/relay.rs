@@ -122,7 +122,7 @@ impl Session {
             if mail {
                 lines.push(self.mail_line());
             }
-            lines.extend(targets.iter().map(|t| format!("RCPT TO:<{t}>")));
+            lines.extend(targets.iter().map(|t| ["RCPT TO:<", t, ">"].concat()));
             let data = self.backend.as_ref().is_some_and(|b| b.caps().pipelining)
                 && self.client.buffer().eq_ignore_ascii_case(b"DATA\r\n");
             if data {
@@ -161,16 +161,20 @@ impl Session {
         let Some(tx) = &self.tx else {
             return "MAIL FROM:<>".into();
         };
-        let caps = self
+        // Read in place: the capabilities hold the XCLIENT attributes,
+        // whose copy would cost an allocation each.
+        let (size, eightbit) = self
             .backend
             .as_ref()
-            .map(|b| b.caps().clone())
-            .unwrap_or_default();
-        let mut line = format!("MAIL FROM:<{}>", tx.from);
+            .map_or((false, false), |b| (b.caps().size, b.caps().eightbit));
+        let mut line = String::with_capacity(64);
+        line.push_str("MAIL FROM:<");
+        tx.from.push_to(&mut line);
+        line.push('>');
         for p in &tx.params {
             let keep = match p.name.as_str() {
-                "SIZE" => caps.size,
-                "BODY" => caps.eightbit,
+                "SIZE" => size,
+                "BODY" => eightbit,
                 _ => false,
             };
             if keep {
