@@ -33,7 +33,7 @@ mod journal;
 mod layer;
 pub mod record;
 
-pub use layer::{TaskFields, WithFields};
+pub use layer::{with_fields, TaskFields, WithFields};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -373,14 +373,6 @@ fn emit_text(out: &Output, line: &[u8]) {
     }
 }
 
-/// Whether this process writes text lines, and whether to the journal (as
-/// [`init_with`] decided; text only before it ran).
-fn outputs() -> (bool, bool) {
-    DECIDED
-        .get()
-        .map_or((true, false), |d| (d.out.is_some(), d.journald))
-}
-
 /// This process's id, asked of the kernel once (`getpid(2)` is a system
 /// call every time, and smtpd gives it with every session's accounting).
 pub fn pid() -> u32 {
@@ -461,8 +453,14 @@ mod tests {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .build()
                 .expect("runtime");
-            let fields = TaskFields::new(&[("sid", &"T1"), ("client_ip", &"::")]);
-            rt.block_on(fields.wrap(async {
+            struct Session;
+            impl TaskFields for Session {
+                fn each(&self, field: &mut dyn FnMut(&'static str, &dyn std::fmt::Display)) {
+                    field("sid", &"T1");
+                    field("client_ip", &std::net::Ipv6Addr::UNSPECIFIED);
+                }
+            }
+            rt.block_on(with_fields(Session, async {
                 tracing::info!(sender = "a@b", "before a wait");
                 // Polled again after the wait: the fields are set again.
                 tokio::task::yield_now().await;

@@ -489,6 +489,8 @@ impl Reply {
             b'0' + (code / 10 % 10) as u8,
             b'0' + (code % 10) as u8,
         ];
+        let enhanced = self.enhanced.map_or(0, |e| e.len() + 1);
+        out.reserve(self.lines.iter().map(|l| 6 + enhanced + l.len()).sum());
         let last = self.lines.len().saturating_sub(1);
         for (i, line) in self.lines.iter().enumerate() {
             out.extend_from_slice(&digits);

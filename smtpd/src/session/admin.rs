@@ -86,7 +86,7 @@ impl Session {
             .admin
             .send(AdminRequest {
                 request,
-                sid: self.sid.clone(),
+                sid: self.sid.to_string(),
                 reply: tx,
             })
             .await

@@ -38,7 +38,7 @@ impl Session {
     /// the client is gone already.
     pub(super) async fn greet_and_admit(&mut self) -> bool {
         let router = self.ctx.router.clone();
-        let (sid, ip) = (self.sid.clone(), self.ip());
+        let (sid, ip) = (self.sid, self.ip());
         self.admission = Some(tokio::spawn(async move {
             router
                 .connect(

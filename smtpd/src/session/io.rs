@@ -140,8 +140,14 @@ impl Session {
                         client,
                         ctx,
                         tx,
+                        out,
                         ..
                     } = &mut *self;
+                    // About to wait, every reply written: the reply buffer
+                    // goes until the next reply (an idle session holds none).
+                    if client.buffer().is_empty() && out.is_empty() && out.capacity() > 0 {
+                        *out = Vec::new();
+                    }
                     let mut timer = std::pin::pin!(tokio::time::sleep_until(deadline));
                     let mut stop = std::pin::pin!(ctx.shutdown.notified());
                     // Read (in the poll) after `stop` is made: no stop missed.

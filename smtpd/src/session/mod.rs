@@ -90,12 +90,80 @@ mod tests;
 use admission::{Pending, ACCOUNTING_TIMEOUT};
 use mail::Tx;
 
-/// The client connection: plain TCP, or TLS after STARTTLS.
+/// A client connection other than plain TCP: TLS after STARTTLS, a test's pipe.
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
 
-/// A boxed client connection.
-pub type BoxStream = Box<dyn ClientStream>;
+/// The client connection: plain TCP held as it is (no allocation for the
+/// usual session, no dynamic call per read or write), anything else boxed.
+pub enum ClientConn {
+    Tcp(tokio::net::TcpStream),
+    Other(Box<dyn ClientStream>),
+}
+
+impl AsyncRead for ClientConn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            ClientConn::Other(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientConn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            ClientConn::Other(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientConn::Other(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientConn::Tcp(s) => s.is_write_vectored(),
+            ClientConn::Other(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
+            ClientConn::Other(s) => std::pin::Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            ClientConn::Other(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
 
 /// An SMTP admin command passed to the master through the process's main loop.
 pub struct AdminRequest {
@@ -162,6 +230,55 @@ impl Stopping {
     }
 }
 
+/// A session id ([`new_id`]'s 12 characters; at most 16 bytes are kept),
+/// inline: a `String` would be one more allocation for every session.
+///
+/// [`new_id`]: postern_shared::runtime::logging::new_id
+#[derive(Clone, Copy)]
+pub struct Sid {
+    len: u8,
+    bytes: [u8; 16],
+}
+
+impl Sid {
+    pub fn new(id: &str) -> Sid {
+        let mut len = id.len().min(16);
+        while !id.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; 16];
+        bytes[..len].copy_from_slice(&id.as_bytes()[..len]);
+        Sid {
+            len: len as u8,
+            bytes,
+        }
+    }
+}
+
+impl std::ops::Deref for Sid {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Cut at a character boundary in `new`: always valid.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+/// What every line a session logs carries: `sid=… client_ip=…:` (in the
+/// journal `SID` and `CLIENT_IP`), formatted when a line is written — an
+/// idle session holds the two values, no text.
+pub struct LogFields {
+    pub sid: Sid,
+    pub ip: IpAddr,
+}
+
+impl postern_shared::runtime::logging::TaskFields for LogFields {
+    fn each(&self, field: &mut dyn FnMut(&'static str, &dyn std::fmt::Display)) {
+        field("sid", &&*self.sid);
+        field("client_ip", &DisplayIp(self.ip));
+    }
+}
+
 /// Why a session ends early.
 enum End {
     /// The client went away or the socket failed.
@@ -172,16 +289,17 @@ enum End {
 
 /// One session's state, from accept to teardown.
 struct Session {
-    /// What the session needs from its process.
-    ctx: Ctx,
+    /// What the session needs from its process (shared by the sessions
+    /// started since the last reload).
+    ctx: Arc<Ctx>,
     /// The session id, in every log line and router request.
-    sid: String,
+    sid: Sid,
     /// The client's address and port.
     peer: SocketAddr,
     /// The address and port the client connected to.
     local: SocketAddr,
     /// The client connection, buffered (see `io.rs`).
-    client: Reader<BoxStream>,
+    client: Reader<ClientConn>,
     /// Replies queued for the client (see `io.rs`).
     out: Vec<u8>,
     /// The client's HELO/EHLO argument.
@@ -256,11 +374,11 @@ struct Session {
 /// and the session inline, in the task of every idle session (tokio aligns
 /// a task to 128 bytes: the task with the session in it took 2 KB).
 pub fn run(
-    stream: BoxStream,
+    stream: ClientConn,
     peer: SocketAddr,
     local: SocketAddr,
-    sid: String,
-    ctx: Ctx,
+    sid: Sid,
+    ctx: Arc<Ctx>,
     active: impl Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send {
     let s = Box::new(Session {
@@ -353,7 +471,7 @@ async fn end(mut s: Box<Session>) {
     let (counts, router, sid) = (
         Box::new(std::mem::take(&mut s.counts)),
         s.ctx.router.clone(),
-        s.sid.clone(),
+        s.sid,
     );
     let (prepared, hostname) = (s.ctx.prepared.clone(), s.hostname().to_string());
     drop(s);

@@ -19,7 +19,7 @@ impl Session {
     /// failure is never a refusal for good).
     pub(super) async fn policy_check(&mut self, to: &Path) -> bool {
         let query = Query {
-            sid: self.sid.clone(),
+            sid: self.sid.to_string(),
             client: self.ip(),
             client_name: None,
             helo: self.helo.clone(),

@@ -11,7 +11,7 @@
 use postern_shared::runtime::bufread::Reader;
 use tracing::{info, warn};
 
-use super::{BoxStream, End, Session};
+use super::{ClientConn, End, Session};
 use postern_shared::ipc::route::Cause;
 use postern_shared::smtp::Reply;
 
@@ -42,13 +42,13 @@ impl Session {
                 self.ip()
             );
         }
-        let placeholder: BoxStream = Box::new(tokio::io::duplex(1).0);
+        let placeholder = ClientConn::Other(Box::new(tokio::io::duplex(1).0));
         let plain =
             std::mem::replace(&mut self.client, Reader::with_capacity(0, placeholder)).into_inner();
         let timeout = self.command_timeout();
         match tokio::time::timeout(timeout, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
-                self.client = Reader::with_capacity(0, Box::new(stream));
+                self.client = Reader::with_capacity(0, ClientConn::Other(Box::new(stream)));
                 self.tls = true;
                 self.helo = None;
                 self.esmtp = false;

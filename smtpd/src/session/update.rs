@@ -76,7 +76,7 @@ impl Session {
             .clone()
             .unwrap_or_default();
         let req = UpdaterRequest::Queue {
-            sid: self.sid.clone(),
+            sid: self.sid.to_string(),
             sender: from.clone(),
             recipient,
             body,

@@ -8,8 +8,10 @@
 //! without a span: a span costs each session about 300 bytes in the
 //! subscriber's registry for as long as it lives (10,000 idle sessions: 3
 //! MB) and thousands of instructions to make and to enter at every poll.
-//! [`WithFields`] points a thread-local at the fields while it polls its
-//! future; events logged meanwhile, wherever in the code, carry them.
+//! [`WithFields`] keeps the task's values as they are (no text made in
+//! advance: nothing allocated) and points a thread-local at them while it
+//! polls its future; events logged meanwhile, wherever in the code, carry
+//! them, formatted then.
 
 use std::cell::{Cell, RefCell};
 use std::fmt::{self, Write as _};
@@ -61,9 +63,9 @@ struct Buffers {
 
 thread_local! {
     static BUFFERS: RefCell<Buffers> = RefCell::default();
-    /// The fields of the task being polled on this thread, or null
+    /// The fields of the task being polled on this thread, if any
     /// ([`WithFields`]).
-    static TASK: Cell<*const TaskFields> = const { Cell::new(std::ptr::null()) };
+    static TASK: Cell<Option<*const dyn TaskFields>> = const { Cell::new(None) };
 }
 
 impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Lines {
@@ -132,21 +134,36 @@ impl Lines {
             journal::put(&mut b.entry, "SYSLOG_IDENTIFIER", self.name.as_bytes());
         }
         TASK.with(|task| {
-            let task = task.get();
-            if task.is_null() {
+            let Some(task) = task.get() else {
                 return;
-            }
+            };
             // SAFETY: the pointer is set only by `WithFields` while it polls
             // or drops its future on this thread, to its own fields, which
             // it holds (pinned) until then; it puts the previous pointer
             // back before it returns or unwinds ([`Current`]).
             #[allow(unsafe_code)]
             let task = unsafe { &*task };
-            if text && !task.text.is_empty() {
-                b.line.push_str(&task.text);
-                b.line.push_str(": ");
+            let mut pairs = 0;
+            let (line, entry, value) = (&mut b.line, &mut b.entry, &mut b.value);
+            task.each(&mut |name, v| {
+                value.clear();
+                let _ = write!(value, "{v}");
+                if text {
+                    if pairs > 0 {
+                        line.push(' ');
+                    }
+                    line.push_str(name);
+                    line.push('=');
+                    record::write_value(line, value);
+                }
+                pairs += 1;
+                if journal {
+                    journal::put(entry, name, value.as_bytes());
+                }
+            });
+            if text && pairs > 0 {
+                line.push_str(": ");
             }
-            b.entry.extend_from_slice(&task.journal);
         });
         if let Some(scope) = ctx.event_scope(event) {
             for span in scope.from_root() {
@@ -257,50 +274,22 @@ impl Visit for Visitor<'_> {
 /// Fields every line a task logs carries, as a span's would (see the
 /// module's documentation): in text lines before the spans' fields, ended
 /// by `:`; in the journal as fields of their own.
-pub struct TaskFields {
-    text: Box<str>,
-    journal: Box<[u8]>,
+pub trait TaskFields: Send + 'static {
+    /// Calls `field` with each field's name and value, in order.
+    fn each(&self, field: &mut dyn FnMut(&'static str, &dyn fmt::Display));
 }
 
-impl TaskFields {
-    /// The fields `pairs`, in that order.
-    pub fn new(pairs: &[(&str, &dyn fmt::Display)]) -> TaskFields {
-        let (text_on, journal_on) = super::outputs();
-        let (mut text, mut journal) = (String::new(), Vec::new());
-        let mut value = String::new();
-        for (name, v) in pairs {
-            value.clear();
-            let _ = write!(value, "{v}");
-            if text_on {
-                if !text.is_empty() {
-                    text.push(' ');
-                }
-                text.push_str(name);
-                text.push('=');
-                record::write_value(&mut text, &value);
-            }
-            if journal_on {
-                journal::put(&mut journal, name, value.as_bytes());
-            }
-        }
-        TaskFields {
-            text: text.into_boxed_str(),
-            journal: journal.into_boxed_slice(),
-        }
-    }
-
-    /// `future`, with these fields on every line logged while it runs.
-    pub fn wrap<F: Future>(self, future: F) -> WithFields<F> {
-        WithFields {
-            fields: self,
-            inner: ManuallyDrop::new(future),
-        }
+/// `future`, with `fields` on every line logged while it runs.
+pub fn with_fields<T: TaskFields, F: Future>(fields: T, future: F) -> WithFields<T, F> {
+    WithFields {
+        fields,
+        inner: ManuallyDrop::new(future),
     }
 }
 
 /// A future whose log lines carry [`TaskFields`].
-pub struct WithFields<F> {
-    fields: TaskFields,
+pub struct WithFields<T: TaskFields, F> {
+    fields: T,
     /// Pinned with `WithFields` (never moved out); dropped in `drop`, with
     /// the fields in place for what it logs then.
     inner: ManuallyDrop<F>,
@@ -308,11 +297,11 @@ pub struct WithFields<F> {
 
 /// The task's fields set on this thread until dropped, then the previous
 /// ones back (a future polled from within another's poll).
-struct Current(*const TaskFields);
+struct Current(Option<*const dyn TaskFields>);
 
 impl Current {
-    fn enter(fields: &TaskFields) -> Current {
-        Current(TASK.with(|t| t.replace(fields)))
+    fn enter(fields: &dyn TaskFields) -> Current {
+        Current(TASK.with(|t| t.replace(Some(fields as *const dyn TaskFields))))
     }
 }
 
@@ -322,7 +311,7 @@ impl Drop for Current {
     }
 }
 
-impl<F: Future> Future for WithFields<F> {
+impl<T: TaskFields, F: Future> Future for WithFields<T, F> {
     type Output = F::Output;
 
     #[allow(unsafe_code)]
@@ -336,7 +325,7 @@ impl<F: Future> Future for WithFields<F> {
     }
 }
 
-impl<F> Drop for WithFields<F> {
+impl<T: TaskFields, F> Drop for WithFields<T, F> {
     #[allow(unsafe_code)]
     fn drop(&mut self) {
         let _current = Current::enter(&self.fields);

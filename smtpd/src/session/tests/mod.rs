@@ -127,7 +127,15 @@ impl Setup {
         let peer: SocketAddr = "127.0.0.1:40000".parse().expect("address");
         let local: SocketAddr = "127.0.0.1:25".parse().expect("address");
         let session = tokio::spawn(async move {
-            super::run(Box::new(theirs), peer, local, "TESTSID".into(), ctx, ()).await;
+            super::run(
+                super::ClientConn::Other(Box::new(theirs)),
+                peer,
+                local,
+                super::Sid::new("TESTSID"),
+                Arc::new(ctx),
+                (),
+            )
+            .await;
         });
         let (r, w) = tokio::io::split(ours);
         let mut d = Dialogue {
@@ -456,4 +464,13 @@ async fn closed_port() -> u16 {
 /// Whether a path exists (the router socket of a test without one must not).
 fn absent(p: &Path) -> bool {
     !p.exists()
+}
+
+#[test]
+fn a_session_id_reads_back_as_made_and_keeps_at_most_16_bytes() {
+    assert_eq!(&*super::Sid::new("4E0877938360"), "4E0877938360");
+    assert_eq!(&*super::Sid::new(""), "");
+    assert_eq!(&*super::Sid::new("0123456789ABCDEFGH"), "0123456789ABCDEF");
+    // Never cut inside a character.
+    assert_eq!(&*super::Sid::new("0123456789ABCDEé"), "0123456789ABCDE");
 }
