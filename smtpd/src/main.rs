@@ -8,6 +8,7 @@
 //! graceful stop (stop accepting, let running sessions finish for
 //! `process.stop_timeout`, answer idle ones `421 4.3.2`).
 
+mod alloc;
 mod backend;
 
 mod session;
@@ -51,6 +52,10 @@ struct Shared {
     /// of a copy of its own); a reload puts in a new one.
     ctx: RwLock<Arc<session::Ctx>>,
 }
+
+/// Tasks and sockets' registrations from slabs (see `alloc.rs`).
+#[global_allocator]
+static ALLOCATOR: alloc::Allocator = alloc::Allocator::new();
 
 fn main() -> ExitCode {
     postern_shared::runtime::worker::main("postern-smtpd", run())
