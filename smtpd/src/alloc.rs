@@ -198,6 +198,53 @@ mod tests {
     }
 
     #[test]
+    fn threads_taking_and_giving_blocks_never_share_one() {
+        static A: Allocator = Allocator::new();
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut held: Vec<(usize, Layout)> = Vec::new();
+                    let mut x = 0x9E37_79B9u32 ^ u32::from(t);
+                    for _ in 0..20_000 {
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            if held.len() < 64 && (x & 1 == 0 || held.is_empty()) {
+                                let size = 1 + (x as usize >> 8) % 1024;
+                                let layout = Layout::from_size_align(size, ALIGN).expect("layout");
+                                let p = A.alloc(layout);
+                                assert!(!p.is_null());
+                                // Marked with its owner: read back when freed.
+                                ptr::write_bytes(p, t, size);
+                                p.add(size - 1).write(t ^ 0xFF);
+                                held.push((p as usize, layout));
+                            } else {
+                                let (p, layout) = held.swap_remove(x as usize % held.len());
+                                let p = p as *mut u8;
+                                let size = layout.size();
+                                assert!((0..size - 1).all(|i| *p.add(i) == t), "a block shared");
+                                assert_eq!(*p.add(size - 1), t ^ 0xFF);
+                                A.dealloc(p, layout);
+                            }
+                        }
+                    }
+                    for (p, layout) in held {
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            A.dealloc(p as *mut u8, layout)
+                        };
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+    }
+
+    #[test]
     fn other_layouts_are_the_c_librarys_and_realloc_keeps_the_bytes() {
         let a = Allocator::new();
         #[allow(unsafe_code)]
