@@ -54,7 +54,7 @@ impl Journal {
 
     /// An entry larger than a datagram: in a sealed memory file.
     fn send_large(&self, entry: &[u8]) -> io::Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+        use nix::fcntl::{fcntl, FcntlArg};
         use nix::sys::memfd::{memfd_create, MFdFlags};
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
         let fd = memfd_create(
@@ -63,7 +63,7 @@ impl Journal {
         )?;
         let mut file = std::fs::File::from(fd);
         file.write_all(entry)?;
-        fcntl(&file, FcntlArg::F_ADD_SEALS(SealFlag::all()))?;
+        fcntl(&file, FcntlArg::F_ADD_SEALS(SEALS))?;
         let addr = UnixAddr::new(self.path)?;
         let fds = [file.as_raw_fd()];
         let no_data: [IoSlice<'_>; 0] = [];
@@ -77,6 +77,16 @@ impl Journal {
         Ok(())
     }
 }
+
+/// The seals of an entry's memory file: exactly those systemd's own client
+/// sets. journald before v254 wants exactly these (and refuses an unsealed
+/// file from a user other than root); `SealFlag::all()` would add
+/// `F_SEAL_FUTURE_WRITE`, which it does not count as sealed and kernels
+/// before 5.1 refuse.
+const SEALS: nix::fcntl::SealFlag = nix::fcntl::SealFlag::F_SEAL_SHRINK
+    .union(nix::fcntl::SealFlag::F_SEAL_GROW)
+    .union(nix::fcntl::SealFlag::F_SEAL_WRITE)
+    .union(nix::fcntl::SealFlag::F_SEAL_SEAL);
 
 /// journald's priority for a level.
 pub(super) fn priority(level: &Level) -> &'static [u8] {
@@ -169,9 +179,12 @@ mod tests {
         let mut got = Vec::new();
         file.read_to_end(&mut got).expect("read the memory file");
         assert!(got == entry, "the memory file holds the entry");
-        // Sealed: journald may map it without its changing.
+        // Sealed as journald wants it: shrink, grow, write and seal, no more.
         let seals = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GET_SEALS).expect("seals");
-        assert_ne!(seals & libc::F_SEAL_WRITE, 0);
+        assert_eq!(
+            seals,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -85,11 +85,15 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for Li
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: layer::Context<'_, S>) {
-        // A value whose formatting logs would find the buffers taken.
-        BUFFERS.with(|cell| match cell.try_borrow_mut() {
+        // A value whose formatting logs would find the buffers taken; a
+        // thread whose locals are being destroyed has none.
+        let written = BUFFERS.try_with(|cell| match cell.try_borrow_mut() {
             Ok(mut b) => self.write(event, &ctx, &mut b),
             Err(_) => self.write(event, &ctx, &mut Buffers::default()),
-        })
+        });
+        if written.is_err() {
+            self.write(event, &ctx, &mut Buffers::default());
+        }
     }
 }
 
@@ -133,7 +137,7 @@ impl Lines {
             journal::put(&mut b.entry, "PRIORITY", journal::priority(meta.level()));
             journal::put(&mut b.entry, "SYSLOG_IDENTIFIER", self.name.as_bytes());
         }
-        TASK.with(|task| {
+        let _ = TASK.try_with(|task| {
             let Some(task) = task.get() else {
                 return;
             };
