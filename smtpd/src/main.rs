@@ -38,10 +38,6 @@ const ROUTER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Process-wide state shared by the accept loops and sessions.
 struct Shared {
-    health: Arc<Health>,
-    prepared: Arc<Prepared>,
-    router: Arc<RouterClient>,
-    shutdown: Arc<session::Stopping>,
     /// False once the process stops or drains: the accept loops end.
     accepting: watch::Receiver<bool>,
     active: AtomicUsize,
@@ -88,11 +84,14 @@ async fn run() -> anyhow::Result<()> {
         updater: worker.socket_path("updater.sock").into(),
         shutdown,
     };
+    // The process-wide parts, for this loop (the sessions have them in `ctx`).
+    let (health, prepared, router, shutdown) = (
+        ctx.health.clone(),
+        ctx.prepared.clone(),
+        ctx.router.clone(),
+        ctx.shutdown.clone(),
+    );
     let shared = Arc::new(Shared {
-        health: ctx.health.clone(),
-        prepared: ctx.prepared.clone(),
-        router: ctx.router.clone(),
-        shutdown: ctx.shutdown.clone(),
         accepting,
         active: AtomicUsize::new(0),
         idle: Notify::new(),
@@ -101,7 +100,7 @@ async fn run() -> anyhow::Result<()> {
     for fd in listeners {
         tokio::spawn(accept_loop(listener(fd)?, shared.clone()));
     }
-    tokio::spawn(shared.prepared.clone().sweep_loop());
+    tokio::spawn(prepared.clone().sweep_loop());
     worker.ready().await;
     // Admin commands waiting for the master's answer, by request id.
     let mut pending: Vec<(String, AdminRequest)> = Vec::new();
@@ -114,7 +113,7 @@ async fn run() -> anyhow::Result<()> {
             _ = load_tick.tick() => {
                 let mut load = ipc::event(ipc::Event::Load)
                     .with("sessions", shared.active.load(Ordering::SeqCst));
-                for line in shared.health.report() {
+                for line in health.report() {
                     load.push("failing", line);
                 }
                 if load != last_load {
@@ -137,11 +136,11 @@ async fn run() -> anyhow::Result<()> {
                                 ..session::Ctx::clone(&ctx)
                             });
                         }
-                        shared.prepared.resize(
+                        prepared.resize(
                             config.proxy.prepared_connections,
                             config.proxy.reuse_connections,
                         );
-                        shared.router.forget_routes();
+                        router.forget_routes();
                         worker.config = config;
                         worker.tls = tls;
                     }
@@ -180,9 +179,9 @@ async fn run() -> anyhow::Result<()> {
     };
     // Stop accepting; a stop (not a drain) also tells idle sessions to go.
     let _ = accept_tx.send(false);
-    shared.prepared.stop();
+    prepared.stop();
     if stopping {
-        shared.shutdown.set();
+        shutdown.set();
     }
     let grace = worker.config.process.stop_timeout.0;
     let n = shared.active.load(Ordering::SeqCst);
@@ -206,16 +205,16 @@ async fn run() -> anyhow::Result<()> {
                 break;
             }
             // A drain becomes a stop when the master (or a signal) says so.
-            event = worker.next_event(), if !shared.shutdown.is_set() => {
+            event = worker.next_event(), if !shutdown.is_set() => {
                 if matches!(event, Event::Stop) {
-                    shared.shutdown.set();
+                    shutdown.set();
                 }
             }
         }
     }
-    shared.prepared.close_all().await;
+    prepared.close_all().await;
     // The last sessions' goodbyes (and their statistics) go now.
-    shared.router.flush(Duration::from_secs(2)).await;
+    router.flush(Duration::from_secs(2)).await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -95,10 +95,21 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
 
 /// The client connection: plain TCP held as it is (no allocation for the
-/// usual session, no dynamic call per read or write), anything else boxed.
+/// usual session), anything else boxed.
 pub enum ClientConn {
     Tcp(tokio::net::TcpStream),
     Other(Box<dyn ClientStream>),
+}
+
+impl ClientConn {
+    /// The stream, whichever it is (the enum spares an allocation per
+    /// session; the call through `dyn` costs nothing next to the system call).
+    fn stream(self: std::pin::Pin<&mut Self>) -> std::pin::Pin<&mut dyn ClientStream> {
+        match self.get_mut() {
+            ClientConn::Tcp(s) => std::pin::Pin::new(s),
+            ClientConn::Other(s) => std::pin::Pin::new(&mut **s),
+        }
+    }
 }
 
 impl AsyncRead for ClientConn {
@@ -107,10 +118,7 @@ impl AsyncRead for ClientConn {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            ClientConn::Other(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-        }
+        self.stream().poll_read(cx, buf)
     }
 }
 
@@ -120,10 +128,7 @@ impl AsyncWrite for ClientConn {
         cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            ClientConn::Other(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-        }
+        self.stream().poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -131,10 +136,7 @@ impl AsyncWrite for ClientConn {
         cx: &mut std::task::Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientConn::Other(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
-        }
+        self.stream().poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -148,20 +150,14 @@ impl AsyncWrite for ClientConn {
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_flush(cx),
-            ClientConn::Other(s) => std::pin::Pin::new(s).poll_flush(cx),
-        }
+        self.stream().poll_flush(cx)
     }
 
     fn poll_shutdown(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            ClientConn::Tcp(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            ClientConn::Other(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-        }
+        self.stream().poll_shutdown(cx)
     }
 }
 

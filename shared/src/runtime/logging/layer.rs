@@ -147,25 +147,15 @@ impl Lines {
             // back before it returns or unwinds ([`Current`]).
             #[allow(unsafe_code)]
             let task = unsafe { &*task };
-            let mut pairs = 0;
-            let (line, entry, value) = (&mut b.line, &mut b.entry, &mut b.value);
-            task.each(&mut |name, v| {
-                value.clear();
-                let _ = write!(value, "{v}");
-                if text {
-                    if pairs > 0 {
-                        line.push(' ');
-                    }
-                    line.push_str(name);
-                    line.push('=');
-                    record::write_value(line, value);
-                }
-                pairs += 1;
-                if journal {
-                    journal::put(entry, name, value.as_bytes());
-                }
-            });
-            if text && pairs > 0 {
+            let mut v = Visitor {
+                text: text.then_some(&mut b.line),
+                pairs: 0,
+                journal: journal.then_some(&mut b.entry),
+                message: &mut b.message,
+                value: &mut b.value,
+            };
+            task.each(&mut |name, value| v.formatted(name, format_args!("{value}")));
+            if let Some(line) = v.text.filter(|_| v.pairs > 0) {
                 line.push_str(": ");
             }
         });
@@ -251,6 +241,17 @@ impl Visitor<'_> {
     }
 }
 
+impl Visitor<'_> {
+    /// A field whose value is formatted first (in the scratch buffer).
+    fn formatted(&mut self, name: &str, value: fmt::Arguments<'_>) {
+        let mut v = std::mem::take(self.value);
+        v.clear();
+        let _ = v.write_fmt(value);
+        self.field(name, &v);
+        *self.value = v;
+    }
+}
+
 impl Visit for Visitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
@@ -266,11 +267,7 @@ impl Visit for Visitor<'_> {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
-            let mut v = std::mem::take(self.value);
-            v.clear();
-            let _ = write!(v, "{value:?}");
-            self.field(field.name(), &v);
-            *self.value = v;
+            self.formatted(field.name(), format_args!("{value:?}"));
         }
     }
 }
