@@ -2,7 +2,8 @@
 //! says why not (never panics, never more than its cap), a message it read
 //! is written back as bytes that read the same, and every socket's typed
 //! decoder either refuses it or gives a request that encodes and decodes
-//! to itself.
+//! to itself. A message read from memory in one pass reads the same, or
+//! fails the same way, as one read line by line through a one-byte buffer.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -20,8 +21,25 @@ fn same(a: &Attrs) -> Attrs {
         .expect("a whole message")
 }
 
+/// `data` read one byte per read: the codec's line-by-line path.
+fn decode_byte_by_byte(data: &[u8]) -> Result<Option<Attrs>, proto::ProtoError> {
+    use std::future::Future;
+    let mut r = tokio::io::BufReader::with_capacity(1, data);
+    let fut = std::pin::pin!(proto::read(&mut r));
+    match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => panic!("a slice never waits"),
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
-    let Ok(Some(msg)) = proto::decode(data) else {
+    let decoded = proto::decode(data);
+    assert_eq!(
+        format!("{decoded:?}"),
+        format!("{:?}", decode_byte_by_byte(data)),
+        "the one-pass and line-by-line reads differ"
+    );
+    let Ok(Some(msg)) = decoded else {
         return;
     };
     assert_eq!(same(&msg), msg, "the codec does not round-trip");

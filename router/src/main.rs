@@ -25,6 +25,7 @@ mod policy;
 mod stats;
 mod table;
 
+use std::future::Future;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -255,15 +256,27 @@ async fn serve(stream: UnixStream, table: Shared) {
                 failed,
             }) => brake(&table, &id, &sid, client, failed),
             Ok(RouterRequest::Stats) => table.stats.report(&id),
+            // Decided here when nothing has to be waited for (the access
+            // lists, a blocklist answer already known: the usual case),
+            // its reply going with this batch's; otherwise by a task of
+            // its own, which sends the reply when it has it.
             Ok(RouterRequest::Policy(q)) => {
-                let (table, tx) = (table.clone(), tx.clone());
-                tokio::spawn(async move {
-                    let verdict = table.policy.decide(&q).await;
-                    if let Ok(bytes) = verdict.to_attrs(&id).encode() {
-                        let _ = tx.send(bytes);
+                let table = table.clone();
+                let mut decision =
+                    Box::pin(async move { table.policy.decide(&q).await.to_attrs(&id) });
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                match decision.as_mut().poll(&mut cx) {
+                    std::task::Poll::Ready(reply) => reply,
+                    std::task::Poll::Pending => {
+                        let tx = tx.clone();
+                        tokio::spawn(async move {
+                            if let Ok(bytes) = decision.await.encode() {
+                                let _ = tx.send(bytes);
+                            }
+                        });
+                        continue;
                     }
-                });
-                continue;
+                }
             }
             Ok(
                 request @ (RouterRequest::AccessList

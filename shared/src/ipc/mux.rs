@@ -80,12 +80,17 @@ impl Mux {
     ) -> Result<Attrs, MuxError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         req.push("id", id);
-        let bytes = req.encode()?;
+        // Encoded again only for a second attempt (rare): no copy kept.
+        let mut first = Some(req.encode()?);
         let fut = async {
             let mut sent = 0;
             for _ in 0..3 {
                 let mux = self.conn().await?;
-                let Some(reply) = mux.send(id, bytes.clone()) else {
+                let bytes = match first.take() {
+                    Some(bytes) => bytes,
+                    None => req.encode()?,
+                };
+                let Some(reply) = mux.send(id, bytes) else {
                     continue;
                 };
                 let _waiter = Waiter { mux: &mux, id };

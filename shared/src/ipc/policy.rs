@@ -60,27 +60,70 @@ pub struct Query {
     pub dry: bool,
 }
 
-impl Query {
+/// A [`Query`] made of borrowed parts: what smtpd asks with for each
+/// recipient, without copying its session's strings first.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryRef<'a> {
+    /// See [`Query::sid`].
+    pub sid: &'a str,
+    /// See [`Query::client`].
+    pub client: IpAddr,
+    /// See [`Query::client_name`].
+    pub client_name: Option<&'a str>,
+    /// See [`Query::helo`].
+    pub helo: Option<&'a str>,
+    /// See [`Query::sender`].
+    pub sender: &'a str,
+    /// See [`Query::recipient`].
+    pub recipient: &'a str,
+    /// See [`Query::improper_pipelining`].
+    pub improper_pipelining: bool,
+    /// See [`Query::dry`].
+    pub dry: bool,
+}
+
+impl QueryRef<'_> {
     /// The request attributes.
     pub fn to_attrs(&self) -> Attrs {
         let mut a = ipc::request(ipc::RouterVerb::Policy)
-            .with_str("sid", &self.sid)
+            .with_str("sid", self.sid)
             .with("client", crate::net::DisplayIp(self.client))
-            .with_str("sender", &self.sender)
-            .with_str("recipient", &self.recipient);
-        if let Some(n) = &self.client_name {
-            a = a.with("client_name", n);
+            .with_str("sender", self.sender)
+            .with_str("recipient", self.recipient);
+        if let Some(n) = self.client_name {
+            a = a.with_str("client_name", n);
         }
-        if let Some(h) = &self.helo {
-            a = a.with("helo", h);
+        if let Some(h) = self.helo {
+            a = a.with_str("helo", h);
         }
         if self.improper_pipelining {
-            a = a.with("pipelining", "improper");
+            a = a.with_str("pipelining", "improper");
         }
         if self.dry {
-            a = a.with("dry", "yes");
+            a = a.with_str("dry", "yes");
         }
         a
+    }
+}
+
+impl Query {
+    /// The same question, borrowed.
+    pub fn as_ref(&self) -> QueryRef<'_> {
+        QueryRef {
+            sid: &self.sid,
+            client: self.client,
+            client_name: self.client_name.as_deref(),
+            helo: self.helo.as_deref(),
+            sender: &self.sender,
+            recipient: &self.recipient,
+            improper_pipelining: self.improper_pipelining,
+            dry: self.dry,
+        }
+    }
+
+    /// The request attributes.
+    pub fn to_attrs(&self) -> Attrs {
+        self.as_ref().to_attrs()
     }
 
     /// Reads a request; `Err` names what is missing or malformed.

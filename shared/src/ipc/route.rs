@@ -416,7 +416,7 @@ impl RouterClient {
     /// greylisting, on time.
     pub async fn policy(
         &self,
-        query: &crate::ipc::policy::Query,
+        query: crate::ipc::policy::QueryRef<'_>,
     ) -> Result<crate::ipc::policy::Verdict, RouterError> {
         let reply = self.call(query.to_attrs()).await?;
         match Outcome::of(&reply) {

@@ -9,7 +9,7 @@ use tracing::{info, warn};
 
 use super::reply::Failure;
 use super::Session;
-use postern_shared::ipc::policy::{Query, Verdict};
+use postern_shared::ipc::policy::{QueryRef, Verdict};
 use postern_shared::smtp::{Path, Reply};
 
 impl Session {
@@ -18,21 +18,26 @@ impl Session {
     /// reply), or `451 4.3.0` when the router cannot decide (a lookup
     /// failure is never a refusal for good).
     pub(super) async fn policy_check(&mut self, to: &Path) -> bool {
-        let query = Query {
-            sid: self.sid.to_string(),
+        let (mut sender, mut recipient) = (String::new(), String::new());
+        if let Some(tx) = &self.tx {
+            tx.from.push_to(&mut sender);
+        }
+        to.push_to(&mut recipient);
+        let query = QueryRef {
+            sid: &self.sid,
             client: self.ip(),
             client_name: None,
-            helo: self.helo.clone(),
-            sender: self.sender(),
-            recipient: to.to_string(),
+            helo: self.helo.as_deref(),
+            sender: &sender,
+            recipient: &recipient,
             improper_pipelining: self.improper_pipelining,
             dry: false,
         };
-        match self.ctx.router.policy(&query).await {
+        match self.ctx.router.policy(query).await {
             Ok(Verdict::Dunno | Verdict::Accept { .. }) => true,
             Ok(Verdict::Refuse(r)) => {
                 info!(
-                    sender = %query.sender,
+                    sender = %sender,
                     recipient = %to,
                     reply = %format!("{} {} {}", r.code, r.enhanced, r.text),
                     "rcpt <{to}> refused by policy: {}",
