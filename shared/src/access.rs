@@ -248,7 +248,8 @@ pub fn local_key(local: &str) -> Option<String> {
             out
         }
         None if local.contains(['"', '\\', ' ', '@', '<', '>']) => return None,
-        None => local.to_string(),
+        // The usual case: one copy, lower-cased as it is made.
+        None => return (!local.is_empty() && local.len() <= 64).then(|| local.to_lowercase()),
     };
     (!unquoted.is_empty() && unquoted.len() <= 64).then(|| unquoted.to_lowercase())
 }
@@ -591,8 +592,15 @@ impl AddressIndex {
             return self.null;
         };
         if let Some(d) = domain {
-            if let Some(&i) = self.address.get(&format!("{local}@{d}")) {
-                return Some(i);
+            // The key is made only when there are addresses to look it up in.
+            if !self.address.is_empty() {
+                let mut key = String::with_capacity(local.len() + 1 + d.len());
+                key.push_str(local);
+                key.push('@');
+                key.push_str(d);
+                if let Some(&i) = self.address.get(&key) {
+                    return Some(i);
+                }
             }
             if let Some(&i) = self.domain.get(d) {
                 return Some(i);

@@ -715,14 +715,13 @@ pub fn normalize_domain(d: &str) -> String {
 pub fn is_hostname(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
-        && h.split('.').all(|label| {
+        // Bytes, not a `char` pattern: every policy question checks names.
+        && h.as_bytes().split(|&b| b == b'.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
+                && label.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+                && label.first() != Some(&b'-')
+                && label.last() != Some(&b'-')
         })
 }
 

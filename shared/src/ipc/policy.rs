@@ -128,28 +128,39 @@ impl Query {
 
     /// Reads a request; `Err` names what is missing or malformed.
     pub fn from_attrs(a: &Attrs) -> Result<Query, &'static str> {
+        // One pass over the attributes (the router reads one per
+        // recipient); the first of a name counts, as with `Attrs::get`.
+        let mut v: [Option<&str>; 8] = [None; 8];
+        const NAMES: [&str; 8] = [
+            "sid",
+            "client",
+            "client_name",
+            "helo",
+            "sender",
+            "recipient",
+            "pipelining",
+            "dry",
+        ];
+        for (name, value) in a.iter() {
+            if let Some(i) = NAMES.iter().position(|n| *n == name) {
+                v[i].get_or_insert(value);
+            }
+        }
+        let [sid, client, client_name, helo, sender, recipient, pipelining, dry] = v;
         Ok(Query {
-            sid: a.get("sid").unwrap_or("-").to_string(),
-            client: a
-                .get("client")
+            sid: sid.unwrap_or("-").to_string(),
+            client: client
                 .and_then(|c| c.parse().ok())
                 .ok_or("policy request without a valid client address")?,
-            client_name: a
-                .get("client_name")
-                .filter(|n| !n.is_empty())
-                .map(str::to_string),
-            helo: a.get("helo").map(str::to_string),
-            sender: a
-                .get("sender")
-                .ok_or("policy request without sender")?
-                .to_string(),
-            recipient: a
-                .get("recipient")
+            client_name: client_name.filter(|n| !n.is_empty()).map(str::to_string),
+            helo: helo.map(str::to_string),
+            sender: sender.ok_or("policy request without sender")?.to_string(),
+            recipient: recipient
                 .filter(|r| !r.is_empty())
                 .ok_or("policy request without recipient")?
                 .to_string(),
-            improper_pipelining: a.get("pipelining") == Some("improper"),
-            dry: a.get("dry") == Some("yes"),
+            improper_pipelining: pipelining == Some("improper"),
+            dry: dry == Some("yes"),
         })
     }
 }
@@ -390,5 +401,44 @@ mod tests {
         assert!(Verdict::from_attrs(&reply("554", "5.9.9")).is_none());
         assert!(Verdict::from_attrs(&Attrs::new().with("action", "maybe")).is_none());
         assert!(Query::from_attrs(&Attrs::new().with("client", "x")).is_err());
+    }
+
+    #[test]
+    fn a_request_is_read_by_its_first_values() {
+        let base = || {
+            Attrs::new()
+                .with("request", "policy")
+                .with("client", "192.0.2.1")
+                .with("sender", "a@b.test")
+        };
+        let q = Query::from_attrs(
+            &base()
+                .with("recipient", "first@one.test")
+                .with("recipient", "second@one.test")
+                .with("dry", "yes")
+                .with("dry", "no")
+                .with("client_name", ""),
+        )
+        .expect("a request");
+        assert_eq!(q.recipient, "first@one.test");
+        assert!(q.dry);
+        assert_eq!(q.sid, "-");
+        assert_eq!((q.client_name, q.helo), (None, None));
+        assert_eq!(
+            Query::from_attrs(&base()),
+            Err("policy request without recipient")
+        );
+        assert_eq!(
+            Query::from_attrs(&base().with("recipient", "")),
+            Err("policy request without recipient")
+        );
+        assert_eq!(
+            Query::from_attrs(
+                &Attrs::new()
+                    .with("client", "192.0.2.1")
+                    .with("recipient", "u@x")
+            ),
+            Err("policy request without sender")
+        );
     }
 }

@@ -497,7 +497,10 @@ mod tests {
     #[test]
     fn refuses_values_with_line_breaks() {
         for (msg, named) in [
-            (Attrs::new().with("id", 1).with("domain", "a\nrequest=evil"), "domain"),
+            (
+                Attrs::new().with("id", 1).with("domain", "a\nrequest=evil"),
+                "domain",
+            ),
             (Attrs::new().with("id", 1).with("x", "a\rb"), "x"),
             (Attrs::new().with("id", 1).with("n\0ul", "v"), "n\0ul"),
             (Attrs::new().with("id", 1).with("a=b", "v"), "a=b"),
