@@ -98,8 +98,11 @@ impl Attrs {
 
     /// Adds `name`, then the value `write` appends to the text.
     fn push_with(&mut self, name: &str, write: impl FnOnce(&mut String)) {
+        // Room for the usual message at once (a policy question is some
+        // 150 bytes in 8 attributes): no reallocation as it grows.
         if self.text.capacity() == 0 {
-            self.text.reserve(128);
+            self.text.reserve(256);
+            self.items.reserve(8);
         }
         self.text.push_str(name);
         let name_end = self.text.len();
