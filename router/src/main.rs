@@ -203,8 +203,10 @@ async fn accept_loop(listener: UnixListener, table: Shared) {
 /// (routes, counts, the access lists) are answered in turn, and their
 /// replies gathered and handed to the writer when no complete request is
 /// left in the read buffer, so a burst of requests costs one read and one
-/// write. A policy question may wait for DNS: it is answered by a task of
-/// its own, so that one slow lookup never holds another session's route.
+/// write. A policy question is decided at once when nothing has to be
+/// waited for; one that waits (DNS, the greylist store) is answered by a
+/// task of its own, so that one slow lookup never holds another session's
+/// route.
 /// The writer sends whatever is ready in one write; replies carry the
 /// request's `id`, so their order does not matter.
 async fn serve(stream: UnixStream, table: Shared) {
@@ -262,21 +264,20 @@ async fn serve(stream: UnixStream, table: Shared) {
             // its own, which sends the reply when it has it.
             Ok(RouterRequest::Policy(q)) => {
                 let table = table.clone();
-                let mut decision =
-                    Box::pin(async move { table.policy.decide(&q).await.to_attrs(&id) });
+                let mut decision = Box::pin(async move {
+                    verdict_bytes(table.policy.decide(&q).await.to_attrs(&id), &id)
+                });
                 let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
                 match decision.as_mut().poll(&mut cx) {
-                    std::task::Poll::Ready(reply) => reply,
+                    std::task::Poll::Ready(bytes) => out.extend_from_slice(&bytes),
                     std::task::Poll::Pending => {
                         let tx = tx.clone();
                         tokio::spawn(async move {
-                            if let Ok(bytes) = decision.await.encode() {
-                                let _ = tx.send(bytes);
-                            }
+                            let _ = tx.send(decision.await);
                         });
-                        continue;
                     }
                 }
+                continue;
             }
             Ok(
                 request @ (RouterRequest::AccessList
@@ -348,6 +349,20 @@ async fn serve(stream: UnixStream, table: Shared) {
             }
         }
     }
+}
+
+/// A verdict's reply as bytes; one that cannot be carried (a value with a
+/// line break or NUL, from a blocklist's text) is answered `tempfail`, so
+/// that smtpd answers 451 at once rather than after its timeout, and the
+/// connection, which other sessions' questions share, stays up.
+fn verdict_bytes(verdict: Attrs, id: &str) -> Vec<u8> {
+    verdict.encode().unwrap_or_else(|e| {
+        tracing::warn!("cannot send a policy verdict: {e}");
+        Outcome::tempfail("the verdict cannot be sent")
+            .reply(Some(id))
+            .encode()
+            .unwrap_or_default()
+    })
 }
 
 /// Writes one connection's replies: everything ready goes in one write.
@@ -601,5 +616,22 @@ fn answer(table: &Table, id: &str, request: &RouterRequest) -> Attrs {
             route.to_attrs(id)
         }
         None => Outcome::NotFound.reply(Some(id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_verdict_that_cannot_be_carried_is_a_tempfail_for_its_question() {
+        let ok = Attrs::new().with("id", 7).with("action", "dunno");
+        assert_eq!(verdict_bytes(ok.clone(), "7"), ok.encode().expect("encodes"));
+        let bad = Attrs::new().with("id", 7).with("text", "a\nb");
+        let back = proto::decode(&verdict_bytes(bad, "7"))
+            .expect("decodes")
+            .expect("a message");
+        assert_eq!(back.get("id"), Some("7"));
+        assert_eq!(back.get("status"), Some("tempfail"));
     }
 }

@@ -50,6 +50,19 @@ impl Zones {
         self
     }
 
+    /// `name` has a TXT record of exactly these bytes (one string of at
+    /// most 255: dnsmasq's raw record, so that it may hold a NUL or a line
+    /// break, as a hostile or broken zone's may).
+    pub fn txt_bytes(mut self, name: &str, text: &[u8]) -> Self {
+        let len = u8::try_from(text.len()).expect("a TXT string holds at most 255 bytes");
+        let hex: String = std::iter::once(len)
+            .chain(text.iter().copied())
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.args.push(format!("--dns-rr={name},16,{hex}"));
+        self
+    }
+
     /// `name` has an MX record pointing at `host`.
     pub fn mx(mut self, name: &str, host: &str) -> Self {
         self.args.push(format!("--mx-host={name},{host},10"));

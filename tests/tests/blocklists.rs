@@ -26,6 +26,12 @@ fn zones() -> Zones {
             "listed: see http://bl.test/5",
         )
         .a(&format!("{}.bl.test", ptr("127.0.0.7")), "127.0.0.100")
+        // 127.0.0.12 is listed with a reason holding a NUL and line breaks.
+        .a(&format!("{}.bl.test", ptr("127.0.0.12")), "127.0.0.4")
+        .txt_bytes(
+            &format!("{}.bl.test", ptr("127.0.0.12")),
+            b"listed\0here\r\nsince today",
+        )
         // key.bl2.test: a zone whose name carries a key, hidden in replies.
         .local("bl2.test")
         .a("2.0.0.127.key123.bl2.test", "127.0.0.2")
@@ -160,6 +166,36 @@ fn listed_clients_and_senders_are_refused_and_error_answers_never_list() {
         log.contains("mail from <a@good.example> to <u@one.test> refused via bl.test (127.0.0.4)"),
         "{log}"
     );
+}
+
+/// A reason that cannot go into a reply as it is (NUL, CR, LF) is given
+/// with spaces in their place: every time, the first decision (which waits
+/// for DNS) and the next ones (decided from what is known), and the
+/// router's connection, shared by every session, stays up.
+#[test]
+fn a_blocklist_reason_with_a_nul_or_line_breaks_is_given_with_spaces() {
+    let dns = DnsServer::start(zones());
+    let one = RecordingBackend::start();
+    let dir = TempDir::new("bl-nul");
+    let conf = config(
+        &dir,
+        &dns,
+        &one,
+        "skip_networks = []\ndnsbl = [\"bl.test=127.0.0.[2..11]\"]\n",
+    );
+    let p = Postern::start(dir, &conf);
+    for _ in 0..3 {
+        let (out, took) = send(&p, "127.0.0.12", "a@good.example", "u@one.test");
+        assert!(
+            out.contains("<** 554 5.7.1 Service unavailable; Client host [127.0.0.12] blocked using bl.test; listed here  since today"),
+            "{out}"
+        );
+        assert!(took < Duration::from_secs(4), "{took:?}");
+    }
+    // Other clients' mail goes on.
+    let (out, _) = send(&p, "127.0.0.13", "a@good.example", "u@one.test");
+    assert!(out.contains("<-  250 2.0.0 Ok: queued as"), "{out}");
+    assert!(!p.log().contains("dropping router client"), "{}", p.log());
 }
 
 #[test]

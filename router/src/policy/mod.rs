@@ -501,7 +501,7 @@ impl Engine {
                         .ok()
                         .flatten()
                         .map_or(String::new(), |t| {
-                            format!("; {}", t.replace(['\r', '\n'], " "))
+                            format!("; {}", t.replace(['\r', '\n', '\0'], " "))
                         });
                     let text = format!(
                         "Service unavailable; Client host [{ip}] blocked using {}{reason}",

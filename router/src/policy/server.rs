@@ -156,7 +156,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, state: Shared) {
             }
             Err(Bad::Gone) => return,
         };
-        let reply = format!("{}\n\n", action(&verdict).replace(['\r', '\n'], " "));
+        let reply = format!("{}\n\n", action(&verdict).replace(['\r', '\n', '\0'], " "));
         postern_shared::runtime::logging::flush();
         if w.write_all(reply.as_bytes()).await.is_err() {
             return;

@@ -138,22 +138,19 @@ impl Attrs {
 
     /// The wire form, or an error when a value cannot be carried.
     pub fn encode(&self) -> Result<Vec<u8>, ProtoError> {
-        let bad = |n: &str| ProtoError::BadValue(n.to_string());
-        // No CR, LF or NUL in any name or value: one search over them all.
-        if memchr::memchr3(b'\r', b'\n', 0, self.text.as_bytes()).is_some() {
-            let (n, _) = self
-                .iter()
-                .find(|(n, v)| {
-                    memchr::memchr3(b'\r', b'\n', 0, (*n).as_bytes()).is_some()
-                        || memchr::memchr3(b'\r', b'\n', 0, v.as_bytes()).is_some()
-                })
-                .unwrap_or_default();
-            return Err(bad(n));
-        }
+        let breaks = |s: &str| memchr::memchr3(b'\r', b'\n', 0, s.as_bytes()).is_some();
+        // One search over every name and value for CR, LF or NUL; only when
+        // there is one are the attributes searched one by one, to name the
+        // first at fault.
+        let any_break = breaks(&self.text);
         let mut out = Vec::with_capacity(self.text.len() + 2 * self.items.len() + 16);
         for (n, v) in self.iter() {
-            if n.is_empty() || n == "size" || memchr::memchr(b'=', n.as_bytes()).is_some() {
-                return Err(bad(n));
+            if n.is_empty()
+                || n == "size"
+                || memchr::memchr(b'=', n.as_bytes()).is_some()
+                || (any_break && (breaks(n) || breaks(v)))
+            {
+                return Err(ProtoError::BadValue(n.to_string()));
             }
             out.extend_from_slice(n.as_bytes());
             out.push(b'=');
@@ -509,6 +506,8 @@ mod tests {
             (Attrs::new().with("id", 1).with("a=b", "v"), "a=b"),
             (Attrs::new().with("id", 1).with("size", 3), "size"),
             (Attrs::new().with("id", 1).with("", "v"), ""),
+            (Attrs::new().with("", "v").with("x", "a\nb"), ""),
+            (Attrs::new().with("x", "a\nb").with("", "v"), "x"),
         ] {
             match msg.encode() {
                 Err(ProtoError::BadValue(n)) => assert_eq!(n, named),
