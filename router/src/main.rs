@@ -626,7 +626,10 @@ mod tests {
     #[test]
     fn a_verdict_that_cannot_be_carried_is_a_tempfail_for_its_question() {
         let ok = Attrs::new().with("id", 7).with("action", "dunno");
-        assert_eq!(verdict_bytes(ok.clone(), "7"), ok.encode().expect("encodes"));
+        assert_eq!(
+            verdict_bytes(ok.clone(), "7"),
+            ok.encode().expect("encodes")
+        );
         let bad = Attrs::new().with("id", 7).with("text", "a\nb");
         let back = proto::decode(&verdict_bytes(bad, "7"))
             .expect("decodes")
