@@ -222,10 +222,7 @@ fn parse_buffered(buffered: &[u8]) -> Option<(Attrs, usize)> {
         if name.is_empty() || name == "size" {
             return None;
         }
-        attrs.text.push_str(name);
-        let name_end = attrs.text.len();
-        attrs.text.push_str(value);
-        attrs.items.push((name_end, attrs.text.len()));
+        attrs.push_str(name, value);
     }
     Some((attrs, used))
 }
@@ -305,11 +302,16 @@ pub async fn read_lines<R: AsyncBufRead + Unpin>(r: &mut R) -> Result<Option<Att
 /// Decodes one message from bytes in memory (a file read whole).
 pub fn decode(bytes: &[u8]) -> Result<Option<Attrs>, ProtoError> {
     let mut r = bytes;
-    let fut = std::pin::pin!(read(&mut r));
     // Reading from a slice never waits: the first poll completes.
+    poll_once(read(&mut r)).unwrap_or(Err(ProtoError::Malformed("decoding did not complete")))
+}
+
+/// `fut`'s output if its first poll completes it (a read from memory).
+fn poll_once<F: Future>(fut: F) -> Option<F::Output> {
+    let fut = std::pin::pin!(fut);
     match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-        std::task::Poll::Ready(result) => result,
-        std::task::Poll::Pending => Err(ProtoError::Malformed("decoding did not complete")),
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => None,
     }
 }
 
@@ -424,11 +426,7 @@ mod tests {
     /// Reads `bytes` one byte per read: the line-by-line path only.
     fn read_byte_by_byte(bytes: &[u8]) -> Result<Option<Attrs>, ProtoError> {
         let mut r = tokio::io::BufReader::with_capacity(1, bytes);
-        let fut = std::pin::pin!(read(&mut r));
-        match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-            std::task::Poll::Ready(result) => result,
-            std::task::Poll::Pending => panic!("a slice never waits"),
-        }
+        poll_once(read(&mut r)).expect("a slice never waits")
     }
 
     #[test]
@@ -458,13 +456,10 @@ mod tests {
         }
         // Two messages in one buffer: the first read takes only the first.
         let mut r = &b"a=1\n\nb=2\n\n"[..];
-        let first = {
-            let fut = std::pin::pin!(read(&mut r));
-            match fut.poll(&mut std::task::Context::from_waker(std::task::Waker::noop())) {
-                std::task::Poll::Ready(m) => m.expect("reads").expect("a message"),
-                std::task::Poll::Pending => panic!("a slice never waits"),
-            }
-        };
+        let first = poll_once(read(&mut r))
+            .expect("a slice never waits")
+            .expect("reads")
+            .expect("a message");
         assert_eq!(first.get("a"), Some("1"));
         assert_eq!(r, b"b=2\n\n");
         // At the cap and one byte over it, both ways.

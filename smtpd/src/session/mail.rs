@@ -116,10 +116,12 @@ impl Session {
 
     /// The transaction's sender as the log writes it (empty without one).
     pub(super) fn sender(&self) -> String {
-        self.tx
-            .as_ref()
-            .map(|t| t.from.to_string())
-            .unwrap_or_default()
+        // Sized for an address, written without the formatting machinery.
+        let mut sender = String::with_capacity(64);
+        if let Some(t) = &self.tx {
+            t.from.push_to(&mut sender);
+        }
+        sender
     }
 
     /// Ends the transaction once its body was read (the backend's own

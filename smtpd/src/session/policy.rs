@@ -18,10 +18,8 @@ impl Session {
     /// reply), or `451 4.3.0` when the router cannot decide (a lookup
     /// failure is never a refusal for good).
     pub(super) async fn policy_check(&mut self, to: &Path) -> bool {
-        let (mut sender, mut recipient) = (String::with_capacity(64), String::with_capacity(64));
-        if let Some(tx) = &self.tx {
-            tx.from.push_to(&mut sender);
-        }
+        let sender = self.sender();
+        let mut recipient = String::with_capacity(64);
         to.push_to(&mut recipient);
         let query = QueryRef {
             sid: &self.sid,

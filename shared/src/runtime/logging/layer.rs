@@ -147,13 +147,7 @@ impl Lines {
             // back before it returns or unwinds ([`Current`]).
             #[allow(unsafe_code)]
             let task = unsafe { &*task };
-            let mut v = Visitor {
-                text: text.then_some(&mut b.line),
-                pairs: 0,
-                journal: journal.then_some(&mut b.entry),
-                message: &mut b.message,
-                value: &mut b.value,
-            };
+            let mut v = Visitor::new(b, text, journal);
             task.each(&mut |name, value| v.formatted(name, format_args!("{value}")));
             if let Some(line) = v.text.filter(|_| v.pairs > 0) {
                 line.push_str(": ");
@@ -172,13 +166,7 @@ impl Lines {
                 b.entry.extend_from_slice(&fields.journal);
             }
         }
-        let mut v = Visitor {
-            text: text.then_some(&mut b.line),
-            pairs: 0,
-            journal: journal.then_some(&mut b.entry),
-            message: &mut b.message,
-            value: &mut b.value,
-        };
+        let mut v = Visitor::new(b, text, journal);
         event.record(&mut v);
         let pairs = v.pairs;
         if let Some(out) = &self.text {
@@ -220,7 +208,19 @@ struct Visitor<'a> {
     value: &'a mut String,
 }
 
-impl Visitor<'_> {
+impl<'a> Visitor<'a> {
+    /// A visitor writing into `b`: its text line and journal entry when
+    /// `text` and `journal` ask for them.
+    fn new(b: &'a mut Buffers, text: bool, journal: bool) -> Self {
+        Visitor {
+            text: text.then_some(&mut b.line),
+            pairs: 0,
+            journal: journal.then_some(&mut b.entry),
+            message: &mut b.message,
+            value: &mut b.value,
+        }
+    }
+
     fn field(&mut self, name: &str, value: &str) {
         // The `log` crate's metadata, when its records come through tracing.
         if name.starts_with("log.") {
