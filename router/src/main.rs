@@ -31,6 +31,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use postern_shared::config::normalize_domain;
 use postern_shared::ipc::proto::{self, Attrs};
+use postern_shared::ipc::quiet::{QuietStream, QuietWrite};
 use postern_shared::ipc::route::PROTOCOL;
 use postern_shared::ipc::{self, Outcome, RouterRequest};
 use postern_shared::runtime::time::Clock;
@@ -212,7 +213,15 @@ async fn accept_loop(listener: UnixListener, table: Shared) {
 async fn serve(stream: UnixStream, table: Shared) {
     // Who is at the other end: access-list changes record it.
     let peer_uid = stream.peer_cred().ok().map(|c| c.uid());
-    let (r, w) = stream.into_split();
+    // Registered for reading only: smtpd reading a reply does not wake the
+    // router (quiet.rs).
+    let (r, w) = match QuietStream::new(stream) {
+        Ok(s) => s.into_split(),
+        Err(e) => {
+            tracing::warn!("dropping router client: {e}");
+            return;
+        }
+    };
     let mut r = BufReader::new(r);
     let hello = Attrs::new().with("protocol", PROTOCOL).with("version", 1);
     let mut out = match hello.encode() {
@@ -368,10 +377,7 @@ fn verdict_bytes(verdict: Attrs, id: &str) -> Vec<u8> {
 /// Writes one connection's replies: everything ready goes in one write.
 /// Ends when the connection breaks, or when the reader and every task
 /// answering for it are done.
-async fn write_replies(
-    mut w: tokio::net::unix::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
+async fn write_replies(mut w: QuietWrite, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
     while let Some(mut bytes) = rx.recv().await {
         while let Ok(more) = rx.try_recv() {
             bytes.extend_from_slice(&more);

@@ -41,6 +41,7 @@ pub mod oneshot;
 pub mod policy;
 pub mod postfix;
 pub mod proto;
+pub mod quiet;
 mod reply;
 pub mod route;
 mod router;

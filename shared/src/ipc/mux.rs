@@ -21,11 +21,10 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ipc::proto::{self, Attrs, ProtoError};
+use crate::ipc::quiet::{QuietRead, QuietStream, QuietWrite};
 
 /// Why a request on a multiplexed connection got no reply.
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +145,9 @@ impl Mux {
             return Ok(mux.clone());
         }
         *conn = None;
-        let stream = UnixStream::connect(&self.path)
+        // Registered for reading only: the router reading a request does not
+        // wake this process (quiet.rs).
+        let stream = QuietStream::connect(&self.path)
             .await
             .map_err(ProtoError::Io)?;
         let (r, w) = stream.into_split();
@@ -279,7 +280,7 @@ enum Outgoing {
 /// with the next request, or after [`NOTICE_DELAY`] when none comes. Under
 /// load a session's goodbye thus costs the router no wake-up of its own.
 async fn write_loop(
-    mut w: OwnedWriteHalf,
+    mut w: QuietWrite,
     mut queue: mpsc::UnboundedReceiver<Outgoing>,
     mux: Weak<Conn>,
 ) {
@@ -359,7 +360,7 @@ async fn write_loop(
 }
 
 /// Writes and empties `batch`; `false` when the connection broke.
-async fn write_batch(w: &mut OwnedWriteHalf, batch: &mut Vec<u8>, mux: &Weak<Conn>) -> bool {
+async fn write_batch(w: &mut QuietWrite, batch: &mut Vec<u8>, mux: &Weak<Conn>) -> bool {
     if batch.is_empty() {
         return true;
     }
@@ -376,7 +377,7 @@ async fn write_batch(w: &mut OwnedWriteHalf, batch: &mut Vec<u8>, mux: &Weak<Con
 }
 
 /// Reads replies and hands each to its caller, until the connection ends.
-async fn read_loop(mut r: BufReader<OwnedReadHalf>, mux: Arc<Conn>, name: &'static str) {
+async fn read_loop(mut r: BufReader<QuietRead>, mux: Arc<Conn>, name: &'static str) {
     loop {
         match proto::read(&mut r).await {
             Ok(Some(reply)) => {
