@@ -7,13 +7,13 @@
 //! asleep in `epoll_wait` is woken for it even when it has nothing to
 //! write. Between smtpd and the router, that was one useless wake-up of the
 //! router for every reply smtpd read, and of smtpd for every request the
-//! router read — about as many as the router's useful ones (bench/RESULTS.md,
-//! "wake-ups").
+//! router read — at one session, about as many as the router's useful ones
+//! (bench/RESULTS.md, "Performance round 2, fourth pass").
 //!
 //! Here the socket is registered for reading only. A write goes straight to
 //! the socket; only when it is full (the peer is not reading) is a second
-//! descriptor of the same socket registered for writing, for as long as that
-//! write waits.
+//! descriptor of the same socket, made with the stream, registered for
+//! writing, for as long as that write waits.
 
 use std::io::{self, Read, Write};
 use std::net::Shutdown;
@@ -26,7 +26,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 
 /// A connected Unix stream, registered for reading only.
-pub struct QuietStream(Arc<AsyncFd<StdStream>>);
+pub struct QuietStream {
+    fd: Arc<AsyncFd<StdStream>>,
+    spare: StdStream,
+}
 
 /// The reading half of a [`QuietStream`].
 pub struct QuietRead(Arc<AsyncFd<StdStream>>);
@@ -35,16 +38,26 @@ pub struct QuietRead(Arc<AsyncFd<StdStream>>);
 /// direction down (the peer reads the end of the stream), as tokio's does.
 pub struct QuietWrite {
     fd: Arc<AsyncFd<StdStream>>,
-    /// The socket registered for writing while a write waits for room.
+    /// A second descriptor of the socket, unregistered: made with the
+    /// stream, so that waiting for room never needs a new descriptor (a
+    /// process out of descriptors still waits instead of failing).
+    spare: Option<StdStream>,
+    /// The spare, registered for writing while a write waits for room.
     room: Option<AsyncFd<StdStream>>,
 }
 
 impl QuietStream {
-    /// Takes over a tokio stream (must be called within the runtime).
+    /// Takes over a tokio stream.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as tokio's own streams).
     pub fn new(stream: tokio::net::UnixStream) -> io::Result<Self> {
         let std = stream.into_std()?;
         std.set_nonblocking(true)?;
-        Ok(QuietStream(Arc::new(register(std, Interest::READABLE)?)))
+        let spare = std.try_clone()?;
+        let fd = Arc::new(register(std, Interest::READABLE)?);
+        Ok(QuietStream { fd, spare })
     }
 
     /// Connects to the socket at `path`.
@@ -55,9 +68,10 @@ impl QuietStream {
     /// The two halves, each usable by its own task.
     pub fn into_split(self) -> (QuietRead, QuietWrite) {
         (
-            QuietRead(self.0.clone()),
+            QuietRead(self.fd.clone()),
             QuietWrite {
-                fd: self.0,
+                fd: self.fd,
+                spare: Some(self.spare),
                 room: None,
             },
         )
@@ -82,8 +96,15 @@ impl AsyncRead for QuietRead {
         loop {
             let mut ready = ready!(self.0.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
+            let asked = unfilled.len();
             match ready.try_io(|fd| fd.get_ref().read(unfilled)) {
                 Ok(Ok(n)) => {
+                    // Less than asked: the socket is empty now (a stream
+                    // socket gives all it holds), so the next read waits for
+                    // the next event instead of trying first, as tokio does.
+                    if 0 < n && n < asked {
+                        ready.clear_ready();
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -106,8 +127,10 @@ impl AsyncWrite for QuietWrite {
         loop {
             match this.fd.get_ref().write(data) {
                 Ok(n) => {
-                    // Room again: the writing registration is dropped.
-                    this.room = None;
+                    // Room again: the spare is unregistered until next time.
+                    if let Some(room) = this.room.take() {
+                        this.spare = Some(room.into_inner());
+                    }
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -115,12 +138,10 @@ impl AsyncWrite for QuietWrite {
                 Err(e) => return Poll::Ready(Err(e)),
             }
             // Full: wait for room on a registration made for this wait.
-            let room = match this.room.take() {
-                Some(room) => room,
-                None => {
-                    let dup = this.fd.get_ref().try_clone()?;
-                    register(dup, Interest::WRITABLE)?
-                }
+            let room = match (this.room.take(), this.spare.take()) {
+                (Some(room), _) => room,
+                (None, Some(spare)) => register(spare, Interest::WRITABLE)?,
+                (None, None) => register(this.fd.get_ref().try_clone()?, Interest::WRITABLE)?,
             };
             ready!(this.room.insert(room).poll_write_ready(cx))?.clear_ready();
         }
@@ -175,6 +196,76 @@ mod tests {
         assert!(rest.is_empty(), "nothing after the end: {rest:?}");
     }
 
+    /// The events epoll watches for descriptor `fd` of this process, from
+    /// the kernel's own account (`/proc/self/fdinfo` of every epoll
+    /// instance): `None` if no epoll instance watches it.
+    fn epoll_events(fd: std::os::fd::RawFd) -> Option<u32> {
+        for entry in std::fs::read_dir("/proc/self/fd").expect("/proc/self/fd") {
+            let entry = entry.expect("fd entry");
+            let target = std::fs::read_link(entry.path()).unwrap_or_default();
+            if target.to_string_lossy() != "anon_inode:[eventpoll]" {
+                continue;
+            }
+            let name = entry.file_name();
+            let info =
+                std::fs::read_to_string(format!("/proc/self/fdinfo/{}", name.to_string_lossy()))
+                    .unwrap_or_default();
+            // tfd:       12 events: 80002001 data: ...
+            for line in info.lines() {
+                let mut words = line.split_whitespace();
+                if words.next() != Some("tfd:") {
+                    continue;
+                }
+                let watched = words.next().and_then(|w| w.parse::<i32>().ok());
+                if watched == Some(fd) && words.next() == Some("events:") {
+                    let mask = words.next().expect("a mask");
+                    return Some(u32::from_str_radix(mask, 16).expect("hex mask"));
+                }
+            }
+        }
+        None
+    }
+
+    const EPOLLIN: u32 = 0x1;
+    const EPOLLOUT: u32 = 0x4;
+
+    /// The point of the module: the kernel is asked to report readability
+    /// only, where a tokio stream asks for room to write too.
+    #[tokio::test]
+    async fn the_socket_is_watched_for_reading_only() {
+        use std::os::fd::AsRawFd;
+        let (plain, _other) = tokio::net::UnixStream::pair().expect("socketpair");
+        let plain_mask = epoll_events(plain.as_raw_fd()).expect("tokio registers its streams");
+        assert_ne!(plain_mask & EPOLLOUT, 0, "a tokio stream: {plain_mask:x}");
+
+        let (a, _b) = pair();
+        let fd = a.fd.get_ref().as_raw_fd();
+        let mask = epoll_events(fd).expect("registered");
+        assert_ne!(mask & EPOLLIN, 0, "readable: {mask:x}");
+        assert_eq!(mask & EPOLLOUT, 0, "not writable: {mask:x}");
+        let spare = a.spare.as_raw_fd();
+        assert_eq!(epoll_events(spare), None, "the spare is not watched");
+    }
+
+    /// A writer waiting for room whose peer goes away gets an error, at
+    /// once: it does not wait for ever.
+    #[tokio::test]
+    async fn a_writer_waiting_for_room_fails_when_the_peer_goes_away() {
+        let (a, b) = pair();
+        let (_ar, mut aw) = a.into_split();
+        let big = vec![b'x'; 4 * 1024 * 1024];
+        let writer = tokio::spawn(async move { aw.write_all(&big).await });
+        // Until the writer waits: the socket holds far less than 4 MB.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!writer.is_finished(), "the writer waits for room");
+        drop(b);
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), writer)
+            .await
+            .expect("the writer was woken")
+            .expect("writer task");
+        assert!(result.is_err(), "a write to a closed peer fails");
+    }
+
     /// More than the socket holds: the writer waits for room (its second
     /// registration) and every byte arrives, in order.
     #[tokio::test]
@@ -189,6 +280,7 @@ mod tests {
         let writer = tokio::spawn(async move {
             aw.write_all(&big).await.expect("write");
             assert!(aw.room.is_none(), "the writing registration is dropped");
+            assert!(aw.spare.is_some(), "and its descriptor kept for next time");
         });
         let mut got = vec![0u8; expected.len()];
         let within = std::time::Duration::from_secs(20);
